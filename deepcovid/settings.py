@@ -1,0 +1,201 @@
+"""One typed settings object for every service.
+
+Values come, in order of precedence, from environment variables prefixed ``DEEPCOVID_``
+(``DEEPCOVID_PORT=11113``), from a TOML file named by ``DEEPCOVID_CONFIG`` (keys are the field
+names: ``port = 11113``), and from the defaults below. The defaults are the *embedded* setup: one
+machine, SQLite job store, a serverless durable broker, results kept in a local folder.
+
+Every field carries a description; ``docs/configuration.md`` is generated from them
+(``deepcovid config docs``) and a test checks the two never drift.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / (
+    "deepcovid-node"
+)
+SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "models" / "registry"
+
+
+class Settings(BaseSettings):
+    """Configuration of the node, the worker and the command line."""
+
+    model_config = SettingsConfigDict(env_prefix="DEEPCOVID_", extra="forbid")
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR,
+        description="Folder for everything the service writes (spool, results, SQLite files, logs).",
+    )
+    spool_dir: Path | None = Field(
+        None, description="Where received instances are written durably. Default: `data_dir/spool`."
+    )
+    results_dir: Path | None = Field(
+        None,
+        description="Where result objects are kept (always), one folder per study. "
+        "Default: `data_dir/results`.",
+    )
+    log_dir: Path | None = Field(
+        None, description="Folder for the application and audit logs. Default: `data_dir/logs`."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the job store, e.g. `postgresql+psycopg://user@db/deepcovid`. "
+        "Default: SQLite file `data_dir/jobs.sqlite`.",
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker URL, e.g. `redis://redis:6379/0`. Default: a durable broker that "
+        "needs no server, kombu's SQLAlchemy transport on `data_dir/broker.sqlite`.",
+    )
+    min_free_space_mb: int = Field(
+        200,
+        description="Free-space watermark of the spool's disk in MiB: below it, C-STORE answers "
+        "0xA700 (out of resources) instead of accepting what it cannot keep.",
+    )
+
+    # --- listener (SCP) --------------------------------------------------------------------
+    ae_title: str = Field("DEEPCOVID", description="Called AE title the listener answers to.")
+    bind_address: str = Field("0.0.0.0", description="Address the listener binds to.")
+    port: int = Field(11112, description="TCP port of the DICOM listener.")
+    allowed_calling_aes: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to associate (comma-separated in the environment). "
+        "Empty: any calling AE is accepted.",
+    )
+    max_associations: int = Field(10, description="Maximum number of concurrent associations.")
+    max_pdu: int = Field(
+        0, description="Maximum PDU length we receive, in bytes; 0 means unlimited (fastest)."
+    )
+    network_timeout_s: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")
+
+    # --- results destination (SCU) --------------------------------------------------------
+    destination: str | None = Field(
+        None,
+        description="Where results are C-STOREd, as `AE@host:port` (e.g. `ORTHANC@pacs:4242`). "
+        "Empty: results stay in `results_dir` only.",
+    )
+    send_rejection_sr: bool = Field(
+        False,
+        description="Send a 'not analysed: reason' SR back for instances the input gate rejects.",
+    )
+    delivery_max_attempts: int = Field(
+        12, description="Attempts to deliver a result before the job is marked failed."
+    )
+    delivery_backoff_s: float = Field(
+        5.0, description="First retry delay in seconds; doubles on each attempt (capped at 10 min)."
+    )
+    delivery_verify: bool = Field(
+        True,
+        description="After C-STORE Success, confirm with C-FIND (IMAGE level) that the "
+        "destination holds the objects, where it supports C-FIND.",
+    )
+
+    # --- model and inference ----------------------------------------------------------------
+    model_registry_dir: Path = Field(
+        SHIPPED_REGISTRY,
+        description="Model registry folder (one sub-folder per version, `ACTIVE` names the "
+        "active one). Default: the registry shipped with the package.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where inference runs: `auto` picks CUDA when available."
+    )
+    engine: Literal["auto", "eager", "onnx", "compile"] = Field(
+        "auto", description="Inference engine; `auto` picks the fastest exact one per device."
+    )
+    torch_threads: int | None = Field(
+        None, description="Threads PyTorch may use per worker process. Default: all cores."
+    )
+    occlusion_window: int = Field(32, description="Occluder size N in model-input pixels.")
+    occlusion_stride: int = Field(8, description="Occluder stride S in model-input pixels.")
+    occlusion_fill: Literal["zero", "mean", "gray"] = Field(
+        "gray", description="Value the occluder paints: zero, image mean, or the normalised gray."
+    )
+
+    # --- worker -----------------------------------------------------------------------------
+    worker_concurrency: int = Field(1, description="Celery worker processes started by `serve`.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment beats the TOML file named by ``DEEPCOVID_CONFIG``, which beats defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("DEEPCOVID_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        """Fill the paths that default to places under ``data_dir``."""
+        self.data_dir = self.data_dir.expanduser()
+        if self.spool_dir is None:
+            self.spool_dir = self.data_dir / "spool"
+        if self.results_dir is None:
+            self.results_dir = self.data_dir / "results"
+        if self.log_dir is None:
+            self.log_dir = self.data_dir / "logs"
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'jobs.sqlite'}"
+        if self.broker_url is None:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+        if len(self.ae_title) > 16 or not self.ae_title.strip():
+            raise ValueError("ae_title must be 1 to 16 characters")
+        return self
+
+    # Typed accessors for the derived paths (never None after validation).
+    @property
+    def spool(self) -> Path:
+        """The spool folder."""
+        assert self.spool_dir is not None
+        return self.spool_dir
+
+    @property
+    def results(self) -> Path:
+        """The results folder."""
+        assert self.results_dir is not None
+        return self.results_dir
+
+    @property
+    def db_url(self) -> str:
+        """The job store URL."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def broker(self) -> str:
+        """The broker URL."""
+        assert self.broker_url is not None
+        return self.broker_url
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the services write to, readable by the owner only."""
+        for path in (self.data_dir, self.spool, self.results, self.log_dir):
+            assert path is not None
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+@lru_cache(maxsize=1)
+def get_settings(**overrides: Any) -> Settings:
+    """The process-wide settings (read once; tests call ``get_settings.cache_clear()``)."""
+    return Settings(**overrides)
