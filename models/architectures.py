@@ -1,0 +1,201 @@
+"""The networks of Deep-COVID (Minaee et al., 2020): torchvision backbones with a 2-class head.
+
+The paper fine-tunes ImageNet-pretrained ResNet18, ResNet50, SqueezeNet and DenseNet-121 to two
+classes. Here every architecture can start from ImageNet weights (torchvision's weight enums, read
+from the ``TORCH_HOME`` cache, never downloaded), from a local weights file, or from random weights
+(``"none"``, what the tests and the offline default use).
+
+Class order everywhere is :data:`CLASSES`; the COVID-19 probability is ``softmax(logits)[:, 1]``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum, get_model_weights
+
+ARCHITECTURES: tuple[str, ...] = (
+    "resnet18",
+    "resnet50",
+    "squeezenet1_0",
+    "squeezenet1_1",
+    "densenet121",
+)
+"""Architectures this package builds (torchvision names)."""
+
+CLASSES: tuple[str, str] = ("non_covid", "covid")
+"""Output order of every model: index 1 is COVID-19."""
+
+COVID_INDEX = CLASSES.index("covid")
+"""Index of the COVID-19 logit / probability."""
+
+_HEAD_PREFIX = {
+    "resnet18": "fc.",
+    "resnet50": "fc.",
+    "squeezenet1_0": "classifier.1.",
+    "squeezenet1_1": "classifier.1.",
+    "densenet121": "classifier.",
+}
+"""State-dict prefix of the classification head, replaced when the class count changes."""
+
+# Old DenseNet checkpoints (torchvision's own ImageNet files) use keys such as ``norm.1.weight``.
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}"
+        )
+
+
+def imagenet_weights(arch: str) -> WeightsEnum:
+    """The default ImageNet weight enum of ``arch``, e.g. ``ResNet18_Weights.IMAGENET1K_V1``."""
+    _check_arch(arch)
+    return get_model_weights(arch).DEFAULT  # type: ignore[no-any-return]
+
+
+def imagenet_weights_file(arch: str) -> Path:
+    """Where torchvision's hub cache keeps ``arch``'s ImageNet weights (honours ``TORCH_HOME``)."""
+    url = imagenet_weights(arch).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def head_prefix(arch: str) -> str:
+    """State-dict prefix of the classification head of ``arch`` (what fine-tuning replaces)."""
+    _check_arch(arch)
+    return _HEAD_PREFIX[arch]
+
+
+def head_parameters(model: nn.Module, arch: str) -> Iterator[nn.Parameter]:
+    """The parameters of the classification head (for last-layer fine-tuning as in the paper)."""
+    prefix = head_prefix(arch)
+    for name, param in model.named_parameters():
+        if name.startswith(prefix):
+            yield param
+
+
+def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:
+    """Swap the 1000-class ImageNet head for a freshly initialised ``num_classes`` head."""
+    if arch.startswith("resnet"):
+        fc = model.fc
+        assert isinstance(fc, nn.Linear)
+        model.fc = nn.Linear(fc.in_features, num_classes)
+    elif arch.startswith("squeezenet"):
+        classifier = model.classifier
+        assert isinstance(classifier, nn.Sequential)
+        conv = classifier[1]
+        assert isinstance(conv, nn.Conv2d)
+        new = nn.Conv2d(conv.in_channels, num_classes, kernel_size=1)
+        # torchvision initialises the SqueezeNet head with N(0, 0.01), bias 0.
+        nn.init.normal_(new.weight, mean=0.0, std=0.01)
+        assert new.bias is not None
+        nn.init.zeros_(new.bias)
+        classifier[1] = new
+        model.num_classes = num_classes  # type: ignore[assignment]
+    elif arch.startswith("densenet"):
+        head = model.classifier
+        assert isinstance(head, nn.Linear)
+        new_lin = nn.Linear(head.in_features, num_classes)
+        nn.init.zeros_(new_lin.bias)
+        model.classifier = new_lin
+    else:  # pragma: no cover - guarded by _check_arch
+        raise ValueError(arch)
+
+
+def _rename_old_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map torchvision's legacy DenseNet keys (``norm.1``) to the current names (``norm1``)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        match = _DENSENET_OLD_KEY.match(key)
+        out[match.group(1) + match.group(2) if match else key] = value
+    return out
+
+
+def _load_imagenet(model: nn.Module, arch: str) -> None:
+    """Load torchvision's ImageNet weights from the local hub cache through the weight enum."""
+    weights = imagenet_weights(arch)
+    path = imagenet_weights_file(arch)
+    if not path.is_file():
+        raise RuntimeError(
+            f"ImageNet weights for {arch} ({weights}) are not available offline: expected the "
+            f"file {path}. Put {path.name} there (download it from {weights.url} on a connected "
+            f"machine), set TORCH_HOME to the folder whose hub/checkpoints/ holds it (now "
+            f"TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}), or pass the file's path "
+            "as init."
+        )
+    state_dict = weights.get_state_dict(progress=False, check_hash=True)
+    model.load_state_dict(_rename_old_keys(state_dict))
+
+
+def _load_file(model: nn.Module, arch: str, path: Path) -> None:
+    """Load a local state dict: a full model of this class count, or a backbone (head skipped)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"init weights file {path} does not exist")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read weights file {path} as a state dict: {exc}") from exc
+    if isinstance(loaded, Mapping) and "state_dict" in loaded:
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise RuntimeError(f"weights file {path} holds {type(loaded).__name__}, not a state dict")
+    state_dict = _rename_old_keys(loaded)
+    prefix = _HEAD_PREFIX[arch]
+    own = model.state_dict()
+    head_matches = all(
+        k in state_dict and state_dict[k].shape == v.shape
+        for k, v in own.items()
+        if k.startswith(prefix)
+    )
+    if not head_matches:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix)}
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        bad_missing = [k for k in missing if not k.startswith(prefix)]
+        if bad_missing or unexpected:
+            raise RuntimeError(
+                f"weights file {path} does not fit {arch}: missing {bad_missing[:5]}, "
+                f"unexpected {list(unexpected)[:5]}"
+            )
+        return
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise RuntimeError(f"weights file {path} does not fit {arch}: {exc}") from exc
+
+
+def build_model(
+    arch: str, init: str | os.PathLike[str] = "none", num_classes: int = 2
+) -> nn.Module:
+    """Build ``arch`` with a ``num_classes`` head.
+
+    ``init`` is ``"none"`` (random weights, seeded by the caller's ``torch.manual_seed``),
+    ``"imagenet"`` (torchvision's weight enum, from the ``TORCH_HOME`` cache; a clear
+    ``RuntimeError`` names the missing file instead of downloading), or the path of a local state
+    dict (ImageNet backbone with any head, or a full model with ``num_classes`` outputs).
+    The model is returned in eval mode on the CPU.
+    """
+    _check_arch(arch)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    init_str = os.fspath(init)
+    if init_str == "none":
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    elif init_str == "imagenet":
+        model = torchvision.models.get_model(arch, weights=None)
+        _load_imagenet(model, arch)
+        _replace_head(model, arch, num_classes)
+    else:
+        model = torchvision.models.get_model(arch, weights=None)
+        _replace_head(model, arch, num_classes)
+        _load_file(model, arch, Path(init_str))
+    return model.eval()
