@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -38,7 +39,8 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------
     data_dir: Path = Field(
         DEFAULT_DATA_DIR,
-        description="Folder for everything the service writes (spool, results, SQLite files, logs).",
+        description="Folder for everything the service writes (spool, results, SQLite files, "
+        "logs).",
     )
     spool_dir: Path | None = Field(
         None, description="Where received instances are written durably. Default: `data_dir/spool`."
@@ -53,13 +55,13 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None,
-        description="SQLAlchemy URL of the job store, e.g. `postgresql+psycopg://user@db/deepcovid`. "
-        "Default: SQLite file `data_dir/jobs.sqlite`.",
+        description="SQLAlchemy URL of the job store, e.g. "
+        "`postgresql+psycopg://user@db/deepcovid`. Default: SQLite file `data_dir/jobs.sqlite`.",
     )
     broker_url: str | None = Field(
         None,
-        description="Celery broker URL, e.g. `redis://redis:6379/0`. Default: a durable broker that "
-        "needs no server, kombu's SQLAlchemy transport on `data_dir/broker.sqlite`.",
+        description="Celery broker URL, e.g. `redis://redis:6379/0`. Default: a durable broker "
+        "that needs no server, kombu's SQLAlchemy transport on `data_dir/broker.sqlite`.",
     )
     min_free_space_mb: int = Field(
         200,
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     ae_title: str = Field("DEEPCOVID", description="Called AE title the listener answers to.")
     bind_address: str = Field("0.0.0.0", description="Address the listener binds to.")
     port: int = Field(11112, description="TCP port of the DICOM listener.")
-    allowed_calling_aes: list[str] = Field(
+    allowed_calling_aes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Calling AE titles allowed to associate (comma-separated in the environment). "
         "Empty: any calling AE is accepted.",
@@ -144,6 +146,14 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @field_validator("allowed_calling_aes", mode="before")
+    @classmethod
+    def _split_aes(cls, value: Any) -> Any:
+        """Accept ``"PACS1,PACS2"`` from the environment as well as a TOML list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

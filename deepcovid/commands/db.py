@@ -1,15 +1,37 @@
-"""`deepcovid` commands: db (placeholder until its issue lands)."""
+"""``deepcovid db upgrade | current``: the job store's schema."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from deepcovid.settings import get_settings
+
 
 def register(subparsers: Any) -> None:
-    """Add this group's sub-commands (none yet)."""
-    del subparsers
+    """Add ``db upgrade`` and ``db current``."""
+    p = subparsers.add_parser("db", help="job-store schema (Alembic migrations)")
+    sub = p.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
+    up = sub.add_parser("upgrade", help="apply migrations up to a revision (default: head)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=cmd_upgrade)
+    cur = sub.add_parser("current", help="print the revision the database is at")
+    cur.set_defaults(func=cmd_current)
 
 
-def _unused(args: argparse.Namespace) -> int:
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Apply migrations."""
+    from worker.store.migrate import upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    print(f"job store at revision {upgrade(settings.db_url, args.revision)}")
+    return 0
+
+
+def cmd_current(args: argparse.Namespace) -> int:
+    """Print the current revision."""
+    from worker.store.migrate import current
+
+    print(current(get_settings().db_url) or "(empty database)")
     return 0

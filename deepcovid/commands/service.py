@@ -1,15 +1,108 @@
-"""`deepcovid` commands: service (placeholder until its issue lands)."""
+"""``deepcovid serve | node | worker``: run the listener, the worker, or both."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
+
+from deepcovid.runtime import prepare
+from deepcovid.settings import get_settings
 
 
 def register(subparsers: Any) -> None:
-    """Add this group's sub-commands (none yet)."""
-    del subparsers
+    """Add ``serve``, ``node`` and ``worker``."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the DICOM listener and a worker on this machine (embedded defaults)",
+        description="Start the DICOM listener in this process and worker process(es) beside it.",
+    )
+    p.set_defaults(func=cmd_serve)
+    p = subparsers.add_parser("node", help="run the DICOM listener (C-ECHO/C-STORE SCP) only")
+    p.set_defaults(func=cmd_node)
+    p = subparsers.add_parser("worker", help="run a Celery analysis worker only")
+    p.add_argument("--concurrency", type=int, default=None, help="worker processes")
+    p.set_defaults(func=cmd_worker)
 
 
-def _unused(args: argparse.Namespace) -> int:
+def _banner(settings: Any) -> None:
+    dest = settings.destination or f"local folder {settings.results}"
+    print(
+        f"deepcovid-node: listening as {settings.ae_title} on "
+        f"{settings.bind_address}:{settings.port}\n"
+        f"  job store: {_redact(settings.db_url)}\n  broker:    {_redact(settings.broker)}\n"
+        f"  spool:     {settings.spool}\n  results:   {dest}",
+        flush=True,
+    )
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for printing."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    """Run the listener in the foreground until interrupted."""
+    settings = get_settings()
+    prepare(settings, "node")
+    _banner(settings)
+    from dicom_node.scp import serve_forever
+
+    serve_forever(settings)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker in the foreground until interrupted."""
+    settings = get_settings()
+    prepare(settings, "worker")
+    from worker.celery_app import QUEUE, app
+
+    concurrency = args.concurrency or settings.worker_concurrency
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level}",
+            f"--concurrency={concurrency}",
+            f"--queues={QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname=deepcovid-{os.getpid()}@%h",
+        ]
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The listener here and a worker in a child process; stop both on SIGINT/SIGTERM."""
+    settings = get_settings()
+    prepare(settings, "node")
+    worker = subprocess.Popen([sys.executable, "-m", "deepcovid.cli", "worker"])
+
+    def _stop(signum: int, _frame: Any) -> None:
+        worker.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    _banner(settings)
+    from dicom_node.scp import serve_forever
+
+    try:
+        serve_forever(settings)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
     return 0

@@ -1,0 +1,124 @@
+"""Build small, valid DICOM datasets for tests, wrapping real pixel arrays.
+
+Used to put the chest X-rays of ``shared/data/cxr`` (JPEG) into CR/DX DICOM with unchanged
+pixels, and to make the 8-/16-bit, MONOCHROME1/2 and rescaled variants the preprocessing tests need.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    PYDICOM_IMPLEMENTATION_UID,
+    generate_uid,
+)
+
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CXR_DIR = SHARED / "data" / "cxr"
+DICOM_DIR = SHARED / "data" / "dicom"
+
+
+def wrap_pixels(
+    pixels: np.ndarray,
+    *,
+    modality: str = "CR",
+    sop_class_uid: str = CR_IMAGE_STORAGE,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    signed: bool = False,
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    view_position: str | None = "PA",
+    body_part: str | None = "CHEST",
+    patient_name: str = "Test^Patient",
+    patient_id: str = "TEST0001",
+    study_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> Dataset:
+    """A CR/DX-like dataset holding ``pixels`` (2-D uint8/uint16/int16) unchanged.
+
+    ``rescale`` is (slope, intercept) for the Modality LUT; ``window`` is (center, width).
+    """
+    if pixels.ndim != 2:
+        raise ValueError("pixels must be 2-D")
+    bits_allocated = 8 if pixels.dtype.itemsize == 1 else 16
+    now = dt.datetime.now()
+    ds = Dataset()
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
+    ds.StudyInstanceUID = study_instance_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyDate = now.strftime("%Y%m%d")
+    ds.StudyTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = "ACC0001"
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Modality = modality
+    ds.Manufacturer = "deepcovid-node tests"
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
+    if view_position is not None:
+        ds.ViewPosition = view_position
+    ds.PatientOrientation = ["P", "F"] if view_position in {"PA", None} else ["A", "F"]
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = (int(v) for v in pixels.shape)
+    ds.BitsAllocated = bits_allocated
+    ds.BitsStored = bits_stored or bits_allocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if rescale is not None:
+        ds.RescaleSlope = f"{rescale[0]:g}"
+        ds.RescaleIntercept = f"{rescale[1]:g}"
+        ds.RescaleType = "US"
+    if window is not None:
+        ds.WindowCenter = f"{window[0]:g}"
+        ds.WindowWidth = f"{window[1]:g}"
+    if sop_class_uid == DX_PRESENTATION_STORAGE:
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+        ds.DetectorType = "DIRECT"
+        ds.ImagerPixelSpacing = [0.2, 0.2]
+        ds.PixelIntensityRelationship = "LIN"
+        ds.PixelIntensityRelationshipSign = 1
+        ds.RescaleSlope = ds.get("RescaleSlope", "1")
+        ds.RescaleIntercept = ds.get("RescaleIntercept", "0")
+        ds.RescaleType = "US"
+        ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
+        ds.Laterality = ""
+        ds.ContentDate = ds.StudyDate
+        ds.ContentTime = ds.StudyTime
+        ds.BurnedInAnnotation = "NO"
+        ds.LossyImageCompression = "00"
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    return ds
+
+
+def load_cxr(relpath: str) -> np.ndarray:
+    """A manifest image of ``shared/data/cxr`` as a 2-D uint8 array."""
+    from PIL import Image
+
+    with Image.open(CXR_DIR / relpath) as img:
+        return np.asarray(img.convert("L"), dtype=np.uint8)

@@ -1,0 +1,44 @@
+"""The Celery application: broker from settings, at-least-once delivery, one task at a time.
+
+``acks_late`` + ``reject_on_worker_lost`` + prefetch 1 make a task message stay with the broker
+until the task has finished, so a worker that dies hands its task back. The job store, not the
+broker, is the final record: :mod:`worker.recovery` re-enqueues any job the broker lost.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from deepcovid.settings import Settings, get_settings
+
+QUEUE = "deepcovid.analysis"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``."""
+    broker = settings.broker
+    if broker.startswith("sqla+sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("deepcovid", broker=broker, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        task_default_delivery_mode="persistent",
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={"visibility_timeout": 3600, "polling_interval": 0.5},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )
+    return app
+
+
+app = make_celery(get_settings())

@@ -1,0 +1,39 @@
+"""Publishing analysis work: the only way other packages put a job on the queue."""
+
+from __future__ import annotations
+
+import logging
+
+from worker.store import JobState, JobStore
+
+log = logging.getLogger(__name__)
+
+ANALYSE_TASK = "worker.tasks.analyse_instance"
+
+
+def enqueue_analysis(job_id: int, store: JobStore | None = None) -> None:
+    """Publish the analysis task for ``job_id`` and mark the job ``queued``.
+
+    Raises when the broker does not take the message: the job then stays ``received`` and
+    :func:`worker.recovery.requeue_unfinished` picks it up when the service starts again.
+    """
+    from worker.celery_app import app
+
+    app.send_task(ANALYSE_TASK, args=[job_id])
+    store = store or default_store()
+    store.set_state(
+        job_id, JobState.QUEUED, "queued for analysis", expect=[JobState.RECEIVED, JobState.QUEUED]
+    )
+
+
+_store: JobStore | None = None
+
+
+def default_store() -> JobStore:
+    """The process-wide job store built from the settings (created on first use)."""
+    global _store
+    if _store is None:
+        from deepcovid.settings import get_settings
+
+        _store = JobStore(get_settings().db_url)
+    return _store

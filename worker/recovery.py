@@ -1,0 +1,41 @@
+"""Re-enqueue work the broker may have lost, so nothing received is ever left behind.
+
+Runs when the node starts, when a worker starts, and periodically in the node. Duplicated
+task messages are harmless: :meth:`worker.store.JobStore.claim` lets only one of them work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from worker.store import JobState, JobStore
+
+log = logging.getLogger(__name__)
+
+
+def requeue_unfinished(
+    store: JobStore,
+    enqueue: Callable[[int], None],
+    *,
+    stale_after_s: float = 0.0,
+    analysis_lease_s: float = 900.0,
+) -> int:
+    """Enqueue jobs waiting longer than ``stale_after_s`` and analyses whose lease expired.
+
+    Returns how many jobs were enqueued. Stops at the first broker failure (the next run
+    tries again); the jobs stay in the store either way.
+    """
+    waiting = store.unfinished(stale_after_s=stale_after_s)
+    stuck = store.unfinished(stale_after_s=analysis_lease_s, states=[JobState.ANALYSING])
+    done = 0
+    for job_id in [*waiting, *stuck]:
+        try:
+            enqueue(job_id)
+        except Exception as exc:  # broker down: keep the jobs for the next run
+            log.warning("re-enqueue stopped at job %s: %s", job_id, exc)
+            break
+        done += 1
+    if done:
+        log.info("re-enqueued %d unfinished job(s)", done)
+    return done

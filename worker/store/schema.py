@@ -1,0 +1,101 @@
+"""Tables of the job store. Alembic migrations in ``migrations/`` create and evolve them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now, the only clock the store uses."""
+    return dt.datetime.now(dt.UTC)
+
+
+class JobState(enum.StrEnum):
+    """Where a job stands. ``delivered``, ``rejected`` and ``failed`` are final."""
+
+    RECEIVED = "received"
+    QUEUED = "queued"
+    ANALYSING = "analysing"
+    ANALYSED = "analysed"
+    RESULTS_BUILT = "results_built"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset({JobState.DELIVERED, JobState.REJECTED, JobState.FAILED})
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the job-store tables."""
+
+
+class Job(Base):
+    """One received SOP Instance and what became of it."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    calling_ae: Mapped[str | None] = mapped_column(String(16))
+    spool_path: Mapped[str] = mapped_column(String(1024), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default=JobState.RECEIVED)
+    reason: Mapped[str | None] = mapped_column(Text)
+    times_received: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Key attributes recorded by the worker when it opens the instance.
+    modality: Mapped[str | None] = mapped_column(String(16))
+    view_position: Mapped[str | None] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    photometric_interpretation: Mapped[str | None] = mapped_column(String(16))
+    # Outcome of the analysis.
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    probability: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    finding: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    events: Mapped[list[JobEvent]] = relationship(
+        back_populates="job", order_by="JobEvent.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_jobs_state_updated", "state", "updated_at"),)
+
+
+class JobEvent(Base):
+    """One entry of a job's timeline: a state change or a notable fact, with its time."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    message: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="events")
