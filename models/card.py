@@ -1,0 +1,199 @@
+"""The model card: what a model version is, how it was made, and how well it did.
+
+Stored as ``model_card.json`` next to ``weights.pt`` in each registry version. Serving reads the
+preprocessing and the operating threshold from it; the result objects quote its name, version,
+architecture and Device UID (a DICOM UID that is new for every version, so a PACS can tell results
+of different models apart); training writes the data manifest, the metrics and the command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import generate_uid
+
+from models.architectures import ARCHITECTURES, CLASSES
+from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+
+CARD_SCHEMA_VERSION = 1
+"""Bumped when a field changes meaning; readers refuse newer schemas they do not know."""
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 UTC with seconds, e.g. ``2026-11-27T13:30:00Z``."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def new_device_uid() -> str:
+    """A fresh DICOM UID for the Device UID of a new model version."""
+    return str(generate_uid())
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of merit with its confidence interval (e.g. AUC 0.97, 95 % CI 0.95-0.99)."""
+
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_level: float = 0.95
+    method: str = ""
+    """How the interval was computed, e.g. ``"bootstrap, 2000 resamples, percentile"``."""
+    n: int | None = None
+    """Number of images (or positives, as ``method`` says) the value is computed on."""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.value):
+            raise ValueError(f"metric value must be finite, got {self.value}")
+        if (self.ci_low is None) != (self.ci_high is None):
+            raise ValueError("give both ci_low and ci_high, or neither")
+        if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
+            raise ValueError(f"ci_low {self.ci_low} is above ci_high {self.ci_high}")
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | float) -> Metric:
+        """From the card's JSON (a bare number is accepted as a value without interval)."""
+        if isinstance(data, int | float):
+            return cls(value=float(data))
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything about one model version that is not its weights.
+
+    ``version``, ``created``, ``weights_sha256`` and ``device_uid`` are filled by
+    :meth:`models.registry.Registry.save_version`; the rest is the trainer's to set.
+    Metrics are keyed by name, by convention ``"<split>/<metric>"`` or
+    ``"<split>/<source>/<metric>"`` (e.g. ``"test/auc"``, ``"test/nih_chestxray8/specificity"``).
+    """
+
+    architecture: str
+    name: str = "deep-covid"
+    version: str = ""
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    classes: tuple[str, ...] = CLASSES
+    threshold: float = 0.5
+    threshold_method: str = "default 0.5 (not tuned)"
+    """How the operating threshold was chosen, e.g. ``"sensitivity 0.98 on val"``."""
+    init: str = "none"
+    """Initialisation the training started from: ``imagenet``, ``none`` or a file name."""
+    training_manifest: str = ""
+    training_manifest_sha256: str = ""
+    training_command: str = ""
+    training_parameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    created: str = ""
+    weights_sha256: str = ""
+    device_uid: str = ""
+    intended_use: str = "Research use only; not for diagnostic use."
+    notes: str = ""
+    schema_version: int = CARD_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}"
+            )
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if self.classes != CLASSES:
+            raise ValueError(f"classes must be {CLASSES} in this order, got {self.classes}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        # Validates input_size, mean and std (and normalises them to float tuples).
+        spec = PreprocessSpec(self.input_size, self.mean, self.std)
+        object.__setattr__(self, "mean", spec.mean)
+        object.__setattr__(self, "std", spec.std)
+        metrics = {
+            k: v if isinstance(v, Metric) else Metric.from_dict(v) for k, v in self.metrics.items()
+        }
+        object.__setattr__(self, "metrics", metrics)
+        if self.weights_sha256 and (
+            len(self.weights_sha256) != 64
+            or any(c not in "0123456789abcdef" for c in self.weights_sha256)
+        ):
+            raise ValueError("weights_sha256 must be 64 lowercase hex digits")
+        if self.device_uid and (
+            len(self.device_uid) > 64 or not all(p.isdigit() for p in self.device_uid.split("."))
+        ):
+            raise ValueError(f"device_uid {self.device_uid!r} is not a valid DICOM UID")
+        if self.schema_version > CARD_SCHEMA_VERSION:
+            raise ValueError(
+                f"model card schema {self.schema_version} is newer than this code understands "
+                f"({CARD_SCHEMA_VERSION}); upgrade deepcovid-node"
+            )
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """The preprocessing this model was trained with."""
+        return PreprocessSpec(self.input_size, self.mean, self.std)
+
+    @property
+    def covid_index(self) -> int:
+        """Index of the COVID-19 output."""
+        return self.classes.index("covid")
+
+    def replace(self, **changes: Any) -> ModelCard:
+        """A copy with some fields changed (validated again)."""
+        data = self.to_dict()
+        data.update(changes)
+        return ModelCard.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: tuples become lists, metrics become objects."""
+        data = asdict(self)
+        data["mean"] = list(self.mean)
+        data["std"] = list(self.std)
+        data["classes"] = list(self.classes)
+        return data
+
+    def to_json(self) -> str:
+        """Pretty, stable JSON (sorted keys) so that cards diff well."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
+        """From :meth:`to_dict` output; unknown keys are an error (typos must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model card fields: {', '.join(unknown)}")
+        if "architecture" not in data:
+            raise ValueError("model card has no architecture")
+        kwargs = dict(data)
+        for key in ("mean", "std", "classes"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if "metrics" in kwargs:
+            kwargs["metrics"] = {k: Metric.from_dict(v) for k, v in kwargs["metrics"].items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        """Parse a card from JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"model card is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError("model card JSON must be an object")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the card as JSON to ``path``."""
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        """Read a card written by :meth:`save`."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,243 @@
+"""A folder of model versions with one active version.
+
+Layout::
+
+    root/
+      ACTIVE                  # text file: the name of the active version
+      v0001/
+        weights.pt            # state_dict only (torch.save), read with weights_only=True
+        model_card.json       # models.card.ModelCard, with the sha256 of weights.pt
+      v0002/ ...
+
+Versions are written to a hidden temporary folder and renamed into place, so a reader never sees
+half a version; ``ACTIVE`` is replaced atomically too. Loading checks the weights' sha256 against
+the card before unpickling anything, so a corrupted or swapped file fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.architectures import build_model
+from models.card import ModelCard, new_device_uid, utc_now_iso
+
+WEIGHTS_FILE = "weights.pt"
+CARD_FILE = "model_card.json"
+ACTIVE_FILE = "ACTIVE"
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_AUTO_RE = re.compile(r"^v(\d{4,})$")
+
+
+class RegistryError(RuntimeError):
+    """The registry or one of its versions cannot be used (reason in the text)."""
+
+
+class WeightsIntegrityError(RegistryError):
+    """A version's weights file is missing, corrupted, or does not match its model card."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_version_name(version: str) -> str:
+    """Validate a version name (it becomes a folder name and a DICOM SoftwareVersions value)."""
+    if not _VERSION_RE.match(version) or version in {".", ".."}:
+        raise ValueError(
+            f"invalid version name {version!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return version
+
+
+class Registry:
+    """Model versions under ``root`` (created on the first save)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r})"
+
+    # --- listing -------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Names of the complete versions (with a card), oldest first by name."""
+        if not self.root.is_dir():
+            return []
+        names = [
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / CARD_FILE).is_file()
+        ]
+        return sorted(names, key=_version_sort_key)
+
+    def path(self, version: str) -> Path:
+        """Folder of ``version``; raises :class:`RegistryError` if it does not exist."""
+        check_version_name(version)
+        folder = self.root / version
+        if not (folder / CARD_FILE).is_file():
+            known = ", ".join(self.versions()) or "none"
+            raise RegistryError(f"no model version {version!r} in {self.root} (versions: {known})")
+        return folder
+
+    def card(self, version: str | None = None) -> ModelCard:
+        """The model card of ``version`` (default: the active one), without loading weights."""
+        folder = self.path(self._resolve(version))
+        try:
+            return ModelCard.load(folder / CARD_FILE)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RegistryError(f"model card of {folder.name} is invalid: {exc}") from exc
+
+    # --- the active version --------------------------------------------------------------
+    def active_version(self) -> str | None:
+        """Name in ``ACTIVE``, or None when no version has been activated."""
+        active = self.root / ACTIVE_FILE
+        if not active.is_file():
+            return None
+        name = active.read_text(encoding="utf-8").strip()
+        return name or None
+
+    def activate(self, version: str) -> None:
+        """Make ``version`` the active one (checks that it exists and its weights are intact)."""
+        folder = self.path(version)
+        self.verify(version)
+        _atomic_write_text(self.root / ACTIVE_FILE, folder.name + "\n")
+
+    def _resolve(self, version: str | None) -> str:
+        if version is not None:
+            return version
+        active = self.active_version()
+        if active is None:
+            raise RegistryError(
+                f"no active model version in {self.root}: run `deepcovid models activate VERSION` "
+                f"(versions: {', '.join(self.versions()) or 'none'})"
+            )
+        return active
+
+    # --- loading ---------------------------------------------------------------------------
+    def verify(self, version: str) -> ModelCard:
+        """Check ``version``'s weights file against the sha256 in its card; return the card."""
+        card = self.card(version)
+        weights = self.path(version) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise WeightsIntegrityError(f"model version {version}: {weights} is missing")
+        if not card.weights_sha256:
+            raise WeightsIntegrityError(
+                f"model version {version}: the card has no weights_sha256 to check {weights} "
+                "against"
+            )
+        actual = sha256_file(weights)
+        if actual != card.weights_sha256:
+            raise WeightsIntegrityError(
+                f"model version {version}: {weights} is corrupted or does not belong to this card "
+                f"(sha256 {actual}, card says {card.weights_sha256})"
+            )
+        return card
+
+    def load(self, version: str | None = None) -> tuple[nn.Module, ModelCard]:
+        """The model of ``version`` (default: active) with its weights, eval mode, on the CPU."""
+        name = self._resolve(version)
+        card = self.verify(name)
+        weights = self.path(name) / WEIGHTS_FILE
+        try:
+            state_dict = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsIntegrityError(
+                f"model version {name}: {weights} is not a readable state dict: {exc}"
+            ) from exc
+        if not isinstance(state_dict, dict):
+            raise WeightsIntegrityError(
+                f"model version {name}: {weights} holds {type(state_dict).__name__}, "
+                "not a state dict"
+            )
+        model = build_model(card.architecture, init="none", num_classes=len(card.classes))
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            raise WeightsIntegrityError(
+                f"model version {name}: weights do not fit architecture {card.architecture}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
+        return model.eval(), card
+
+    # --- saving ------------------------------------------------------------------------------
+    def next_version(self) -> str:
+        """The next automatic name: ``v0001``, ``v0002``, ..."""
+        numbers = [int(m.group(1)) for v in self.versions() if (m := _AUTO_RE.match(v))]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    def save_version(self, model: nn.Module, card: ModelCard) -> str:
+        """Store ``model``'s weights with ``card`` as a new version; returns its name.
+
+        The card's ``version`` is used when set (it must be new), otherwise the next ``vNNNN``.
+        ``weights_sha256`` and a new ``device_uid`` are always filled in here; ``created`` is kept
+        when the trainer set it. The new version is not activated.
+        """
+        version = check_version_name(card.version) if card.version else self.next_version()
+        if (self.root / version).exists():
+            raise RegistryError(f"model version {version!r} already exists in {self.root}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
+        try:
+            state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            weights = tmp / WEIGHTS_FILE
+            with open(weights, "wb") as fh:
+                torch.save(state_dict, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            final = card.replace(
+                version=version,
+                weights_sha256=sha256_file(weights),
+                device_uid=new_device_uid(),
+                created=card.created or utc_now_iso(),
+            )
+            _atomic_write_text(tmp / CARD_FILE, final.to_json())
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, self.root / version)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _fsync_dir(self.root)
+        return version
+
+
+def _version_sort_key(name: str) -> tuple[int, int, str]:
+    match = _AUTO_RE.match(name)
+    return (0, int(match.group(1)), name) if match else (1, 0, name)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
