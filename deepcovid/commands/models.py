@@ -1,15 +1,103 @@
-"""`deepcovid` commands: models (placeholder until its issue lands)."""
+"""`deepcovid models list | show VERSION | activate VERSION`: the model registry from the shell."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    """Add this group's sub-commands (none yet)."""
-    del subparsers
+    """Add ``models`` and its sub-commands."""
+    parser = subparsers.add_parser(
+        "models", help="list, show and activate model versions of the registry"
+    )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="registry folder (default: the model_registry_dir setting)",
+    )
+    sub = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+
+    p_list = sub.add_parser("list", help="versions, the active one marked with *")
+    p_list.set_defaults(func=_list)
+
+    p_show = sub.add_parser("show", help="print a version's model card (JSON)")
+    p_show.add_argument("version", nargs="?", default=None, help="default: the active version")
+    p_show.add_argument(
+        "--verify", action="store_true", help="also check the weights' sha256 against the card"
+    )
+    p_show.set_defaults(func=_show)
+
+    p_act = sub.add_parser("activate", help="make VERSION the active model")
+    p_act.add_argument("version")
+    p_act.set_defaults(func=_activate)
+
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
-def _unused(args: argparse.Namespace) -> int:
+def _registry(args: argparse.Namespace) -> Any:
+    from deepcovid.settings import get_settings
+    from models.registry import Registry
+
+    root = args.registry if args.registry is not None else get_settings().model_registry_dir
+    return Registry(root)
+
+
+def _list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    versions = registry.versions()
+    if not versions:
+        print(f"no model versions in {registry.root}")
+        return 0
+    active = registry.active_version()
+    for version in versions:
+        try:
+            card = registry.card(version)
+            summary = _summary(card)
+        except Exception as exc:  # one broken version must not hide the others
+            summary = f"(unreadable card: {exc})"
+        print(f"{'*' if version == active else ' '} {version}  {summary}")
+    return 0
+
+
+def _summary(card: Any) -> str:
+    auc = card.metrics.get("test/auc")
+    auc_text = ""
+    if auc is not None:
+        auc_text = f"  test AUC {auc.value:.3f}"
+        if auc.ci_low is not None:
+            auc_text += f" ({auc.ci_level:.0%} CI {auc.ci_low:.3f}-{auc.ci_high:.3f})"
+    return (
+        f"{card.architecture:<14} threshold {card.threshold:.3f}  created {card.created}{auc_text}"
+    )
+
+
+def _show(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+
+    registry = _registry(args)
+    try:
+        card = registry.card(args.version)
+        if args.verify:
+            registry.verify(card.version)
+    except (RegistryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(card.to_json())
+    return 0
+
+
+def _activate(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+
+    registry = _registry(args)
+    try:
+        registry.activate(args.version)
+    except (RegistryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"active model version: {args.version} ({registry.root})")
     return 0
