@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up everything and run the whole test suite (what CI runs). Extra arguments go to pytest,
+# e.g. `scripts/test.sh -m "not integration"` for the fast layer only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/test-services.sh
+scripts/setup.sh
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest "$@"
