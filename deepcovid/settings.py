@@ -129,6 +129,16 @@ class Settings(BaseSettings):
 
     # --- worker -----------------------------------------------------------------------------
     worker_concurrency: int = Field(1, description="Celery worker processes started by `serve`.")
+    analysis_lease_s: float = Field(
+        120.0,
+        description="A worker renews its claim on a job every quarter of this; a claim not "
+        "renewed for this long belongs to a dead worker and the job is analysed again.",
+    )
+    reconcile_interval_s: float = Field(
+        60.0,
+        description="How often the node re-enqueues jobs the broker may have lost (waiting "
+        "jobs older than 10 intervals, analyses whose lease expired).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
 
     @classmethod

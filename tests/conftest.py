@@ -59,6 +59,8 @@ def settings_env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
         "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",
         "DEEPCOVID_MIN_FREE_SPACE_MB": "1",
         "DEEPCOVID_TORCH_THREADS": "1",
+        "DEEPCOVID_ANALYSIS_LEASE_S": "15",
+        "DEEPCOVID_RECONCILE_INTERVAL_S": "10",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

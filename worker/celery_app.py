@@ -41,4 +41,20 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-app = make_celery(get_settings())
+_apps: dict[str, Celery] = {}
+
+
+def get_app(settings: Settings | None = None) -> Celery:
+    """The app for the current settings' broker (one per broker URL, made on first use).
+
+    Publishers use this rather than the module-level ``app`` so a process whose settings
+    change (tests, tools) never publishes to a stale broker.
+    """
+    settings = settings or get_settings()
+    if settings.broker not in _apps:
+        _apps[settings.broker] = make_celery(settings)
+    return _apps[settings.broker]
+
+
+#: The app the worker process runs (``deepcovid worker``), bound to the settings at start.
+app = get_app()

@@ -14,16 +14,23 @@ from pydicom.errors import InvalidDicomError
 
 from deepcovid.settings import Settings
 from worker.attributes import key_attributes
+from worker.lease import LeaseKeeper
 from worker.store import JobState, JobStore
 
 log = logging.getLogger(__name__)
 
 
-def run_job(job_id: int, store: JobStore, settings: Settings, *, lease_s: float = 900.0) -> str:
+def run_job(job_id: int, store: JobStore, settings: Settings) -> str:
     """Process one job; returns the state it ended in (or ``skipped`` if not ours)."""
-    if not store.claim(job_id, lease_s=lease_s):
+    if not store.claim(job_id, lease_s=settings.analysis_lease_s):
         log.info("job %s: not claimable (already taken or finished); nothing to do", job_id)
         return "skipped"
+    with LeaseKeeper(store, job_id, settings.analysis_lease_s):
+        return _analyse(job_id, store, settings)
+
+
+def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
+    """The stages after the claim."""
     job = store.get(job_id)
     assert job is not None
     path = Path(job.spool_path)

@@ -17,23 +17,23 @@ def enqueue_analysis(job_id: int, store: JobStore | None = None) -> None:
     Raises when the broker does not take the message: the job then stays ``received`` and
     :func:`worker.recovery.requeue_unfinished` picks it up when the service starts again.
     """
-    from worker.celery_app import app
+    from worker.celery_app import get_app
 
-    app.send_task(ANALYSE_TASK, args=[job_id])
+    get_app().send_task(ANALYSE_TASK, args=[job_id])
     store = store or default_store()
     store.set_state(
         job_id, JobState.QUEUED, "queued for analysis", expect=[JobState.RECEIVED, JobState.QUEUED]
     )
 
 
-_store: JobStore | None = None
+_stores: dict[str, JobStore] = {}
 
 
 def default_store() -> JobStore:
-    """The process-wide job store built from the settings (created on first use)."""
-    global _store
-    if _store is None:
-        from deepcovid.settings import get_settings
+    """The process-wide job store for the current settings (created on first use)."""
+    from deepcovid.settings import get_settings
 
-        _store = JobStore(get_settings().db_url)
-    return _store
+    url = get_settings().db_url
+    if url not in _stores:
+        _stores[url] = JobStore(url)
+    return _stores[url]

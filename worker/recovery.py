@@ -7,6 +7,7 @@ task messages are harmless: :meth:`worker.store.JobStore.claim` lets only one of
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from worker.store import JobState, JobStore
@@ -39,3 +40,33 @@ def requeue_unfinished(
     if done:
         log.info("re-enqueued %d unfinished job(s)", done)
     return done
+
+
+def start_reconciler(
+    store: JobStore,
+    enqueue: Callable[[int], None],
+    *,
+    interval_s: float,
+    analysis_lease_s: float,
+) -> threading.Event:
+    """Run :func:`requeue_unfinished` now and every ``interval_s`` in a daemon thread.
+
+    Waiting jobs are re-enqueued once they are 10 intervals old (the broker normally delivers
+    long before); returns an event that stops the loop when set.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        stale = 0.0  # on start: everything the previous run left waiting
+        while not stop.is_set():
+            try:
+                requeue_unfinished(
+                    store, enqueue, stale_after_s=stale, analysis_lease_s=analysis_lease_s
+                )
+            except Exception:
+                log.exception("reconciler run failed")
+            stale = 10 * interval_s
+            stop.wait(interval_s)
+
+    threading.Thread(target=loop, name="reconciler", daemon=True).start()
+    return stop

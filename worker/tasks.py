@@ -32,6 +32,11 @@ def analyse_instance(job_id: int) -> str:
 def _requeue_on_start(**_: object) -> None:
     """A worker that starts re-enqueues jobs a crashed worker or broker left unfinished."""
     try:
-        requeue_unfinished(default_store(), enqueue_analysis, stale_after_s=30.0)
+        requeue_unfinished(
+            default_store(),
+            enqueue_analysis,
+            stale_after_s=30.0,
+            analysis_lease_s=get_settings().analysis_lease_s,
+        )
     except Exception:  # never stop a worker from starting
         log.exception("re-enqueue on worker start failed")

@@ -48,10 +48,24 @@ def _redact(url: str) -> str:
     return url
 
 
+def _start_reconciler(settings: Any) -> None:
+    """Re-enqueue what a previous run or a lost broker message left unfinished."""
+    from worker.queue import default_store, enqueue_analysis
+    from worker.recovery import start_reconciler
+
+    start_reconciler(
+        default_store(),
+        enqueue_analysis,
+        interval_s=settings.reconcile_interval_s,
+        analysis_lease_s=settings.analysis_lease_s,
+    )
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     """Run the listener in the foreground until interrupted."""
     settings = get_settings()
     prepare(settings, "node")
+    _start_reconciler(settings)
     _banner(settings)
     from dicom_node.scp import serve_forever
 
@@ -91,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    _start_reconciler(settings)
     _banner(settings)
     from dicom_node.scp import serve_forever
 

@@ -269,6 +269,16 @@ class JobStore:
             )
             return True
 
+    def renew(self, job_id: int) -> bool:
+        """Renew the claim on a job being analysed (its ``updated_at``); False if lost."""
+        with self.session() as s:
+            stmt = (
+                update(Job)
+                .where(Job.id == job_id, Job.state == str(JobState.ANALYSING))
+                .values(updated_at=utcnow())
+            )
+            return bool(s.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+
     def add_event(self, job_id: int, message: str) -> None:
         """Add a timeline entry without changing the state."""
         with self.session() as s:
