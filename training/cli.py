@@ -1,0 +1,251 @@
+"""Arguments and handlers of ``train``, ``evaluate`` and ``compare``.
+
+Shared by ``deepcovid`` (:mod:`deepcovid.commands.training`) and ``python -m training`` (which runs
+on machines with only torch, torchvision, scikit-learn and matplotlib: no settings object, no
+DICOM libraries). Handlers parse, call the library, and print; the logic lives in the modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from training.augment import AugmentSpec
+from training.config import TrainConfig
+
+SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "models" / "registry"
+"""The registry shipped with the package (the default without settings)."""
+
+_DEFAULTS = TrainConfig(manifest="")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def add_registry_argument(parser: argparse.ArgumentParser) -> None:
+    """``--registry``: where versions live (default: settings' registry, or the shipped one)."""
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="model registry folder (default: the configured one, else the shipped registry)",
+    )
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``train``: one per :class:`training.config.TrainConfig` field."""
+    d = _DEFAULTS
+    a = d.aug
+    parser.add_argument("--manifest", required=True, help="manifest CSV (path,label,split,...)")
+    parser.add_argument(
+        "--data-root", help="folder image paths are relative to (default: manifest's)"
+    )
+    parser.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch})")
+    parser.add_argument(
+        "--init", default=d.init, help="none | imagenet | path of a state dict (default none)"
+    )
+    parser.add_argument(
+        "--finetune",
+        default=d.finetune,
+        choices=("auto", "last", "all"),
+        help="layers trained; auto: last layer with pretrained init, all without (the paper)",
+    )
+    parser.add_argument("--input-size", type=int, default=d.input_size)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--optimizer", default=d.optimizer, choices=("adam", "adamw", "sgd"))
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    parser.add_argument("--schedule", default=d.schedule, choices=("constant", "cosine"))
+    parser.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument(
+        "--augment",
+        default=d.augment,
+        choices=("covid", "all", "none"),
+        help="which images are augmented (the paper: covid)",
+    )
+    parser.add_argument(
+        "--covid-copies",
+        type=int,
+        default=d.covid_copies,
+        help="visits of each COVID-19 image per epoch, each differently augmented (paper: 5)",
+    )
+    parser.add_argument(
+        "--oversample",
+        action=argparse.BooleanOptionalAction,
+        default=d.oversample,
+        help="balance the classes by resampling the smaller one",
+    )
+    parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=a.hflip)
+    parser.add_argument("--rotate-deg", type=float, default=a.rotate_deg)
+    parser.add_argument(
+        "--scale", type=float, nargs=2, default=list(a.scale), metavar=("MIN", "MAX")
+    )
+    parser.add_argument("--shear-deg", type=float, default=a.shear_deg)
+    parser.add_argument("--translate", type=float, default=a.translate)
+    parser.add_argument("--brightness", type=float, default=a.brightness)
+    parser.add_argument("--contrast", type=float, default=a.contrast)
+    parser.add_argument("--gamma", type=float, default=a.gamma)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=d.amp, help="bf16 autocast on CUDA"
+    )
+    parser.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last
+    )
+    parser.add_argument(
+        "--target-sensitivity",
+        type=float,
+        default=d.target_sensitivity,
+        help="operating point chosen on val (paper: 0.98)",
+    )
+    parser.add_argument("--select-by", default=d.select_by, choices=("auc", "loss"))
+    parser.add_argument("--patience", type=int, default=d.patience, help="early stop (0: off)")
+    parser.add_argument("--time-limit-s", type=float, default=None, help="training time budget")
+    parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    parser.add_argument("--load-workers", type=int, default=d.load_workers)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="checkpoints folder (default runs/<time>-<arch>)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists"
+    )
+    parser.add_argument("--version", default="", help="version name (default: next vNNNN)")
+    parser.add_argument("--activate", action="store_true", help="make the new version active")
+    parser.add_argument("--notes", default="", help="free text for the model card")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_registry_argument(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` the parsed flags describe."""
+    aug = AugmentSpec(
+        hflip=args.hflip,
+        rotate_deg=args.rotate_deg,
+        scale=(float(args.scale[0]), float(args.scale[1])),
+        shear_deg=args.shear_deg,
+        translate=args.translate,
+        brightness=args.brightness,
+        contrast=args.contrast,
+        gamma=args.gamma,
+    )
+    return TrainConfig(
+        manifest=str(args.manifest),
+        data_root=str(args.data_root) if args.data_root else None,
+        arch=args.arch,
+        init=args.init,
+        finetune=args.finetune,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        covid_copies=args.covid_copies,
+        oversample=args.oversample,
+        aug=aug,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        target_sensitivity=args.target_sensitivity,
+        select_by=args.select_by,
+        patience=args.patience,
+        time_limit_s=args.time_limit_s,
+        eval_batch_size=args.eval_batch_size,
+        load_workers=args.load_workers,
+        threads=args.threads,
+    )
+
+
+def _command_line(argv0: str) -> str:
+    return shlex.join([argv0, *sys.argv[1:]])
+
+
+def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
+    """``train``: load the manifest, train, pick the threshold, save (and maybe activate)."""
+    from training.dataset import load_split
+    from training.manifest import read_manifest
+    from training.predict import predict_logits, probabilities, resolve_device
+    from training.release import make_card, save_version
+    from training.trainer import train
+
+    cfg = config_from_args(args)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    manifest = read_manifest(cfg.manifest, cfg.data_root)
+    run_dir = args.run_dir or Path("runs") / (
+        dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.arch}"
+    )
+    _log(f"manifest {manifest.path} ({manifest.sha256[:12]}): {json.dumps(manifest.counts())}")
+    t0 = time.perf_counter()
+    train_data = load_split(manifest.split("train"), cfg.input_size, cfg.load_workers)
+    val_data = load_split(manifest.split("val"), cfg.input_size, cfg.load_workers)
+    _log(
+        f"loaded {len(train_data)} train / {len(val_data)} val images "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    result = train(
+        cfg,
+        train_data,
+        val_data,
+        run_dir,
+        resume=args.resume,
+        progress=not args.no_progress,
+        log=_log,
+    )
+    device = resolve_device(cfg.device)
+    from models.preprocessing import PreprocessSpec
+
+    logits = predict_logits(
+        result.model.to(device), val_data.gray, PreprocessSpec(cfg.input_size), device
+    )
+    result.model.cpu()
+    card = make_card(
+        cfg,
+        result,
+        manifest,
+        val_data.labels.numpy(),
+        probabilities(logits),
+        command=_command_line(argv0),
+        version=args.version,
+        notes=args.notes,
+    )
+    version = save_version(registry_root, result.model, card, activate=args.activate)
+    val = {k: round(m.value, 4) for k, m in card.metrics.items()}
+    print(
+        f"saved version {version} in {registry_root}{' (active)' if args.activate else ''}: "
+        f"best epoch {result.best_epoch}/{len(result.history)} ({result.stopped_because}), "
+        f"threshold {card.threshold:.4f}, {json.dumps(val)}, "
+        f"training {result.training_seconds:.0f} s"
+    )
+    return 0
+
+
+def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``train``, ``evaluate``, ``compare``; ``func(args, registry_root, argv0)`` runs one."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a manifest and save it as a new registry version",
+        description="Train per the paper's protocol (every choice a flag), choose the threshold "
+        "on val, save a new version with its model card (activated only with --activate).",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=run_train)

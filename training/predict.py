@@ -1,0 +1,51 @@
+"""COVID-19 probabilities of preloaded gray images, the way serving computes them.
+
+Serving feeds ``to_model_input(image)``, i.e. ``normalise(resize_image(image))``; the gray tensors
+of :class:`training.dataset.SplitData` are ``resize_image`` outputs, so normalising them here gives
+the same input, and the probability is ``softmax(logits)[:, COVID_INDEX]`` in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.architectures import COVID_INDEX
+from models.preprocessing import PreprocessSpec, normalise
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but PyTorch sees no CUDA GPU")
+    return device
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    gray: torch.Tensor,
+    spec: PreprocessSpec,
+    device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Logits ``[N, 2]`` (float32, on the CPU) of gray images ``[N, 1, S, S]`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, gray.shape[0], batch_size):
+            x = normalise(gray[start : start + batch_size].to(device, torch.float32), spec)
+            out.append(model(x).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def probabilities(logits: torch.Tensor) -> np.ndarray:
+    """COVID-19 probabilities from logits (``softmax[:, COVID_INDEX]``) as float64 numpy."""
+    return torch.softmax(logits.float(), dim=1)[:, COVID_INDEX].double().numpy()

@@ -1,0 +1,127 @@
+"""From a finished run to a registry version: operating point, model card, save.
+
+The threshold is chosen on the validation split at the target sensitivity (the paper's 98 %) with
+:func:`training.metrics.threshold_for_sensitivity`; the card records it, how it was chosen, the
+validation metrics with their intervals, the manifest and its sha256, the command and every
+training parameter. The version is saved unactivated unless asked.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.card import Metric, ModelCard
+from models.registry import Registry
+from training.config import TrainConfig
+from training.intervals import bootstrap_auc_interval, wilson_interval
+from training.manifest import Manifest
+from training.metrics import confusion_at, roc_auc, threshold_for_sensitivity
+from training.trainer import TrainResult
+
+WILSON = "Wilson score, 95 %"
+BOOTSTRAP = "stratified percentile bootstrap, {n} resamples"
+
+
+def operating_point(labels: np.ndarray, probs: np.ndarray, target: float) -> float:
+    """Threshold at ``target`` sensitivity on these (validation) scores."""
+    return threshold_for_sensitivity(labels, probs, target)
+
+
+def split_metrics(
+    split: str, labels: np.ndarray, probs: np.ndarray, threshold: float, n_boot: int = 2000
+) -> dict[str, Metric]:
+    """Card metrics of one split: AUC (bootstrap CI) and sensitivity/specificity (Wilson CI)."""
+    conf = confusion_at(labels, probs, threshold)
+    metrics: dict[str, Metric] = {}
+    auc = roc_auc(labels, probs)
+    if np.isfinite(auc):
+        lo, hi = bootstrap_auc_interval(labels, probs, n_boot=n_boot)
+        metrics[f"{split}/auc"] = Metric(
+            auc, lo, hi, method=BOOTSTRAP.format(n=n_boot), n=int(labels.size)
+        )
+    if conf.n_pos:
+        lo, hi = wilson_interval(conf.tp, conf.n_pos)
+        metrics[f"{split}/sensitivity"] = Metric(
+            conf.sensitivity, lo, hi, method=WILSON, n=conf.n_pos
+        )
+    if conf.n_neg:
+        lo, hi = wilson_interval(conf.tn, conf.n_neg)
+        metrics[f"{split}/specificity"] = Metric(
+            conf.specificity, lo, hi, method=WILSON, n=conf.n_neg
+        )
+    return metrics
+
+
+def environment() -> dict[str, Any]:
+    """Where the model was trained (recorded in the card for reproducibility)."""
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "host_cpu_count": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def make_card(
+    cfg: TrainConfig,
+    result: TrainResult,
+    manifest: Manifest,
+    val_labels: np.ndarray,
+    val_probs: np.ndarray,
+    *,
+    command: str,
+    version: str = "",
+    notes: str = "",
+) -> ModelCard:
+    """The card of a trained model (registry fills version, weights sha256 and Device UID)."""
+    threshold = operating_point(val_labels, val_probs, cfg.target_sensitivity)
+    init = cfg.init if cfg.init in {"none", "imagenet"} else Path(cfg.init).name
+    params = cfg.to_dict()
+    params.update(
+        best_epoch=result.best_epoch,
+        epochs_run=len(result.history),
+        stopped_because=result.stopped_because,
+        training_seconds=round(result.training_seconds, 1),
+        environment=environment(),
+        history=[
+            [h.epoch, round(h.train_loss, 5), round(h.val_loss, 5), round(h.val_auc, 5)]
+            for h in result.history
+        ],
+        history_columns=["epoch", "train_loss", "val_loss", "val_auc"],
+    )
+    return ModelCard(
+        architecture=cfg.arch,
+        version=version,
+        input_size=cfg.input_size,
+        threshold=float(threshold),
+        threshold_method=(
+            f"highest threshold with sensitivity >= {cfg.target_sensitivity:g} on the val split "
+            f"({int(val_labels.sum())} COVID-19 images); COVID-19 when probability >= threshold"
+        ),
+        init=init,
+        training_manifest=str(cfg.manifest),
+        training_manifest_sha256=manifest.sha256,
+        training_command=command,
+        training_parameters=params,
+        metrics=split_metrics("val", val_labels, val_probs, threshold),
+        notes=notes,
+    )
+
+
+def save_version(
+    registry_root: Path, model: torch.nn.Module, card: ModelCard, *, activate: bool = False
+) -> str:
+    """Save to the registry; activate only when asked."""
+    registry = Registry(registry_root)
+    version = registry.save_version(model, card)
+    if activate:
+        registry.activate(version)
+    return version
