@@ -1,15 +1,102 @@
-"""`deepcovid` commands: send (placeholder until its issue lands)."""
+"""`deepcovid send FILE|DIR ... --to AE@host:port`: our own C-STORE sender, storescu-like.
+
+Argument parsing and printing only; the sending (associations, retries) is
+:mod:`dicom_node.scu`. Directories are searched recursively for DICOM files (files with the
+``DICM`` prefix); files named explicitly are always sent. Exit status: 0 when everything was
+stored, 1 when anything failed, 2 when there is nothing to send.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+DICM_OFFSET = 128
 
 
 def register(subparsers: Any) -> None:
-    """Add this group's sub-commands (none yet)."""
-    del subparsers
+    """Add the ``send`` command."""
+    parser = subparsers.add_parser(
+        "send",
+        help="send DICOM files to a DICOM node (C-STORE)",
+        description="Send DICOM files, or every DICOM file under directories, to a DICOM "
+        "node with C-STORE, retrying transient failures. Exits non-zero if any file failed.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="FILE|DIR", type=Path,
+                        help="DICOM files, or directories searched recursively")
+    parser.add_argument("--to", required=True, metavar="AE@HOST:PORT", dest="destination",
+                        help="destination, e.g. ORTHANC@pacs:4242")
+    parser.add_argument("--calling-ae", default=None, metavar="AE",
+                        help="our (calling) AE title; default: the `ae_title` setting")
+    parser.add_argument("--attempts", type=int, default=3, metavar="N",
+                        help="attempts per file before giving up (default: 3)")
+    parser.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
+                        help="wait before the first retry; doubles each time (default: 1)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="network and DIMSE timeout (default: 60)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
 
 
-def _unused(args: argparse.Namespace) -> int:
-    return 0
+def run(args: argparse.Namespace) -> int:
+    """Send the files; print failures and a summary."""
+    from dicom_node.scu import Destination, Sender
+
+    try:
+        destination = Destination.parse(args.destination)
+    except ValueError as exc:
+        print(f"deepcovid send: {exc}", file=sys.stderr)
+        return 2
+    if args.attempts < 1:
+        print("deepcovid send: --attempts must be at least 1", file=sys.stderr)
+        return 2
+    files = list(collect_files(args.paths))
+    if not files:
+        print("deepcovid send: no DICOM files found", file=sys.stderr)
+        return 2
+    calling_ae = args.calling_ae or _default_ae_title()
+    sender = Sender(destination, calling_ae=calling_ae, max_attempts=args.attempts,
+                    backoff_s=args.backoff, timeout_s=args.timeout)
+
+    from tqdm import tqdm
+
+    with tqdm(total=len(files), unit="file", desc=f"to {destination}",
+              disable=args.no_progress or len(files) < 2, file=sys.stderr) as bar:
+        def on_result(result: Any) -> None:
+            bar.update(1)
+            if not result.ok:
+                bar.write(f"FAILED {result.item}: {result.error}", file=sys.stderr)
+
+        report = sender.send_files(files, on_result=on_result)
+    failed = len(report.failed)
+    print(f"sent {len(files) - failed} of {len(files)} file(s) to {destination}"
+          + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def collect_files(paths: Sequence[Path]) -> Iterator[Path]:
+    """Files named explicitly, and DICOM files found under the directories, sorted per dir."""
+    for path in paths:
+        if path.is_dir():
+            yield from (p for p in sorted(path.rglob("*")) if p.is_file() and is_dicom_file(p))
+        else:
+            yield path
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` starts like a DICOM Part 10 file (``DICM`` after the preamble)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(DICM_OFFSET)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _default_ae_title() -> str:
+    from deepcovid.settings import get_settings
+
+    return get_settings().ae_title

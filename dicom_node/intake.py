@@ -1,0 +1,269 @@
+"""What happens to one received instance, from bytes on the wire to a recorded job.
+
+This is the C-STORE decision sequence of the design, kept free of pynetdicom so it can be tested
+directly (:mod:`dicom_node.scp` adapts the pynetdicom event to it):
+
+1. refuse storage classes we do not take (0x0122), validate the request's SOP Instance UID;
+2. parse the dataset header (0xC000 family when it cannot be parsed);
+3. validate the SOP Instance, Study and Series UIDs and that they match the request (0xA900);
+4. check the spool's free-space watermark (0xA700);
+5. write the file durably to the spool, then record the job row; if either fails, the file is
+   rolled back and the answer is 0xA700 -- nothing half-written is kept;
+6. answer Success (0x0000). Enqueueing the analysis is the caller's business, after this returns.
+
+Reasons are logged with UIDs and the calling AE only -- never patient names or IDs -- and go back
+to the sender as the response's Error Comment (64 characters at most).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass, field
+from enum import IntEnum
+from io import BytesIO
+from typing import Any, Protocol
+
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+from dicom_node.contexts import is_accepted_sop_class
+from dicom_node.spool import Spool
+from dicom_node.uids import uid_problem
+
+log = logging.getLogger(__name__)
+
+ERROR_COMMENT_MAX = 64
+"""Error Comment (0000,0902) is LO: 64 characters at most."""
+
+
+class Status(IntEnum):
+    """C-STORE response statuses the listener uses (PS3.4 B.2.3, PS3.7 C)."""
+
+    SUCCESS = 0x0000
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class ReceiptOutcome(Protocol):
+    """What the job store answers for a receipt (``worker.store.ReceiptOutcome``)."""
+
+    job_id: int
+    created: bool
+    changed: bool
+    needs_analysis: bool
+
+
+class JobRecorder(Protocol):
+    """The part of ``worker.store.JobStore`` the listener uses."""
+
+    def record_received(
+        self,
+        *,
+        sop_instance_uid: str,
+        sop_class_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        spool_path: str,
+        sha256: str,
+        size_bytes: int,
+    ) -> ReceiptOutcome:
+        """Insert or update the job of one received SOP Instance; raise on database error."""
+        ...
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """The answer to one C-STORE: status, a reason for logs and the sender, and the job."""
+
+    status: Status
+    reason: str = ""
+    job_id: int | None = None
+    needs_analysis: bool = False
+    offending_elements: tuple[int, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Whether the instance was stored and recorded."""
+        return self.status == Status.SUCCESS
+
+    @property
+    def error_comment(self) -> str:
+        """The reason trimmed to fit the response's Error Comment."""
+        return self.reason[:ERROR_COMMENT_MAX]
+
+
+_REQUIRED_UIDS: tuple[tuple[str, int], ...] = (
+    ("SOPClassUID", 0x00080016),
+    ("SOPInstanceUID", 0x00080018),
+    ("StudyInstanceUID", 0x0020000D),
+    ("SeriesInstanceUID", 0x0020000E),
+)
+
+
+class Intake:
+    """Decides the fate of received instances: spool + job row, or a failure status.
+
+    Thread-safe: pynetdicom calls :meth:`receive` from one thread per association; writers of
+    the same SOP Instance are serialised by the spool's lock.
+    """
+
+    def __init__(self, spool: Spool, store: JobRecorder) -> None:
+        self.spool = spool
+        self.store = store
+
+    def receive(
+        self,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        dataset: bytes,
+    ) -> IntakeResult:
+        """Handle one C-STORE request whose dataset arrived encoded as ``dataset``.
+
+        ``sop_class_uid`` / ``sop_instance_uid`` are the request's Affected SOP Class / Instance
+        UIDs, ``transfer_syntax_uid`` the presentation context's, ``dataset`` the encoded
+        dataset without file meta. Never raises for bad input or a failing disk or database.
+        """
+        result = self._receive(
+            sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, dataset
+        )
+        if result.ok:
+            log.info(
+                "C-STORE from %s: SOP Instance %s stored (job %s)",
+                calling_ae, sop_instance_uid, result.job_id,
+            )
+        else:
+            log.warning(
+                "C-STORE from %s refused with 0x%04X: %s (request SOP Instance %s)",
+                calling_ae, int(result.status), result.reason, _loggable_uid(sop_instance_uid),
+            )
+        return result
+
+    def _receive(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        calling_ae: str,
+        dataset: bytes,
+    ) -> IntakeResult:
+        if not is_accepted_sop_class(sop_class_uid):
+            name = UID(sop_class_uid).name if uid_problem(sop_class_uid) is None else "unknown"
+            return IntakeResult(
+                Status.SOP_CLASS_NOT_SUPPORTED, f"SOP class not accepted here: {name}"
+            )
+        problem = uid_problem(sop_instance_uid)
+        if problem is not None:
+            return _mismatch(f"AffectedSOPInstanceUID {problem}", 0x00001000)
+
+        header = _file_header(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+        encoded = header + dataset
+        try:
+            ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
+            values = {kw: ds.get(kw) for kw, _ in _REQUIRED_UIDS}
+        except Exception as exc:  # pydicom raises many types for malformed input
+            return IntakeResult(
+                Status.CANNOT_UNDERSTAND, f"dataset cannot be parsed ({type(exc).__name__})"
+            )
+        for keyword, tag in _REQUIRED_UIDS:
+            problem = uid_problem(_as_text(values[keyword]))
+            if problem is not None:
+                return _mismatch(f"{keyword} {problem}", tag)
+        if values["SOPInstanceUID"] != sop_instance_uid:
+            return _mismatch("SOPInstanceUID differs from the request's", 0x00080018)
+        if values["SOPClassUID"] != sop_class_uid:
+            return _mismatch("SOPClassUID differs from the request's", 0x00080016)
+
+        try:
+            room = self.spool.has_room_for(len(encoded))
+        except OSError as exc:
+            return _out_of_resources(f"spool unavailable ({type(exc).__name__})")
+        if not room:
+            return _out_of_resources("spool disk below its free-space watermark")
+
+        with self.spool.lock(sop_instance_uid):
+            try:
+                pending = self.spool.write(sop_instance_uid, (encoded,))
+            except OSError as exc:
+                return _out_of_resources(f"spool write failed ({_os_error(exc)})")
+            spooled = pending.file
+            try:
+                outcome = self.store.record_received(
+                    sop_instance_uid=sop_instance_uid,
+                    sop_class_uid=sop_class_uid,
+                    study_instance_uid=str(values["StudyInstanceUID"]),
+                    series_instance_uid=str(values["SeriesInstanceUID"]),
+                    transfer_syntax_uid=transfer_syntax_uid,
+                    calling_ae=calling_ae,
+                    spool_path=str(spooled.path),
+                    sha256=spooled.sha256,
+                    size_bytes=spooled.size_bytes,
+                )
+            except Exception as exc:  # any database failure: undo the file, answer 0xA700
+                log.error(
+                    "job store failed for SOP Instance %s: %s", sop_instance_uid,
+                    type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                try:
+                    pending.rollback()
+                except OSError as undo_exc:
+                    log.error(
+                        "could not roll back spool file %s: %s", spooled.path, _os_error(undo_exc)
+                    )
+                return _out_of_resources(f"job store unavailable ({type(exc).__name__})")
+            pending.commit()
+        return IntakeResult(
+            Status.SUCCESS, job_id=outcome.job_id, needs_analysis=outcome.needs_analysis
+        )
+
+
+def _file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
+    """Preamble, ``DICM`` and a deterministic file meta group for the spooled file.
+
+    Deterministic (no time, no calling AE) so that re-sending the same encoded dataset gives a
+    byte-identical file and the same SHA-256; the calling AE is recorded on the job instead.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _as_text(value: Any) -> Any:
+    """A UID element's value as ``str`` (pydicom gives ``UID``); other types unchanged."""
+    return str(value) if isinstance(value, str) else value
+
+
+def _mismatch(reason: str, tag: int) -> IntakeResult:
+    return IntakeResult(Status.DATASET_DOES_NOT_MATCH, reason, offending_elements=(tag,))
+
+
+def _out_of_resources(reason: str) -> IntakeResult:
+    return IntakeResult(Status.OUT_OF_RESOURCES, reason)
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError without its file name (which could be long); e.g. ``EACCES``."""
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
+def _loggable_uid(value: str) -> str:
+    """The UID itself when valid; otherwise a placeholder (it may carry anything)."""
+    return value if uid_problem(value) is None else "<invalid>"
+
