@@ -1,0 +1,80 @@
+"""Who made a result: the algorithm and the trained model, as the result objects record it.
+
+One :class:`AlgorithmInfo` feeds the SR device observer (TID 1004), the algorithm
+identification (TID 4019) and the General / Enhanced General Equipment of the SC and the
+Parametric Map, so the three objects always name the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.results.uids import is_valid_uid
+
+DEFAULT_MANUFACTURER = "deepcovid-node"
+DEFAULT_NAME = "Deep-COVID"
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """The algorithm and trained model behind a result.
+
+    ``device_uid`` changes with every retrained model (it is the SR's Device Observer UID);
+    ``version`` is the registry version; ``model_name`` the architecture (e.g. ``resnet18``);
+    ``parameters`` end up as TID 4019 Algorithm Parameters (``key=value`` text items).
+    """
+
+    name: str
+    version: str
+    device_uid: str
+    manufacturer: str = DEFAULT_MANUFACTURER
+    model_name: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for attr in ("name", "version", "manufacturer"):
+            value = getattr(self, attr)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"AlgorithmInfo.{attr} must be a non-empty string")
+            if len(value) > 64:
+                raise ValueError(f"AlgorithmInfo.{attr} must be at most 64 characters (LO)")
+        if not is_valid_uid(self.device_uid):
+            raise ValueError(f"AlgorithmInfo.device_uid {self.device_uid!r} is not a valid UID")
+        if len(self.model_name) > 64:
+            raise ValueError("AlgorithmInfo.model_name must be at most 64 characters (LO)")
+
+    @property
+    def parameter_strings(self) -> list[str]:
+        """Parameters as ``key=value`` strings, sorted by key (stable across runs)."""
+        return [f"{key}={self.parameters[key]}" for key in sorted(self.parameters)]
+
+    @classmethod
+    def from_card(
+        cls,
+        card: Any,
+        *,
+        version: str,
+        name: str = DEFAULT_NAME,
+        manufacturer: str = DEFAULT_MANUFACTURER,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> AlgorithmInfo:
+        """Build from a model card (``models.card.ModelCard``) and its registry version.
+
+        Reads ``architecture``, ``device_uid``, ``threshold`` and ``input_size`` from the card
+        by attribute, so this module does not import ``models``.
+        """
+        params: dict[str, Any] = {"architecture": getattr(card, "architecture", "")}
+        for attr in ("input_size", "threshold"):
+            if getattr(card, attr, None) is not None:
+                params[attr] = getattr(card, attr)
+        params.update(parameters or {})
+        return cls(
+            name=name,
+            version=version,
+            device_uid=card.device_uid,
+            manufacturer=manufacturer,
+            model_name=str(getattr(card, "architecture", "")),
+            parameters=params,
+        )

@@ -1,0 +1,53 @@
+"""The few coded concepts our result objects emit, named once (scheme, value, meaning).
+
+Everything else in ``worker.results`` refers to these by name, so the conformance statement
+(``docs/result-objects.md``) can list them from one place. Codes that pydicom's dictionary
+already knows are taken from it; the rest are written out with their scheme.
+"""
+
+from __future__ import annotations
+
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+COVID19 = Code("840539006", "SCT", "COVID-19")
+"""The finding: SNOMED CT 840539006 "Disease caused by SARS-CoV-2" (preferred term COVID-19)."""
+
+PRESENT = codes.SCT.Present
+"""SCT 52101004 Present: the probability reached the operating threshold."""
+
+ABSENT = codes.SCT.Absent
+"""SCT 272519000 Absent: the probability stayed below the operating threshold."""
+
+PROBABILITY = codes.DCM.Probability
+"""DCM 122157 Probability: the model's COVID-19 probability, NUM with unit :data:`UNITLESS`."""
+
+THRESHOLD = codes.DCM.ThresholdValue
+"""DCM 122411 Threshold Value: the operating threshold the finding was decided with."""
+
+UNITLESS = codes.UCUM.NoUnits
+"""UCUM "1" (no units): unit of the probability, the threshold and the heatmap values."""
+
+PLAIN_CHEST_XRAY = Code("399208008", "SCT", "Plain chest X-ray")
+"""Procedure reported in the SR (TID 1500 row 4)."""
+
+SALIENCY = codes.DCM.Saliency
+"""DCM 130404 Saliency (CID 7180): quantity of the Parametric Map (occlusion sensitivity)."""
+
+BEST_ILLUSTRATION = codes.DCM.BestIllustrationOfFinding
+"""DCM 121080 Best illustration of finding: the SR's reference to the overlay SC."""
+
+ILLUSTRATION = codes.DCM.IllustrationOfFinding
+"""DCM 125201 Illustration of Finding: the SR's reference to the Parametric Map."""
+
+SOURCE = Code("260753009", "SCT", "Source")
+"""SCT 260753009 Source: the image the rejection SR is about."""
+
+FAILED_ANALYSES = codes.DCM.FailedAnalyses
+"""DCM 111024 Failed Analyses: title of the "not analysed: reason" SR."""
+
+COMMENT = codes.DCM.Comment
+"""DCM 121106 Comment: the reason text in the "not analysed" SR."""
+
+AI_ALGORITHM = codes.DCM.ArtificialIntelligence
+"""DCM 123110 Artificial Intelligence: the algorithm family in TID 4019."""

@@ -1,0 +1,184 @@
+"""The report: Comprehensive 3D SR, TID 1500 Imaging Measurement Report (IHE AI Results).
+
+Content tree (``docs/result-objects.md`` has the table)::
+
+    Imaging Measurement Report
+      language, device observer (TID 1004: UID, name, manufacturer, model, version as serial)
+      procedure reported: Plain chest X-ray
+      Image Library: the source radiograph and its descriptors
+      Imaging Measurements
+        Measurement Group (TID 1501)
+          tracking identifier + tracking UID, finding type COVID-19
+          algorithm identification (TID 4019: name, version, parameters)
+          IMAGE Source of Measurement = the radiograph
+          NUM Probability (unit 1), NUM Threshold Value (unit 1)
+          CODE COVID-19 = Present | Absent   (probability >= threshold -> Present)
+          IMAGE Best illustration of finding = the overlay Secondary Capture
+          IMAGE Illustration of Finding = the Parametric Map
+
+All referenced instances (source, SC, PM) are listed as evidence; a previous SR for the same
+source (an earlier model version) is referenced as a predecessor document.
+"""
+
+from __future__ import annotations
+
+import math
+
+import highdicom as hd
+from highdicom.sr import ImageContentItem, RelationshipTypeValues
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as pydicom_codes
+from pydicom.uid import generate_uid
+
+from worker.results import codes
+from worker.results.algorithm import AlgorithmInfo
+from worker.results.identity import copy_identity, header_only
+from worker.results.library import insert_image_library
+
+SERIES_DESCRIPTION = "COVID-19 AI report: research use only"
+TRACKING_IDENTIFIER = "COVID-19 classification"
+
+
+def check_probability(name: str, value: float) -> float:
+    """A finite number in [0, 1], or ValueError naming the argument."""
+    value = float(value)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return value
+
+
+def finding(probability: float, threshold: float) -> hd.sr.CodedConcept:
+    """Present when the probability reaches the operating threshold, else Absent."""
+    return hd.sr.CodedConcept.from_code(codes.PRESENT if probability >= threshold else codes.ABSENT)
+
+
+def observation_context(algorithm: AlgorithmInfo) -> hd.sr.ObservationContext:
+    """Device observer: the trained model, identified by its Device UID."""
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=pydicom_codes.cid270.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=algorithm.device_uid,
+                name=algorithm.name,
+                manufacturer_name=algorithm.manufacturer,
+                model_name=algorithm.model_name or None,
+                serial_number=algorithm.version,
+            ),
+        )
+    )
+
+
+def algorithm_identification(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:
+    """TID 4019: name, version and ``key=value`` parameters."""
+    return hd.sr.AlgorithmIdentification(
+        name=algorithm.name,
+        version=algorithm.version,
+        parameters=algorithm.parameter_strings or None,
+    )
+
+
+def measurement_group(
+    source: Dataset,
+    *,
+    probability: float,
+    threshold: float,
+    algorithm: AlgorithmInfo,
+    tracking_uid: str,
+    sc: Dataset | None,
+    pm: Dataset | None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """TID 1501 group: the finding, its probability and threshold, and the references."""
+    algorithm_id = algorithm_identification(algorithm)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=TRACKING_IDENTIFIER
+        ),
+        finding_type=codes.COVID19,
+        algorithm_id=algorithm_id,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.PROBABILITY,
+                value=probability,
+                unit=codes.UNITLESS,
+                algorithm_id=algorithm_id,
+            ),
+            hd.sr.Measurement(name=codes.THRESHOLD, value=threshold, unit=codes.UNITLESS),
+        ],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=codes.COVID19, value=finding(probability, threshold))
+        ],
+    )
+    # TID 1501 is extensible; its Referenced Real World Value Map row is for RWVM objects
+    # only, so the derived images are referenced as IMAGE items of the group.
+    for concept, image in ((codes.BEST_ILLUSTRATION, sc), (codes.ILLUSTRATION, pm)):
+        if image is not None:
+            group[0].ContentSequence.append(
+                ImageContentItem(
+                    name=concept,
+                    referenced_sop_class_uid=image.SOPClassUID,
+                    referenced_sop_instance_uid=image.SOPInstanceUID,
+                    relationship_type=RelationshipTypeValues.CONTAINS,
+                )
+            )
+    return group
+
+
+def build_report_sr(
+    source: Dataset,
+    *,
+    probability: float,
+    threshold: float,
+    algorithm: AlgorithmInfo,
+    sc: Dataset | None,
+    pm: Dataset | None,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    series_number: int,
+    instance_number: int = 1,
+    previous_sr: Dataset | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 SR for ``source`` referencing the overlay ``sc`` and the map ``pm``."""
+    probability = check_probability("probability", probability)
+    threshold = check_probability("threshold", threshold)
+    header = header_only(source)
+    group = measurement_group(
+        header,
+        probability=probability,
+        threshold=threshold,
+        algorithm=algorithm,
+        tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
+        sc=sc,
+        pm=pm,
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=observation_context(algorithm),
+        procedure_reported=codes.PLAIN_CHEST_XRAY,
+        imaging_measurements=[group],
+    )
+    insert_image_library(report, header)
+    evidence = [header] + [header_only(obj) for obj in (sc, pm) if obj is not None]
+    if previous_sr is not None:
+        if previous_sr.StudyInstanceUID != source.StudyInstanceUID:
+            raise ValueError("previous_sr belongs to another study than the source")
+        if previous_sr.SOPInstanceUID == sop_instance_uid:
+            raise ValueError("previous_sr has the SOP Instance UID of the new SR")
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=series_instance_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=algorithm.manufacturer,
+        is_complete=True,
+        is_final=True,
+        is_verified=False,
+        previous_versions=[header_only(previous_sr)] if previous_sr is not None else None,
+        series_description=SERIES_DESCRIPTION,
+        manufacturer_model_name=algorithm.model_name or algorithm.name,
+        software_versions=algorithm.version,
+        device_serial_number=algorithm.version,
+    )
+    copy_identity(source, sr)
+    return sr
