@@ -1,0 +1,133 @@
+"""The overlay Secondary Capture and the Parametric Map."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+
+from worker.results import build_results
+from worker.results.pmap import NOMINAL_SPACING_MM, image_orientation
+from worker.results.sc import blend
+
+
+def _results(source, algorithm, heatmap, display_image):
+    return build_results(
+        source,
+        probability=0.7,
+        threshold=0.42,
+        heatmap=heatmap,
+        display_image=display_image,
+        algorithm=algorithm,
+    )
+
+
+def _roundtrip(ds):
+    buffer = DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return dcmread(buffer)
+
+
+def test_sc_is_rgb_burned_in_research_only(source, algorithm, heatmap, display_image) -> None:
+    sc = _roundtrip(_results(source, algorithm, heatmap, display_image).sc)
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert (sc.PhotometricInterpretation, sc.SamplesPerPixel, sc.BitsAllocated) == ("RGB", 3, 8)
+    assert sc.pixel_array.shape == (*heatmap.shape, 3)
+    assert sc.BurnedInAnnotation == "YES"
+    assert "research use only" in sc.SeriesDescription
+    assert "not for diagnostic use" in sc.SeriesDescription
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert sc.BodyPartExamined == "CHEST"
+    assert sc.PatientOrientation == ["L", "F"]
+    assert sc.SeriesInstanceUID != source.SeriesInstanceUID
+
+
+def test_sc_without_source_orientation_leaves_it_empty(
+    source, algorithm, heatmap, display_image
+) -> None:
+    del source.PatientOrientation
+    sc = _results(source, algorithm, heatmap, display_image).sc
+    assert "PatientOrientation" in sc and not sc.PatientOrientation
+
+
+def test_blend_keeps_gray_where_there_is_no_heat() -> None:
+    gray = np.full((4, 4), 0.5, dtype=np.float32)
+    heat = np.zeros((4, 4), dtype=np.float32)
+    heat[0, 0] = 1.0
+    rgb = blend(gray, heat)
+    assert rgb.dtype == np.uint8
+    assert np.all(rgb[1:, 1:] == 128)
+    assert rgb[0, 0, 0] > rgb[0, 0, 2]  # hottest pixel is red/yellow, not gray
+
+
+def test_sc_refuses_wrong_grid(source, algorithm, heatmap, display_image) -> None:
+    with pytest.raises(ValueError, match="Rows x Columns"):
+        _results(source, algorithm, heatmap[:-1], display_image)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        _results(source, algorithm, heatmap, display_image * 2.0)
+
+
+def test_pmap_holds_the_float_heatmap(source, algorithm, heatmap, display_image) -> None:
+    pm = _roundtrip(_results(source, algorithm, heatmap, display_image).pmap)
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+    assert "FloatPixelData" in pm and pm.BitsAllocated == 32
+    parsed = hd.pm.ParametricMap.from_dataset(pm)
+    np.testing.assert_array_equal(parsed.pixel_array, heatmap)
+    mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "1"
+    assert mapping.DoubleFloatRealWorldValueFirstValueMapped == pytest.approx(heatmap.min())
+    assert mapping.DoubleFloatRealWorldValueLastValueMapped == pytest.approx(heatmap.max())
+
+
+def test_pmap_has_own_frame_of_reference_and_source_grid(
+    source, algorithm, heatmap, display_image
+) -> None:
+    pm = _results(source, algorithm, heatmap, display_image).pmap
+    assert pm.FrameOfReferenceUID and "FrameOfReferenceUID" not in source
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [
+        1,
+        0,
+        0,
+        0,
+        0,
+        -1,
+    ]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [
+        NOMINAL_SPACING_MM,
+        NOMINAL_SPACING_MM,
+    ]
+    derivation = pm.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    ref = derivation.SourceImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert ref.SpatialLocationsPreserved == "YES"
+    assert (pm.Rows, pm.Columns) == heatmap.shape
+    assert pm.BodyPartExamined == "CHEST"
+
+
+def test_pmap_uses_imager_pixel_spacing(source, algorithm, heatmap, display_image) -> None:
+    source.ImagerPixelSpacing = [0.2, 0.25]
+    pm = _results(source, algorithm, heatmap, display_image).pmap
+    spacing = pm.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    assert [float(v) for v in spacing] == [0.2, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("orientation", "expected"),
+    [
+        (["L", "F"], [1, 0, 0, 0, 0, -1]),
+        (["R", "F"], [-1, 0, 0, 0, 0, -1]),
+        (["A", "F"], [0, -1, 0, 0, 0, -1]),
+        (["L", "L"], [1, 0, 0, 0, 0, -1]),  # not orthogonal: default
+        (None, [1, 0, 0, 0, 0, -1]),
+    ],
+)
+def test_image_orientation_from_patient_orientation(source, orientation, expected) -> None:
+    if orientation is None:
+        del source.PatientOrientation
+    else:
+        source.PatientOrientation = orientation
+    assert image_orientation(source) == expected
