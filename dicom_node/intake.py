@@ -4,7 +4,8 @@ This is the C-STORE decision sequence of the design, kept free of pynetdicom so 
 directly (:mod:`dicom_node.scp` adapts the pynetdicom event to it):
 
 1. refuse storage classes we do not take (0x0122), validate the request's SOP Instance UID;
-2. parse the dataset header (0xC000 family when it cannot be parsed);
+2. check the dataset's structure strictly (:mod:`dicom_node.structure`) and parse its header
+   with pydicom (0xC000 when either fails);
 3. validate the SOP Instance, Study and Series UIDs and that they match the request (0xA900);
 4. check the spool's free-space watermark (0xA700);
 5. write the file durably to the spool, then record the job row; if either fails, the file is
@@ -22,16 +23,17 @@ import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
 from io import BytesIO
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydicom import dcmread
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicom_node.contexts import is_accepted_sop_class
 from dicom_node.spool import Spool
+from dicom_node.structure import StructureError, check_structure
 from dicom_node.uids import uid_problem
 
 log = logging.getLogger(__name__)
@@ -166,17 +168,21 @@ class Intake:
         if problem is not None:
             return _mismatch(f"AffectedSOPInstanceUID {problem}", 0x00001000)
 
+        try:
+            check_structure(dataset, transfer_syntax_uid)
+        except StructureError as exc:
+            return IntakeResult(Status.CANNOT_UNDERSTAND, f"malformed dataset: {exc}")
         header = _file_header(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
         encoded = header + dataset
         try:
             ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
-            values = {kw: ds.get(kw) for kw, _ in _REQUIRED_UIDS}
+            values = {kw: _raw_text(ds, tag) for kw, tag in _REQUIRED_UIDS}
         except Exception as exc:  # pydicom raises many types for malformed input
             return IntakeResult(
                 Status.CANNOT_UNDERSTAND, f"dataset cannot be parsed ({type(exc).__name__})"
             )
         for keyword, tag in _REQUIRED_UIDS:
-            problem = uid_problem(_as_text(values[keyword]))
+            problem = uid_problem(values[keyword])
             if problem is not None:
                 return _mismatch(f"{keyword} {problem}", tag)
         if values["SOPInstanceUID"] != sop_instance_uid:
@@ -245,9 +251,20 @@ def _file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid:
     return buffer.getvalue()
 
 
-def _as_text(value: Any) -> Any:
-    """A UID element's value as ``str`` (pydicom gives ``UID``); other types unchanged."""
-    return str(value) if isinstance(value, str) else value
+def _raw_text(ds: Dataset, tag: int) -> str | None:
+    """The value of a text element as sent, without pydicom converting it.
+
+    Reading the raw bytes keeps pydicom's value validation -- which logs the offending value,
+    whatever a sender put there -- out of the intake path. Trailing NUL/space padding is
+    removed as PS3.5 allows; anything non-ASCII becomes U+FFFD and fails UID validation.
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace").rstrip("\x00 ")
+    return None if value is None else str(value)
 
 
 def _mismatch(reason: str, tag: int) -> IntakeResult:
