@@ -31,7 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_delivery_mode="persistent",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options={"visibility_timeout": 3600, "polling_interval": 0.5},
+        broker_transport_options=_transport_options(broker),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -39,6 +39,18 @@ def make_celery(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )
     return app
+
+
+def _transport_options(broker: str) -> dict[str, object]:
+    """Per-transport options: kombu's SQLAlchemy transport hands them to ``create_engine``."""
+    if broker.startswith("sqla+sqlite"):
+        # Several processes share the SQLite file: wait for its lock instead of failing.
+        return {"connect_args": {"timeout": 30}}
+    if broker.startswith("sqla+"):
+        return {}
+    # Redis: a task a dead worker held comes back after an hour at the latest; the job
+    # store's lease brings it back sooner.
+    return {"visibility_timeout": 3600}
 
 
 _apps: dict[str, Celery] = {}
