@@ -82,11 +82,8 @@ def check_modality(ds: Dataset) -> GateResult:
             "Capture chest radiographs are analysed"
         )
     if modality not in ACCEPTED_MODALITIES:
-        what = (
-            "Secondary Capture with Modality"
-            if sop_class == SECONDARY_CAPTURE_STORAGE
-            else ("Modality")
-        )
+        secondary_capture = sop_class == SECONDARY_CAPTURE_STORAGE
+        what = "Secondary Capture with Modality" if secondary_capture else "Modality"
         return _reject(f"{what} {modality or '(missing)'}: only CR and DX radiographs are analysed")
     return ACCEPTED
 

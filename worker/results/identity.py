@@ -9,9 +9,16 @@ IssuerOfPatientID, ...), so every builder finishes with :func:`copy_identity`.
 from __future__ import annotations
 
 import copy
+import functools
 import re
+import warnings
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from pydicom.dataset import Dataset
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 PATIENT_KEYWORDS = (
     "PatientName",
@@ -108,3 +115,22 @@ def header_only(source: Dataset) -> Dataset:
         if keyword not in header:
             setattr(header, keyword, None)
     return header
+
+
+def without_identifier_warnings(func: Callable[P, R]) -> Callable[P, R]:
+    """Silence highdicom's person-name warnings inside a builder.
+
+    highdicom warns about single-component names ("The string 'Doe' is unlikely to
+    represent ...") and quotes the name: the source's value, which we copy verbatim anyway.
+    Such a warning would put a patient name into the worker's log.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*unlikely to represent the intended person name"
+            )
+            return func(*args, **kwargs)
+
+    return wrapper

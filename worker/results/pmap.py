@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 
 from worker.results import codes
 from worker.results.algorithm import AlgorithmInfo
-from worker.results.identity import copy_identity, header_only
+from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 
 SERIES_DESCRIPTION = "COVID-19 map: research use only, not for diagnostic use"
 NOMINAL_SPACING_MM = 1.0
@@ -103,6 +103,7 @@ def value_mapping(heatmap: np.ndarray) -> hd.pm.RealWorldValueMapping:
     )
 
 
+@without_identifier_warnings
 def build_parametric_map(
     source: Dataset,
     *,

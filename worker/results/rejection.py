@@ -20,13 +20,14 @@ from pydicom.dataset import Dataset
 
 from worker.results import codes
 from worker.results.algorithm import AlgorithmInfo
-from worker.results.identity import copy_identity, header_only
+from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 from worker.results.sr import observation_context
 
 SERIES_DESCRIPTION = "COVID-19 AI: not analysed"
 MAX_REASON = 1000
 
 
+@without_identifier_warnings
 def build_rejection_sr(
     source: Dataset,
     reason: str,

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from worker.results.algorithm import AlgorithmInfo
-from worker.results.identity import copy_identity, header_only
+from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 
 SERIES_DESCRIPTION = "COVID-19 overlay: research use only, not for diagnostic use"
 CAPTION = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
@@ -88,6 +88,7 @@ def _patient_orientation(source: Dataset) -> tuple[str, str] | None:
     return row, column
 
 
+@without_identifier_warnings
 def build_overlay_sc(
     source: Dataset,
     *,

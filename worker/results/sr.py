@@ -32,7 +32,7 @@ from pydicom.uid import generate_uid
 
 from worker.results import codes
 from worker.results.algorithm import AlgorithmInfo
-from worker.results.identity import copy_identity, header_only
+from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 from worker.results.library import insert_image_library
 
 SERIES_DESCRIPTION = "COVID-19 AI report: research use only"
@@ -109,6 +109,9 @@ def measurement_group(
             hd.sr.QualitativeEvaluation(name=codes.COVID19, value=finding(probability, threshold))
         ],
     )
+    # SEPARATE: the items are distinct statements; rendered CONTINUOUS (highdicom's default),
+    # dsr2html and viewers run them together as "0.7 1 0.5 1 Present" without their names.
+    group[0].ContinuityOfContent = "SEPARATE"
     # TID 1501 is extensible; its Referenced Real World Value Map row is for RWVM objects
     # only, so the derived images are referenced as IMAGE items of the group.
     for concept, image in ((codes.BEST_ILLUSTRATION, sc), (codes.ILLUSTRATION, pm)):
@@ -124,6 +127,7 @@ def measurement_group(
     return group
 
 
+@without_identifier_warnings
 def build_report_sr(
     source: Dataset,
     *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import highdicom as hd
@@ -9,7 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from worker.results import AlgorithmInfo, ResultUIDs, build_rejection_sr, codes
+from worker.results import AlgorithmInfo, ResultUIDs, build_rejection_sr, build_results, codes
 from worker.results.identity import copy_identity
 
 
@@ -106,3 +107,20 @@ def test_rejection_sr_needs_a_reason(source, algorithm) -> None:
             sop_instance_uid=generate_uid(),
             series_number=1,
         )
+
+
+def test_builders_do_not_warn_with_patient_names(source, algorithm, heatmap, display_image) -> None:
+    source.PatientName = "Secretname"  # single component: highdicom would warn, quoting it
+    source.ReferringPhysicianName = "Drwho"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_results(
+            source,
+            probability=0.5,
+            threshold=0.5,
+            heatmap=heatmap,
+            display_image=display_image,
+            algorithm=algorithm,
+        )
+    messages = " ".join(str(w.message) for w in caught)
+    assert "Secretname" not in messages and "Drwho" not in messages

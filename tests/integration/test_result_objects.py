@@ -1,0 +1,283 @@
+"""Result objects for real chest DICOMs, checked by the tools a PACS administrator trusts.
+
+For the NEMA CR (15-bit MONOCHROME1, no Imager Pixel Spacing, no Frame of Reference), the NIH
+DX Secondary Capture (8-bit, sparse header) and a manifest JPEG wrapped as CR, build SR, SC and
+Parametric Map from a synthetic heatmap and probability, write them, and check: ``dciodvfy``
+(no errors), ``dcentvfy`` over source + results (no patient/study inconsistency), ``dsrdump``
+and ``dsr2html`` (the finding, probability, threshold and algorithm as a reader sees them) and
+highdicom's SR reader. Also runs the input gate over the real DICOMs and broken copies.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as pydicom_codes
+from pydicom.uid import generate_uid
+
+from tests.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
+from worker.gate import check
+from worker.results import AlgorithmInfo, build_rejection_sr, build_results, codes
+
+pytestmark = pytest.mark.integration
+
+TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html")
+THRESHOLD = 0.5
+REAL_DICOMS = sorted(DICOM_DIR.glob("*.dcm"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools() -> None:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"missing {missing}: apt-get install -y dcmtk dicom3tools")
+
+
+def _run(*args: str | Path) -> str:
+    """Run a validator; stdout and stderr together (dicom3tools report on stderr)."""
+    proc = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, errors="replace", timeout=300
+    )
+    return proc.stdout + proc.stderr
+
+
+def _errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("Error")]
+
+
+def _display_image(ds: Dataset) -> np.ndarray:
+    """MONOCHROME2 floats in [0, 1] (min-max; enough for an overlay test)."""
+    pixels = ds.pixel_array.astype(np.float32)
+    pixels = (pixels - pixels.min()) / max(float(np.ptp(pixels)), 1.0)
+    return 1.0 - pixels if ds.PhotometricInterpretation == "MONOCHROME1" else pixels
+
+
+def _heatmap(shape: tuple[int, int]) -> np.ndarray:
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    cy, cx = shape[0] * 0.45, shape[1] * 0.6
+    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (shape[0] / 8) ** 2))
+    return (0.25 * blob - 0.02).astype(np.float32)
+
+
+def _wrapped_jpeg() -> Dataset:
+    with (CXR_DIR / "manifest.csv").open(newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["split"] == "test")
+    ds = wrap_pixels(load_cxr(row["path"]), view_position=row["view"] or "PA")
+    ds.StudyDescription = "CHEST"
+    return ds
+
+
+ALGORITHM = AlgorithmInfo(
+    name="Deep-COVID",
+    version="2026.11.27-test",
+    device_uid=generate_uid(),
+    model_name="squeezenet1_1",
+    parameters={"occlusion_window": 32, "occlusion_stride": 8, "threshold": THRESHOLD},
+)
+
+
+@dataclass
+class Written:
+    source: Path
+    sr: Path
+    sc: Path
+    pm: Path
+    probability: float
+
+
+SOURCES = {
+    "cr-nema": (0.83, lambda: pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")),
+    "dx-secondary-capture": (
+        0.12,
+        lambda: pydicom.dcmread(DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm"),
+    ),
+    "jpeg-wrapped-cr": (0.5, _wrapped_jpeg),
+}
+
+
+@pytest.fixture(scope="module", params=list(SOURCES))
+def written(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Written:
+    probability, load = SOURCES[request.param]
+    source = load()
+    out = tmp_path_factory.mktemp(request.param)
+    source_path = out / "source.dcm"
+    source.save_as(source_path)
+    shape = (int(source.Rows), int(source.Columns))
+    results = build_results(
+        source,
+        probability=probability,
+        threshold=THRESHOLD,
+        heatmap=_heatmap(shape),
+        display_image=_display_image(source),
+        algorithm=ALGORITHM,
+    )
+    paths = {}
+    for name, ds in (("sr", results.sr), ("sc", results.sc), ("pm", results.pmap)):
+        paths[name] = out / f"{name}.dcm"
+        ds.save_as(paths[name], enforce_file_format=True)
+    return Written(source=source_path, probability=probability, **paths)
+
+
+def _expected_finding(probability: float) -> str:
+    return "Present" if probability >= THRESHOLD else "Absent"
+
+
+@pytest.mark.parametrize("kind", ["sr", "sc", "pm"])
+def test_dciodvfy_reports_no_errors(written: Written, kind: str) -> None:
+    output = _run("dciodvfy", getattr(written, kind))
+    assert _errors(output) == [], output
+
+
+def test_dcentvfy_finds_patient_and_study_consistent(written: Written) -> None:
+    output = _run("dcentvfy", written.source, written.sr, written.sc, written.pm)
+    assert _errors(output) == [], output
+    assert "Different" not in "\n".join(
+        line
+        for line in output.splitlines()
+        if "present in one instance" not in line and "Different information entities" not in line
+    ), output
+
+
+def test_dsrdump_prints_the_tree_with_the_finding(written: Written) -> None:
+    output = _run("dsrdump", written.sr)
+    finding = _expected_finding(written.probability)
+    assert '<CONTAINER:(,,"Imaging Measurement Report")' in output
+    assert '<contains CODE:(,,"COVID-19")=(' in output
+    assert f'"{finding}")>' in output
+    assert '<contains NUM:(,,"Probability")' in output
+    assert '<contains NUM:(,,"Threshold Value")="0.5"' in output
+
+
+def test_dsr2html_page_shows_what_a_reader_needs(written: Written, tmp_path: Path) -> None:
+    page = tmp_path / "sr.html"
+    _run("dsr2html", written.sr, page)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(errors="replace")))
+    text = re.sub(r"\s+", " ", text)
+    finding = _expected_finding(written.probability)
+    assert f"COVID-19: {finding}" in text
+    assert re.search(rf"Probability: {written.probability:g} 1\b", text), text
+    assert re.search(rf"Threshold Value: {THRESHOLD:g} 1\b", text), text
+    assert 'Algorithm Name = "Deep-COVID"' in text
+    assert f'Algorithm Version = "{ALGORITHM.version}"' in text
+
+
+def test_highdicom_reads_back_finding_probability_threshold_algorithm(written: Written) -> None:
+    sr = hd.sr.srread(written.sr)
+    assert isinstance(sr, hd.sr.Comprehensive3DSR)
+    (group,) = sr.content.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.name == codes.COVID19
+    assert evaluation.value.meaning == _expected_finding(written.probability)
+    values = {m.name.value: m.value for m in group.get_measurements()}
+    assert values == {
+        codes.PROBABILITY.value: pytest.approx(written.probability),
+        codes.THRESHOLD.value: pytest.approx(THRESHOLD),
+    }
+    (name,) = group[0].ContentSequence.find(pydicom_codes.DCM.AlgorithmName)
+    assert name.value == "Deep-COVID"
+    (observer,) = sr.content.get_observer_contexts()
+    assert observer.observer_identifying_attributes.uid == ALGORITHM.device_uid
+
+
+def test_pm_and_sc_read_back(written: Written) -> None:
+    source = pydicom.dcmread(written.source, stop_before_pixels=True)
+    pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(written.pm))
+    expected = _heatmap((int(source.Rows), int(source.Columns)))
+    np.testing.assert_array_equal(pm.pixel_array, expected)
+    sc = pydicom.dcmread(written.sc)
+    assert sc.pixel_array.shape == (source.Rows, source.Columns, 3)
+    assert sc.BurnedInAnnotation == "YES"
+    for ds in (pm, sc):
+        assert ds.StudyInstanceUID == source.StudyInstanceUID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+
+
+# --- the input gate over the real DICOMs and broken copies --------------------------------
+
+
+@pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])
+def test_gate_accepts_every_real_dicom(path: Path) -> None:
+    assert check(pydicom.dcmread(path)).ok
+
+
+def _lateral(ds: Dataset) -> None:
+    ds.ViewPosition = "LL"
+
+
+def _ct(ds: Dataset) -> None:
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.Modality = "CT"
+
+
+def _rgb(ds: Dataset) -> None:
+    gray = (ds.pixel_array >> 7).astype(np.uint8)
+    ds.PixelData = np.repeat(gray[..., None], 3, axis=-1).tobytes()
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+
+
+def _multiframe(ds: Dataset) -> None:
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+
+
+def _skull(ds: Dataset) -> None:
+    ds.BodyPartExamined = "SKULL"
+
+
+def _truncated(ds: Dataset) -> None:
+    ds.PixelData = ds.PixelData[:1000]
+
+
+@pytest.mark.parametrize(
+    ("modify", "reason_start"),
+    [
+        (_lateral, "ViewPosition LL: lateral views are not analysed"),
+        (_ct, f"SOPClassUID {CT_IMAGE_STORAGE}"),
+        (_rgb, "PhotometricInterpretation RGB"),
+        (_multiframe, "NumberOfFrames 2"),
+        (_skull, "BodyPartExamined SKULL"),
+        (_truncated, "PixelData 1000 bytes"),
+    ],
+    ids=["lateral", "ct", "rgb", "multiframe", "skull", "truncated"],
+)
+def test_gate_rejects_modified_copies(modify, reason_start: str) -> None:
+    ds = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    modify(ds)
+    result = check(ds)
+    assert not result.ok
+    assert result.reason is not None and result.reason.startswith(reason_start), result.reason
+
+
+def test_rejection_sr_for_a_lateral_copy_validates(tmp_path: Path) -> None:
+    source = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    _lateral(source)
+    reason = check(source).reason
+    assert reason is not None
+    sr = build_rejection_sr(
+        source,
+        reason,
+        algorithm=ALGORITHM,
+        series_instance_uid=generate_uid(),
+        sop_instance_uid=generate_uid(),
+        series_number=9004,
+    )
+    path = tmp_path / "rejection.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert _errors(_run("dciodvfy", path)) == []
+    assert _errors(_run("dcentvfy", DICOM_DIR / "RG1_UNCR.dcm", path)) == []
+    assert f"Not analysed: {reason}"[:40] in _run("dsrdump", "+Pl", path)
