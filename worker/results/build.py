@@ -6,6 +6,7 @@ because the SR references them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ class ResultObjects:
     sc: Dataset
     pmap: Dataset
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Dataset]:
         """SR last, so a receiver never holds a report whose references are missing."""
         return iter((self.sc, self.pmap, self.sr))
 
