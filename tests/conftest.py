@@ -50,10 +50,36 @@ def data_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with one active, randomly initialised SqueezeNet 1.1 (seeded).
+
+    Pipeline tests need *a* model, not a good one; the shipped model is tested on its own.
+    """
+    import torch
+
+    from models.architectures import build_model
+    from models.card import ModelCard
+    from models.registry import Registry
+
+    root = tmp_path_factory.mktemp("registry")
+    torch.manual_seed(0)
+    model = build_model("squeezenet1_1", init="none")
+    registry = Registry(root)
+    version = registry.save_version(
+        model, ModelCard(architecture="squeezenet1_1", threshold=0.5, notes="test model")
+    )
+    registry.activate(version)
+    return root
+
+
 @pytest.fixture
-def settings_env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def settings_env(
+    data_dir: Path, model_registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """Environment for services under test: embedded defaults inside the test's tmp folder."""
     env = {
+        "DEEPCOVID_MODEL_REGISTRY_DIR": str(model_registry),
         "DEEPCOVID_DATA_DIR": str(data_dir),
         "DEEPCOVID_PORT": str(free_port()),
         "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",

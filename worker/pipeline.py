@@ -1,23 +1,37 @@
-"""What the worker does with one job: claim it, open the instance, and move it to its end state.
+"""What the worker does with one job, stage by stage, each recorded on the job's timeline.
 
-Each stage records its outcome on the job's timeline. Errors end the job ``failed`` with the
-reason; only errors that may pass (database or broker trouble) propagate so the task is retried.
+claim → read → record attributes → gate → model (probability, heatmap) → build SR/SC/PM →
+write them and put them in the outbox → deliver (or keep them in the results folder).
+
+A redelivered task is harmless: the claim is compare-and-set, and result UIDs are derived from
+the source instance and the model version, so re-analysing with the same model creates nothing
+new. Errors that may pass (database, broker) propagate so Celery retries the task; anything
+else ends the job ``failed`` with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from sqlalchemy.exc import OperationalError
 
 from deepcovid.settings import Settings
 from worker.attributes import key_attributes
 from worker.lease import LeaseKeeper
+from worker.results import ResultUIDs
 from worker.store import JobState, JobStore
+from worker.store.outbox import NewResult, Outbox
 
 log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """The job cannot succeed; the message is the reason recorded on it."""
 
 
 def run_job(job_id: int, store: JobStore, settings: Settings) -> str:
@@ -26,29 +40,198 @@ def run_job(job_id: int, store: JobStore, settings: Settings) -> str:
         log.info("job %s: not claimable (already taken or finished); nothing to do", job_id)
         return "skipped"
     with LeaseKeeper(store, job_id, settings.analysis_lease_s):
-        return _analyse(job_id, store, settings)
+        try:
+            return _analyse(job_id, store, settings)
+        except OperationalError:
+            raise  # database trouble: let Celery retry the task; the claim lease expires
+        except JobFailed as exc:
+            reason = str(exc)
+        except Exception as exc:
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("job %s: unexpected error", job_id)
+        store.set_state(job_id, JobState.FAILED, reason, reason=reason)
+        return JobState.FAILED
+
+
+def _read(path: Path) -> Dataset:
+    try:
+        return dcmread(path)
+    except (OSError, InvalidDicomError, ValueError) as exc:
+        raise JobFailed(f"cannot read spooled instance: {type(exc).__name__}: {exc}") from exc
 
 
 def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
-    """The stages after the claim."""
+    from worker import gate
+
     job = store.get(job_id)
     assert job is not None
-    path = Path(job.spool_path)
-    try:
-        ds = dcmread(path, stop_before_pixels=True)
-    except (OSError, InvalidDicomError, ValueError) as exc:
-        reason = f"cannot read spooled instance: {type(exc).__name__}: {exc}"
-        store.set_state(job_id, JobState.FAILED, reason, reason=reason)
-        log.error("job %s (%s): %s", job_id, job.sop_instance_uid, reason)
-        return JobState.FAILED
+    uid = job.sop_instance_uid
+    t0 = time.perf_counter()
+    ds = _read(Path(job.spool_path))
+    read_s = time.perf_counter() - t0
     attrs = key_attributes(ds)
     store.set_state(
         job_id,
-        JobState.ANALYSED,
-        "attributes recorded: "
-        f"{attrs['modality']} {attrs['view_position']} {attrs['rows']}x{attrs['columns']} "
-        f"{attrs['photometric_interpretation']}",
+        JobState.ANALYSING,
+        f"attributes recorded: {attrs['modality']} {attrs['view_position']} "
+        f"{attrs['rows']}x{attrs['columns']} {attrs['photometric_interpretation']}",
         **attrs,
     )
-    log.info("job %s (%s): attributes recorded", job_id, job.sop_instance_uid)
-    return JobState.ANALYSED
+    verdict = gate.check(ds)
+    if not verdict.ok:
+        reason = verdict.reason or "not analysable"
+        store.set_state(job_id, JobState.REJECTED, f"not analysed: {reason}", reason=reason)
+        log.info("job %s (%s): rejected by the input gate: %s", job_id, uid, reason)
+        if settings.send_rejection_sr:
+            _send_rejection_sr(job_id, ds, reason, store, settings)
+        return JobState.REJECTED
+
+    from models.dicom_pixels import dicom_to_array
+    from worker.analysis import active_predictor, analyse_image
+
+    try:
+        image = dicom_to_array(ds)
+    except Exception as exc:
+        raise JobFailed(f"pixel data cannot be converted: {type(exc).__name__}: {exc}") from exc
+    predictor = active_predictor(settings)
+    result = analyse_image(image, predictor, settings)
+    finding = "present" if result.positive else "absent"
+    store.set_state(
+        job_id,
+        JobState.ANALYSED,
+        f"P(COVID-19)={result.probability:.4f} threshold={result.threshold:.4f} ({finding}); "
+        f"read {read_s:.2f} s, "
+        f"inference {result.timings['inference_s']:.2f} s, "
+        f"heatmap {result.timings['heatmap_s']:.2f} s",
+        model_version=result.model_version,
+        probability=result.probability,
+        threshold=result.threshold,
+        finding=finding,
+    )
+    t_build = time.perf_counter()
+    outbox = Outbox(store)
+    # Same source content + same model version = same result UIDs: nothing new is created.
+    uids = ResultUIDs.derive(str(ds.SOPInstanceUID), f"{result.model_version}/{job.sha256}")
+    paths = _build_and_write(job_id, ds, image, result, predictor, uids, outbox, settings)
+    new = outbox.add(
+        job_id,
+        paths,
+        model_version=result.model_version,
+        destination=settings.destination,
+    )
+    store.set_state(
+        job_id,
+        JobState.RESULTS_BUILT,
+        f"{len(paths)} result object(s) written ({new} new) in "
+        f"{time.perf_counter() - t_build:.2f} s",
+    )
+    outbox.settle(job_id)
+    if settings.destination:
+        from worker.delivery import deliver_due
+
+        deliver_due(outbox, settings, job_id=job_id)
+    final = store.get(job_id)
+    assert final is not None
+    log.info("job %s (%s): %s", job_id, uid, final.state)
+    return final.state
+
+
+def _build_and_write(
+    job_id: int,
+    ds: Dataset,
+    image: object,
+    result: object,
+    predictor: object,
+    uids: ResultUIDs,
+    outbox: Outbox,
+    settings: Settings,
+) -> list[NewResult]:
+    """Build SR, SC and PM (UIDs derived from source + model version) and write them."""
+    from worker.analysis import Analysis
+    from worker.resultfiles import write_result
+    from worker.results import AlgorithmInfo, build_results
+
+    assert isinstance(result, Analysis)
+    card = predictor.card  # type: ignore[attr-defined]
+    algorithm = AlgorithmInfo.from_card(
+        card,
+        version=result.model_version,
+        parameters={
+            "occlusion_window": settings.occlusion_window,
+            "occlusion_stride": settings.occlusion_stride,
+            "occlusion_fill": settings.occlusion_fill,
+        },
+    )
+    previous = outbox.previous_sr(job_id, result.model_version)
+    previous_sr = None
+    if previous is not None and Path(previous.path).is_file():
+        previous_sr = dcmread(previous.path)
+    objects = build_results(
+        ds,
+        probability=result.probability,
+        threshold=result.threshold,
+        heatmap=result.heatmap,
+        display_image=image,  # type: ignore[arg-type]
+        algorithm=algorithm,
+        previous_sr=previous_sr,
+        uids=uids,
+    )
+    written: list[NewResult] = []
+    for kind, obj in (("sr", objects.sr), ("sc", objects.sc), ("pm", objects.pmap)):
+        path = write_result(settings.results, obj)
+        written.append(
+            NewResult(
+                kind=kind,
+                sop_instance_uid=str(obj.SOPInstanceUID),
+                sop_class_uid=str(obj.SOPClassUID),
+                series_instance_uid=str(obj.SeriesInstanceUID),
+                study_instance_uid=str(obj.StudyInstanceUID),
+                path=str(path),
+            )
+        )
+    return written
+
+
+def _send_rejection_sr(
+    job_id: int, ds: Dataset, reason: str, store: JobStore, settings: Settings
+) -> None:
+    """Put a "not analysed: reason" SR in the outbox (setting ``send_rejection_sr``)."""
+    from pydicom.uid import generate_uid
+
+    from worker.resultfiles import write_result
+    from worker.results import AlgorithmInfo, build_rejection_sr
+
+    try:
+        from worker.analysis import active_predictor
+
+        predictor = active_predictor(settings)
+        algorithm = AlgorithmInfo.from_card(predictor.card, version=str(predictor.version))
+        version = str(predictor.version)
+    except Exception as exc:
+        log.warning("job %s: no model for the rejection SR's device identity: %s", job_id, exc)
+        return
+    source_uid = str(ds.SOPInstanceUID)
+    sr = build_rejection_sr(
+        ds,
+        reason,
+        algorithm=algorithm,
+        series_instance_uid=generate_uid(entropy_srcs=["rejection-series", source_uid, version]),
+        sop_instance_uid=generate_uid(entropy_srcs=["rejection-sr", source_uid, version]),
+        series_number=9901,
+    )
+    path = write_result(settings.results, sr)
+    Outbox(store).add(
+        job_id,
+        [
+            NewResult(
+                kind="rejection_sr",
+                sop_instance_uid=str(sr.SOPInstanceUID),
+                sop_class_uid=str(sr.SOPClassUID),
+                series_instance_uid=str(sr.SeriesInstanceUID),
+                study_instance_uid=str(sr.StudyInstanceUID),
+                path=str(path),
+            )
+        ],
+        model_version=version,
+        destination=settings.destination,
+    )

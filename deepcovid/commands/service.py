@@ -48,11 +48,14 @@ def _redact(url: str) -> str:
     return url
 
 
-def _start_reconciler(settings: Any) -> None:
-    """Re-enqueue what a previous run or a lost broker message left unfinished."""
+def _start_background(settings: Any) -> None:
+    """The node's loops: re-enqueue what was left unfinished; deliver what is due."""
+    from worker.delivery import start_dispatcher
     from worker.queue import default_store, enqueue_analysis
     from worker.recovery import start_reconciler
+    from worker.store.outbox import Outbox
 
+    start_dispatcher(Outbox(default_store()), settings)
     start_reconciler(
         default_store(),
         enqueue_analysis,
@@ -65,7 +68,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     """Run the listener in the foreground until interrupted."""
     settings = get_settings()
     prepare(settings, "node")
-    _start_reconciler(settings)
+    _start_background(settings)
     _banner(settings)
     from dicom_node.scp import serve_forever
 
@@ -105,7 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    _start_reconciler(settings)
+    _start_background(settings)
     _banner(settings)
     from dicom_node.scp import serve_forever
 

@@ -30,10 +30,10 @@ def receipt(uid: str, sha: str = "a" * 64) -> dict[str, object]:
 
 def test_upgrade_from_empty_creates_the_tables(db_url: str) -> None:
     assert current(db_url) is None
-    assert upgrade(db_url) == "0001"
-    assert upgrade(db_url) == "0001"  # idempotent
+    assert upgrade(db_url) == "0002"
+    assert upgrade(db_url) == "0002"  # idempotent
     names = set(inspect(create_engine(db_url)).get_table_names())
-    assert {"jobs", "job_events", "alembic_version"} <= names
+    assert {"jobs", "job_events", "result_objects", "alembic_version"} <= names
 
 
 def test_receipt_is_idempotent_and_new_content_reanalyses(db_url: str) -> None:

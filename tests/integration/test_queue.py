@@ -95,17 +95,19 @@ def test_jobs_sent_by_storescu_reach_their_state(
     storescu(port, files)
     store = JobStore(f"sqlite:///{Path(broker_env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}")
 
-    def all_analysed() -> bool:
-        return store.counts() == {"analysed": len(files)}
+    def all_done() -> bool:
+        return store.counts() == {"delivered": len(files)}
 
-    wait_for(all_analysed, timeout=120, what=f"{len(files)} jobs analysed")
+    wait_for(all_done, timeout=240, what=f"{len(files)} jobs delivered to the results folder")
     for job in store.list(limit=100):
         assert job.modality in {"DX", "OT"}
         assert (job.rows, job.columns) == (1024, 1024)
         assert job.photometric_interpretation == "MONOCHROME2"
         assert job.transfer_syntax_uid is not None
         states = [e.state for e in store.events(job.id)]
-        assert states[0] == "received" and states[-1] == "analysed"
+        assert states[0] == "received" and states[-1] == "delivered"
+        assert {"queued", "analysing", "analysed", "results_built"} <= set(states)
+        assert job.probability is not None and job.model_version
 
 
 def test_killed_worker_loses_no_job(
@@ -114,18 +116,18 @@ def test_killed_worker_loses_no_job(
     port = int(broker_env["DEEPCOVID_PORT"])
     node = start(services, ["node"], broker_env, tmp_path / "node.log")
     wait_listening(port, node)
-    files = copies(DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm", 12, tmp_path / "send")
+    files = copies(DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm", 8, tmp_path / "send")
     storescu(port, files)  # all queued before any worker runs
     store = JobStore(f"sqlite:///{Path(broker_env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}")
     worker = start(services, ["worker"], broker_env, tmp_path / "worker1.log")
-    wait_for(lambda: store.counts().get("analysed", 0) >= 2, timeout=120, what="some progress")
+    wait_for(lambda: store.counts().get("delivered", 0) >= 2, timeout=180, what="some progress")
     worker.kill()  # SIGKILL mid-queue: main process and its pool child
     before = store.counts()
-    assert before.get("analysed", 0) < len(files), "the kill must happen mid-queue"
+    assert before.get("delivered", 0) < len(files), "the kill must happen mid-queue"
     start(services, ["worker"], broker_env, tmp_path / "worker2.log")
     wait_for(
-        lambda: store.counts() == {"analysed": len(files)},
-        timeout=180,
+        lambda: store.counts() == {"delivered": len(files)},
+        timeout=300,
         what="every job analysed after the restart",
     )
     for job in store.list(limit=100):

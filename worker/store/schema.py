@@ -99,3 +99,50 @@ class JobEvent(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="events")
+
+
+class DeliveryState(enum.StrEnum):
+    """Where one result object stands on its way to the destination."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"  # stored by the destination, confirmation pending or not possible
+    CONFIRMED = "confirmed"  # C-FIND found it at the destination
+    KEPT = "kept"  # no destination configured: kept in the results folder only
+    FAILED = "failed"
+
+
+class ResultObject(Base):
+    """One DICOM object we produced for a job, and its outbox entry.
+
+    The SOP Instance UID is derived from the source instance and the model version, so
+    analysing the same instance with the same model again finds the row that exists instead
+    of creating anything new.
+    """
+
+    __tablename__ = "result_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # sr, sc, pm, rejection_sr
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    sop_class_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024), nullable=False)
+    destination: Mapped[str | None] = mapped_column(String(128))
+    delivery_state: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=DeliveryState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    __table_args__ = (Index("ix_result_objects_due", "delivery_state", "next_attempt_at"),)

@@ -1,0 +1,124 @@
+"""Send result objects from the outbox to the destination, with back-off, and confirm them.
+
+Used by the worker right after it builds results (fast path) and by the node's dispatcher
+loop, which retries what is due. Each object is claimed before it is sent, so two senders
+never send the same object at once; a destination that is down only delays delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+
+from deepcovid.settings import Settings
+from dicom_node.scu import Destination, Sender
+from dicom_node.verify import find_instances
+from worker.store.outbox import Outbox, ResultView
+from worker.store.schema import DeliveryState
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 600.0
+
+
+def retry_delay(settings: Settings, attempts: int) -> float:
+    """Exponential back-off: ``delivery_backoff_s * 2**(attempts-1)``, capped at 10 minutes."""
+    return float(min(settings.delivery_backoff_s * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S))
+
+
+def deliver_due(outbox: Outbox, settings: Settings, *, job_id: int | None = None) -> int:
+    """Send every due object (of ``job_id`` only, if given); returns how many were stored."""
+    due = outbox.claim_due(job_id=job_id, lease_s=max(settings.network_timeout_s * 5, 60.0))
+    by_destination: dict[str, list[ResultView]] = defaultdict(list)
+    for row in due:
+        by_destination[row.destination or ""].append(row)
+    stored = 0
+    for dest_text, rows in by_destination.items():
+        stored += _deliver(outbox, settings, dest_text, rows)
+    return stored
+
+
+def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[ResultView]) -> int:
+    try:
+        destination = Destination.parse(dest_text)
+    except ValueError as exc:
+        for row in rows:
+            outbox.mark(row.id, DeliveryState.FAILED, error=str(exc))
+        return 0
+    sender = Sender(
+        destination,
+        calling_ae=settings.ae_title,
+        max_attempts=1,  # the outbox does the retrying, across restarts
+        timeout_s=settings.network_timeout_s,
+    )
+    by_path = {row.path: row for row in rows}
+    report = sender.send_files(list(by_path))
+    ok_rows: list[ResultView] = []
+    for result in report.results:
+        row = by_path[result.item]
+        if result.ok:
+            ok_rows.append(row)
+        else:
+            _failed(outbox, settings, row, result.error or "not stored")
+    if not ok_rows:
+        return 0
+    found: set[str] | None = None
+    if settings.delivery_verify:
+        try:
+            found = find_instances(
+                destination,
+                [
+                    (r.study_instance_uid or "", r.series_instance_uid, r.sop_instance_uid)
+                    for r in ok_rows
+                ],
+                calling_ae=settings.ae_title,
+                timeout_s=settings.network_timeout_s,
+            )
+        except Exception as exc:  # confirmation is best effort; the store already succeeded
+            log.warning("C-FIND confirmation at %s failed: %s", destination, exc)
+    for row in ok_rows:
+        if found is None:
+            outbox.mark(row.id, DeliveryState.SENT)
+        elif row.sop_instance_uid in found:
+            outbox.mark(row.id, DeliveryState.CONFIRMED)
+        else:
+            _failed(outbox, settings, row, "stored, but C-FIND does not find it at the destination")
+    log.info("delivered %d object(s) to %s", len(ok_rows), destination)
+    return len(ok_rows)
+
+
+def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> None:
+    if row.attempts >= settings.delivery_max_attempts:
+        log.error(
+            "result %s: giving up after %d attempts: %s", row.sop_instance_uid, row.attempts, error
+        )
+        outbox.mark(row.id, DeliveryState.FAILED, error=f"after {row.attempts} attempts: {error}")
+        return
+    delay = retry_delay(settings, row.attempts)
+    log.warning(
+        "result %s: attempt %d failed (%s); retry in %.0f s",
+        row.sop_instance_uid,
+        row.attempts,
+        error,
+        delay,
+    )
+    outbox.mark(row.id, DeliveryState.PENDING, error=error, retry_in_s=delay)
+
+
+def start_dispatcher(
+    outbox: Outbox, settings: Settings, interval_s: float = 1.0
+) -> threading.Event:
+    """Deliver due objects every ``interval_s`` in a daemon thread; set the event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                deliver_due(outbox, settings)
+            except Exception:
+                log.exception("dispatcher run failed")
+            stop.wait(interval_s)
+
+    threading.Thread(target=loop, name="dispatcher", daemon=True).start()
+    return stop

@@ -1,0 +1,47 @@
+"""Result objects on disk: ``results_dir/<StudyInstanceUID>/<SOPInstanceUID>.dcm``.
+
+Written durably (temp file, fsync, rename) with mode 0600 before they enter the outbox, so the
+outbox never points at a half-written file. The folder is the delivery when no destination is
+configured.
+"""
+
+from __future__ import annotations
+
+import os
+from io import BytesIO
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dicom_node.uids import uid_problem
+
+
+def result_path(results_dir: Path, ds: Dataset) -> Path:
+    """Where ``ds`` is kept; refuses UIDs that are not plain DICOM UIDs."""
+    study, sop = str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+    for uid in (study, sop):
+        problem = uid_problem(uid)
+        if problem:
+            raise ValueError(f"cannot name a result file after UID {uid!r}: {problem}")
+    return results_dir / study / f"{sop}.dcm"
+
+
+def write_result(results_dir: Path, ds: Dataset) -> Path:
+    """Write ``ds`` durably and return its path (an existing identical object is replaced)."""
+    path = result_path(results_dir, ds)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(buffer.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
