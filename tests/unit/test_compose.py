@@ -1,0 +1,497 @@
+"""The deployment files: docker-compose.yml, deploy/env.example and the Orthanc configuration.
+
+Docker cannot run here, so these tests check what can be checked without it: the compose file
+is valid by the Compose Specification's JSON schema, every service command is a real
+``deepcovid`` sub-command, every ``DEEPCOVID_*`` variable is a real setting and the values the
+services get make a valid :class:`~deepcovid.settings.Settings`, the node's health check really
+tells a listening node from a dead one, and the pieces point at each other (destination, Orthanc
+modality, volumes at the same paths, the GPU reservation).
+
+The last test (``integration``) runs the Orthanc configuration and the Lua auto-routing script
+of ``deploy/orthanc`` in the real Orthanc of the test machines: CR/DX is forwarded to the node,
+CT is not, and the node's own results are not sent back to it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from deepcovid.cli import build_parser
+from deepcovid.settings import Settings
+from dicom_node.scu import Destination
+from tests.conftest import REPO, free_port, wait_for
+from tests.factories import CR_IMAGE_STORAGE, CT_IMAGE_STORAGE, SHARED, wrap_pixels
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / "deploy" / "env.example"
+ORTHANC_DIR = REPO / "deploy" / "orthanc"
+ORTHANC_CONFIG = ORTHANC_DIR / "orthanc.json"
+AUTOROUTING_LUA = ORTHANC_DIR / "autorouting.lua"
+COMPOSE_SCHEMA = SHARED / "schemas" / "compose-spec.json"
+
+SECRETS = {"POSTGRES_PASSWORD": "test-pg-password", "ORTHANC_ADMIN_PASSWORD": "test-orthanc"}
+"""Values for the secrets deploy/env.example leaves empty."""
+NOT_SETTINGS = frozenset({"DEEPCOVID_CONFIG"})
+"""DEEPCOVID_* variables that are not fields: the TOML file's path (deepcovid.settings)."""
+LUA_ONLY = frozenset({"DEEPCOVID_ROUTED_MODALITIES"})
+"""Read by autorouting.lua inside Orthanc (which modalities to forward), not by the node."""
+_DEEPCOVID_VAR = re.compile(r"\bDEEPCOVID_[A-Z0-9_]+")
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"
+)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def load_compose() -> dict[str, Any]:
+    """docker-compose.yml as YAML data (anchors and merge keys resolved, no interpolation)."""
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file (comments and blank lines skipped)."""
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
+        env[key.strip()] = value.strip()
+    return env
+
+
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """Compose's variable interpolation over YAML data: ``${VAR}``, ``${VAR:-default}``,
+    ``${VAR-default}``, ``${VAR:?error}``, ``${VAR?error}`` and ``$$``.
+
+    Raises ``KeyError`` where Compose would refuse to start (a required variable unset).
+    """
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("dollar"):
+            return "$"
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
+        current = env.get(name)
+        if op == ":-":
+            return current if current else arg
+        if op == "-":
+            return arg if current is None else current
+        if op in (":?", "?") and (current is None or (op == ":?" and not current)):
+            raise KeyError(f"{name}: {arg}")
+        return current or ""
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def example_env() -> dict[str, str]:
+    """The variables of deploy/env.example, with test values for the secrets it leaves out."""
+    return {**read_env_file(ENV_EXAMPLE), **SECRETS}
+
+
+def deepcovid_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run the ``deepcovid`` command."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if isinstance(service.get("command"), list) and service["command"][:1] == ["deepcovid"]
+    }
+
+
+def settings_from(environment: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a container with ``environment`` would get (no other DEEPCOVID_* set)."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("DEEPCOVID_"):
+            monkeypatch.delenv(key)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, str(value))
+    return Settings()
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target path -> volume name (or host path) of a service's short-syntax volumes."""
+    result: dict[str, str] = {}
+    for entry in service.get("volumes", []):
+        source, target = entry.split(":")[:2]
+        result[target] = source
+    return result
+
+
+# --- the compose file itself ------------------------------------------------------------------
+def test_compose_file_is_valid_by_the_compose_specification() -> None:
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    compose = load_compose()
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in validator.iter_errors(compose)
+    ]
+    assert errors == []
+    # The same file after interpolation (what Compose validates), and a sanity check that the
+    # validator does reject what the specification forbids.
+    assert list(validator.iter_errors(interpolate(compose, example_env()))) == []
+    broken = load_compose()
+    broken["services"]["node"]["not_a_compose_key"] = True
+    assert list(validator.iter_errors(broken)), "the schema should reject unknown service keys"
+
+
+def test_the_stack_has_the_services_of_the_design() -> None:
+    services = load_compose()["services"]
+    assert {"redis", "postgres", "orthanc", "migrate", "node", "worker"} <= set(services)
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["postgres"]["image"].startswith("postgres:")
+
+
+def test_every_deepcovid_command_is_a_real_cli_subcommand() -> None:
+    parser = build_parser()
+    services = deepcovid_services(load_compose())
+    commands = {name: service["command"][1:] for name, service in services.items()}
+    assert commands["node"][:1] == ["node"]
+    assert commands["worker"][:1] == ["worker"]
+    assert commands["migrate"] == ["db", "upgrade"]
+    for name, argv in commands.items():
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"service {name}: `deepcovid {' '.join(argv)}` is not a valid command")
+        assert callable(getattr(args, "func", None)), f"service {name}: {argv} runs nothing"
+
+
+def test_every_deepcovid_variable_is_a_setting() -> None:
+    texts = {
+        path.relative_to(REPO): path.read_text()
+        for path in (
+            COMPOSE_FILE,
+            ENV_EXAMPLE,
+            ORTHANC_CONFIG,
+            AUTOROUTING_LUA,
+            REPO / "Dockerfile",
+        )
+    }
+    found = {name for text in texts.values() for name in _DEEPCOVID_VAR.findall(text)}
+    assert "DEEPCOVID_DATABASE_URL" in found and "DEEPCOVID_BROKER_URL" in found
+    unknown = sorted(
+        name
+        for name in found - NOT_SETTINGS - LUA_ONLY
+        if name.removeprefix("DEEPCOVID_").lower() not in Settings.model_fields
+    )
+    assert unknown == [], f"not settings of deepcovid.settings.Settings: {unknown}"
+    # The Lua script's own variables never reach the node or the workers.
+    node_side = texts[COMPOSE_FILE.relative_to(REPO)] + texts[ENV_EXAMPLE.relative_to(REPO)]
+    assert not LUA_ONLY & set(_DEEPCOVID_VAR.findall(node_side))
+
+
+def test_services_get_valid_production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = interpolate(load_compose(), example_env())
+    services = deepcovid_services(compose)
+    for name, service in services.items():
+        settings = settings_from(service["environment"], monkeypatch)
+        assert settings.db_url.startswith("postgresql+psycopg://deepcovid:"), name
+        assert "@postgres:5432/" in settings.db_url, name
+        assert settings.broker == "redis://redis:6379/0", name
+        assert settings.destination is not None, name
+    assert settings_from(services["worker"]["environment"], monkeypatch).device == "cuda"
+    assert settings_from(services["worker-cpu"]["environment"], monkeypatch).device == "cpu"
+    node = settings_from(services["node"]["environment"], monkeypatch)
+    assert node.allowed_calling_aes == []  # env.example: empty means any calling AE
+    assert node.ae_title == read_env_file(ENV_EXAMPLE)["DEEPCOVID_AE_TITLE"]
+
+
+def test_secrets_are_required_and_not_committed() -> None:
+    with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
+        interpolate(load_compose(), read_env_file(ENV_EXAMPLE))
+    example = read_env_file(ENV_EXAMPLE)
+    for key in SECRETS:
+        assert example[key] == "", f"deploy/env.example must not carry a value for {key}"
+    text = COMPOSE_FILE.read_text()
+    for key in SECRETS:
+        assert f"${{{key}:?" in text, f"{key} must be a required variable in docker-compose.yml"
+    assert "${ORTHANC_ADMIN_PASSWORD}" in ORTHANC_CONFIG.read_text()
+
+
+def test_results_go_to_the_orthanc_of_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = interpolate(load_compose(), example_env())
+    settings = settings_from(compose["services"]["node"]["environment"], monkeypatch)
+    assert settings.destination is not None
+    destination = Destination.parse(settings.destination)
+    orthanc = json.loads(ORTHANC_CONFIG.read_text())
+    assert destination.host in compose["services"]
+    assert destination.host == "orthanc"
+    assert destination.ae_title == orthanc["DicomAet"]
+    assert destination.port == orthanc["DicomPort"]
+
+
+def test_orthanc_routes_to_the_node_it_is_deployed_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = interpolate(load_compose(), example_env())
+    services = compose["services"]
+    node = settings_from(services["node"]["environment"], monkeypatch)
+    modality = json.loads(ORTHANC_CONFIG.read_text())["DicomModalities"]["deepcovid"]
+    # The AE title reaches Orthanc (config substitution and the Lua script) from the same
+    # variable the node reads.
+    assert modality["AET"] == "${DEEPCOVID_AE_TITLE}"
+    assert services["orthanc"]["environment"]["DEEPCOVID_AE_TITLE"] == node.ae_title
+    assert modality["Host"] == "node"
+    assert modality["Port"] == node.port
+    assert any(port.endswith(f":{node.port}") for port in services["node"]["ports"])
+    assert "os.getenv('DEEPCOVID_AE_TITLE')" in AUTOROUTING_LUA.read_text()
+    # The Lua script Orthanc is told to load is the one mounted from deploy/orthanc.
+    (lua_path,) = json.loads(ORTHANC_CONFIG.read_text())["LuaScripts"]
+    orthanc_mounts = mounts(services["orthanc"])
+    assert orthanc_mounts[lua_path] == "./deploy/orthanc/autorouting.lua"
+    assert (REPO / orthanc_mounts[lua_path]).is_file()
+    # The configuration Orthanc starts with (the image's CMD) is the one mounted from deploy/.
+    cmd = re.search(r"^CMD (\[.*\])$", (ORTHANC_DIR / "Dockerfile").read_text(), re.MULTILINE)
+    assert cmd is not None
+    assert orthanc_mounts[json.loads(cmd.group(1))[-1]] == "./deploy/orthanc/orthanc.json"
+
+
+def test_node_and_workers_share_spool_results_and_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compose = interpolate(load_compose(), example_env())
+    for name in ("node", "worker", "worker-cpu"):
+        service = compose["services"][name]
+        settings = settings_from(service["environment"], monkeypatch)
+        volumes = mounts(service)
+        # Jobs record absolute spool paths: the worker must see the file where the node wrote it.
+        assert volumes[str(settings.spool)] == "spool", name
+        assert volumes[str(settings.results)] == "results", name
+        assert volumes[str(settings.model_registry_dir)] == "models", name
+    for volume in ("spool", "results", "models", "postgres", "redis", "orthanc"):
+        assert volume in compose["volumes"]
+
+
+def test_worker_reserves_one_nvidia_gpu() -> None:
+    worker = load_compose()["services"]["worker"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    ]
+    assert "cpu" in load_compose()["services"]["worker-cpu"]["profiles"]
+
+
+def test_node_waits_for_the_migration_and_its_servers() -> None:
+    services = load_compose()["services"]
+    for name in ("node", "worker"):
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert depends["redis"]["condition"] == "service_healthy"
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "pg_isready" in services["postgres"]["healthcheck"]["test"][1]
+
+
+# --- the node's health check, run for real against pynetdicom listeners ----------------------
+def _healthcheck_code() -> str:
+    test = load_compose()["services"]["node"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    return str(test[3])
+
+
+def _run_healthcheck(port: int, ae_title: str = "DEEPCOVID") -> int:
+    env = {"DEEPCOVID_PORT": str(port), "DEEPCOVID_AE_TITLE": ae_title, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", _healthcheck_code()], env=env, timeout=60, capture_output=True
+    )
+    return done.returncode
+
+
+@pytest.fixture
+def echo_listener() -> Iterator[tuple[AE, int]]:
+    """A Verification SCP answering as DEEPCOVID on a free loopback port."""
+    ae = AE(ae_title="DEEPCOVID")
+    ae.add_supported_context(Verification)
+    ae.require_called_aet = True
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        yield ae, port
+    finally:
+        assert server is not None
+        server.shutdown()
+
+
+def test_node_healthcheck_passes_when_the_listener_answers(echo_listener: tuple[AE, int]) -> None:
+    _ae, port = echo_listener
+    assert _run_healthcheck(port) == 0
+
+
+def test_node_healthcheck_passes_when_the_allow_list_rejects_it(
+    echo_listener: tuple[AE, int],
+) -> None:
+    ae, port = echo_listener
+    ae.require_calling_aet = ["ORTHANC"]  # HEALTHCHECK is not allowed: rejected, but alive
+    assert _run_healthcheck(port) == 0
+
+
+def test_node_healthcheck_fails_when_nothing_listens() -> None:
+    assert _run_healthcheck(free_port()) != 0
+
+
+# --- Orthanc with deploy/orthanc's configuration and Lua script, for real ---------------------
+def _orthanc_rest(port: int, path: str) -> Any:
+    import base64
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    token = base64.b64encode(f"admin:{SECRETS['ORTHANC_ADMIN_PASSWORD']}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _store(ds: Dataset, port: int, calling_ae: str) -> int:
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", port, ae_title="ORTHANC")
+    assert assoc.is_established, f"Orthanc refused an association from {calling_ae}"
+    status = assoc.send_c_store(ds)
+    assoc.release()
+    return int(status.Status)
+
+
+def _small(sop_class_uid: str, modality: str) -> Dataset:
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096).astype(np.uint16)
+    return wrap_pixels(pixels, modality=modality, sop_class_uid=sop_class_uid, bits_stored=12)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("Orthanc") is None, reason="Orthanc is not installed")
+def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
+    tmp_path: Path,
+) -> None:
+    received: list[tuple[str, str]] = []  # (SOP Instance UID, calling AE) as the node saw them
+
+    def on_store(event: evt.Event) -> int:
+        received.append(
+            (str(event.request.AffectedSOPInstanceUID), str(event.assoc.requestor.ae_title))
+        )
+        return 0x0000
+
+    node = AE(ae_title="DEEPCOVID")
+    for uid in (CR_IMAGE_STORAGE, CT_IMAGE_STORAGE):
+        node.add_supported_context(uid)
+    node_port, dicom_port, http_port = free_port(), free_port(), free_port()
+    server = node.start_server(
+        ("127.0.0.1", node_port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+
+    config = json.loads(ORTHANC_CONFIG.read_text())
+    config.update(
+        StorageDirectory=str(tmp_path / "db"),
+        IndexDirectory=str(tmp_path / "db"),
+        DicomPort=dicom_port,
+        HttpPort=http_port,
+        RemoteAccessAllowed=False,
+        LuaScripts=[str(AUTOROUTING_LUA)],
+    )
+    config["DicomModalities"]["deepcovid"].update(Host="127.0.0.1", Port=node_port)
+    config_file = tmp_path / "orthanc.json"
+    config_file.write_text(json.dumps(config))
+    log = (tmp_path / "orthanc.log").open("wb")
+    orthanc = subprocess.Popen(
+        ["Orthanc", str(config_file)],
+        env={
+            "PATH": "/usr/bin:/bin:/usr/sbin",
+            "DEEPCOVID_AE_TITLE": "DEEPCOVID",
+            "ORTHANC_ADMIN_PASSWORD": SECRETS["ORTHANC_ADMIN_PASSWORD"],
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: _try(lambda: _orthanc_rest(http_port, "/system")),
+            timeout=30,
+            what="Orthanc's REST API",
+        )
+        first_cr = _small(CR_IMAGE_STORAGE, "CR")
+        first_dx = _small(CR_IMAGE_STORAGE, "DX")
+        ct = _small(CT_IMAGE_STORAGE, "CT")
+        own_result = _small(CR_IMAGE_STORAGE, "CR")  # what the node sends back as DEEPCOVID
+        last_cr = _small(CR_IMAGE_STORAGE, "CR")
+        for ds, calling_ae in (
+            (first_cr, "MODALITY"),
+            (first_dx, "MODALITY"),
+            (ct, "MODALITY"),
+            (own_result, "DEEPCOVID"),
+            (last_cr, "MODALITY"),
+        ):
+            assert _store(ds, dicom_port, calling_ae) == 0x0000
+        # Orthanc runs the Lua callbacks one after the other in arrival order: once the last
+        # CR has reached the node, the CT and the node's own result have been passed over.
+        uids = lambda: {uid for uid, _ in received}  # noqa: E731
+        wait_for(
+            lambda: last_cr.SOPInstanceUID in uids(),
+            timeout=30,
+            what="Orthanc to forward the last CR to the node",
+        )
+        time.sleep(0.5)
+        assert uids() == {first_cr.SOPInstanceUID, first_dx.SOPInstanceUID, last_cr.SOPInstanceUID}
+        assert {ae.strip() for _, ae in received} == {"ORTHANC"}
+        assert len(_orthanc_rest(http_port, "/instances")) == 5  # everything stays in Orthanc
+
+        # Delivery verification: the node (AE DEEPCOVID, a declared modality) may C-FIND.
+        finder = AE(ae_title="DEEPCOVID")
+        finder.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = finder.associate("127.0.0.1", dicom_port, ae_title="ORTHANC")
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = own_result.StudyInstanceUID
+        query.SeriesInstanceUID = own_result.SeriesInstanceUID
+        query.SOPInstanceUID = own_result.SOPInstanceUID
+        matches = [
+            identifier
+            for status, identifier in assoc.send_c_find(
+                query, StudyRootQueryRetrieveInformationModelFind
+            )
+            if status and status.Status in (0xFF00, 0xFF01)
+        ]
+        assoc.release()
+        assert [m.SOPInstanceUID for m in matches] == [own_result.SOPInstanceUID]
+    finally:
+        orthanc.terminate()
+        try:
+            orthanc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            orthanc.kill()
+        log.close()
+        assert server is not None
+        server.shutdown()
+
+
+def _try(call: Any) -> Any:
+    """``call()``, or None when it raises (a server not up yet)."""
+    try:
+        return call()
+    except Exception:
+        return None
