@@ -26,13 +26,13 @@ from io import BytesIO
 from typing import Protocol
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicom_node.contexts import is_accepted_sop_class
-from dicom_node.spool import Spool
+from dicom_node.spool import PendingWrite, Spool, StagedFile, part10_header
 from dicom_node.structure import StructureError, check_structure
 from dicom_node.uids import uid_problem
 
@@ -129,16 +129,24 @@ class Intake:
         transfer_syntax_uid: str,
         calling_ae: str,
         dataset: bytes,
+        staged: StagedFile | None = None,
     ) -> IntakeResult:
         """Handle one C-STORE request whose dataset arrived encoded as ``dataset``.
 
         ``sop_class_uid`` / ``sop_instance_uid`` are the request's Affected SOP Class / Instance
         UIDs, ``transfer_syntax_uid`` the presentation context's, ``dataset`` the encoded
-        dataset without file meta. Never raises for bad input or a failing disk or database.
+        dataset without file meta. ``staged``, when given, is the same instance already written
+        to a spool temporary file while it arrived (:mod:`dicom_node.streaming`); it is used
+        when its hash matches and discarded otherwise. Never raises for bad input or a failing
+        disk or database.
         """
-        result = self._receive(
-            sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, dataset
-        )
+        try:
+            result = self._receive(
+                sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, dataset, staged
+            )
+        finally:
+            if staged is not None:
+                staged.discard()  # a no-op once adopted (the file was renamed, fd closed)
         if result.ok:
             log.info(
                 "C-STORE from %s: SOP Instance %s stored (job %s)",
@@ -158,6 +166,7 @@ class Intake:
         transfer_syntax_uid: str,
         calling_ae: str,
         dataset: bytes,
+        staged: StagedFile | None,
     ) -> IntakeResult:
         if not is_accepted_sop_class(sop_class_uid):
             name = UID(sop_class_uid).name if uid_problem(sop_class_uid) is None else "unknown"
@@ -172,10 +181,9 @@ class Intake:
             check_structure(dataset, transfer_syntax_uid)
         except StructureError as exc:
             return IntakeResult(Status.CANNOT_UNDERSTAND, f"malformed dataset: {exc}")
-        header = _file_header(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
-        encoded = header + dataset
+        header = part10_header(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
         try:
-            ds = dcmread(BytesIO(encoded), stop_before_pixels=True)
+            ds = _read_header(header, dataset, transfer_syntax_uid)
             values = {kw: _raw_text(ds, tag) for kw, tag in _REQUIRED_UIDS}
         except Exception as exc:  # pydicom raises many types for malformed input
             return IntakeResult(
@@ -191,7 +199,7 @@ class Intake:
             return _mismatch("SOPClassUID differs from the request's", 0x00080016)
 
         try:
-            room = self.spool.has_room_for(len(encoded))
+            room = self.spool.has_room_for(len(header) + len(dataset))
         except OSError as exc:
             return _out_of_resources(f"spool unavailable ({type(exc).__name__})")
         if not room:
@@ -199,7 +207,7 @@ class Intake:
 
         with self.spool.lock(sop_instance_uid):
             try:
-                pending = self.spool.write(sop_instance_uid, (encoded,))
+                pending = self._write(sop_instance_uid, header, dataset, staged)
             except OSError as exc:
                 return _out_of_resources(f"spool write failed ({_os_error(exc)})")
             spooled = pending.file
@@ -233,22 +241,43 @@ class Intake:
         )
 
 
-def _file_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
-    """Preamble, ``DICM`` and a deterministic file meta group for the spooled file.
+    def _write(
+        self, sop_instance_uid: str, header: bytes, dataset: bytes, staged: StagedFile | None
+    ) -> PendingWrite:
+        """Durably spool ``header + dataset``, adopting the staged copy when it holds them.
 
-    Deterministic (no time, no calling AE) so that re-sending the same encoded dataset gives a
-    byte-identical file and the same SHA-256; the calling AE is recorded on the job instead.
+        The staged copy was written from the very PDV fragments pynetdicom assembled into
+        ``dataset``, behind the same header; a lost or extra fragment would change its size,
+        which is therefore the check (its SHA-256 was computed while it was written).
+        """
+        if staged is not None and staged.fd >= 0:
+            if staged.size_bytes == len(header) + len(dataset):
+                return self.spool.adopt(sop_instance_uid, staged)
+            log.warning(
+                "staged copy of SOP Instance %s has %d bytes, not %d; writing it again",
+                sop_instance_uid, staged.size_bytes, len(header) + len(dataset),
+            )
+            staged.discard()
+        return self.spool.write(sop_instance_uid, (header, dataset))
+
+
+def _read_header(header: bytes, dataset: bytes, transfer_syntax_uid: str) -> Dataset:
+    """The dataset's elements before Pixel Data, parsed by pydicom (values stay raw).
+
+    Little-endian, non-deflated datasets are read in place (no copy of the pixel data);
+    the deflated syntax goes through ``dcmread`` on the whole file, which inflates it.
     """
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
-    buffer = BytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
-    return buffer.getvalue()
+    syntax = UID(transfer_syntax_uid)
+    if syntax.is_deflated or not syntax.is_little_endian:
+        return dcmread(BytesIO(header + dataset), stop_before_pixels=True)
+    return read_dataset(
+        BytesIO(dataset), syntax.is_implicit_VR, True, stop_when=_at_pixel_data
+    )
+
+
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    del vr, length
+    return tag >= 0x7FE00010
 
 
 def _raw_text(ds: Dataset, tag: int) -> str | None:

@@ -11,6 +11,10 @@ Because the job row is inserted *after* the file is in place, a write is a small
 or rolls back (the row could not be written; the file is removed, or the previous version of a
 re-sent instance is put back). Writers of the same UID are serialised by :meth:`Spool.lock`.
 
+The bytes can also arrive *staged*: :mod:`dicom_node.streaming` writes an instance to a
+temporary file of the spool while its PDUs are still arriving (and starts the write-back early),
+so that :meth:`Spool.adopt` only has to wait for the tail of the data to reach the disk.
+
 Leftovers of a crash (``.*.tmp`` files, ``.*.bak`` previous versions) are never visible under a
 final name; :meth:`Spool.clean_stale` removes them at start. The sender never got Success for
 such an instance, so it sends it again.
@@ -27,7 +31,12 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicom_node.uids import validate_uid
 
@@ -50,6 +59,29 @@ class SpooledFile:
     path: Path
     sha256: str
     size_bytes: int
+
+
+@dataclass
+class StagedFile:
+    """A temporary spool file holding an instance's bytes, not yet synced or named.
+
+    ``fd`` stays open for the final fdatasync; ``sha256``/``size_bytes`` describe what was
+    written. Either :meth:`Spool.adopt` it or :meth:`discard` it.
+    """
+
+    path: Path
+    fd: int
+    sha256: str = ""
+    size_bytes: int = 0
+
+    def discard(self) -> None:
+        """Close and remove the file (idempotent)."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
 
 class PendingWrite:
@@ -135,13 +167,42 @@ class Spool:
         version is untouched) and the ``OSError`` propagates.
         """
         final = self.path_for(sop_instance_uid)
-        token = secrets.token_hex(6)
-        tmp = self.root / f".{final.stem}.{token}{_TMP_SUFFIX}"
-        backup: Path | None = None
+        tmp = self._temp_path(final)
         try:
             digest, size = _write_synced(tmp, chunks)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return self._publish(tmp, final, digest, size)
+
+    def stage(self, sop_instance_uid: str) -> StagedFile:
+        """Create an empty temporary file (0600) for an instance whose bytes are arriving."""
+        final = self.path_for(sop_instance_uid)
+        tmp = self._temp_path(final)
+        return StagedFile(tmp, os.open(tmp, _CREATE_FLAGS, FILE_MODE))
+
+    def adopt(self, sop_instance_uid: str, staged: StagedFile) -> PendingWrite:
+        """fdatasync a staged file and rename it to the instance's name; see :meth:`write`."""
+        final = self.path_for(sop_instance_uid)
+        try:
+            _datasync(staged.fd)
+        except BaseException:
+            staged.discard()
+            raise
+        os.close(staged.fd)
+        staged.fd = -1
+        return self._publish(staged.path, final, staged.sha256, staged.size_bytes)
+
+    def _temp_path(self, final: Path) -> Path:
+        return self.root / f".{final.stem}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
+
+    def _publish(self, tmp: Path, final: Path, digest: str, size: int) -> PendingWrite:
+        """Rename a synced temporary file to ``final``, keeping a previous version aside."""
+        backup: Path | None = None
+        try:
             if final.exists():
-                backup = self.root / f".{final.stem}.{token}{_BAK_SUFFIX}"
+                backup = tmp.with_suffix(_BAK_SUFFIX)
                 os.link(final, backup)
             os.replace(tmp, final)
             self.sync_dir()
@@ -175,11 +236,35 @@ class Spool:
         return removed
 
 
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+_CREATE_FLAGS |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
+    """Preamble, ``DICM`` and a deterministic file meta group for a spooled instance.
+
+    Deterministic (no time, no calling AE) so that the same encoded dataset always gives a
+    byte-identical file and the same SHA-256; the calling AE is recorded on the job instead.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    buffer = BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _datasync(fd: int) -> None:
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 def _write_synced(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
     """Create ``path`` (0600, must not exist), write ``chunks``, fdatasync; (sha256, size)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    flags |= getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags, FILE_MODE)
+    fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
     digest = hashlib.sha256()
     size = 0
     try:
@@ -190,8 +275,7 @@ def _write_synced(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-        sync = getattr(os, "fdatasync", os.fsync)
-        sync(fd)
+        _datasync(fd)
     finally:
         os.close(fd)
     return digest.hexdigest(), size
