@@ -85,9 +85,9 @@ def storescu(port: int, called: str, files: list[Path]) -> float:
     """Seconds dcmtk storescu takes to send ``files`` over one association."""
     start = time.perf_counter()
     result = subprocess.run(
-        ["storescu", "-aet", "STORESCU", "-aec", called, "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True,
+        ["storescu", "-aet", "STORESCU", "-aec", called, "127.0.0.1", str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
@@ -101,8 +101,14 @@ def run_ours(files: list[Path], scratch: Path, *, stream_to_spool: bool = True) 
     url = f"sqlite:///{data / 'jobs.sqlite'}"
     upgrade(url)
     store = JobStore(url)
-    settings = Settings(data_dir=data, bind_address="127.0.0.1", port=0, database_url=url,
-                        min_free_space_mb=200, max_pdu=0)
+    settings = Settings(
+        data_dir=data,
+        bind_address="127.0.0.1",
+        port=0,
+        database_url=url,
+        min_free_space_mb=200,
+        max_pdu=0,
+    )
     enqueued: list[int] = []
     lock = threading.Lock()
 
@@ -110,8 +116,7 @@ def run_ours(files: list[Path], scratch: Path, *, stream_to_spool: bool = True) 
         with lock:
             enqueued.append(job_id)
 
-    listener = start_server(settings, store=store, enqueue=enqueue,
-                            stream_to_spool=stream_to_spool)
+    listener = start_server(settings, store=store, enqueue=enqueue, stream_to_spool=stream_to_spool)
     try:
         elapsed = storescu(listener.address[1], "DEEPCOVID", files)
     finally:
@@ -131,7 +136,8 @@ def run_storescp(files: list[Path], scratch: Path, *options: str) -> float:
     port = free_port()
     proc = subprocess.Popen(
         ["storescp", "-aet", "STORESCP", "--output-directory", str(out), *options, str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port)
@@ -156,7 +162,7 @@ def synced_bandwidth(scratch: Path, size: int, count: int = 40) -> float:
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fdatasync(fd)
         finally:
             os.close(fd)
@@ -171,7 +177,8 @@ def dd_bandwidth(scratch: Path, size: int, count: int = 40) -> float | None:
     start = time.perf_counter()
     result = subprocess.run(
         ["dd", "if=/dev/zero", f"of={target}", f"bs={size}", f"count={count}", "oflag=dsync"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     elapsed = time.perf_counter() - start
     target.unlink(missing_ok=True)
@@ -182,8 +189,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=200, help="instances per run (200)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each receiver (2)")
-    parser.add_argument("--scratch", type=Path, default=None,
-                        help="scratch folder on the disk to test (default: a temp folder)")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=None,
+        help="scratch folder on the disk to test (default: a temp folder)",
+    )
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "dd"):
         if not shutil.which(tool):
@@ -196,7 +207,10 @@ def main() -> int:
         size = files[0].stat().st_size
         total_mb = sum(p.stat().st_size for p in files) / MB
         times: dict[str, list[float]] = {
-            "ours": [], "ours, unstaged": [], "storescp": [], "storescp +B": []
+            "ours": [],
+            "ours, unstaged": [],
+            "storescp": [],
+            "storescp +B": [],
         }
         disk: list[float] = []
         dd: list[float] = []
@@ -212,16 +226,20 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"{args.count} x {SOURCE.name} ({size / MB:.1f} MB), one association each, "
-          f"{args.rounds} round(s); median of the rounds")
+    print(
+        f"{args.count} x {SOURCE.name} ({size / MB:.1f} MB), one association each, "
+        f"{args.rounds} round(s); median of the rounds"
+    )
     rate = {name: args.count / statistics.median(t) for name, t in times.items()}
     mbs = {name: total_mb / statistics.median(t) for name, t in times.items()}
     for name in times:
         runs = ", ".join(f"{args.count / t:.1f}" for t in times[name])
         print(f"  {name:<15} {rate[name]:6.1f} img/s  {mbs[name]:6.1f} MB/s   (runs: {runs} img/s)")
     disk_mbs = statistics.median(disk)
-    print(f"  disk synced writes (fdatasync per {size / MB:.1f} MB file): {disk_mbs:.1f} MB/s"
-          + (f"; dd oflag=dsync: {statistics.median(dd):.1f} MB/s" if dd else ""))
+    print(
+        f"  disk synced writes (fdatasync per {size / MB:.1f} MB file): {disk_mbs:.1f} MB/s"
+        + (f"; dd oflag=dsync: {statistics.median(dd):.1f} MB/s" if dd else "")
+    )
     print(f"ours / storescp:      {rate['ours'] / rate['storescp']:.2f}x  (goal >= 1.2x)")
     print(f"ours / storescp +B:   {rate['ours'] / rate['storescp +B']:.2f}x")
     print(f"ours / synced disk:   {100 * mbs['ours'] / disk_mbs:.0f} %  (goal >= 60 %)")

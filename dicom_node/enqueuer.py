@@ -51,5 +51,7 @@ class Enqueuer:
                 self.failures += 1
                 log.error(
                     "could not enqueue job %d (%s); it stays 'received' and is enqueued again "
-                    "when the service starts", item, type(exc).__name__,
+                    "when the service starts",
+                    item,
+                    type(exc).__name__,
                 )

@@ -150,12 +150,17 @@ class Intake:
         if result.ok:
             log.info(
                 "C-STORE from %s: SOP Instance %s stored (job %s)",
-                calling_ae, sop_instance_uid, result.job_id,
+                calling_ae,
+                sop_instance_uid,
+                result.job_id,
             )
         else:
             log.warning(
                 "C-STORE from %s refused with 0x%04X: %s (request SOP Instance %s)",
-                calling_ae, int(result.status), result.reason, _loggable_uid(sop_instance_uid),
+                calling_ae,
+                int(result.status),
+                result.reason,
+                _loggable_uid(sop_instance_uid),
             )
         return result
 
@@ -225,8 +230,10 @@ class Intake:
                 )
             except Exception as exc:  # any database failure: undo the file, answer 0xA700
                 log.error(
-                    "job store failed for SOP Instance %s: %s", sop_instance_uid,
-                    type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG),
+                    "job store failed for SOP Instance %s: %s",
+                    sop_instance_uid,
+                    type(exc).__name__,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
                 )
                 try:
                     pending.rollback()
@@ -239,7 +246,6 @@ class Intake:
         return IntakeResult(
             Status.SUCCESS, job_id=outcome.job_id, needs_analysis=outcome.needs_analysis
         )
-
 
     def _write(
         self, sop_instance_uid: str, header: bytes, dataset: bytes, staged: StagedFile | None
@@ -255,7 +261,9 @@ class Intake:
                 return self.spool.adopt(sop_instance_uid, staged)
             log.warning(
                 "staged copy of SOP Instance %s has %d bytes, not %d; writing it again",
-                sop_instance_uid, staged.size_bytes, len(header) + len(dataset),
+                sop_instance_uid,
+                staged.size_bytes,
+                len(header) + len(dataset),
             )
             staged.discard()
         return self.spool.write(sop_instance_uid, (header, dataset))
@@ -270,9 +278,7 @@ def _read_header(header: bytes, dataset: bytes, transfer_syntax_uid: str) -> Dat
     syntax = UID(transfer_syntax_uid)
     if syntax.is_deflated or not syntax.is_little_endian:
         return dcmread(BytesIO(header + dataset), stop_before_pixels=True)
-    return read_dataset(
-        BytesIO(dataset), syntax.is_implicit_VR, True, stop_when=_at_pixel_data
-    )
+    return read_dataset(BytesIO(dataset), syntax.is_implicit_VR, True, stop_when=_at_pixel_data)
 
 
 def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -312,4 +318,3 @@ def _os_error(exc: OSError) -> str:
 def _loggable_uid(value: str) -> str:
     """The UID itself when valid; otherwise a placeholder (it may carry anything)."""
     return value if uid_problem(value) is None else "<invalid>"
-

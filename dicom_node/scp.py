@@ -167,7 +167,10 @@ def serve_forever(settings: Settings) -> None:
     ae = build_ae(settings, store=store, enqueue=enqueue_analysis)
     log.info(
         "DICOM listener %s on %s:%d, spool %s",
-        settings.ae_title, settings.bind_address, settings.port, settings.spool,
+        settings.ae_title,
+        settings.bind_address,
+        settings.port,
+        settings.spool,
     )
     try:
         ae.start_server((settings.bind_address, settings.port), block=True)

@@ -171,12 +171,16 @@ class Sender:
                 _notify(on_result, result)
                 continue
             meta = getattr(ds, "file_meta", None)
-            syntax = UID(str(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)) if meta
-                         else ImplicitVRLittleEndian)
+            syntax = UID(
+                str(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))
+                if meta
+                else ImplicitVRLittleEndian
+            )
             offered: tuple[str, ...] = (syntax,)
             if not syntax.is_compressed:
-                offered = tuple(dict.fromkeys((syntax, ExplicitVRLittleEndian,
-                                               ImplicitVRLittleEndian)))
+                offered = tuple(
+                    dict.fromkeys((syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian))
+                )
             items.append(_Item(result, ds, (str(ds.SOPClassUID), offered)))
         self._send(items, on_result)
         return report
@@ -201,7 +205,10 @@ class Sender:
             if attempt < self.max_attempts:
                 log.info(
                     "C-STORE to %s: %d item(s) to retry after attempt %d of %d",
-                    self.destination, len(pending), attempt, self.max_attempts,
+                    self.destination,
+                    len(pending),
+                    attempt,
+                    self.max_attempts,
                 )
         for item in pending:
             _notify(on_result, item.result)

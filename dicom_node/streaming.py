@@ -155,12 +155,21 @@ class IncomingStreams:
         sop_class = _raw_uid(cs.get_item(0x00000002))
         sop_instance = _raw_uid(cs.get_item(0x00001000))
         syntax = next(
-            (str(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
-             if cx.context_id == context_id), None,
+            (
+                str(cx.transfer_syntax[0])
+                for cx in assoc.accepted_contexts
+                if cx.context_id == context_id
+            ),
+            None,
         )
-        if (syntax is None or sop_class is None or sop_instance is None
-                or not is_accepted_sop_class(sop_class) or uid_problem(sop_instance) is not None
-                or not self.spool.has_room_for(0)):
+        if (
+            syntax is None
+            or sop_class is None
+            or sop_instance is None
+            or not is_accepted_sop_class(sop_class)
+            or uid_problem(sop_instance) is not None
+            or not self.spool.has_room_for(0)
+        ):
             return
         header = part10_header(sop_class, sop_instance, syntax)
         stream.staged = self.spool.stage(sop_instance)
@@ -173,7 +182,7 @@ class IncomingStreams:
         assert staged is not None
         view = fragment
         while view:
-            view = view[os.write(staged.fd, view):]
+            view = view[os.write(staged.fd, view) :]
         stream.digest.update(fragment)
         staged.size_bytes += len(fragment)
         if last or staged.size_bytes - stream.kicked >= self.kick_bytes:

@@ -15,8 +15,9 @@ import zlib
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
-                       b"UR", b"UT", b"UV"})
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -58,9 +59,7 @@ class _Walker:
         self.data = data
         self.implicit = implicit
 
-    def dataset(
-        self, pos: int, end: int, *, depth: int, delimited: bool = False
-    ) -> int:
+    def dataset(self, pos: int, end: int, *, depth: int, delimited: bool = False) -> int:
         """Walk elements from ``pos`` to ``end``, or to an item delimiter when ``delimited``."""
         if depth > _MAX_DEPTH:
             raise StructureError(f"sequences nested deeper than {_MAX_DEPTH}")

@@ -25,18 +25,47 @@ def register(subparsers: Any) -> None:
         description="Send DICOM files, or every DICOM file under directories, to a DICOM "
         "node with C-STORE, retrying transient failures. Exits non-zero if any file failed.",
     )
-    parser.add_argument("paths", nargs="+", metavar="FILE|DIR", type=Path,
-                        help="DICOM files, or directories searched recursively")
-    parser.add_argument("--to", required=True, metavar="AE@HOST:PORT", dest="destination",
-                        help="destination, e.g. ORTHANC@pacs:4242")
-    parser.add_argument("--calling-ae", default=None, metavar="AE",
-                        help="our (calling) AE title; default: the `ae_title` setting")
-    parser.add_argument("--attempts", type=int, default=3, metavar="N",
-                        help="attempts per file before giving up (default: 3)")
-    parser.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
-                        help="wait before the first retry; doubles each time (default: 1)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="network and DIMSE timeout (default: 60)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="FILE|DIR",
+        type=Path,
+        help="DICOM files, or directories searched recursively",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="AE@HOST:PORT",
+        dest="destination",
+        help="destination, e.g. ORTHANC@pacs:4242",
+    )
+    parser.add_argument(
+        "--calling-ae",
+        default=None,
+        metavar="AE",
+        help="our (calling) AE title; default: the `ae_title` setting",
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="attempts per file before giving up (default: 3)",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="wait before the first retry; doubles each time (default: 1)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="network and DIMSE timeout (default: 60)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -58,13 +87,24 @@ def run(args: argparse.Namespace) -> int:
         print("deepcovid send: no DICOM files found", file=sys.stderr)
         return 2
     calling_ae = args.calling_ae or _default_ae_title()
-    sender = Sender(destination, calling_ae=calling_ae, max_attempts=args.attempts,
-                    backoff_s=args.backoff, timeout_s=args.timeout)
+    sender = Sender(
+        destination,
+        calling_ae=calling_ae,
+        max_attempts=args.attempts,
+        backoff_s=args.backoff,
+        timeout_s=args.timeout,
+    )
 
     from tqdm import tqdm
 
-    with tqdm(total=len(files), unit="file", desc=f"to {destination}",
-              disable=args.no_progress or len(files) < 2, file=sys.stderr) as bar:
+    with tqdm(
+        total=len(files),
+        unit="file",
+        desc=f"to {destination}",
+        disable=args.no_progress or len(files) < 2,
+        file=sys.stderr,
+    ) as bar:
+
         def on_result(result: Any) -> None:
             bar.update(1)
             if not result.ok:
@@ -72,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
 
         report = sender.send_files(files, on_result=on_result)
     failed = len(report.failed)
-    print(f"sent {len(files) - failed} of {len(files)} file(s) to {destination}"
-          + (f"; {failed} failed" if failed else ""))
+    print(
+        f"sent {len(files) - failed} of {len(files)} file(s) to {destination}"
+        + (f"; {failed} failed" if failed else "")
+    )
     return 1 if failed else 0
 
 

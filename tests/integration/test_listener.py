@@ -66,8 +66,12 @@ def make_node(tmp_path: Path, **overrides: object) -> Iterator[Node]:
     upgrade(url)
     store = JobStore(url)
     fields: dict[str, object] = {
-        "data_dir": tmp_path / "data", "bind_address": "127.0.0.1", "port": 0,
-        "allowed_calling_aes": ALLOWED, "min_free_space_mb": 1, "database_url": url,
+        "data_dir": tmp_path / "data",
+        "bind_address": "127.0.0.1",
+        "port": 0,
+        "allowed_calling_aes": ALLOWED,
+        "min_free_space_mb": 1,
+        "database_url": url,
     }
     settings = Settings(**{**fields, **overrides})  # type: ignore[arg-type]
     enqueued: list[int] = []
@@ -93,9 +97,21 @@ def node(tmp_path: Path) -> Iterator[Node]:
 def storescu(port: int, files: list[Path], *options: str, aet: str = "STORESCU"):  # type: ignore[no-untyped-def]
     assert shutil.which("storescu"), "dcmtk is not installed (apt-get install -y dcmtk)"
     return subprocess.run(
-        ["storescu", "-R", "-aet", aet, "-aec", "DEEPCOVID", *options, "127.0.0.1", str(port),
-         *map(str, files)],
-        capture_output=True, text=True, timeout=120,
+        [
+            "storescu",
+            "-R",
+            "-aet",
+            aet,
+            "-aec",
+            "DEEPCOVID",
+            *options,
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -119,8 +135,9 @@ def same_dataset(sent: Dataset, received: Dataset) -> bool:
     return sent == received
 
 
-def pynetdicom_store(port: int, payload: Dataset | Path, sop_class_uid: str,
-                     calling_ae: str = "TESTSCU") -> int:
+def pynetdicom_store(
+    port: int, payload: Dataset | Path, sop_class_uid: str, calling_ae: str = "TESTSCU"
+) -> int:
     """C-STORE one crafted dataset (or file, sent unparsed) with pynetdicom; the status."""
     _config.STORE_SEND_CHUNKED_DATASET = True
     ae = AE(ae_title=calling_ae)
@@ -161,8 +178,12 @@ def crafted_file(tmp_path: Path, ds: Dataset, meta_uid: str) -> Path:
 
 # --- dcmtk clients ------------------------------------------------------------------------
 def test_echoscu_gets_success(node: Node) -> None:
-    result = subprocess.run(["echoscu", "-aet", "ECHOSCU", "-aec", "DEEPCOVID", "127.0.0.1",
-                             str(node.port)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["echoscu", "-aet", "ECHOSCU", "-aec", "DEEPCOVID", "127.0.0.1", str(node.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -205,15 +226,23 @@ def test_calling_ae_not_allowed_is_rejected_and_nothing_stored(node: Node) -> No
     result = storescu(node.port, FILES[-1:], aet="INTRUDER")
     assert result.returncode != 0
     assert "Association Rejected" in result.stderr
-    echo = subprocess.run(["echoscu", "-aet", "INTRUDER", "-aec", "DEEPCOVID", "127.0.0.1",
-                           str(node.port)], capture_output=True, text=True, timeout=60)
+    echo = subprocess.run(
+        ["echoscu", "-aet", "INTRUDER", "-aec", "DEEPCOVID", "127.0.0.1", str(node.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert echo.returncode != 0
     assert node.spooled() == [] and node.jobs() == 0
 
 
 def test_wrong_called_ae_is_rejected(node: Node) -> None:
-    result = subprocess.run(["echoscu", "-aet", "ECHOSCU", "-aec", "SOMEONE", "127.0.0.1",
-                             str(node.port)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["echoscu", "-aet", "ECHOSCU", "-aec", "SOMEONE", "127.0.0.1", str(node.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
 
 
@@ -288,7 +317,8 @@ def unwritable(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type
 
 
 def test_unwritable_spool_answers_out_of_resources(
-    node: Node, unwritable: callable  # type: ignore[valid-type]
+    node: Node,
+    unwritable: callable,  # type: ignore[valid-type]
 ) -> None:
     unwritable(node.spool)
     ds = cr_copy()
@@ -330,8 +360,15 @@ def test_our_sender_delivers_files_and_datasets(node: Node) -> None:
 
 def test_our_sender_reports_refusals_without_retrying(node: Node) -> None:
     sr = cr_copy(SOPClassUID=sop_class.ComprehensiveSRStorage)
-    report = send_datasets([sr], "DEEPCOVID", "127.0.0.1", node.port, calling_ae="TESTSCU",
-                           max_attempts=3, sleep=lambda _s: None)
+    report = send_datasets(
+        [sr],
+        "DEEPCOVID",
+        "127.0.0.1",
+        node.port,
+        calling_ae="TESTSCU",
+        max_attempts=3,
+        sleep=lambda _s: None,
+    )
     result = report.results[0]
     assert result.status == 0x0122 and result.attempts == 1
     assert "SOP class not accepted" in (result.error or "")
@@ -344,8 +381,9 @@ def test_concurrent_senders_of_one_instance_make_one_job(node: Node) -> None:
     reports: list[bool] = []
 
     def send() -> None:
-        reports.append(send_datasets([ds], "DEEPCOVID", "127.0.0.1", node.port,
-                                     calling_ae="TESTSCU").ok)
+        reports.append(
+            send_datasets([ds], "DEEPCOVID", "127.0.0.1", node.port, calling_ae="TESTSCU").ok
+        )
 
     threads = [threading.Thread(target=send) for _ in range(4)]
     for thread in threads:
@@ -363,17 +401,34 @@ def test_send_command_exit_status(node: Node, tmp_path: Path) -> None:
     folder.mkdir()
     for path in FILES:
         shutil.copy(path, folder / path.name)
-    command = [sys.executable, "-m", "deepcovid.cli", "send", "--to",
-               f"DEEPCOVID@127.0.0.1:{node.port}", "--calling-ae", "TESTSCU", "--attempts", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "deepcovid.cli",
+        "send",
+        "--to",
+        f"DEEPCOVID@127.0.0.1:{node.port}",
+        "--calling-ae",
+        "TESTSCU",
+        "--attempts",
+        "1",
+    ]
     env = {**os.environ, "DEEPCOVID_DATA_DIR": str(tmp_path / "cli")}
-    ok = subprocess.run([*command, str(folder)], capture_output=True, text=True, cwd=REPO,
-                        env=env, timeout=300)
+    ok = subprocess.run(
+        [*command, str(folder)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
     assert ok.returncode == 0, ok.stderr
     assert f"sent {len(FILES)} of {len(FILES)} file(s)" in ok.stdout
     assert node.jobs() == len(FILES)
     not_dicom = tmp_path / "notes.txt"
     not_dicom.write_text("not DICOM")
-    bad = subprocess.run([*command, str(folder / FILES[0].name), str(not_dicom)],
-                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    bad = subprocess.run(
+        [*command, str(folder / FILES[0].name), str(not_dicom)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     assert bad.returncode == 1
     assert "1 failed" in bad.stdout and "notes.txt" in bad.stderr

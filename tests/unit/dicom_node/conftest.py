@@ -53,8 +53,11 @@ def store() -> FakeStore:
 
 def small_cr(**overrides: Any) -> Dataset:
     """A small CR dataset (16x16 pixels) with fresh UIDs; ``overrides`` set attributes."""
-    ds = wrap_pixels(np.arange(256, dtype=np.uint16).reshape(16, 16), patient_name="Doe^Jane",
-                     patient_id="PID-SECRET-77")
+    ds = wrap_pixels(
+        np.arange(256, dtype=np.uint16).reshape(16, 16),
+        patient_name="Doe^Jane",
+        patient_id="PID-SECRET-77",
+    )
     for keyword, value in overrides.items():
         if value is None:
             delattr(ds, keyword)

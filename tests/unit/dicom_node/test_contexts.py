@@ -39,9 +39,17 @@ def test_the_issue_s_classes_are_analysed() -> None:
 
 def test_the_issue_s_transfer_syntaxes_are_accepted_for_images() -> None:
     required = {
-        ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-        JPEGBaseline8Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
-        JPEG2000Lossless, JPEG2000, RLELossless,
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
+        JPEGBaseline8Bit,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+        JPEG2000Lossless,
+        JPEG2000,
+        RLELossless,
     }
     assert required <= set(IMAGE_TRANSFER_SYNTAXES)
     contexts = dict(supported_contexts())
@@ -50,8 +58,11 @@ def test_the_issue_s_transfer_syntaxes_are_accepted_for_images() -> None:
 
 
 def test_sr_is_negotiated_but_not_accepted() -> None:
-    for uid in (sop_class.ComprehensiveSRStorage, sop_class.Comprehensive3DSRStorage,
-                sop_class.BasicTextSRStorage):
+    for uid in (
+        sop_class.ComprehensiveSRStorage,
+        sop_class.Comprehensive3DSRStorage,
+        sop_class.BasicTextSRStorage,
+    ):
         assert uid in REFUSED_SOP_CLASSES
         assert not is_accepted_sop_class(uid)
         assert set(dict(supported_contexts())[uid]) == set(UNCOMPRESSED_TRANSFER_SYNTAXES)

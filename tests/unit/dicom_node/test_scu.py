@@ -30,8 +30,17 @@ def test_destination_parses_and_prints_back(text: str, expected: Destination) ->
 
 
 @pytest.mark.parametrize(
-    "text", ["pacs:4242", "AE@pacs", "AE@:104", "@pacs:104", "AE@pacs:0", "AE@pacs:x",
-             "AE@pacs:70000", "SEVENTEEN_CHARS_AE@pacs:104"],
+    "text",
+    [
+        "pacs:4242",
+        "AE@pacs",
+        "AE@:104",
+        "@pacs:104",
+        "AE@pacs:0",
+        "AE@pacs:x",
+        "AE@pacs:70000",
+        "SEVENTEEN_CHARS_AE@pacs:104",
+    ],
 )
 def test_bad_destinations_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
@@ -41,8 +50,9 @@ def test_bad_destinations_are_refused(text: str) -> None:
 class FakeAssociation:
     """Answers each C-STORE from a script of statuses (None: no response, then aborted)."""
 
-    def __init__(self, script: Iterator[int | None], established: bool = True,
-                 rejected: int | None = None) -> None:
+    def __init__(
+        self, script: Iterator[int | None], established: bool = True, rejected: int | None = None
+    ) -> None:
         self.script = script
         self.is_established = established
         self.is_rejected = rejected is not None
@@ -72,8 +82,9 @@ class FakeAssociation:
 def scripted(monkeypatch: pytest.MonkeyPatch, associations: list[FakeAssociation]) -> Sender:
     queue = iter(associations)
     monkeypatch.setattr(Sender, "_associate", lambda self, contexts: next(queue))
-    return Sender(Destination("PACS", "127.0.0.1", 104), max_attempts=3, backoff_s=2,
-                  sleep=sleeps.append)
+    return Sender(
+        Destination("PACS", "127.0.0.1", 104), max_attempts=3, backoff_s=2, sleep=sleeps.append
+    )
 
 
 sleeps: list[float] = []
@@ -180,7 +191,9 @@ def test_files_are_sent_by_path_with_their_own_transfer_syntax(
     assert "not a readable DICOM file" in (report.results[3].error or "")
     assert assoc.sent == files
     assert {syntaxes for _, syntaxes in contexts} == {
-        ("1.2.840.10008.1.2.4.90",), ("1.2.840.10008.1.2.4.91",), ("1.2.840.10008.1.2.1",)
+        ("1.2.840.10008.1.2.4.90",),
+        ("1.2.840.10008.1.2.4.91",),
+        ("1.2.840.10008.1.2.1",),
     }
 
 

@@ -42,8 +42,9 @@ def fake_send(ok: list[bool]) -> Any:
     def send_files(self: Sender, paths: Any, on_result: Any = None) -> SendReport:
         results = []
         for path, good in zip(paths, ok, strict=True):
-            result = SendResult(str(path), status=0 if good else 0xA900,
-                                error=None if good else "status 0xA900")
+            result = SendResult(
+                str(path), status=0 if good else 0xA900, error=None if good else "status 0xA900"
+            )
             on_result(result)
             results.append(result)
         return SendReport(results)
@@ -53,7 +54,9 @@ def fake_send(ok: list[bool]) -> Any:
 
 @pytest.mark.parametrize(("ok", "status"), [([True, True], 0), ([True, False], 1)])
 def test_exit_status_says_whether_everything_was_stored(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ok: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ok: list[bool],
     status: int,
 ) -> None:
     monkeypatch.setattr(Sender, "send_files", fake_send(ok))

@@ -68,16 +68,22 @@ def test_encapsulated_pixel_data_passes() -> None:
     [
         (element(0x0008, 0x0018, b"UI", b"1.2.3\x00")[:-2], "runs past the end"),
         (element(0x0008, 0x0018, b"UI", b"1.2\x00") + b"\x10\x00", "header truncated"),
-        (element(0x0010, 0x0010, b"PN", b"A^B ") + element(0x0008, 0x0018, b"UI", b"1.2\x00"),
-         "out of order"),
+        (
+            element(0x0010, 0x0010, b"PN", b"A^B ") + element(0x0008, 0x0018, b"UI", b"1.2\x00"),
+            "out of order",
+        ),
         (b"\x08\x00\x18\x00\x01\x02\x04\x001.2\x00", "no valid VR"),
-        (undefined(0x0008, 0x1032, b"SQ", ITEM + element(0x0008, 0x0100, b"SH", b"12")),
-         "not terminated"),
+        (
+            undefined(0x0008, 0x1032, b"SQ", ITEM + element(0x0008, 0x0100, b"SH", b"12")),
+            "not terminated",
+        ),
         (undefined(0x0008, 0x1032, b"SQ", ITEM + ITEM_END), "not terminated"),
         (undefined(0x0008, 0x0018, b"UT", b""), "undefined length"),
         (ITEM_END, "unexpected delimiter"),
-        (element(0x0008, 0x1032, b"SQ", element(0x0008, 0x0100, b"SH", b"12")),
-         "where a sequence item belongs"),
+        (
+            element(0x0008, 0x1032, b"SQ", element(0x0008, 0x0100, b"SH", b"12")),
+            "where a sequence item belongs",
+        ),
     ],
 )
 def test_structural_faults_are_reported(data: bytes, fragment: str) -> None:
