@@ -248,6 +248,12 @@ def test_results_go_to_the_orthanc_of_the_stack(monkeypatch: pytest.MonkeyPatch)
     assert destination.host == "orthanc"
     assert destination.ae_title == orthanc["DicomAet"]
     assert destination.port == orthanc["DicomPort"]
+    # A site's own PACS instead, from .env.
+    own = {**example_env(), "DEEPCOVID_DESTINATION": "MYPACS@pacs.example.org:104"}
+    worker = interpolate(load_compose(), own)["services"]["worker"]
+    assert settings_from(worker["environment"], monkeypatch).destination == (
+        "MYPACS@pacs.example.org:104"
+    )
 
 
 def test_orthanc_routes_to_the_node_it_is_deployed_with(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,6 +313,31 @@ def test_node_waits_for_the_migration_and_its_servers() -> None:
         assert depends["redis"]["condition"] == "service_healthy"
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"][1]
+
+
+def test_the_documented_multi_gpu_edit_is_a_valid_compose_file() -> None:
+    """docs/deployment.md: pin `worker` to GPU 0 and add the `worker-gpu1` snippet."""
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    snippet = re.search(r"```yaml\n(  worker-gpu1:\n.*?)```", doc, re.DOTALL)
+    assert snippet is not None, "docs/deployment.md lost its worker-gpu1 example"
+    text = COMPOSE_FILE.read_text()
+    assert text.count("              count: 1\n") == 1
+    text = text.replace("              count: 1\n", '              device_ids: ["0"]\n')
+    text = text.replace(
+        "  # The same worker on the CPU", snippet.group(1) + "\n  # The same worker on the CPU"
+    )
+    edited = yaml.safe_load(text)
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(edited)) == []
+    services = edited["services"]
+    gpu_ids = [
+        services[name]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+        for name in ("worker", "worker-gpu1")
+    ]
+    assert gpu_ids == [["0"], ["1"]]
+    assert services["worker-gpu1"]["environment"] == services["worker"]["environment"]
+    assert mounts(services["worker-gpu1"]) == mounts(services["worker"])
+    assert services["worker-gpu1"]["command"] == services["worker"]["command"]
 
 
 # --- the node's health check, run for real against pynetdicom listeners ----------------------
