@@ -9,7 +9,9 @@
 # libraries, so the same image runs on the CPU and, with the NVIDIA Container Toolkit, on a GPU.
 # TORCH_INDEX_URL installs them from another index first (e.g. a CPU-only build for a smaller
 # image); the versions stay the ones pinned in pyproject.toml.
-FROM python:3.11-slim
+# python:3.11-slim on Debian 12: its glibc 2.36 runs every binary wheel the project needs
+# (pylibjpeg-libjpeg's are manylinux_2_34), so no compiler is installed.
+FROM python:3.11-slim-bookworm
 
 ARG TORCH_INDEX_URL=""
 

@@ -186,6 +186,24 @@ def test_every_deepcovid_command_is_a_real_cli_subcommand() -> None:
         assert callable(getattr(args, "func", None)), f"service {name}: {argv} runs nothing"
 
 
+def test_the_image_runs_the_cli_as_an_unprivileged_user() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.MULTILINE)
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
+    assert cmd is not None
+    argv = json.loads(cmd.group(1))
+    assert argv[0] == "deepcovid"
+    assert callable(getattr(build_parser().parse_args(argv[1:]), "func", None))
+    assert re.search(r"^USER deepcovid$", dockerfile, re.MULTILINE)
+    assert f"EXPOSE {Settings.model_fields['port'].default}" in dockerfile
+    # The image's registry folder is the one compose mounts the models volume on.
+    compose = load_compose()
+    env = compose["x-deepcovid-environment"]
+    assert f"DEEPCOVID_MODEL_REGISTRY_DIR={env['DEEPCOVID_MODEL_REGISTRY_DIR']}" in dockerfile
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".env" in ignored and ".git" in ignored
+
+
 def test_every_deepcovid_variable_is_a_setting() -> None:
     texts = {
         path.relative_to(REPO): path.read_text()
