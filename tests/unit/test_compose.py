@@ -358,6 +358,80 @@ def test_the_documented_multi_gpu_edit_is_a_valid_compose_file() -> None:
     assert services["worker-gpu1"]["command"] == services["worker"]["command"]
 
 
+# --- the conformance statement follows the code -----------------------------------------------
+CONFORMANCE = REPO / "docs" / "conformance-statement.md"
+
+
+def _config_row(text: str, setting: str) -> str:
+    """The row of the conformance statement's configuration table that names ``setting``."""
+    section = text[text.index("### 3.4 Configuration") :]
+    rows = [line for line in section.splitlines() if f"`{setting}`" in line]
+    assert rows, f"conformance statement: no configuration row for {setting}"
+    return rows[0]
+
+
+def test_conformance_statement_lists_what_the_listener_negotiates() -> None:
+    from dicom_node.contexts import ANALYSED_SOP_CLASSES, IMAGE_TRANSFER_SYNTAXES
+
+    text = CONFORMANCE.read_text()
+    for uid in (*IMAGE_TRANSFER_SYNTAXES, *ANALYSED_SOP_CLASSES):
+        assert f"| {uid} |" in text, f"conformance statement does not list {uid}"
+
+
+def test_conformance_statement_lists_every_c_store_status() -> None:
+    from dicom_node.intake import Status
+    from dicom_node.scu import WARNING_STATUSES
+
+    text = CONFORMANCE.read_text()
+    for status in Status:
+        assert f"| 0x{int(status):04X} |" in text, f"status {status.name} is not documented"
+    for warning in WARNING_STATUSES:
+        assert f"0x{warning:04X}" in text, f"warning 0x{warning:04X} is not documented"
+
+
+def test_conformance_statement_lists_every_emitted_code() -> None:
+    from pydicom.sr.coding import Code
+
+    from worker.results import codes
+
+    text = CONFORMANCE.read_text()
+    # The codes the builders use (codes.py may define one before anything emits it).
+    users = "\n".join(
+        path.read_text()
+        for path in (REPO / "worker" / "results").glob("*.py")
+        if path.name != "codes.py"
+    )
+    emitted = [
+        value
+        for name, value in vars(codes).items()
+        if isinstance(value, Code) and re.search(rf"\b{name}\b", users)
+    ]
+    assert len(emitted) >= 10
+    for code in emitted:
+        assert f"| {code.scheme_designator} | {code.value} |" in text, f"{code} missing"
+
+
+def test_conformance_statement_states_the_defaults_of_the_settings() -> None:
+    text = CONFORMANCE.read_text()
+    fields = Settings.model_fields
+
+    def default(name: str) -> Any:
+        return fields[name].default
+
+    assert f"`{default('ae_title')}`" in _config_row(text, "ae_title")
+    assert f"{default('port')}" in _config_row(text, "port")
+    assert f"| {default('max_associations')} |" in _config_row(text, "max_associations")
+    assert f"| {default('max_pdu')} (unlimited) |" in _config_row(text, "max_pdu")
+    assert f"| {default('network_timeout_s'):g} s |" in _config_row(text, "network_timeout_s")
+    assert f"| {default('min_free_space_mb')} MiB |" in _config_row(text, "min_free_space_mb")
+    retries = f"| {default('delivery_max_attempts')}, {default('delivery_backoff_s'):g} s |"
+    assert retries in _config_row(text, "delivery_max_attempts")
+    assert ("on" if default("delivery_verify") else "off") in _config_row(text, "delivery_verify")
+    assert ("on" if default("send_rejection_sr") else "off") in _config_row(
+        text, "send_rejection_sr"
+    )
+
+
 # --- the node's health check, run for real against pynetdicom listeners ----------------------
 def _healthcheck_code() -> str:
     test = load_compose()["services"]["node"]["healthcheck"]["test"]
