@@ -519,7 +519,10 @@ def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
         )
         return 0x0000
 
-    node = AE(ae_title="DEEPCOVID")
+    # A node AE title other than the default proves the script reads DEEPCOVID_AE_TITLE.
+    node_aet = "DCNODE"
+    node = AE(ae_title=node_aet)
+    node.require_called_aet = True  # orthanc.json's modality AET must be the substituted one
     for uid in (CR_IMAGE_STORAGE, CT_IMAGE_STORAGE):
         node.add_supported_context(uid)
     node_port, dicom_port, http_port = free_port(), free_port(), free_port()
@@ -544,7 +547,7 @@ def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
         ["Orthanc", str(config_file)],
         env={
             "PATH": "/usr/bin:/bin:/usr/sbin",
-            "DEEPCOVID_AE_TITLE": "DEEPCOVID",
+            "DEEPCOVID_AE_TITLE": node_aet,
             "ORTHANC_ADMIN_PASSWORD": SECRETS["ORTHANC_ADMIN_PASSWORD"],
         },
         stdout=log,
@@ -559,13 +562,15 @@ def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
         first_cr = _small(CR_IMAGE_STORAGE, "CR")
         first_dx = _small(CR_IMAGE_STORAGE, "DX")
         ct = _small(CT_IMAGE_STORAGE, "CT")
-        own_result = _small(CR_IMAGE_STORAGE, "CR")  # what the node sends back as DEEPCOVID
+        own_result = _small(CR_IMAGE_STORAGE, "CR")  # what the node sends back as DCNODE
+        default_aet = _small(CR_IMAGE_STORAGE, "CR")  # from an AE named like the default
         last_cr = _small(CR_IMAGE_STORAGE, "CR")
         for ds, calling_ae in (
             (first_cr, "MODALITY"),
             (first_dx, "MODALITY"),
             (ct, "MODALITY"),
-            (own_result, "DEEPCOVID"),
+            (own_result, node_aet),
+            (default_aet, "DEEPCOVID"),
             (last_cr, "MODALITY"),
         ):
             assert _store(ds, dicom_port, calling_ae) == 0x0000
@@ -578,12 +583,17 @@ def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
             what="Orthanc to forward the last CR to the node",
         )
         time.sleep(0.5)
-        assert uids() == {first_cr.SOPInstanceUID, first_dx.SOPInstanceUID, last_cr.SOPInstanceUID}
+        assert uids() == {
+            first_cr.SOPInstanceUID,
+            first_dx.SOPInstanceUID,
+            default_aet.SOPInstanceUID,
+            last_cr.SOPInstanceUID,
+        }
         assert {ae.strip() for _, ae in received} == {"ORTHANC"}
-        assert len(_orthanc_rest(http_port, "/instances")) == 5  # everything stays in Orthanc
+        assert len(_orthanc_rest(http_port, "/instances")) == 6  # everything stays in Orthanc
 
         # Delivery verification: the node (AE DEEPCOVID, a declared modality) may C-FIND.
-        finder = AE(ae_title="DEEPCOVID")
+        finder = AE(ae_title=node_aet)
         finder.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         assoc = finder.associate("127.0.0.1", dicom_port, ae_title="ORTHANC")
         assert assoc.is_established
