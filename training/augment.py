@@ -10,34 +10,10 @@ run is reproducible on the CPU and on CUDA alike.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Ranges of the random transforms (each drawn uniformly in ``[-x, +x]`` or the interval)."""
-
-    hflip: bool = True
-    """Mirror left-right with probability 1/2 (the paper flips)."""
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    shear_deg: float = 5.0
-    translate: float = 0.05
-    """Shift as a fraction of the image side."""
-    brightness: float = 0.1
-    contrast: float = 0.1
-    gamma: float = 0.15
-    """log-uniform gamma in ``[exp(-g), exp(g)]``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the model card."""
-        data = asdict(self)
-        data["scale"] = list(self.scale)
-        return data
+from training.config import AugmentSpec
 
 
 def _uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from training.augment import AugmentSpec
-from training.config import TrainConfig
+from training.config import AugmentSpec, TrainConfig
+from training.manifest import Manifest, read_manifest
 
 SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "models" / "registry"
 """The registry shipped with the package (the default without settings)."""
@@ -49,6 +49,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=d.arch, help=f"architecture (default {d.arch})")
     parser.add_argument(
         "--init", default=d.init, help="none | imagenet | path of a state dict (default none)"
+    )
+    parser.add_argument(
+        "--head-bias",
+        type=float,
+        default=None,
+        help="initial bias of the classification head (SqueezeNet from scratch: 1.0 keeps its "
+        "ReLU head alive; default: torchvision's 0)",
     )
     parser.add_argument(
         "--finetune",
@@ -111,6 +118,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select-by", default=d.select_by, choices=("auc", "loss"))
     parser.add_argument("--patience", type=int, default=d.patience, help="early stop (0: off)")
     parser.add_argument("--time-limit-s", type=float, default=None, help="training time budget")
+    parser.add_argument(
+        "--fit-epochs-to-time",
+        action="store_true",
+        help="with --time-limit-s: after epoch 2 lower --epochs to what fits the budget",
+    )
     parser.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     parser.add_argument("--load-workers", type=int, default=d.load_workers)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -144,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_root=str(args.data_root) if args.data_root else None,
         arch=args.arch,
         init=args.init,
+        head_bias=args.head_bias,
         finetune=args.finetune,
         input_size=args.input_size,
         batch_size=args.batch_size,
@@ -167,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         select_by=args.select_by,
         patience=args.patience,
         time_limit_s=args.time_limit_s,
+        fit_epochs_to_time=args.fit_epochs_to_time,
         eval_batch_size=args.eval_batch_size,
         load_workers=args.load_workers,
         threads=args.threads,
@@ -174,13 +188,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _command_line(argv0: str) -> str:
-    return shlex.join([argv0, *sys.argv[1:]])
+    return f"{argv0} {shlex.join(sys.argv[1:])}"
 
 
 def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """``train``: load the manifest, train, pick the threshold, save (and maybe activate)."""
     from training.dataset import load_split
-    from training.manifest import read_manifest
     from training.predict import predict_logits, probabilities, resolve_device
     from training.release import make_card, save_version
     from training.trainer import train
@@ -239,6 +252,170 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
     return 0
 
 
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``evaluate``."""
+    parser.add_argument("--model", default=None, help="version to evaluate (default: active)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument(
+        "--manifest", default=None, help="manifest CSV (default: the one named in the model card)"
+    )
+    parser.add_argument("--data-root", default=None, help="folder image paths are relative to")
+    parser.add_argument("--out", type=Path, default=None, help="report folder")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="AUC bootstrap resamples")
+    parser.add_argument("--occlusion-images", type=int, default=12, help="heatmaps in the grid")
+    parser.add_argument("--occlusion-window", type=int, default=32)
+    parser.add_argument("--occlusion-stride", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--load-workers", type=int, default=4)
+    parser.add_argument(
+        "--record-in-card",
+        action="store_true",
+        help="also store the split's metrics (overall and per source) in the version's card",
+    )
+    add_registry_argument(parser)
+
+
+def _open_manifest(path: str | None, data_root: str | None, card_manifest: str) -> Manifest:
+    """The manifest given, else the one the model card names."""
+    chosen = path or card_manifest
+    if not chosen:
+        raise SystemExit("no manifest: pass --manifest (the model card names none)")
+    if not Path(chosen).is_file():
+        raise SystemExit(f"manifest {chosen} not found; pass --manifest")
+    return read_manifest(chosen, data_root)
+
+
+def _setup_device(name: str, threads: int | None) -> object:
+    import torch
+
+    from training.predict import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(name)
+    if device.type == "cuda":
+        # Evaluation in IEEE fp32, as serving does (TF32 would move probabilities).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
+    """``evaluate``: score a split with a version and write the report folder."""
+    from models.registry import Registry
+    from training.dataset import load_split
+    from training.evaluate import compute_metrics, score_split
+    from training.heatmaps import occlusion_examples
+    from training.report import write_report
+
+    registry = Registry(registry_root)
+    model, card = registry.load(args.model)
+    manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest)
+    if card.training_manifest_sha256 and manifest.sha256 != card.training_manifest_sha256:
+        _log(
+            f"note: manifest {manifest.path} differs from the one the model was trained on "
+            f"(sha256 {manifest.sha256[:12]} vs {card.training_manifest_sha256[:12]})"
+        )
+    device = _setup_device(args.device, args.threads)
+    data = load_split(manifest.split(args.split), card.input_size, args.load_workers)
+    scored = score_split(model, card, data, device)  # type: ignore[arg-type]
+    metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
+    occ = occlusion_examples(
+        model,
+        card,
+        data,
+        scored.probs,
+        count=args.occlusion_images,
+        window=args.occlusion_window,
+        stride=args.occlusion_stride,
+        device=device,  # type: ignore[arg-type]
+    )
+    out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
+    files = write_report(out, metrics, card, occ)
+    if args.record_in_card:
+        _record_in_card(registry, card, scored, args.split, args.bootstrap)
+    op = metrics["operating_point"]
+    print(
+        f"{card.version} on {args.split} ({metrics['n']} images): AUC {metrics['auc']:.4f} "
+        f"(95 % CI {metrics['auc_ci_bootstrap'][0]:.4f}-{metrics['auc_ci_bootstrap'][1]:.4f}), "
+        f"at threshold {card.threshold:.4f}: sensitivity {op['sensitivity']:.4f}, "
+        f"specificity {op['specificity']:.4f}; report {out} ({len(files)} files)"
+    )
+    return 0
+
+
+def _record_in_card(
+    registry: object, card: object, scored: object, split: str, n_boot: int
+) -> None:
+    """Add ``<split>/...`` and ``<split>/<source>/...`` metrics to the stored card."""
+    import numpy as np
+
+    from models.card import ModelCard
+    from models.registry import CARD_FILE, Registry
+    from training.evaluate import Scored
+    from training.release import split_metrics
+
+    assert isinstance(registry, Registry) and isinstance(card, ModelCard)
+    assert isinstance(scored, Scored)
+    metrics = dict(card.metrics)
+    metrics.update(split_metrics(split, scored.labels, scored.probs, card.threshold, n_boot))
+    sources = np.array([r.source or "unknown" for r in scored.rows])
+    for source in sorted(set(sources)):
+        sel = sources == source
+        part = split_metrics(
+            f"{split}/{source}", scored.labels[sel], scored.probs[sel], card.threshold, n_boot
+        )
+        metrics.update(part)
+    updated = card.replace(metrics={k: vars(v) for k, v in metrics.items()})
+    updated.save(registry.path(card.version) / CARD_FILE)
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``compare``."""
+    parser.add_argument("versions", nargs="+", help="model versions to compare")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--manifest", default=None, help="default: the first version's card")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--load-workers", type=int, default=4)
+    add_registry_argument(parser)
+
+
+def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
+    """``compare``: Table 6 and overlaid curves of several versions on one split."""
+    from models.registry import Registry
+    from training.compare import compare_row, write_comparison
+    from training.dataset import load_split
+    from training.evaluate import score_split
+
+    registry = Registry(registry_root)
+    first = registry.card(args.versions[0])
+    manifest = _open_manifest(args.manifest, args.data_root, first.training_manifest)
+    device = _setup_device(args.device, args.threads)
+    rows_meta = manifest.split(args.split)
+    cache: dict[int, object] = {}
+    rows = []
+    for version in args.versions:
+        model, card = registry.load(version)
+        if card.input_size not in cache:
+            cache[card.input_size] = load_split(rows_meta, card.input_size, args.load_workers)
+        scored = score_split(model, card, cache[card.input_size], device)  # type: ignore[arg-type]
+        rows.append(compare_row(version, card.architecture, card.threshold, scored, args.bootstrap))
+    out = args.out or Path("runs") / "reports" / ("compare-" + "-".join(args.versions))
+    write_comparison(out, args.split, rows, len(rows_meta))
+    for r in rows:
+        print(
+            f"{r['version']} ({r['architecture']}): AUC {r['auc']:.4f}, sensitivity "
+            f"{r['sensitivity']:.4f}, specificity {r['specificity']:.4f}"
+        )
+    print(f"comparison written to {out}")
+    return 0
+
+
 def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``train``, ``evaluate``, ``compare``; ``func(args, registry_root, argv0)`` runs one."""
     p = subparsers.add_parser(
@@ -249,3 +426,18 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     )
     add_train_arguments(p)
     p.set_defaults(func=run_train)
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a model version on a split and write a report folder",
+        description="metrics.json + report.md + figures: sensitivity/specificity over thresholds "
+        "with 95 % CIs, ROC/PR, confusion matrix, score histograms, per-source metrics, "
+        "occlusion heatmaps.",
+    )
+    add_evaluate_arguments(p)
+    p.set_defaults(func=run_evaluate)
+    p = subparsers.add_parser(
+        "compare",
+        help="compare model versions on one split (Table 6, overlaid ROC/PR)",
+    )
+    add_compare_arguments(p)
+    p.set_defaults(func=run_compare)

@@ -11,7 +11,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from training.augment import AugmentSpec
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Ranges of the random transforms (each drawn uniformly in ``[-x, +x]`` or the interval)."""
+
+    hflip: bool = True
+    """Mirror left-right with probability 1/2 (the paper flips)."""
+    rotate_deg: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    shear_deg: float = 5.0
+    translate: float = 0.05
+    """Shift as a fraction of the image side."""
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: float = 0.15
+    """log-uniform gamma in ``[exp(-g), exp(g)]``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the model card."""
+        data = asdict(self)
+        data["scale"] = list(self.scale)
+        return data
 
 
 @dataclass
@@ -23,6 +44,11 @@ class TrainConfig:
     arch: str = "squeezenet1_1"
     init: str = "none"
     """``none`` (random), ``imagenet`` (torchvision enum from TORCH_HOME) or a state-dict path."""
+    head_bias: float | None = None
+    """Initial bias of the classification head (None: torchvision's zero). SqueezeNet's head is a
+    1x1 conv followed by a ReLU; trained from scratch, both class channels can fall below zero
+    for every image and never recover (loss stuck at ln 2). A positive start (e.g. 1.0) keeps
+    them active; for heads without a ReLU it changes nothing (softmax ignores a shared offset)."""
     finetune: str = "auto"
     """``last`` (head only), ``all``, or ``auto``: last layer with pretrained init, all without."""
     input_size: int = 224
@@ -55,6 +81,9 @@ class TrainConfig:
     """Stop after this many epochs without a better validation score (0: never)."""
     time_limit_s: float | None = None
     """Stop starting epochs once another would end past this many seconds of training."""
+    fit_epochs_to_time: bool = False
+    """With ``time_limit_s``: after epoch 2, lower ``epochs`` to what fits the budget, so a cosine
+    schedule still anneals fully (the card records the epochs actually used)."""
     eval_batch_size: int = 64
     load_workers: int = 4
     threads: int | None = None

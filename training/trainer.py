@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models.architectures import build_model, head_parameters
+from models.architectures import build_model, head_parameters, head_prefix
 from models.preprocessing import PreprocessSpec, normalise
 from training.augment import augment_batch
 from training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -67,6 +67,15 @@ def _set_trainable(model: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _init_head_bias(model: nn.Module, cfg: TrainConfig) -> None:
+    """Set the head's bias to ``cfg.head_bias`` (see :attr:`TrainConfig.head_bias`)."""
+    prefix = head_prefix(cfg.arch)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.startswith(prefix) and name.endswith("bias"):
+                param.fill_(float(cfg.head_bias or 0.0))
+
+
 def _train_mode(model: nn.Module, cfg: TrainConfig) -> None:
     """Train mode; a frozen backbone keeps its batch-norm statistics (eval mode for BN)."""
     model.train()
@@ -107,11 +116,13 @@ def _score(record: EpochRecord, select_by: str) -> tuple[float, ...]:
 
 def _validate(
     model: nn.Module, val: SplitData, spec: PreprocessSpec, device: torch.device, cfg: TrainConfig
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
+    """Validation loss, AUC, and whether every image got the same output (a dead head)."""
     logits = predict_logits(model, val.gray, spec, device, cfg.eval_batch_size)
     loss = float(nn.functional.cross_entropy(logits, val.labels.cpu()))
-    auc = rank_auc(val.labels.cpu().numpy(), probabilities(logits))
-    return loss, auc
+    probs = probabilities(logits)
+    auc = rank_auc(val.labels.cpu().numpy(), probs)
+    return loss, auc, bool(np.ptp(probs) == 0.0)
 
 
 def _run_epoch(
@@ -190,6 +201,8 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, init=cfg.init)
+    if cfg.head_bias is not None:
+        _init_head_bias(model, cfg)
     params = _set_trainable(model, cfg)
     model.to(device)
     if cfg.channels_last:
@@ -234,7 +247,12 @@ def train(
             break
         t0 = time.perf_counter()
         train_loss = _run_epoch(model, optimizer, train_data, spec, device, cfg, epoch, progress)
-        val_loss, val_auc = _validate(model, val_data, spec, device, cfg)
+        val_loss, val_auc, constant = _validate(model, val_data, spec, device, cfg)
+        if constant:
+            log(
+                f"warning: epoch {epoch} gives every validation image the same output; the "
+                "head may have died (for SqueezeNet from scratch try --head-bias 1)"
+            )
         seconds = time.perf_counter() - t0
         elapsed += seconds
         record = EpochRecord(
@@ -246,6 +264,14 @@ def train(
             seconds=seconds,
         )
         history.append(record)
+        if epoch == start_epoch + 1 and cfg.fit_epochs_to_time and cfg.time_limit_s:
+            # Epoch 2's time, not epoch 1's: the first pays for warm-up (cuDNN autotuning).
+            left = max(cfg.time_limit_s - elapsed, 0.0)
+            fitting = max(epoch, epoch + int(0.95 * left / max(seconds, 1e-6)))
+            if fitting < cfg.epochs:
+                log(f"fitting the schedule to the time budget: {fitting} epochs, not {cfg.epochs}")
+                cfg.epochs = fitting
+                epochs_bar.total = fitting
         improved = _score(record, cfg.select_by) > best_score
         if improved:
             best_epoch, best_score = epoch, _score(record, cfg.select_by)

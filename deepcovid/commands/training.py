@@ -1,15 +1,40 @@
-"""`deepcovid` commands: training (placeholder until its issue lands)."""
+"""`deepcovid train | evaluate | compare`: training, evaluation reports and model comparison.
+
+Argument definitions and handlers live in :mod:`training.cli` (shared with ``python -m training``,
+which runs where the settings object is not installed); this module only registers them and
+resolves the registry folder from the settings when ``--registry`` is not given.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+Handler = Callable[[argparse.Namespace, Path, str], int]
+
+
+def _registry_root(args: argparse.Namespace) -> Path:
+    if args.registry is not None:
+        return Path(args.registry)
+    from deepcovid.settings import get_settings
+
+    return Path(get_settings().model_registry_dir)
+
+
+def _bind(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return handler(args, _registry_root(args), "deepcovid")
+
+    return run
 
 
 def register(subparsers: Any) -> None:
-    """Add this group's sub-commands (none yet)."""
-    del subparsers
+    """Add ``train``, ``evaluate`` and ``compare``."""
+    from training import cli
 
-
-def _unused(args: argparse.Namespace) -> int:
-    return 0
+    cli.register_commands(subparsers)
+    for name in ("train", "evaluate", "compare"):
+        parser = subparsers.choices[name]
+        parser.set_defaults(func=_bind(parser.get_default("func")))

@@ -1,0 +1,225 @@
+"""A tiny real training run, resume, evaluation report and comparison (real chest X-rays).
+
+A few dozen images of ``shared/data/cxr`` at 64 px, two or three epochs: the point is that the
+whole path works and writes what it promises, not that the model is good.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.registry import Registry
+from tests.factories import CXR_DIR
+from training.__main__ import main as training_main
+from training.report import FIGURES, METRICS_FILE, REPORT_FILE
+
+pytestmark = pytest.mark.skipif(
+    not (CXR_DIR / "manifest.csv").is_file(), reason="shared chest X-ray data not available"
+)
+
+PER_GROUP = {"train": 12, "val": 6, "test": 6}
+
+
+def _tiny_manifest(path: Path) -> Path:
+    """Up to N images per split and label, taken round-robin over sources (absolute paths)."""
+    with (CXR_DIR / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    picked: list[dict[str, str]] = []
+    for split, limit in PER_GROUP.items():
+        for label in ("covid", "non_covid"):
+            pool = [r for r in rows if r["split"] == split and r["label"] == label]
+            by_source: dict[str, list[dict[str, str]]] = {}
+            for r in pool:
+                by_source.setdefault(r["source"], []).append(r)
+            queues = list(by_source.values())
+            chosen: list[dict[str, str]] = []
+            while len(chosen) < limit and any(queues):
+                for q in queues:
+                    if q and len(chosen) < limit:
+                        chosen.append(q.pop(0))
+            picked += chosen
+    with path.open("w", newline="") as handle:
+        fields = ["path", "label", "split", "finding", "source"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for r in picked:
+            writer.writerow({**{k: r[k] for k in fields}, "path": str(CXR_DIR / r["path"])})
+    return path
+
+
+TRAIN_FLAGS = [
+    "--arch",
+    "resnet18",
+    "--input-size",
+    "64",
+    "--batch-size",
+    "8",
+    "--lr",
+    "1e-3",
+    "--augment",
+    "none",
+    "--covid-copies",
+    "1",
+    "--threads",
+    "2",
+    "--load-workers",
+    "2",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Train 2 epochs, then resume to 3; return the paths."""
+    root = tmp_path_factory.mktemp("train")
+    manifest = _tiny_manifest(root / "manifest.csv")
+    registry, run = root / "registry", root / "run"
+    common = ["--manifest", str(manifest), "--registry", str(registry), "--run-dir", str(run)]
+    assert training_main(["train", *common, *TRAIN_FLAGS, "--epochs", "2", "--version", "two"]) == 0
+    first_history = root / "first.json"
+    first_history.write_text((run / "history.json").read_text())
+    assert (
+        training_main(
+            ["train", *common, *TRAIN_FLAGS, "--epochs", "3", "--resume", "--version", "three"]
+        )
+        == 0
+    )
+    return {
+        "root": root,
+        "manifest": manifest,
+        "registry": registry,
+        "run": run,
+        "first_history": first_history,
+    }
+
+
+def test_training_writes_a_loadable_version_with_card(trained: dict[str, Path]) -> None:
+    registry = Registry(trained["registry"])
+    assert set(registry.versions()) == {"two", "three"}
+    assert registry.active_version() is None  # not activated without --activate
+    model, card = registry.load("two")
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+    assert card.architecture == "resnet18" and card.input_size == 64
+    assert card.weights_sha256 and card.device_uid
+    assert 0.0 <= card.threshold <= 1.0
+    assert "sensitivity >= 0.98 on the val split" in card.threshold_method
+    assert {"val/auc", "val/sensitivity", "val/specificity"} <= set(card.metrics)
+    assert card.metrics["val/sensitivity"].value >= 0.98 - 1e-9
+    assert card.training_manifest_sha256 and card.training_command.startswith("python -m training")
+    assert card.training_parameters["epochs_run"] == 2
+    assert card.training_parameters["batch_size"] == 8
+
+
+def test_loss_decreases(trained: dict[str, Path]) -> None:
+    history = json.loads((trained["first_history"]).read_text())
+    assert len(history) == 2
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_resume_continues_from_saved_epoch(trained: dict[str, Path]) -> None:
+    history = json.loads((trained["run"] / "history.json").read_text())
+    first = json.loads(trained["first_history"].read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[:2] == first  # epochs 1-2 kept, not retrained
+    card = Registry(trained["registry"]).card("three")
+    assert card.training_parameters["epochs_run"] == 3
+
+
+def test_resume_refuses_a_different_experiment(trained: dict[str, Path]) -> None:
+    flags = [f if f != "resnet18" else "squeezenet1_1" for f in TRAIN_FLAGS]
+    with pytest.raises(ValueError, match="cannot resume"):
+        training_main(
+            [
+                "train",
+                "--manifest",
+                str(trained["manifest"]),
+                "--registry",
+                str(trained["registry"]),
+                "--run-dir",
+                str(trained["run"]),
+                *flags,
+                "--epochs",
+                "4",
+                "--resume",
+            ]
+        )
+
+
+def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
+    out = trained["root"] / "report"
+    status = training_main(
+        [
+            "evaluate",
+            "--registry",
+            str(trained["registry"]),
+            "--model",
+            "two",
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--bootstrap",
+            "200",
+            "--occlusion-images",
+            "3",
+            "--occlusion-window",
+            "16",
+            "--occlusion-stride",
+            "16",
+            "--record-in-card",
+        ]
+    )
+    assert status == 0
+    expected = {METRICS_FILE, REPORT_FILE, *FIGURES.values()}
+    assert expected <= {p.name for p in out.iterdir()}
+    for name in FIGURES.values():
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics["n"] == 2 * PER_GROUP["test"]
+    assert 0.0 <= metrics["auc"] <= 1.0
+    lo, hi = metrics["auc_ci_bootstrap"]
+    assert lo <= metrics["auc"] <= hi
+    op = metrics["operating_point"]
+    assert op["tp"] + op["fn"] == PER_GROUP["test"]
+    assert set(metrics["per_source"]) >= {"nih_chestxray8"}
+    assert len(metrics["occlusion"]["images"]) == 3
+    report = (out / REPORT_FILE).read_text()
+    for heading in ("Headline", "Tables 2-5", "Per source", "Fig 14"):
+        assert heading in report
+    card = Registry(trained["registry"]).card("two")
+    assert "test/auc" in card.metrics and "test/nih_chestxray8/specificity" in card.metrics
+
+
+def test_compare_writes_table_and_curves(trained: dict[str, Path]) -> None:
+    out = trained["root"] / "compare"
+    status = training_main(
+        [
+            "compare",
+            "two",
+            "three",
+            "--registry",
+            str(trained["registry"]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--bootstrap",
+            "100",
+        ]
+    )
+    assert status == 0
+    data = json.loads((out / "compare.json").read_text())
+    assert [m["version"] for m in data["models"]] == ["two", "three"]
+    table = (out / "compare.md").read_text()
+    assert "| two | resnet18 |" in table and "| three | resnet18 |" in table
+    assert (out / "roc_compare.png").stat().st_size > 1000
