@@ -44,8 +44,33 @@ if TYPE_CHECKING:  # typing only: models.occlusion imports this module lazily
     from models.occlusion import OcclusionGrid
 
 
+_SPATIAL_LAYERS = (
+    nn.Conv2d,
+    nn.BatchNorm2d,
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.Dropout,
+    nn.Identity,
+)
+"""Layers a plain ``nn.Sequential`` network may start with to run incrementally."""
+
+
+def _sequential_split(model: nn.Sequential) -> int:
+    """How many leading layers of a Sequential network are spatial (the rest is its head)."""
+    count = 0
+    for layer in model:
+        if not isinstance(layer, _SPATIAL_LAYERS):
+            break
+        count += 1
+    return count
+
+
 def supports(model: nn.Module) -> bool:
-    """Whether :func:`incremental_scores` can run ``model``."""
+    """Whether :func:`incremental_scores` can run ``model``: torchvision ResNet, SqueezeNet,
+    DenseNet, or an ``nn.Sequential`` that starts with convolution/pooling/point-wise layers."""
+    if isinstance(model, nn.Sequential):
+        return _sequential_split(model) > 0
     return isinstance(model, ResNet | SqueezeNet | DenseNet)
 
 
@@ -414,6 +439,9 @@ def _spatial_and_head(
             return model.classifier(torch.flatten(pooled, 1))
 
         return [model.features], densenet_head
+    if isinstance(model, nn.Sequential) and _sequential_split(model) > 0:
+        split = _sequential_split(model)
+        return list(model)[:split], nn.Sequential(*list(model)[split:])
     raise NotImplementedError(f"no incremental inference for {type(model).__name__}")
 
 
