@@ -12,6 +12,7 @@ it gives the same array as the JPEG the model was trained on (within 1/255).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -30,9 +31,14 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
     return 0.0, float(2**bits - 1)
 
 
-def _lut_range(item: Dataset) -> tuple[float, float]:
-    """Output range of a LUT item: the values its LUT Data holds (descriptor bits can lie)."""
-    data = np.asarray(item.LUTData, dtype=np.float64)
+def _lut_range(item: Dataset, apply: Callable[[np.ndarray], np.ndarray]) -> tuple[float, float]:
+    """Output range of a LUT: the values its LUT Data holds (descriptor bits can overstate it).
+
+    ``apply`` runs pydicom's LUT function over every LUT input, so the LUT Data is decoded the
+    way pydicom decodes it (US/SS values or OW words).
+    """
+    n_entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+    data = np.asarray(apply(np.arange(first, first + n_entries)), dtype=np.float64)
     lo, hi = float(data.min()), float(data.max())
     if hi <= lo:
         bits = int(item.LUTDescriptor[2])
@@ -43,7 +49,7 @@ def _lut_range(item: Dataset) -> tuple[float, float]:
 def _modality_range(ds: Dataset) -> tuple[float, float]:
     """Output range of the Modality LUT stage (what pydicom's windowing also assumes)."""
     if ds.get("ModalityLUTSequence"):
-        return _lut_range(ds.ModalityLUTSequence[0])
+        return _lut_range(ds.ModalityLUTSequence[0], lambda a: apply_modality_lut(a, ds))
     lo, hi = _stored_range(ds)
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
@@ -108,8 +114,12 @@ def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np
     lo, hi = _modality_range(meta)
 
     if apply_voi and meta.get("VOILUTSequence"):
-        values = np.asarray(apply_voi_lut(values, meta, index=0, prefer_lut=True), np.float64)
-        lo, hi = _lut_range(meta.VOILUTSequence[0])
+        # LUT inputs are integers by definition; the Modality LUT stage returned floats.
+        lut_input = np.rint(values).astype(np.int64)
+        values = np.asarray(apply_voi_lut(lut_input, meta, index=0, prefer_lut=True), np.float64)
+        lo, hi = _lut_range(
+            meta.VOILUTSequence[0], lambda a: apply_voi_lut(a, meta, index=0, prefer_lut=True)
+        )
     elif apply_voi and "WindowCenter" in meta and "WindowWidth" in meta:
         values = np.asarray(apply_voi_lut(values, meta, index=0, prefer_lut=False), np.float64)
         lo, hi = _windowing_range(meta)

@@ -1,0 +1,194 @@
+"""One preprocessing path: manifest JPEGs and the same pixels wrapped in DICOM (8-bit
+MONOCHROME2, 16-bit scaled, inverted MONOCHROME1, windowed, VOI LUT, signed) give the same model
+input within 1/255; the real CR gives the same array from its three transfer syntaxes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from models.dicom_pixels import PixelDataError, dicom_to_array
+from models.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PreprocessSpec,
+    load_image_file,
+    normalise,
+    resize_image,
+    to_model_input,
+)
+from tests.factories import CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
+
+TOL = 1.0 / 255.0
+
+
+@pytest.fixture(scope="module")
+def cxr() -> tuple[Path, np.ndarray]:
+    """A manifest image (path, uint8 pixels)."""
+    with open(CXR_DIR / "manifest.csv", newline="") as fh:
+        rel = next(row["path"] for row in csv.DictReader(fh) if row["split"] == "test")
+    return CXR_DIR / rel, load_cxr(rel)
+
+
+def _roundtrip(ds: Dataset, tmp_path: Path) -> Dataset:
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return pydicom.dcmread(path)
+
+
+def _voi_lut_variant(p: np.ndarray) -> Dataset:
+    """12-bit stored values p*16 with a VOI LUT sequence mapping them back to 0..255."""
+    ds = wrap_pixels((p.astype(np.uint16) * 16), bits_stored=12)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new(0x00283006, "US", [min(i // 16, 255) for i in range(4096)])  # LUT Data
+    ds.VOILUTSequence = Sequence([item])
+    return ds
+
+
+def _variants(p: np.ndarray) -> dict[str, Dataset]:
+    p16 = p.astype(np.uint16) * 257  # 0..255 -> 0..65535
+    return {
+        "8-bit MONOCHROME2": wrap_pixels(p),
+        "16-bit": wrap_pixels(p16),
+        "16-bit rescaled": wrap_pixels(p16, rescale=(2.0, -1000.0)),
+        "16-bit MONOCHROME1": wrap_pixels(
+            (65535 - p16).astype(np.uint16), photometric="MONOCHROME1"
+        ),
+        "12-bit windowed MONOCHROME1": wrap_pixels(
+            (4095 - p.astype(np.uint16) * 16).astype(np.uint16),
+            bits_stored=12,
+            photometric="MONOCHROME1",
+            window=(4095 - 2040.5, 4081),
+        ),
+        "16-bit signed": wrap_pixels(
+            (p.astype(np.int32) * 257 - 32768).astype(np.int16), signed=True
+        ),
+        "12-bit VOI LUT": _voi_lut_variant(p),
+    }
+
+
+def test_jpeg_and_dicom_variants_give_the_same_input(
+    cxr: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, pixels = cxr
+    image = load_image_file(path)
+    assert image.dtype == np.float32 and image.shape == pixels.shape
+    assert np.array_equal(image, pixels.astype(np.float32) / 255)
+    expected = to_model_input(image)
+    assert expected.shape == (3, 224, 224)
+    for name, ds in _variants(pixels).items():
+        array = dicom_to_array(_roundtrip(ds, tmp_path))
+        assert array.dtype == np.float32 and array.shape == pixels.shape, name
+        assert float(np.abs(array - image).max()) <= TOL, name
+        tensor = to_model_input(array)
+        assert float((tensor - expected).abs().max()) <= TOL, name
+
+
+def test_monochrome1_is_inverted() -> None:
+    ramp = np.tile(np.arange(0, 256, dtype=np.uint8), (4, 1))
+    m2 = dicom_to_array(wrap_pixels(ramp))
+    m1 = dicom_to_array(wrap_pixels(ramp, photometric="MONOCHROME1"))
+    assert m2[0, 0] == 0.0 and m2[0, -1] == 1.0
+    assert np.allclose(m1, 1.0 - m2)
+
+
+def test_window_clips_outside_values() -> None:
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (2, 1))
+    out = dicom_to_array(wrap_pixels(ramp, bits_stored=12, window=(2048, 1024)))
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert np.all(out[:, ramp[0] < 1536] == 0.0) and np.all(out[:, ramp[0] > 2560] == 1.0)
+    mid = out[0, list(ramp[0]).index(2048)]
+    assert abs(mid - 0.5) < 0.01
+
+
+def test_caller_dataset_is_not_modified() -> None:
+    ds = wrap_pixels(np.zeros((4, 4), np.uint16), rescale=(2.0, -10.0), window=(0, 100))
+    before = (ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth)
+    dicom_to_array(ds)
+    assert (ds.RescaleSlope, ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth) == before
+    assert isinstance(ds.RescaleSlope, pydicom.valuerep.DSfloat)
+
+
+def test_colour_and_missing_pixels_are_refused() -> None:
+    ds = wrap_pixels(np.zeros((4, 4), np.uint8))
+    ds.PhotometricInterpretation = "RGB"
+    with pytest.raises(PixelDataError, match="PhotometricInterpretation RGB"):
+        dicom_to_array(ds)
+    del ds.PixelData
+    with pytest.raises(PixelDataError, match="no Pixel Data"):
+        dicom_to_array(ds)
+
+
+@pytest.fixture(scope="module")
+def real_cr() -> dict[str, np.ndarray]:
+    return {
+        name: dicom_to_array(pydicom.dcmread(DICOM_DIR / f"RG1_{name}.dcm"))
+        for name in ("UNCR", "J2KR", "J2KI")
+    }
+
+
+def test_real_cr_same_array_from_three_transfer_syntaxes(real_cr: dict[str, np.ndarray]) -> None:
+    uncompressed = real_cr["UNCR"]
+    assert uncompressed.shape == (1955, 1841) and uncompressed.dtype == np.float32
+    assert np.array_equal(uncompressed, real_cr["J2KR"])  # lossless
+    lossy = np.abs(uncompressed - real_cr["J2KI"])
+    assert float(lossy.max()) < 0.02 and float(lossy.mean()) < 0.003
+    # The model inputs agree closer still (resizing averages the compression noise).
+    diff = (to_model_input(uncompressed) - to_model_input(real_cr["J2KI"])).abs()
+    assert float(diff.max()) < 0.02
+
+
+def test_real_cr_is_windowed_and_inverted(real_cr: dict[str, np.ndarray]) -> None:
+    """15-bit MONOCHROME1 with window 15000/30000: out = 1 - LINEAR window of the stored value."""
+    ds = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    stored = ds.pixel_array.astype(np.float64)
+    center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    windowed = np.clip((stored - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+    assert np.allclose(real_cr["UNCR"], 1 - windowed, atol=1e-5)
+
+
+def test_real_nih_dx_is_pixels_over_255() -> None:
+    ds = pydicom.dcmread(DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm")
+    assert np.array_equal(dicom_to_array(ds), ds.pixel_array.astype(np.float32) / 255)
+
+
+def test_model_input_normalisation_and_resize() -> None:
+    gray = np.full((300, 200), 0.5, np.float32)
+    x = to_model_input(gray)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    for c in range(3):
+        assert torch.allclose(x[c], torch.tensor((0.5 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]))
+    spec = PreprocessSpec(input_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    ramp = np.tile(np.linspace(0, 1, 128, dtype=np.float32), (128, 1))
+    y = to_model_input(ramp, spec)
+    assert y.shape == (3, 64, 64)
+    assert torch.equal(y, normalise(resize_image(ramp, 64), spec))
+    assert -1.0 <= float(y.min()) < -0.9 and 0.9 < float(y.max()) <= 1.0
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_out_of_range_or_wrong_shape_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        to_model_input(np.full((8, 8), 255, np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        to_model_input(np.zeros((8, 8, 3), np.float32))
+
+
+def test_load_image_file_16_bit_png_and_transparency(tmp_path: Path) -> None:
+    values = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "a.png")
+    assert np.allclose(load_image_file(tmp_path / "a.png"), values / 65535)
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., :3] = 255
+    rgba[0, 0, 3] = 255  # one opaque white pixel, the rest transparent (-> black)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "b.png")
+    assert np.array_equal(load_image_file(tmp_path / "b.png"), [[1, 0], [0, 0]])
