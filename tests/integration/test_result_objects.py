@@ -40,8 +40,7 @@ REAL_DICOMS = sorted(DICOM_DIR.glob("*.dcm"))
 @pytest.fixture(scope="module", autouse=True)
 def _tools() -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"missing {missing}: apt-get install -y dcmtk dicom3tools")
+    assert not missing, f"missing {missing}: scripts/test-services.sh installs dcmtk, dicom3tools"
 
 
 def _run(*args: str | Path) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -507,7 +506,6 @@ def _small(sop_class_uid: str, modality: str) -> Dataset:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(shutil.which("Orthanc") is None, reason="Orthanc is not installed")
 def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
     tmp_path: Path,
 ) -> None:
