@@ -7,6 +7,8 @@ input grid and drawn over the gray image the model saw.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -59,20 +61,7 @@ def occlusion_examples(
         for i in pick_covid_images(data, count):
             gray = data.gray[i : i + 1].to(device, torch.float32)
             x = normalise(gray, card.preprocess)[0]
-            try:
-                heat = occlusion_map(
-                    model, x, window=window, stride=stride, fill="gray", spec=card.preprocess
-                )
-            except ImportError:  # "fast" needs a newer models package: same map, slower
-                heat = occlusion_map(
-                    model,
-                    x,
-                    window=window,
-                    stride=stride,
-                    fill="gray",
-                    method="reference",
-                    spec=card.preprocess,
-                )
+            heat = _heatmap(occlusion_map, model, x, window, stride, card)
             image = gray[0, 0].cpu().numpy()
             examples.images.append(image)
             examples.heatmaps.append(
@@ -86,8 +75,30 @@ def occlusion_examples(
             )
             row = data.rows[i]
             examples.titles.append(f"{row.source or '?'} p={probs[i]:.2f}")
+    except Exception as exc:  # a broken heatmap must not cost the rest of the report
+        examples.images.clear()
+        examples.heatmaps.clear()
+        examples.titles.clear()
+        examples.note = f"occlusion failed: {type(exc).__name__}: {exc}"
+        return examples
     finally:
         model.cpu()
     if not examples.images:
         examples.note = "no COVID-19 images in this split"
     return examples
+
+
+def _heatmap(
+    occlusion_map: Callable[..., np.ndarray],
+    model: nn.Module,
+    x: torch.Tensor,
+    window: int,
+    stride: int,
+    card: ModelCard,
+) -> np.ndarray:
+    """The fast occlusion map, or the reference one where the fast path is unavailable."""
+    kwargs = {"window": window, "stride": stride, "fill": "gray", "spec": card.preprocess}
+    try:
+        return occlusion_map(model, x, method="fast", **kwargs)
+    except Exception:  # the reference method gives the same map, only slower
+        return occlusion_map(model, x, method="reference", **kwargs)
