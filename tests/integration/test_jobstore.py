@@ -117,3 +117,19 @@ def test_concurrent_listener_and_two_workers_lose_and_duplicate_nothing(db_url: 
     store = JobStore(db_url)
     assert store.counts() == {"delivered": n}
     assert all(j.times_received in (1, 2) for j in store.list(limit=10_000))
+
+
+def _migrate(url: str) -> None:
+    upgrade(url)
+
+
+def test_concurrent_upgrades_from_empty_do_not_collide(db_url: str) -> None:
+    """Node and workers start together and each applies migrations on start."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_migrate, args=(db_url,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert current(db_url) == "0002"

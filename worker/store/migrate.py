@@ -6,6 +6,9 @@ several processes (PostgreSQL serialises on an advisory lock, SQLite on its writ
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -26,10 +29,30 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@contextlib.contextmanager
+def _sqlite_migration_lock(url: str) -> Iterator[None]:
+    """Serialise migrations of one SQLite file across processes (node and workers start
+    together); PostgreSQL uses an advisory lock inside the transaction instead."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(url.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".migrate.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(url: str, revision: str = "head") -> str | None:
     """Bring the database at ``url`` to ``revision``; return the revision now applied."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with _sqlite_migration_lock(url):
+        return _upgrade(url, revision)
+
+
+def _upgrade(url: str, revision: str) -> str | None:
     engine = make_engine(url)
     cfg = alembic_config(url)
     try:
