@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -509,6 +510,7 @@ def _small(sop_class_uid: str, modality: str) -> Dataset:
 def test_orthanc_autorouting_forwards_cr_dx_and_skips_the_nodes_own_results(
     tmp_path: Path,
 ) -> None:
+    assert shutil.which("Orthanc"), "Orthanc missing: scripts/test-services.sh installs it"
     received: list[tuple[str, str]] = []  # (SOP Instance UID, calling AE) as the node saw them
 
     def on_store(event: evt.Event) -> int:
