@@ -186,7 +186,7 @@ class Spool:
         """fdatasync a staged file and rename it to the instance's name; see :meth:`write`."""
         final = self.path_for(sop_instance_uid)
         try:
-            _datasync(staged.fd)
+            datasync(staged.fd)
         except BaseException:
             staged.discard()
             raise
@@ -258,7 +258,8 @@ def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid
     return buffer.getvalue()
 
 
-def _datasync(fd: int) -> None:
+def datasync(fd: int) -> None:
+    """fdatasync where the platform has it, else fsync."""
     getattr(os, "fdatasync", os.fsync)(fd)
 
 
@@ -275,7 +276,7 @@ def _write_synced(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-        _datasync(fd)
+        datasync(fd)
     finally:
         os.close(fd)
     return digest.hexdigest(), size
