@@ -141,6 +141,18 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
 
+    # --- operations -------------------------------------------------------------------------
+    monitoring_port: int = Field(
+        8088,
+        description="TCP port of the node's HTTP endpoints `/health/live`, `/health/ready` and "
+        "`/metrics` (Prometheus); 0 turns them off.",
+    )
+    monitoring_bind: str = Field(
+        "127.0.0.1",
+        description="Address the health and metrics endpoints bind to (`0.0.0.0` in a "
+        "container that Prometheus scrapes from outside).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
