@@ -179,7 +179,7 @@ def _window(
     valid = ((r >= 0) & (r < hc))[:, :, None] & ((c >= 0) & (c < wc))[:, None, :]
     target = torch.arange(batch)[:, None, None] * (hc * wc) + r[:, :, None] * wc + c[:, None, :]
     target = torch.where(valid, target, n).reshape(-1)
-    patch = v.patch.permute(0, 2, 3, 1).reshape(batch * h * w, channels)
+    patch = v.patch.permute(0, 2, 3, 1).reshape(batch * h * w, channels).to(out.dtype)
     out.index_put_((target.to(device),), patch)
     return out[:n].view(batch, hc, wc, channels).permute(0, 3, 1, 2)
 
