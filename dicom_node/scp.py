@@ -10,10 +10,8 @@ What is negotiated lives in :mod:`dicom_node.contexts`, what happens to one inst
   DIMSE timeouts),
 - the spool in ``settings.spool`` with the free-space watermark ``settings.min_free_space_mb``.
 
-Incoming datasets are written to the spool while they arrive (:mod:`dicom_node.streaming`), so
-the disk works while the network still delivers. After a C-STORE is answered Success, the job
-is handed to an :class:`~dicom_node.enqueuer.Enqueuer` that publishes the analysis task on a
-background thread.
+After a C-STORE is answered Success, the job is handed to an
+:class:`~dicom_node.enqueuer.Enqueuer` that publishes the analysis task on a background thread.
 """
 
 from __future__ import annotations
@@ -31,8 +29,8 @@ from deepcovid.settings import Settings
 from dicom_node.contexts import supported_contexts
 from dicom_node.enqueuer import EnqueueFn, Enqueuer
 from dicom_node.intake import Intake, IntakeResult, JobRecorder, Status
+from dicom_node.ops import counters as ops_counters
 from dicom_node.spool import Spool
-from dicom_node.streaming import IncomingStreams
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +44,15 @@ class NodeAE(AE):
     is a complete listener; extra handlers may still be passed.
     """
 
-    def __init__(
-        self, ae_title: str, intake: Intake, enqueuer: Enqueuer, *, stream_to_spool: bool = True
-    ) -> None:
+    def __init__(self, ae_title: str, intake: Intake, enqueuer: Enqueuer) -> None:
         super().__init__(ae_title=ae_title)
         self.intake = intake
         self.enqueuer = enqueuer
-        self.streams = IncomingStreams(intake.spool) if stream_to_spool else None
         self.handlers: list[tuple[Any, Any]] = [
             (evt.EVT_C_ECHO, _handle_echo),
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_ACCEPTED, _log_accepted),
-            *(self.streams.handlers if self.streams else []),
         ]
 
     def start_server(  # type: ignore[override]
@@ -75,7 +69,6 @@ class NodeAE(AE):
     def _handle_store(self, event: Event) -> Dataset:
         """EVT_C_STORE: run the intake sequence, answer its status, then enqueue."""
         request = event.request
-        staged = self.streams.take(event.assoc) if self.streams else None
         try:
             result = self.intake.receive(
                 sop_class_uid=str(request.AffectedSOPClassUID or ""),
@@ -83,12 +76,9 @@ class NodeAE(AE):
                 transfer_syntax_uid=str(event.context.transfer_syntax),
                 calling_ae=str(event.assoc.requestor.ae_title),
                 dataset=event.encoded_dataset(include_meta=False),
-                staged=staged,
             )
         except Exception:  # a bug, not bad input: keep serving, tell the sender to retry later
             log.exception("C-STORE handler failed unexpectedly")
-            if staged is not None:
-                staged.discard()
             result = IntakeResult(Status.OUT_OF_RESOURCES, "internal error in the listener")
         if result.ok and result.needs_analysis and result.job_id is not None:
             self.enqueuer.submit(result.job_id)
@@ -114,21 +104,15 @@ class Listener:
         self.ae.enqueuer.close()
 
 
-def build_ae(
-    settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn, stream_to_spool: bool = True
-) -> NodeAE:
+def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> NodeAE:
     """The configured listener AE (not yet listening); ``store``/``enqueue`` are injectable.
 
     Creates the spool folder (0700) and removes temporary files a crash left in it.
-    ``stream_to_spool=False`` turns off writing datasets while they arrive (for comparison
-    in the benchmark; the result is the same, only slower).
     """
     spool = Spool(settings.spool, min_free_bytes=settings.min_free_space_mb * MIB)
     spool.ensure()
     spool.clean_stale()
-    ae = NodeAE(
-        settings.ae_title, Intake(spool, store), Enqueuer(enqueue), stream_to_spool=stream_to_spool
-    )
+    ae = NodeAE(settings.ae_title, Intake(spool, store), Enqueuer(enqueue))
     for abstract_syntax, transfer_syntaxes in supported_contexts():
         ae.add_supported_context(abstract_syntax, list(transfer_syntaxes))
     ae.require_called_aet = True
@@ -141,11 +125,9 @@ def build_ae(
     return ae
 
 
-def start_server(
-    settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn, stream_to_spool: bool = True
-) -> Listener:
+def start_server(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> Listener:
     """Build the AE and start listening without blocking; call ``.shutdown()`` to stop."""
-    ae = build_ae(settings, store=store, enqueue=enqueue, stream_to_spool=stream_to_spool)
+    ae = build_ae(settings, store=store, enqueue=enqueue)
     server = ae.start_server((settings.bind_address, settings.port), block=False)
     assert server is not None
     listener = Listener(ae, server)

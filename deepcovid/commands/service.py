@@ -49,12 +49,15 @@ def _redact(url: str) -> str:
 
 
 def _start_background(settings: Any) -> None:
-    """The node's loops: re-enqueue what was left unfinished; deliver what is due."""
+    """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
+    the health and metrics endpoints."""
+    from dicom_node.ops.server import start_monitoring
     from worker.delivery import start_dispatcher
     from worker.queue import default_store, enqueue_analysis
     from worker.recovery import start_reconciler
     from worker.store.outbox import Outbox
 
+    start_monitoring(settings)
     start_dispatcher(Outbox(default_store()), settings)
     start_reconciler(
         default_store(),
