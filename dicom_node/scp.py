@@ -53,6 +53,7 @@ class NodeAE(AE):
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_REJECTED, _log_rejected),
             (evt.EVT_ACCEPTED, _log_accepted),
+            *ops_counters.HANDLERS,  # association and C-STORE status counters for /metrics
         ]
 
     def start_server(  # type: ignore[override]
