@@ -4,9 +4,7 @@ Sends 200 copies (fresh UIDs) of ``RG1_UNCR.dcm`` (7.2 MB, Explicit VR LE) with 
 ``storescu`` over one association to
 
 (a) our listener (``dicom_node.scp``): temp file + fdatasync + rename + folder fsync per
-    instance, and a job row in a real SQLite job store (migrated, WAL) before Success -- as
-    it runs (datasets staged in the spool while they arrive, ``dicom_node.streaming``) and,
-    for comparison, "unstaged" (written from memory once complete);
+    instance, and a job row in a real SQLite job store (migrated, WAL) before Success;
 (b) dcmtk ``storescp`` writing to disk (no fsync), by default and with ``+B`` (bit-preserving
     streaming to disk, its fastest mode);
 
@@ -95,7 +93,7 @@ def storescu(port: int, called: str, files: list[Path]) -> float:
     return elapsed
 
 
-def run_ours(files: list[Path], scratch: Path, *, stream_to_spool: bool = True) -> float:
+def run_ours(files: list[Path], scratch: Path) -> float:
     """Send to our listener with a fresh spool and job store; check everything landed."""
     data = Path(tempfile.mkdtemp(prefix="ours-", dir=scratch))
     url = f"sqlite:///{data / 'jobs.sqlite'}"
@@ -116,7 +114,7 @@ def run_ours(files: list[Path], scratch: Path, *, stream_to_spool: bool = True) 
         with lock:
             enqueued.append(job_id)
 
-    listener = start_server(settings, store=store, enqueue=enqueue, stream_to_spool=stream_to_spool)
+    listener = start_server(settings, store=store, enqueue=enqueue)
     try:
         elapsed = storescu(listener.address[1], "DEEPCOVID", files)
     finally:
@@ -208,7 +206,6 @@ def main() -> int:
         total_mb = sum(p.stat().st_size for p in files) / MB
         times: dict[str, list[float]] = {
             "ours": [],
-            "ours, unstaged": [],
             "storescp": [],
             "storescp +B": [],
         }
@@ -216,7 +213,6 @@ def main() -> int:
         dd: list[float] = []
         for _ in range(args.rounds):  # interleaved, so background load hits all alike
             times["ours"].append(run_ours(files, scratch))
-            times["ours, unstaged"].append(run_ours(files, scratch, stream_to_spool=False))
             times["storescp"].append(run_storescp(files, scratch))
             times["storescp +B"].append(run_storescp(files, scratch, "+B"))
             disk.append(synced_bandwidth(scratch, size))

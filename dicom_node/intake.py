@@ -32,7 +32,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicom_node.contexts import is_accepted_sop_class
-from dicom_node.spool import PendingWrite, Spool, StagedFile, part10_header
+from dicom_node.spool import Spool, part10_header
 from dicom_node.structure import StructureError, check_structure
 from dicom_node.uids import uid_problem
 
@@ -129,24 +129,16 @@ class Intake:
         transfer_syntax_uid: str,
         calling_ae: str,
         dataset: bytes,
-        staged: StagedFile | None = None,
     ) -> IntakeResult:
         """Handle one C-STORE request whose dataset arrived encoded as ``dataset``.
 
         ``sop_class_uid`` / ``sop_instance_uid`` are the request's Affected SOP Class / Instance
         UIDs, ``transfer_syntax_uid`` the presentation context's, ``dataset`` the encoded
-        dataset without file meta. ``staged``, when given, is the same instance already written
-        to a spool temporary file while it arrived (:mod:`dicom_node.streaming`); it is used
-        when its hash matches and discarded otherwise. Never raises for bad input or a failing
-        disk or database.
+        dataset without file meta. Never raises for bad input or a failing disk or database.
         """
-        try:
-            result = self._receive(
-                sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, dataset, staged
-            )
-        finally:
-            if staged is not None:
-                staged.discard()  # a no-op once adopted (the file was renamed, fd closed)
+        result = self._receive(
+            sop_class_uid, sop_instance_uid, transfer_syntax_uid, calling_ae, dataset
+        )
         if result.ok:
             log.info(
                 "C-STORE from %s: SOP Instance %s stored (job %s)",
@@ -171,7 +163,6 @@ class Intake:
         transfer_syntax_uid: str,
         calling_ae: str,
         dataset: bytes,
-        staged: StagedFile | None,
     ) -> IntakeResult:
         if not is_accepted_sop_class(sop_class_uid):
             name = UID(sop_class_uid).name if uid_problem(sop_class_uid) is None else "unknown"
@@ -212,7 +203,7 @@ class Intake:
 
         with self.spool.lock(sop_instance_uid):
             try:
-                pending = self._write(sop_instance_uid, header, dataset, staged)
+                pending = self.spool.write(sop_instance_uid, (header, dataset))
             except OSError as exc:
                 return _out_of_resources(f"spool write failed ({_os_error(exc)})")
             spooled = pending.file
@@ -246,27 +237,6 @@ class Intake:
         return IntakeResult(
             Status.SUCCESS, job_id=outcome.job_id, needs_analysis=outcome.needs_analysis
         )
-
-    def _write(
-        self, sop_instance_uid: str, header: bytes, dataset: bytes, staged: StagedFile | None
-    ) -> PendingWrite:
-        """Durably spool ``header + dataset``, adopting the staged copy when it holds them.
-
-        The staged copy was written from the very PDV fragments pynetdicom assembled into
-        ``dataset``, behind the same header; a lost or extra fragment would change its size,
-        which is therefore the check (its SHA-256 was computed while it was written).
-        """
-        if staged is not None and staged.fd >= 0:
-            if staged.size_bytes == len(header) + len(dataset):
-                return self.spool.adopt(sop_instance_uid, staged)
-            log.warning(
-                "staged copy of SOP Instance %s has %d bytes, not %d; writing it again",
-                sop_instance_uid,
-                staged.size_bytes,
-                len(header) + len(dataset),
-            )
-            staged.discard()
-        return self.spool.write(sop_instance_uid, (header, dataset))
 
 
 def _read_header(header: bytes, dataset: bytes, transfer_syntax_uid: str) -> Dataset:

