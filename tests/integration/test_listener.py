@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,7 +294,7 @@ def test_bad_input_gets_its_status_and_leaves_nothing(
 
 
 @pytest.fixture
-def unwritable(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def unwritable(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
     """Makes a folder unwritable even for root (chmod, then the immutable attribute)."""
     made: list[Path] = []
 
@@ -318,7 +318,7 @@ def unwritable(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type
 
 def test_unwritable_spool_answers_out_of_resources(
     node: Node,
-    unwritable: callable,  # type: ignore[valid-type]
+    unwritable: Callable[[Path], None],
 ) -> None:
     unwritable(node.spool)
     ds = cr_copy()
