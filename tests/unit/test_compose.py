@@ -241,6 +241,10 @@ def test_services_get_valid_production_settings(monkeypatch: pytest.MonkeyPatch)
     assert settings_from(services["worker-cpu"]["environment"], monkeypatch).device == "cpu"
     node = settings_from(services["node"]["environment"], monkeypatch)
     assert node.allowed_calling_aes == []  # env.example: empty means any calling AE
+    # The health and metrics endpoints answer from outside the node's container.
+    assert node.monitoring_bind == "0.0.0.0"
+    assert node.monitoring_port != 0
+    assert f"127.0.0.1:8088:{node.monitoring_port}" in services["node"]["ports"]
     assert node.ae_title == read_env_file(ENV_EXAMPLE)["DEEPCOVID_AE_TITLE"]
 
 
