@@ -34,7 +34,11 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=_transport_options(broker),
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker that goes away must not kill the analyses running: Celery's cancelling
+        # terminates the pool child, possibly mid-delivery (results stored, outbox not yet
+        # marked). The task finishes instead; its unacknowledged message comes back later and
+        # finds the job finished (the claim is compare-and-set), so it does nothing.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )

@@ -52,6 +52,10 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         max_attempts=1,  # the outbox does the retrying, across restarts
         timeout_s=settings.network_timeout_s,
     )
+    already = _already_there(outbox, settings, destination, rows)
+    rows = [row for row in rows if row.id not in already]
+    if not rows:
+        return len(already)
     by_path = {row.path: row for row in rows}
     report = sender.send_files(list(by_path))
     ok_rows: list[ResultView] = []
@@ -62,7 +66,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         else:
             _failed(outbox, settings, row, result.error or "not stored")
     if not ok_rows:
-        return 0
+        return len(already)
     found: set[str] | None = None
     if settings.delivery_verify:
         try:
@@ -85,7 +89,46 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         else:
             _failed(outbox, settings, row, "stored, but C-FIND does not find it at the destination")
     log.info("delivered %d object(s) to %s", len(ok_rows), destination)
-    return len(ok_rows)
+    return len(ok_rows) + len(already)
+
+
+def _already_there(
+    outbox: Outbox, settings: Settings, destination: Destination, rows: list[ResultView]
+) -> set[int]:
+    """Ids of retried rows the destination already holds, marked confirmed without a resend.
+
+    A retry (``attempts`` > 1) follows an attempt whose outcome may be unknown: the sender
+    was killed, or the answer was lost, after the destination had stored the object. Asking
+    first (C-FIND, when ``delivery_verify`` is on) keeps such an object from being sent twice.
+    First attempts are sent straight away: the normal path costs no extra query.
+    """
+    retried = [row for row in rows if row.attempts > 1]
+    if not retried or not settings.delivery_verify:
+        return set()
+    try:
+        found = find_instances(
+            destination,
+            [
+                (r.study_instance_uid or "", r.series_instance_uid, r.sop_instance_uid)
+                for r in retried
+            ],
+            calling_ae=settings.ae_title,
+            timeout_s=settings.network_timeout_s,
+        )
+    except Exception as exc:  # cannot ask: send again, the destination keeps one copy
+        log.info("C-FIND before resending to %s failed: %s", destination, exc)
+        return set()
+    done = {row.id for row in retried if found and row.sop_instance_uid in found}
+    for row in retried:
+        if row.id in done:
+            outbox.mark(row.id, DeliveryState.CONFIRMED)
+    if done:
+        log.info(
+            "%d object(s) already at %s after an interrupted attempt; not sent again",
+            len(done),
+            destination,
+        )
+    return done
 
 
 def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> None:
