@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
@@ -159,7 +159,14 @@ class Sender:
     def send_datasets(
         self, datasets: Iterable[Dataset], on_result: ResultCallback | None = None
     ) -> SendReport:
-        """C-STORE datasets, encoded in their file meta's transfer syntax (default implicit)."""
+        """C-STORE datasets, encoded in their file meta's transfer syntax.
+
+        A dataset without ``file_meta.TransferSyntaxUID`` gets one (Implicit VR Little
+        Endian). A dataset read in one encoding whose file meta now names another (e.g. after
+        ``Dataset.compress``) has its elements decoded and its original encoding set to the file
+        meta's, so that pynetdicom encodes it as the file meta says instead of falling back to
+        the encoding it was read in.
+        """
         items: list[_Item] = []
         report = SendReport()
         for ds in datasets:
@@ -170,12 +177,7 @@ class Sender:
                 result.error = "dataset lacks SOPClassUID or SOPInstanceUID"
                 _notify(on_result, result)
                 continue
-            meta = getattr(ds, "file_meta", None)
-            syntax = UID(
-                str(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))
-                if meta
-                else ImplicitVRLittleEndian
-            )
+            syntax = _prepare_encoding(ds)
             offered: tuple[str, ...] = (syntax,)
             if not syntax.is_compressed:
                 offered = tuple(
@@ -326,6 +328,21 @@ def _group_by_contexts(items: list[_Item]) -> list[list[_Item]]:
             groups.append([item])
             seen.append({item.context})
     return groups
+
+
+def _prepare_encoding(ds: Dataset) -> UID:
+    """The transfer syntax ``ds`` will be sent in; makes pynetdicom agree with its file meta."""
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", Dataset()):
+        if not hasattr(ds, "file_meta"):
+            ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+    wanted = (syntax.is_implicit_VR, syntax.is_little_endian)
+    if ds.original_encoding[0] is not None and ds.original_encoding != wanted:
+        for _elem in ds.iterall():  # decode every element still raw in the old encoding
+            pass
+        ds.set_original_encoding(*wanted)
+    return syntax
 
 
 def _association_failure(assoc: Association) -> tuple[str, bool]:

@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 from pynetdicom import AE, _config, sop_class
 
 from deepcovid.settings import Settings
@@ -244,6 +250,28 @@ def test_wrong_called_ae_is_rejected(node: Node) -> None:
         timeout=60,
     )
     assert result.returncode != 0
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+def test_compressed_transfer_syntaxes_arrive_as_sent(node: Node, syntax: str) -> None:
+    ds = cr_copy()
+    ds.compress(syntax)
+    assert send_datasets([ds], "DEEPCOVID", "127.0.0.1", node.port, calling_ae="TESTSCU").ok
+    job = node.store.get_by_uid(ds.SOPInstanceUID)
+    assert job is not None and job.transfer_syntax_uid == syntax
+    received = dcmread(job.spool_path)
+    assert received.file_meta.TransferSyntaxUID == syntax
+    assert received.PixelData == ds.PixelData
+
+
+def test_deflated_transfer_arrives_and_reads_back_equal(node: Node, tmp_path: Path) -> None:
+    path = FILES[-1]  # the NIH Secondary Capture, implicit VR little endian on disk
+    result = storescu(node.port, [path], "-xd")
+    assert result.returncode == 0, result.stderr
+    sent = dcmread(path)
+    job = node.store.get_by_uid(sent.SOPInstanceUID)
+    assert job is not None and job.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    assert same_dataset(sent, dcmread(job.spool_path))
 
 
 # --- bad input ------------------------------------------------------------------------------

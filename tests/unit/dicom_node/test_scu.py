@@ -205,3 +205,19 @@ def test_more_than_128_contexts_are_split_over_associations() -> None:
     groups = scu._group_by_contexts(items)
     assert [len(g) for g in groups] == [128, 128, 44]
     assert sum(len({i.context for i in g}) for g in groups) == 300
+
+
+def test_datasets_are_sent_in_their_file_meta_transfer_syntax() -> None:
+    from pydicom import dcmread
+    from pydicom.uid import ImplicitVRLittleEndian, RLELossless
+
+    bare = small_cr()
+    del bare.file_meta
+    assert scu._prepare_encoding(bare) == ImplicitVRLittleEndian
+    assert bare.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+
+    ds = dcmread(DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm")  # read as implicit VR
+    ds.compress(RLELossless)
+    assert ds.original_encoding == (True, True)  # pynetdicom would fall back to implicit
+    assert scu._prepare_encoding(ds) == RLELossless
+    assert ds.original_encoding == (False, True)
