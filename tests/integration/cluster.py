@@ -16,12 +16,13 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydicom.uid import generate_uid
 
-from dicom_node.scu import send_files
+from dicom_node.scu import SendResult, send_files
 from tests.conftest import ServiceProcess, free_port, wait_for
 from tests.factories import load_cxr, wrap_pixels
 from tests.integration.orthanc import Orthanc
@@ -131,13 +132,16 @@ class Cluster:
         return Counter(_RECEIVED.findall(self.orthanc.log.read_text(errors="replace")))
 
     # --- DICOM and HTTP -------------------------------------------------------------------
-    def send(self, paths: list[Path]) -> dict[str, int | None]:
+    def send(
+        self, paths: list[Path], on_result: Callable[[SendResult], None] | None = None
+    ) -> dict[str, int | None]:
         """C-STORE each file once (no retries); SOP Instance UID -> status (None: no answer)."""
         report = send_files(
             paths,
             "DEEPCOVID",
             "127.0.0.1",
             self.port,
+            on_result=on_result,
             calling_ae="MODALITY",
             max_attempts=1,
             timeout_s=30,
