@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -111,8 +112,15 @@ class Spool:
 
     # --- layout -----------------------------------------------------------------------------
     def ensure(self) -> None:
-        """Create the spool folder (mode 0700) if it does not exist."""
+        """Create the spool folder (mode 0700), or tighten an existing one to 0700.
+
+        It holds patient data; a folder others may read or enter is narrowed (and logged).
+        """
         self.root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        mode = stat.S_IMODE(self.root.stat().st_mode)
+        if mode & 0o077:
+            log.warning("spool %s had mode %o; setting %o", self.root, mode, DIR_MODE)
+            self.root.chmod(DIR_MODE)
 
     def path_for(self, sop_instance_uid: str) -> Path:
         """The final path of an instance; raises ``InvalidUIDError`` for an unsafe UID."""

@@ -134,3 +134,11 @@ def test_free_space_watermark(tmp_path: Path) -> None:
     assert not s.has_room_for(9_001)
     free["bytes"] = 500
     assert not s.has_room_for(0)
+
+
+def test_ensure_tightens_an_existing_open_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "spool"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    Spool(folder).ensure()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
