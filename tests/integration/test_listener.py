@@ -6,6 +6,7 @@ input, and our own sender (``dicom_node.scu`` and ``deepcovid send``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -93,6 +94,10 @@ def make_node(tmp_path: Path, **overrides: object) -> Iterator[Node]:
     finally:
         listener.shutdown()
         store.engine.dispose()
+
+
+started_node = contextlib.contextmanager(make_node)
+"""``with started_node(tmp_path, **setting_overrides) as node:`` for tests needing settings."""
 
 
 @pytest.fixture
@@ -274,6 +279,30 @@ def test_deflated_transfer_arrives_and_reads_back_equal(node: Node, tmp_path: Pa
     assert same_dataset(sent, dcmread(job.spool_path))
 
 
+def test_maximum_associations_is_enforced(tmp_path: Path) -> None:
+    with started_node(tmp_path, max_associations=1) as node:
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(sop_class.Verification)
+        first = ae.associate("127.0.0.1", node.port, ae_title="DEEPCOVID")
+        assert first.is_established
+        try:
+            second = ae.associate("127.0.0.1", node.port, ae_title="DEEPCOVID")
+            assert second.is_rejected  # transient: "local limit exceeded"
+            report = send_datasets(
+                [cr_copy()],
+                "DEEPCOVID",
+                "127.0.0.1",
+                node.port,
+                calling_ae="TESTSCU",
+                max_attempts=2,
+                sleep=lambda _s: first.release(),  # frees the slot, then retry
+            )
+        finally:
+            if first.is_established:
+                first.release()
+        assert report.ok and report.results[0].attempts == 2
+
+
 # --- bad input ------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize(
@@ -368,7 +397,7 @@ def test_database_failure_answers_out_of_resources_and_keeps_no_file(node: Node)
 
 def test_below_the_free_space_watermark_answers_out_of_resources(tmp_path: Path) -> None:
     free_mb = shutil.disk_usage(tmp_path).free // 2**20
-    for node in make_node(tmp_path, min_free_space_mb=free_mb + 1024):
+    with started_node(tmp_path, min_free_space_mb=free_mb + 1024) as node:
         ds = cr_copy()
         assert pynetdicom_store(node.port, ds, ds.SOPClassUID) == 0xA700
         assert node.spooled() == [] and node.jobs() == 0
