@@ -14,9 +14,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.config import AugmentSpec, TrainConfig
 from training.manifest import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    import torch
 
 SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "models" / "registry"
 """The registry shipped with the package (the default without settings)."""
@@ -194,7 +198,7 @@ def _command_line(argv0: str) -> str:
 def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """``train``: load the manifest, train, pick the threshold, save (and maybe activate)."""
     from training.dataset import load_split
-    from training.predict import predict_logits, probabilities, resolve_device
+    from training.predict import predict_logits, probabilities
     from training.release import make_card, save_version
     from training.trainer import train
 
@@ -224,7 +228,7 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
         progress=not args.no_progress,
         log=_log,
     )
-    device = resolve_device(cfg.device)
+    device = _setup_device(cfg.device, cfg.threads)  # IEEE fp32 for the threshold, as serving
     from models.preprocessing import PreprocessSpec
 
     logits = predict_logits(
@@ -286,7 +290,7 @@ def _open_manifest(path: str | None, data_root: str | None, card_manifest: str) 
     return read_manifest(chosen, data_root)
 
 
-def _setup_device(name: str, threads: int | None) -> object:
+def _setup_device(name: str, threads: int | None) -> torch.device:
     import torch
 
     from training.predict import resolve_device
@@ -319,7 +323,7 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
         )
     device = _setup_device(args.device, args.threads)
     data = load_split(manifest.split(args.split), card.input_size, args.load_workers)
-    scored = score_split(model, card, data, device)  # type: ignore[arg-type]
+    scored = score_split(model, card, data, device)
     metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
     occ = occlusion_examples(
         model,
@@ -329,7 +333,7 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
         count=args.occlusion_images,
         window=args.occlusion_window,
         stride=args.occlusion_stride,
-        device=device,  # type: ignore[arg-type]
+        device=device,
     )
     out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
     files = write_report(out, metrics, card, occ)
@@ -403,7 +407,7 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
         model, card = registry.load(version)
         if card.input_size not in cache:
             cache[card.input_size] = load_split(rows_meta, card.input_size, args.load_workers)
-        scored = score_split(model, card, cache[card.input_size], device)  # type: ignore[arg-type]
+        scored = score_split(model, card, cache[card.input_size], device)
         rows.append(compare_row(version, card.architecture, card.threshold, scored, args.bootstrap))
     out = args.out or Path("runs") / "reports" / ("compare-" + "-".join(args.versions))
     write_comparison(out, args.split, rows, len(rows_meta))
@@ -413,6 +417,59 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
             f"{r['sensitivity']:.4f}, specificity {r['specificity']:.4f}"
         )
     print(f"comparison written to {out}")
+    return 0
+
+
+def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``threshold``."""
+    parser.add_argument("--model", default=None, help="version (default: active)")
+    parser.add_argument("--manifest", default=None, help="default: the one named in the card")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--target-sensitivity", type=float, default=0.98)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--load-workers", type=int, default=4)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the threshold, leave the card unchanged"
+    )
+    add_registry_argument(parser)
+
+
+def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
+    """``threshold``: choose the operating threshold of a version again and store it in its card.
+
+    For a site's own validation images, or after the images were re-encoded: the threshold must
+    come from the images and numerics serving will see.
+    """
+    from models.registry import CARD_FILE, Registry
+    from training.dataset import load_split
+    from training.evaluate import score_split
+    from training.release import operating_point, split_metrics
+
+    registry = Registry(registry_root)
+    model, card = registry.load(args.model)
+    manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest)
+    device = _setup_device(args.device, args.threads)
+    data = load_split(manifest.split(args.split), card.input_size, args.load_workers)
+    scored = score_split(model, card, data, device)
+    threshold = operating_point(scored.labels, scored.probs, args.target_sensitivity)
+    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(f"{args.split}/")}
+    metrics.update(split_metrics(args.split, scored.labels, scored.probs, threshold))
+    method = (
+        f"highest threshold with sensitivity >= {args.target_sensitivity:g} on the "
+        f"{args.split} split ({int(scored.labels.sum())} COVID-19 images of {manifest.path.name}, "
+        f"sha256 {manifest.sha256[:12]}), lowered halfway to the next score; "
+        "COVID-19 when probability >= threshold"
+    )
+    print(f"{card.version}: threshold {card.threshold:.6f} -> {threshold:.6f} ({method})")
+    if not args.dry_run:
+        updated = card.replace(
+            threshold=threshold,
+            threshold_method=method,
+            metrics={k: vars(v) for k, v in metrics.items()},
+        )
+        updated.save(registry.path(card.version) / CARD_FILE)
     return 0
 
 
@@ -441,3 +498,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
     )
     add_compare_arguments(p)
     p.set_defaults(func=run_compare)
+    p = subparsers.add_parser(
+        "threshold",
+        help="choose a version's operating threshold again (on val) and store it in its card",
+    )
+    add_threshold_arguments(p)
+    p.set_defaults(func=run_threshold)

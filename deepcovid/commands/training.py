@@ -1,4 +1,4 @@
-"""`deepcovid train | evaluate | compare`: training, evaluation reports and model comparison.
+"""`deepcovid train | evaluate | compare | threshold`: training, reports, comparison, threshold.
 
 Argument definitions and handlers live in :mod:`training.cli` (shared with ``python -m training``,
 which runs where the settings object is not installed); this module only registers them and
@@ -31,10 +31,10 @@ def _bind(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``evaluate`` and ``compare``."""
+    """Add ``train``, ``evaluate``, ``compare`` and ``threshold``."""
     from training import cli
 
     cli.register_commands(subparsers)
-    for name in ("train", "evaluate", "compare"):
+    for name in ("train", "evaluate", "compare", "threshold"):
         parser = subparsers.choices[name]
         parser.set_defaults(func=_bind(parser.get_default("func")))
