@@ -238,6 +238,8 @@ def train(
         disable=not progress,
     )
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if epoch > cfg.epochs:  # lowered by fit_epochs_to_time after the range was made
+            break
         mean_epoch = elapsed / len(history) if history else 0.0
         if cfg.time_limit_s is not None and history and elapsed + mean_epoch > cfg.time_limit_s:
             stopped = f"time limit {cfg.time_limit_s:.0f} s"

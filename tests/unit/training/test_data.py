@@ -110,13 +110,13 @@ def test_epoch_order_oversampling_balances() -> None:
 
 def test_augment_identity_flip_and_mask() -> None:
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 1, 24, 24)
-    assert torch.allclose(augment_batch(x, NO_AUG, gen), x, atol=1e-6)
+    x = torch.rand(6, 1, 24, 24, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(augment_batch(x, NO_AUG, gen), x, atol=1e-4)
     flip_only = AugmentSpec(**{**NO_AUG.to_dict(), "hflip": True, "scale": (1.0, 1.0)})
     y = augment_batch(x, flip_only, gen)
     for i in range(6):
-        assert torch.allclose(y[i], x[i], atol=1e-6) or torch.allclose(
-            y[i], x[i].flip(-1), atol=1e-6
+        assert torch.allclose(y[i], x[i], atol=1e-4) or torch.allclose(
+            y[i], x[i].flip(-1), atol=1e-4
         )
     mask = torch.tensor([True, False, True, False, False, False])
     z = augment_batch(x, AugmentSpec(), gen, mask)
@@ -126,7 +126,7 @@ def test_augment_identity_flip_and_mask() -> None:
 
 
 def test_augment_is_seeded() -> None:
-    x = torch.rand(4, 1, 16, 16)
+    x = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     a = augment_batch(x, AugmentSpec(), torch.Generator().manual_seed(7))
     b = augment_batch(x, AugmentSpec(), torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
@@ -145,3 +145,14 @@ def test_config_defaults_are_the_papers_and_round_trip() -> None:
         TrainConfig(manifest="m", optimizer="lbfgs")
     with pytest.raises(ValueError):
         TrainConfig.from_dict({**cfg.to_dict(), "typo": 1})
+
+
+def test_lr_schedule_warmup_and_cosine() -> None:
+    from training.trainer import lr_factor
+
+    cfg = TrainConfig(manifest="m", epochs=10, schedule="cosine", warmup_epochs=2)
+    assert lr_factor(cfg, 1.0) == pytest.approx(0.5)  # half-way through warm-up
+    assert lr_factor(cfg, 2.0) == pytest.approx(1.0)  # cosine starts at the full rate
+    assert lr_factor(cfg, 6.0) == pytest.approx(0.505)  # half-way: (1 + 0.01) / 2
+    assert lr_factor(cfg, 10.0) == pytest.approx(0.01)
+    assert lr_factor(TrainConfig(manifest="m"), 5.0) == 1.0  # constant, the paper

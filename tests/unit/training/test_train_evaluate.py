@@ -221,3 +221,26 @@ def test_compare_writes_table_and_curves(trained: dict[str, Path]) -> None:
     table = (out / "compare.md").read_text()
     assert "| two | resnet18 |" in table and "| three | resnet18 |" in table
     assert (out / "roc_compare.png").stat().st_size > 1000
+
+
+def test_threshold_command_rechooses_and_stores(trained: dict[str, Path]) -> None:
+    registry = Registry(trained["registry"])
+    before = registry.card("three")
+    common = ["--registry", str(trained["registry"]), "--model", "three", "--device", "cpu"]
+    assert training_main(["threshold", *common, "--dry-run"]) == 0
+    assert registry.card("three") == before
+    assert training_main(["threshold", *common, "--target-sensitivity", "0.5"]) == 0
+    after = registry.card("three")
+    assert "sensitivity >= 0.5 on the val split" in after.threshold_method
+    assert after.metrics["val/sensitivity"].value >= 0.5
+    registry.verify("three")  # weights untouched
+
+
+def test_deepcovid_cli_registers_the_commands() -> None:
+    from deepcovid.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--manifest", "m.csv", "--epochs", "3", "--oversample"])
+    assert args.epochs == 3 and args.oversample and callable(args.func)
+    for command in (["evaluate"], ["compare", "v1", "v2"], ["threshold"]):
+        assert callable(parser.parse_args(command).func)
