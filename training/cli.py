@@ -338,7 +338,9 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
     files = write_report(out, metrics, card, occ)
     if args.record_in_card:
-        _record_in_card(registry, card, scored, args.split, args.bootstrap)
+        from training.release import record_metrics
+
+        record_metrics(registry, card, scored, args.split, args.bootstrap)
     op = metrics["operating_point"]
     print(
         f"{card.version} on {args.split} ({metrics['n']} images): AUC {metrics['auc']:.4f} "
@@ -347,32 +349,6 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
         f"specificity {op['specificity']:.4f}; report {out} ({len(files)} files)"
     )
     return 0
-
-
-def _record_in_card(
-    registry: object, card: object, scored: object, split: str, n_boot: int
-) -> None:
-    """Add ``<split>/...`` and ``<split>/<source>/...`` metrics to the stored card."""
-    import numpy as np
-
-    from models.card import ModelCard
-    from models.registry import CARD_FILE, Registry
-    from training.evaluate import Scored
-    from training.release import split_metrics
-
-    assert isinstance(registry, Registry) and isinstance(card, ModelCard)
-    assert isinstance(scored, Scored)
-    metrics = dict(card.metrics)
-    metrics.update(split_metrics(split, scored.labels, scored.probs, card.threshold, n_boot))
-    sources = np.array([r.source or "unknown" for r in scored.rows])
-    for source in sorted(set(sources)):
-        sel = sources == source
-        part = split_metrics(
-            f"{split}/{source}", scored.labels[sel], scored.probs[sel], card.threshold, n_boot
-        )
-        metrics.update(part)
-    updated = card.replace(metrics={k: vars(v) for k, v in metrics.items()})
-    updated.save(registry.path(card.version) / CARD_FILE)
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -445,7 +421,7 @@ def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "d
     from models.registry import CARD_FILE, Registry
     from training.dataset import load_split
     from training.evaluate import score_split
-    from training.release import operating_point, split_metrics
+    from training.release import rechoose_threshold
 
     registry = Registry(registry_root)
     model, card = registry.load(args.model)
@@ -453,22 +429,18 @@ def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "d
     device = _setup_device(args.device, args.threads)
     data = load_split(manifest.split(args.split), card.input_size, args.load_workers)
     scored = score_split(model, card, data, device)
-    threshold = operating_point(scored.labels, scored.probs, args.target_sensitivity)
-    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(f"{args.split}/")}
-    metrics.update(split_metrics(args.split, scored.labels, scored.probs, threshold))
-    method = (
-        f"highest threshold with sensitivity >= {args.target_sensitivity:g} on the "
-        f"{args.split} split ({int(scored.labels.sum())} COVID-19 images of {manifest.path.name}, "
-        f"sha256 {manifest.sha256[:12]}), lowered halfway to the next score; "
-        "COVID-19 when probability >= threshold"
+    updated = rechoose_threshold(
+        card,
+        scored,
+        args.split,
+        args.target_sensitivity,
+        f"{manifest.path.name}, sha256 {manifest.sha256[:12]}",
     )
-    print(f"{card.version}: threshold {card.threshold:.6f} -> {threshold:.6f} ({method})")
+    print(
+        f"{card.version}: threshold {card.threshold:.6f} -> {updated.threshold:.6f} "
+        f"({updated.threshold_method})"
+    )
     if not args.dry_run:
-        updated = card.replace(
-            threshold=threshold,
-            threshold_method=method,
-            metrics={k: vars(v) for k, v in metrics.items()},
-        )
         updated.save(registry.path(card.version) / CARD_FILE)
     return 0
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from models.card import Metric, ModelCard
-from models.registry import Registry
+from models.registry import CARD_FILE, Registry
 from training.config import TrainConfig
+from training.evaluate import Scored
 from training.intervals import bootstrap_auc_interval, wilson_interval
 from training.manifest import Manifest
 from training.metrics import confusion_at, roc_auc, threshold_for_sensitivity
@@ -135,3 +136,41 @@ def save_version(
     if activate:
         registry.activate(version)
     return version
+
+
+def record_metrics(
+    registry: Registry, card: ModelCard, scored: Scored, split: str, n_boot: int = 2000
+) -> ModelCard:
+    """Store ``<split>/...`` and ``<split>/<source>/...`` metrics in the version's card."""
+    metrics = dict(card.metrics)
+    metrics.update(split_metrics(split, scored.labels, scored.probs, card.threshold, n_boot))
+    sources = np.array([r.source or "unknown" for r in scored.rows])
+    for source in sorted(set(sources)):
+        sel = sources == source
+        metrics.update(
+            split_metrics(
+                f"{split}/{source}", scored.labels[sel], scored.probs[sel], card.threshold, n_boot
+            )
+        )
+    updated = card.replace(metrics={k: vars(v) for k, v in metrics.items()})
+    updated.save(registry.path(card.version) / CARD_FILE)
+    return updated
+
+
+def rechoose_threshold(
+    card: ModelCard, scored: Scored, split: str, target: float, data_note: str
+) -> ModelCard:
+    """The card with its threshold chosen again on ``scored`` (the split's metrics replaced)."""
+    threshold = operating_point(scored.labels, scored.probs, target)
+    metrics = {k: v for k, v in card.metrics.items() if not k.startswith(f"{split}/")}
+    metrics.update(split_metrics(split, scored.labels, scored.probs, threshold))
+    method = (
+        f"highest threshold with sensitivity >= {target:g} on the {split} split "
+        f"({int(scored.labels.sum())} COVID-19 images of {data_note}), lowered halfway to the "
+        "next score; COVID-19 when probability >= threshold"
+    )
+    return card.replace(
+        threshold=threshold,
+        threshold_method=method,
+        metrics={k: vars(v) for k, v in metrics.items()},
+    )
