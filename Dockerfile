@@ -44,11 +44,15 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The project itself (the console script is `deepcovid`).
+# The project itself (the console script is `deepcovid`), and the model registry the repository
+# ships (models/registry, with its ACTIVE default model): a pristine copy in
+# /opt/deepcovid-node/registry, and a copy at the registry path that seeds the `models` volume
+# on first start (docs/deployment.md).
 COPY . /tmp/src
 RUN pip install --no-deps /tmp/src \
     && if [ -d /tmp/src/models/registry ]; then \
-           cp -a /tmp/src/models/registry/. /var/lib/deepcovid/models/ \
+           cp -a /tmp/src/models/registry /opt/deepcovid-node/registry \
+           && cp -a /tmp/src/models/registry/. /var/lib/deepcovid/models/ \
            && chown -R deepcovid:deepcovid /var/lib/deepcovid/models; \
        fi \
     && rm -rf /tmp/src \

@@ -204,6 +204,22 @@ def test_the_image_runs_the_cli_as_an_unprivileged_user() -> None:
     assert ".venv" in ignored and ".env" in ignored and ".git" in ignored
 
 
+def test_the_image_seeds_the_models_volume_with_the_shipped_default_model() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    registry = "/var/lib/deepcovid/models"
+    assert f"cp -a /tmp/src/models/registry/. {registry}/" in dockerfile
+    assert "cp -a /tmp/src/models/registry /opt/deepcovid-node/registry" in dockerfile
+    assert "/opt/deepcovid-node/registry/." in (REPO / "docs" / "deployment.md").read_text()
+    # What gets copied: a registry whose ACTIVE version has its card and weights, and that the
+    # build context does not leave out.
+    shipped = REPO / "models" / "registry"
+    version = (shipped / "ACTIVE").read_text().strip()
+    assert (shipped / version / "model_card.json").is_file()
+    assert (shipped / version / "weights.pt").is_file()
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert not {"models", "models/registry", "*.pt", "**/*.pt"} & set(ignored)
+
+
 def test_every_deepcovid_variable_is_a_setting() -> None:
     texts = {
         path.relative_to(REPO): path.read_text()
