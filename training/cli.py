@@ -311,7 +311,7 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     from training.dataset import load_split
     from training.evaluate import compute_metrics, score_split
     from training.heatmaps import occlusion_examples
-    from training.report import write_report
+    from training.report import write_predictions, write_report
 
     registry = Registry(registry_root)
     model, card = registry.load(args.model)
@@ -337,6 +337,7 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     )
     out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
     files = write_report(out, metrics, card, occ)
+    files.append(write_predictions(out, scored, card.threshold))
     if args.record_in_card:
         from training.release import record_metrics
 

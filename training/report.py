@@ -21,6 +21,7 @@ from training import plots
 from training.evaluate import FINDING_GROUPS
 
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
 REPORT_FILE = "report.md"
 FIGURES = {
     "roc": "roc.png",
@@ -227,3 +228,23 @@ def write_report(
     )
     (out_dir / REPORT_FILE).write_text(_markdown(metrics, card, figures, occ), encoding="utf-8")
     return [out_dir / METRICS_FILE, out_dir / REPORT_FILE, *(out_dir / f for f in figures)]
+
+
+def write_predictions(out_dir: Path, scored: Any, threshold: float) -> Path:
+    """``predictions.csv``: one row per image with its probability and finding at ``threshold``.
+
+    The same finding the node writes into its SR for the same pixels, so a site can check the
+    service against the offline evaluation image by image.
+    """
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / PREDICTIONS_FILE
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "source", "probability", "finding"])
+        for row, prob in zip(scored.rows, scored.probs, strict=True):
+            finding = "present" if float(prob) >= threshold else "absent"
+            label = "covid" if row.label == 1 else "non_covid"
+            writer.writerow([row.relpath, label, row.source, f"{float(prob):.6f}", finding])
+    return path

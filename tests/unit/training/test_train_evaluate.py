@@ -16,7 +16,7 @@ import torch
 from models.registry import Registry
 from tests.factories import CXR_DIR
 from training.__main__ import main as training_main
-from training.report import FIGURES, METRICS_FILE, REPORT_FILE
+from training.report import FIGURES, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 
 assert (CXR_DIR / "manifest.csv").is_file(), f"shared chest X-ray data missing at {CXR_DIR}"
 
@@ -178,7 +178,7 @@ def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
         ]
     )
     assert status == 0
-    expected = {METRICS_FILE, REPORT_FILE, *FIGURES.values()}
+    expected = {METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE, *FIGURES.values()}
     assert expected <= {p.name for p in out.iterdir()}
     for name in FIGURES.values():
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -191,6 +191,11 @@ def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
     assert op["tp"] + op["fn"] == PER_GROUP["test"]
     assert set(metrics["per_source"]) >= {"nih_chestxray8"}
     assert len(metrics["occlusion"]["images"]) == 3
+    predictions = (out / PREDICTIONS_FILE).read_text().splitlines()
+    assert predictions[0] == "path,label,source,probability,finding"
+    assert len(predictions) == 1 + metrics["n"]
+    positives = sum(line.endswith(",present") for line in predictions[1:])
+    assert positives == op["tp"] + op["fp"]
     report = (out / REPORT_FILE).read_text()
     for heading in ("Headline", "Tables 2-5", "Per source", "Fig 14"):
         assert heading in report
