@@ -11,6 +11,7 @@ Every field carries a description; ``docs/configuration.md`` is generated from t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -78,11 +79,41 @@ class Settings(BaseSettings):
         description="Calling AE titles allowed to associate (comma-separated in the environment). "
         "Empty: any calling AE is accepted.",
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="IP addresses or networks (CIDR, e.g. `10.1.0.0/16`) allowed to associate "
+        "(comma-separated in the environment). Empty: any host. Others are rejected and audited.",
+    )
     max_associations: int = Field(10, description="Maximum number of concurrent associations.")
     max_pdu: int = Field(
         0, description="Maximum PDU length we receive, in bytes; 0 means unlimited (fastest)."
     )
     network_timeout_s: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")
+
+    # --- DICOM TLS (listener and sender) -----------------------------------------------------
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of this node. Set: the listener accepts DICOM TLS "
+        "only, and the sender presents it to destinations that ask for a client certificate.",
+    )
+    tls_key: Path | None = Field(
+        None, description="PEM private key of `tls_cert` (omit when `tls_cert` holds the key)."
+    )
+    tls_ca: Path | None = Field(
+        None,
+        description="PEM CA certificate(s) trusted to sign peers' certificates: clients of the "
+        "listener, and TLS destinations (default there: the system's CAs).",
+    )
+    tls_require_client_cert: bool | None = Field(
+        None,
+        description="Whether the listener refuses TLS clients without a certificate signed by "
+        "`tls_ca`. Default: true when `tls_ca` is set.",
+    )
+    destination_tls: bool = Field(
+        False,
+        description="Deliver results to `destination` over DICOM TLS (verifying its certificate "
+        "and host name against `tls_ca`; presenting `tls_cert` when set).",
+    )
 
     # --- results destination (SCU) --------------------------------------------------------
     destination: str | None = Field(
@@ -169,12 +200,24 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
 
-    @field_validator("allowed_calling_aes", mode="before")
+    @field_validator("allowed_calling_aes", "allowed_hosts", mode="before")
     @classmethod
     def _split_aes(cls, value: Any) -> Any:
         """Accept ``"PACS1,PACS2"`` from the environment as well as a TOML list."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        """Every entry must be an IP address or network, so a typo cannot open the listener."""
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                message = f"allowed_hosts: {entry!r} is not an IP address or network"
+                raise ValueError(message) from exc
         return value
 
     @model_validator(mode="after")
@@ -193,7 +236,18 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
         if len(self.ae_title) > 16 or not self.ae_title.strip():
             raise ValueError("ae_title must be 1 to 16 characters")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key is set but tls_cert is not")
+        if self.tls_require_client_cert and self.tls_ca is None:
+            raise ValueError("tls_require_client_cert needs tls_ca to verify client certificates")
         return self
+
+    @property
+    def client_cert_required(self) -> bool:
+        """Whether the TLS listener requires a verified client certificate."""
+        if self.tls_require_client_cert is None:
+            return self.tls_ca is not None
+        return self.tls_require_client_cert
 
     # Typed accessors for the derived paths (never None after validation).
     @property
