@@ -5,7 +5,12 @@ What is negotiated lives in :mod:`dicom_node.contexts`, what happens to one inst
 
 - called AE title ``settings.ae_title`` (associations addressed to another title are rejected),
 - calling-AE allow-list ``settings.allowed_calling_aes`` (pynetdicom's ``require_calling_aet``;
-  empty means any), rejected associations logged with the peer's address and AE title,
+  empty means any) and host allow-list ``settings.allowed_hosts`` (IP addresses or networks,
+  checked when the association is requested; empty means any),
+- DICOM TLS when ``settings.tls_cert`` is set (:mod:`dicom_node.tls`); the handshake runs in the
+  connection's own thread, so a peer that stalls it cannot hold up the accept loop,
+- every association decision, and every failed TLS handshake, written to the audit log
+  ``log_dir/audit.log`` (:mod:`dicom_node.audit`), rejections also to the application log,
 - ``max_associations``, ``max_pdu`` (0 = unlimited), ``network_timeout_s`` (network, ACSE and
   DIMSE timeouts),
 - the spool in ``settings.spool`` with the free-space watermark ``settings.min_free_space_mb``.
@@ -16,21 +21,29 @@ After a C-STORE is answered Success, the job is handed to an
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
+import ssl
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from deepcovid.settings import Settings
+from dicom_node.audit import AuditLog
 from dicom_node.contexts import supported_contexts
 from dicom_node.enqueuer import EnqueueFn, Enqueuer
 from dicom_node.intake import Intake, IntakeResult, JobRecorder, Status
 from dicom_node.ops import counters as ops_counters
 from dicom_node.spool import Spool
+from dicom_node.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +57,32 @@ class NodeAE(AE):
     is a complete listener; extra handlers may still be passed.
     """
 
-    def __init__(self, ae_title: str, intake: Intake, enqueuer: Enqueuer) -> None:
+    def __init__(
+        self,
+        ae_title: str,
+        intake: Intake,
+        enqueuer: Enqueuer,
+        *,
+        audit: AuditLog | None = None,
+        allowed_hosts: Sequence[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(ae_title=ae_title)
         self.intake = intake
         self.enqueuer = enqueuer
+        self.audit = audit
+        self.allowed_networks = [ipaddress.ip_network(h, strict=False) for h in allowed_hosts]
+        self.ssl_context = ssl_context
+        # Why we rejected an association ourselves (host check), for the EVT_REJECTED handler.
+        self._reject_reasons: weakref.WeakKeyDictionary[Association, str] = (
+            weakref.WeakKeyDictionary()
+        )
         self.handlers: list[tuple[Any, Any]] = [
             (evt.EVT_C_ECHO, _handle_echo),
             (evt.EVT_C_STORE, self._handle_store),
-            (evt.EVT_REJECTED, _log_rejected),
-            (evt.EVT_ACCEPTED, _log_accepted),
+            (evt.EVT_REQUESTED, self._check_host),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ACCEPTED, self._on_accepted),
             *ops_counters.HANDLERS,  # association and C-STORE status counters for /metrics
         ]
 
@@ -65,7 +95,68 @@ class NodeAE(AE):
     ) -> ThreadedAssociationServer | None:
         """Start listening on ``address`` with the node's handlers (plus ``evt_handlers``)."""
         handlers = [*self.handlers, *(evt_handlers or [])]
+        kwargs.setdefault("ssl_context", self.ssl_context)
         return super().start_server(address, block=block, evt_handlers=handlers, **kwargs)
+
+    def make_server(self, *args: Any, **kwargs: Any) -> Any:
+        """Always our :class:`NodeServer` (threaded, TLS handshake per connection thread)."""
+        kwargs["server_class"] = NodeServer
+        return super().make_server(*args, **kwargs)
+
+    # --- access control and audit ---------------------------------------------------------
+    def _check_host(self, event: Event) -> None:
+        """EVT_REQUESTED: reject (permanent, no reason given) a peer outside ``allowed_hosts``.
+
+        pynetdicom skips its own negotiation when a handler of this event has rejected.
+        """
+        if not self.allowed_networks or _host_allowed(
+            event.assoc.requestor.address, self.allowed_networks
+        ):
+            return
+        self._reject_reasons[event.assoc] = "host not allowed"
+        event.assoc.acse.send_reject(0x01, 0x01, 0x01)
+        evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+        event.assoc.kill()
+
+    def _on_rejected(self, event: Event) -> None:
+        """EVT_REJECTED: the application log and the audit log say who was turned away."""
+        reason = self._reject_reasons.pop(event.assoc, None) or _rejection_reason(event.assoc)
+        log.warning("association from %s rejected: %s", _peer(event), reason)
+        self._audit_association(event.assoc, "rejected", reason)
+
+    def _on_accepted(self, event: Event) -> None:
+        """EVT_ACCEPTED: who associated (audit log; debug line in the application log)."""
+        log.debug("association from %s accepted", _peer(event))
+        self._audit_association(event.assoc, "accepted", "")
+
+    def _audit_association(self, assoc: Association, outcome: Any, reason: str) -> None:
+        if self.audit is None:
+            return
+        requestor = assoc.requestor
+        primitive = requestor.primitive
+        self.audit.record(
+            "association",
+            outcome=outcome,
+            reason=reason,
+            calling_ae=str(requestor.ae_title or getattr(primitive, "calling_ae_title", "")),
+            called_ae=str(getattr(primitive, "called_ae_title", "") or ""),
+            peer_address=str(requestor.address),
+            peer_port=int(requestor.port) if requestor.port is not None else None,
+        )
+
+    def tls_failed(self, client_address: Any, exc: BaseException) -> None:
+        """A TLS handshake failed (no or untrusted client certificate, not TLS at all...)."""
+        address, port = [*client_address, None, None][:2]
+        reason = f"TLS handshake failed: {_tls_reason(exc)}"
+        log.warning("connection from %s:%s refused: %s", address, port, reason)
+        if self.audit is not None:
+            self.audit.record(
+                "tls_handshake",
+                outcome="rejected",
+                reason=reason,
+                peer_address=str(address),
+                peer_port=port if isinstance(port, int) else None,
+            )
 
     def _handle_store(self, event: Event) -> Dataset:
         """EVT_C_STORE: run the intake sequence, answer its status, then enqueue."""
@@ -86,6 +177,47 @@ class NodeAE(AE):
         return _status_dataset(result)
 
 
+class NodeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with the TLS handshake moved off the accept loop.
+
+    pynetdicom wraps accepted sockets in ``get_request`` -- on the one thread that accepts, with
+    no timeout, so a peer that never completes the handshake would block the listener. Here
+    ``get_request`` only accepts; the handshake runs, bounded by the network timeout, in the
+    thread that then serves the connection, and a failure is audited and closes it.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection (no TLS yet)."""
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        return client_socket, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Complete the TLS handshake when configured, then serve the association."""
+        if self.ssl_context is not None:
+            try:
+                request = self._handshake(request)
+            except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+                node: Any = self.ae
+                if isinstance(node, NodeAE):
+                    node.tls_failed(client_address, exc)
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+    def _handshake(self, request: socket.socket) -> socket.socket:
+        assert self.ssl_context is not None
+        request.settimeout(self.ae.network_timeout)
+        tls = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            tls.do_handshake()
+        except BaseException:
+            tls.close()
+            raise
+        tls.settimeout(None)  # as pynetdicom's own accepted sockets: blocking
+        return tls
+
+
 @dataclass
 class Listener:
     """A running, non-blocking listener: the AE, its server thread and the enqueuer."""
@@ -103,6 +235,8 @@ class Listener:
         """Stop accepting, close associations, publish pending enqueues."""
         self.server.shutdown()
         self.ae.enqueuer.close()
+        if self.ae.audit is not None:
+            self.ae.audit.close()
 
 
 def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> NodeAE:
@@ -113,7 +247,15 @@ def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> N
     spool = Spool(settings.spool, min_free_bytes=settings.min_free_space_mb * MIB)
     spool.ensure()
     spool.clean_stale()
-    ae = NodeAE(settings.ae_title, Intake(spool, store), Enqueuer(enqueue))
+    assert settings.log_dir is not None
+    ae = NodeAE(
+        settings.ae_title,
+        Intake(spool, store),
+        Enqueuer(enqueue),
+        audit=AuditLog.in_dir(settings.log_dir),
+        allowed_hosts=settings.allowed_hosts,
+        ssl_context=server_context(settings),
+    )
     for abstract_syntax, transfer_syntaxes in supported_contexts():
         ae.add_supported_context(abstract_syntax, list(transfer_syntaxes))
     ae.require_called_aet = True
@@ -162,6 +304,8 @@ def serve_forever(settings: Settings) -> None:
     finally:
         ae.shutdown()
         ae.enqueuer.close()
+        if ae.audit is not None:
+            ae.audit.close()
 
 
 def _status_dataset(result: IntakeResult) -> Dataset:
@@ -186,11 +330,40 @@ def _peer(event: Event) -> str:
     return f"{requestor.ae_title!s} at {requestor.address}:{requestor.port}"
 
 
-def _log_rejected(event: Event) -> None:
-    """EVT_REJECTED: who was turned away (the audit log of issue 6 hooks in here)."""
-    log.warning("association from %s rejected", _peer(event))
+_REJECTIONS = {
+    (0x01, 0x01, 0x03): "calling AE title not allowed",
+    (0x01, 0x01, 0x07): "called AE title not recognised",
+    (0x01, 0x01, 0x02): "application context name not supported",
+    (0x02, 0x02, 0x01): "user identity not verified",
+    (0x02, 0x03, 0x02): "maximum associations reached",
+}
 
 
-def _log_accepted(event: Event) -> None:
-    """EVT_ACCEPTED: who associated (debug level: one line per association)."""
-    log.debug("association from %s accepted", _peer(event))
+def _rejection_reason(assoc: Association) -> str:
+    """Why pynetdicom rejected: its A-ASSOCIATE-RJ result, source and diagnostic in words."""
+    primitive = assoc.acceptor.primitive
+    key = tuple(
+        getattr(primitive, name, None) for name in ("result", "result_source", "diagnostic")
+    )
+    return _REJECTIONS.get(key, f"rejected (result, source, diagnostic = {key})")  # type: ignore[arg-type]
+
+
+def _host_allowed(address: str, networks: Sequence[Any]) -> bool:
+    """Whether ``address`` (an IPv4/IPv6 literal, maybe IPv4-mapped) is in ``networks``."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)
+    return any(c in net for c in candidates for net in networks if c.version == net.version)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """A short, fixed reason for a failed handshake (OpenSSL's reason code when it has one)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    return type(exc).__name__
