@@ -16,6 +16,7 @@ Between rounds the sender waits ``backoff_s``, doubling each round, capped at ``
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ class Sender:
     """Sends to one destination with the retry policy above.
 
     ``sleep`` is injectable so tests do not wait; ``connect_timeout_s`` bounds the TCP connect.
+    ``tls`` (see :func:`dicom_node.tls.client_context`) sends over DICOM TLS, checking the
+    destination's certificate against the destination's host name.
     """
 
     destination: Destination
@@ -126,6 +129,7 @@ class Sender:
     connect_timeout_s: float | None = 10.0
     max_pdu: int = 0
     sleep: Callable[[float], None] = time.sleep
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -283,6 +287,7 @@ class Sender:
             self.destination.port,
             ae_title=self.destination.ae_title,
             max_pdu=self.max_pdu,
+            tls_args=(self.tls, self.destination.host) if self.tls is not None else None,
         )
 
 

@@ -7,6 +7,7 @@ indexed it and will show it. Peers without C-FIND support simply cannot confirm.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
@@ -24,16 +25,21 @@ def find_instances(
     *,
     calling_ae: str,
     timeout_s: float = 30.0,
+    tls: ssl.SSLContext | None = None,
 ) -> set[str] | None:
     """SOP Instance UIDs among ``keys`` (study, series, instance UIDs) the destination holds.
 
     Returns ``None`` when the destination does not support C-FIND (association rejected or no
-    accepted presentation context): confirmation is then impossible, not failed.
+    accepted presentation context): confirmation is then impossible, not failed. ``tls``
+    asks over DICOM TLS, as :class:`dicom_node.scu.Sender` does.
     """
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    tls_args = (tls, destination.host) if tls is not None else None
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+    )
     if not assoc.is_established:
         log.info("C-FIND to %s not possible: association not established", destination)
         return None

@@ -8,11 +8,13 @@ never send the same object at once; a destination that is down only delays deliv
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections import defaultdict
 
 from deepcovid.settings import Settings
 from dicom_node.scu import Destination, Sender
+from dicom_node.tls import destination_context
 from dicom_node.verify import find_instances
 from worker.store.outbox import Outbox, ResultView
 from worker.store.schema import DeliveryState
@@ -46,13 +48,15 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         for row in rows:
             outbox.mark(row.id, DeliveryState.FAILED, error=str(exc))
         return 0
+    tls = destination_context(settings)
     sender = Sender(
         destination,
         calling_ae=settings.ae_title,
         max_attempts=1,  # the outbox does the retrying, across restarts
         timeout_s=settings.network_timeout_s,
+        tls=tls,
     )
-    already = _already_there(outbox, settings, destination, rows)
+    already = _already_there(outbox, settings, destination, rows, tls)
     rows = [row for row in rows if row.id not in already]
     if not rows:
         return len(already)
@@ -78,6 +82,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
                 ],
                 calling_ae=settings.ae_title,
                 timeout_s=settings.network_timeout_s,
+                tls=tls,
             )
         except Exception as exc:  # confirmation is best effort; the store already succeeded
             log.warning("C-FIND confirmation at %s failed: %s", destination, exc)
@@ -93,7 +98,11 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
 
 
 def _already_there(
-    outbox: Outbox, settings: Settings, destination: Destination, rows: list[ResultView]
+    outbox: Outbox,
+    settings: Settings,
+    destination: Destination,
+    rows: list[ResultView],
+    tls: ssl.SSLContext | None = None,
 ) -> set[int]:
     """Ids of retried rows the destination already holds, marked confirmed without a resend.
 
@@ -114,6 +123,7 @@ def _already_there(
             ],
             calling_ae=settings.ae_title,
             timeout_s=settings.network_timeout_s,
+            tls=tls,
         )
     except Exception as exc:  # cannot ask: send again, the destination keeps one copy
         log.info("C-FIND before resending to %s failed: %s", destination, exc)
