@@ -57,7 +57,7 @@ class FakeSender:
     sent: ClassVar[list[str]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        self.tls = kwargs.get("tls")
 
     def send_files(self, paths: list[str]) -> SendReport:
         FakeSender.sent.extend(paths)
