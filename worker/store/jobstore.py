@@ -153,31 +153,22 @@ class JobStore:
         new to do unless it never finished its analysis). Different content under a UID we
         already hold replaces the spooled copy and sends the job through analysis again.
         """
+        fields = {
+            "sop_instance_uid": sop_instance_uid,
+            "sop_class_uid": sop_class_uid,
+            "study_instance_uid": study_instance_uid,
+            "series_instance_uid": series_instance_uid,
+            "transfer_syntax_uid": transfer_syntax_uid,
+            "calling_ae": calling_ae,
+            "spool_path": spool_path,
+            "sha256": sha256,
+            "size_bytes": size_bytes,
+        }
         try:
-            return self._record_received(
-                sop_instance_uid=sop_instance_uid,
-                sop_class_uid=sop_class_uid,
-                study_instance_uid=study_instance_uid,
-                series_instance_uid=series_instance_uid,
-                transfer_syntax_uid=transfer_syntax_uid,
-                calling_ae=calling_ae,
-                spool_path=spool_path,
-                sha256=sha256,
-                size_bytes=size_bytes,
-            )
+            return self._record_received(**fields)
         except IntegrityError:
             # Two associations raced on the same UID; the other one inserted first.
-            return self._record_received(
-                sop_instance_uid=sop_instance_uid,
-                sop_class_uid=sop_class_uid,
-                study_instance_uid=study_instance_uid,
-                series_instance_uid=series_instance_uid,
-                transfer_syntax_uid=transfer_syntax_uid,
-                calling_ae=calling_ae,
-                spool_path=spool_path,
-                sha256=sha256,
-                size_bytes=size_bytes,
-            )
+            return self._record_received(**fields)
 
     def _record_received(self, **fields: Any) -> ReceiptOutcome:
         with self.session() as s:
