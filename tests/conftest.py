@@ -196,6 +196,19 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture(params=["embedded", "redis"])
+def broker_env(
+    request: pytest.FixtureRequest, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Settings environment on the embedded broker, then on a private redis-server."""
+    env = dict(settings_env)
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        env["DEEPCOVID_BROKER_URL"] = server.url
+        monkeypatch.setenv("DEEPCOVID_BROKER_URL", server.url)
+    return env
+
+
 # --- our processes ------------------------------------------------------------------------
 class ServiceProcess:
     """One of our services (``deepcovid node`` / ``worker``) as a subprocess with a log file."""

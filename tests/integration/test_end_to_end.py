@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.conftest import RedisServer, ServiceProcess, wait_for
+from tests.conftest import ServiceProcess, wait_for
 from tests.factories import CT_IMAGE_STORAGE, load_cxr, wrap_pixels
 from tests.integration.orthanc import Orthanc
 from worker.store import JobStore
@@ -28,16 +28,10 @@ PM = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map
 COVID_IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def env(
-    request: pytest.FixtureRequest, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    e = dict(settings_env)
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        e["DEEPCOVID_BROKER_URL"] = server.url
-    e["DEEPCOVID_DELIVERY_BACKOFF_S"] = "2"
-    return e
+@pytest.fixture
+def env(broker_env: dict[str, str]) -> dict[str, str]:
+    """Each broker, with quick delivery retries."""
+    return {**broker_env, "DEEPCOVID_DELIVERY_BACKOFF_S": "2"}
 
 
 @pytest.fixture

@@ -15,24 +15,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from tests.conftest import RedisServer, ServiceProcess, wait_for
+from tests.conftest import ServiceProcess, wait_for
 from tests.factories import DICOM_DIR
 from worker.store import JobStore
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["embedded", "redis"])
-def broker_env(
-    request: pytest.FixtureRequest, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """Settings environment for the embedded broker or a private redis-server."""
-    env = dict(settings_env)
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        env["DEEPCOVID_BROKER_URL"] = server.url
-        monkeypatch.setenv("DEEPCOVID_BROKER_URL", server.url)
-    return env
 
 
 def start(services: list[ServiceProcess], args: list[str], env: dict[str, str], log: Path):  # type: ignore[no-untyped-def]
