@@ -82,6 +82,9 @@ class _Inc:
     patch: torch.Tensor  # [B, C, h, w], correct values inside the rectangle
     y0: torch.Tensor  # [B] int64 on the CPU, top row of the rectangle
     x0: torch.Tensor  # [B] int64 on the CPU, left column
+    # Bounding box of the values that really differ, per position: [top, bottom) x [left, right)
+    # (int64 [4, B] on the CPU). Only counted, for the theoretical limit of the saving.
+    changed: torch.Tensor
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -130,19 +133,40 @@ def _floor_div(a: torch.Tensor, b: int) -> torch.Tensor:
 
 def _reach(
     lo: torch.Tensor, size: int, k: int, s: int, p: int, n_out: int
-) -> tuple[torch.Tensor, int, torch.Tensor]:
+) -> tuple[torch.Tensor, int]:
     """Output range a changed input range [lo, lo + size) reaches through (k, s, p).
 
-    Returns the per-position first output (shifted inwards so that all have one length), that
-    common length, and the exact per-position lengths (for the operation count).
+    Returns the per-position first output, shifted inwards so that all positions share one
+    length, and that length.
     """
-    first = -_floor_div(-(lo + p - k + 1), s)  # ceil division
-    first = first.clamp(min=0)
-    last = _floor_div(lo + size - 1 + p, s).clamp(max=n_out - 1)
-    exact = (last - first + 1).clamp(min=0)
-    length = min(max(int(exact.max()), 1), n_out)
-    first = first.clamp(max=n_out - length)
-    return first, length, exact
+    first, last = _reach_exact(lo, lo + size, k, s, p, n_out)
+    length = min(max(int((last - first).max()), 1), n_out)
+    return first.clamp(max=n_out - length), length
+
+
+def _reach_exact(
+    lo: torch.Tensor, hi: torch.Tensor, k: int, s: int, p: int, n_out: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs [first, last) whose receptive field overlaps inputs [lo, hi) (empty if none)."""
+    first = (-_floor_div(-(lo + p - k + 1), s)).clamp(min=0)  # ceil division
+    last = (_floor_div(hi - 1 + p, s) + 1).clamp(max=n_out)
+    return first, torch.maximum(last, first)
+
+
+def _changed_through(
+    changed: torch.Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    n_hw: tuple[int, int],
+) -> torch.Tensor:
+    top, bottom = _reach_exact(changed[0], changed[1], kernel[0], stride[0], padding[0], n_hw[0])
+    left, right = _reach_exact(changed[2], changed[3], kernel[1], stride[1], padding[1], n_hw[1])
+    return torch.stack([top, bottom, left, right])
+
+
+def _area(changed: torch.Tensor) -> torch.Tensor:
+    return (changed[1] - changed[0]) * (changed[3] - changed[2])
 
 
 def _window(
@@ -200,14 +224,23 @@ def _windowed_op(
     padding: tuple[int, int],
     pad_value: float,
     macs_per_output: float,
-) -> _Inc:
-    """A sliding-window layer (convolution or pooling) applied incrementally."""
+) -> tuple[_Inc, torch.Tensor]:
+    """A sliding-window layer (convolution or pooling) applied incrementally.
+
+    Returns the output and the input crop it was computed from (Fire modules reuse it).
+    """
     base_out = ctx.once(lambda: _cl(full_op(v.base)))
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     n_h, n_w = int(base_out.shape[-2]), int(base_out.shape[-1])
     h, w = v.hw
-    oy, len_h, exact_h = _reach(v.y0, h, kh, sh, ph, n_h)
-    ox, len_w, exact_w = _reach(v.x0, w, kw, sw, pw, n_w)
+    batch = int(v.y0.shape[0])
+    changed = _changed_through(v.changed, kernel, stride, padding, (n_h, n_w))
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        # 1 x 1, stride 1: the output rectangle is the input rectangle; no gathering needed.
+        ctx.count(macs_per_output, (n_h, n_w), _area(changed), h * w * batch)
+        return _Inc(base_out, _cl(crop_op(v.patch)), v.y0, v.x0, changed), v.patch
+    oy, len_h = _reach(v.y0, h, kh, sh, ph, n_h)
+    ox, len_w = _reach(v.x0, w, kw, sw, pw, n_w)
     in_h, in_w = v.full_hw
 
     def pad() -> torch.Tensor:
@@ -218,18 +251,17 @@ def _windowed_op(
 
     padded = ctx.once(pad)
     hc, wc = (len_h - 1) * sh + kh, (len_w - 1) * sw + kw
-    crop = _window(v, padded, ph, pw, oy * sh, ox * sw, hc, wc)
-    out = crop_op(_cl(crop))
-    ctx.count(
-        macs_per_output,
-        (n_h, n_w),
-        exact_h * exact_w,
-        len_h * len_w * int(v.y0.shape[0]),
-    )
-    return _Inc(base_out, _cl(out), oy, ox)
+    crop = _cl(_window(v, padded, ph, pw, oy * sh, ox * sw, hc, wc))
+    out = crop_op(crop)
+    ctx.count(macs_per_output, (n_h, n_w), _area(changed), len_h * len_w * batch)
+    return _Inc(base_out, _cl(out), oy, ox, changed), crop
 
 
 def _conv(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> _Inc:
+    return _conv_with_crop(v, m, ctx)[0]
+
+
+def _conv_with_crop(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> tuple[_Inc, torch.Tensor]:
     if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise NotImplementedError("incremental conv supports dilation 1 and numeric zero padding")
     kh, kw = _pair(m.kernel_size)
@@ -262,7 +294,7 @@ def _maxpool(v: _Inc, m: nn.MaxPool2d, ctx: _Ctx) -> _Inc:
         _pair(m.padding),
         float("-inf"),
         0.0,
-    )
+    )[0]
 
 
 def _avgpool(v: _Inc, m: nn.AvgPool2d, ctx: _Ctx) -> _Inc:
@@ -280,13 +312,13 @@ def _avgpool(v: _Inc, m: nn.AvgPool2d, ctx: _Ctx) -> _Inc:
         (0, 0),
         0.0,
         0.0,
-    )
+    )[0]
 
 
 def _pointwise(v: _Inc, fn: Callable[[torch.Tensor], torch.Tensor], ctx: _Ctx) -> _Inc:
     """A per-element layer: on the patch only (the shared activation is computed once)."""
     base = ctx.once(lambda: fn(v.base.clone()))
-    return _Inc(base, fn(v.patch), v.y0, v.x0)
+    return _Inc(base, fn(v.patch), v.y0, v.x0, v.changed)
 
 
 def _union(values: list[_Inc]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -308,17 +340,59 @@ def _on_rect(v: _Inc, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> 
     return _cl(_window(v, v.base, 0, 0, top, left, h, w))
 
 
+def _changed_union(values: list[_Inc]) -> torch.Tensor:
+    stacked = torch.stack([v.changed for v in values])  # [n, 4, B]
+    mins, maxs = stacked.amin(0), stacked.amax(0)
+    return torch.stack([mins[0], maxs[1], mins[2], maxs[3]])
+
+
 def _add(a: _Inc, b: _Inc, ctx: _Ctx) -> _Inc:
     base = ctx.once(lambda: a.base + b.base)
     top, left, h, w = _union([a, b])
-    return _Inc(base, _on_rect(a, top, left, h, w) + _on_rect(b, top, left, h, w), top, left)
+    patch = _on_rect(a, top, left, h, w) + _on_rect(b, top, left, h, w)
+    return _Inc(base, patch, top, left, _changed_union([a, b]))
 
 
 def _cat(values: list[_Inc], ctx: _Ctx) -> _Inc:
     base = ctx.once(lambda: _cl(torch.cat([v.base for v in values], 1)))
     top, left, h, w = _union(values)
     patch = torch.cat([_on_rect(v, top, left, h, w) for v in values], 1)
-    return _Inc(base, _cl(patch), top, left)
+    return _Inc(base, _cl(patch), top, left, _changed_union(values))
+
+
+def _fire(module: Fire, v: _Inc, ctx: _Ctx) -> _Inc:
+    """SqueezeNet's Fire module. The 3 x 3 expansion's input crop, less its 1-pixel border, is
+    the squeezed map on the 3 x 3 output's rectangle: the 1 x 1 expansion is computed from it on
+    that same rectangle, so the concatenation needs no gathering."""
+    squeezed = _run(module.squeeze_activation, _run(module.squeeze, v, ctx), ctx)
+    e1_conv, e3_conv = module.expand1x1, module.expand3x3
+    fusable = (
+        _pair(e3_conv.kernel_size) == (3, 3)
+        and _pair(e3_conv.stride) == (1, 1)
+        and _pair(e3_conv.padding) == (1, 1)
+        and _pair(e1_conv.kernel_size) == (1, 1)
+        and _pair(e1_conv.stride) == (1, 1)
+        and _pair(e1_conv.padding) == (0, 0)
+        and e1_conv.groups == 1
+    )
+    if not fusable:
+        e1 = _run(module.expand1x1_activation, _conv(squeezed, e1_conv, ctx), ctx)
+        e3 = _run(module.expand3x3_activation, _conv(squeezed, e3_conv, ctx), ctx)
+        return _cat([e1, e3], ctx)
+    e3, crop = _conv_with_crop(squeezed, e3_conv, ctx)
+    e1_base = ctx.once(lambda: _cl(e1_conv(squeezed.base)))
+    e1_patch = _cl(F.conv2d(crop[:, :, 1:-1, 1:-1], e1_conv.weight, e1_conv.bias))
+    h, w = e3.hw
+    ctx.count(
+        e1_conv.out_channels * e1_conv.in_channels,
+        squeezed.full_hw,
+        _area(squeezed.changed),
+        h * w * int(v.y0.shape[0]),
+    )
+    e1 = _Inc(e1_base, e1_patch, e3.y0, e3.x0, squeezed.changed)
+    e1 = _run(module.expand1x1_activation, e1, ctx)
+    e3 = _run(module.expand3x3_activation, e3, ctx)
+    return _cat([e1, e3], ctx)
 
 
 def _full(v: _Inc) -> torch.Tensor:
@@ -360,10 +434,7 @@ def _run(module: nn.Module, v: _Inc, ctx: _Ctx) -> _Inc:
         identity = _run(module.downsample, v, ctx) if module.downsample is not None else v
         return _pointwise(_add(out, identity, ctx), torch.relu_, ctx)
     if isinstance(module, Fire):
-        squeezed = _run(module.squeeze_activation, _run(module.squeeze, v, ctx), ctx)
-        e1 = _run(module.expand1x1_activation, _run(module.expand1x1, squeezed, ctx), ctx)
-        e3 = _run(module.expand3x3_activation, _run(module.expand3x3, squeezed, ctx), ctx)
-        return _cat([e1, e3], ctx)
+        return _fire(module, v, ctx)
     if isinstance(module, _DenseBlock):
         features = [v]
         for layer in module.values():
@@ -453,7 +524,8 @@ def _occluded_input(
     patch = value.to(x).reshape(1, -1, 1, 1).expand(batch, x.shape[0], window, window)
     y0 = torch.tensor([p[0] for p in positions], dtype=torch.int64)
     x0 = torch.tensor([p[1] for p in positions], dtype=torch.int64)
-    return _Inc(base, _cl(patch), y0, x0)
+    changed = torch.stack([y0, y0 + window, x0, x0 + window])
+    return _Inc(base, _cl(patch), y0, x0, changed)
 
 
 def _forward(
