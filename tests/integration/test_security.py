@@ -325,12 +325,12 @@ def phi_instances(out: Path) -> list[Path]:
 
 
 def owner_only(root: Path) -> list[str]:
-    """Paths under ``root`` (itself included) readable or writable by group or others."""
+    """Paths under ``root`` (itself included) whose mode is not 0700 (folder) / 0600 (file)."""
     loose = []
     for path in [root, *root.rglob("*")]:
         mode = stat.S_IMODE(path.lstat().st_mode)
         expected = 0o700 if path.is_dir() else 0o600
-        if mode & 0o077 or (path.is_file() and mode != expected):
+        if mode != expected:
             loose.append(f"{path.relative_to(root.parent)} {mode:o}")
     return loose
 
@@ -391,7 +391,9 @@ def test_patient_data_stays_out_of_logs_and_files_are_owner_only(
     leaks = [(where, s) for where, text in texts.items() for s in SECRETS if s in text]
     assert not leaks, leaks
 
+    spooled = list((data / "spool").glob("*.dcm"))
     results = list((data / "results").rglob("*.dcm"))
-    assert results, "the analysed instance has result files"
-    for folder in (data / "spool", data / "results", data / "logs"):
-        assert not owner_only(folder), owner_only(folder)
+    assert len(spooled) == 2 and results, "both instances spooled, the analysed one has results"
+    assert all(PATIENT_ID.encode() in f.read_bytes() for f in spooled)  # the values were there
+    for path in (data / "spool", data / "results", data / "logs", data / "jobs.sqlite"):
+        assert not owner_only(path), owner_only(path)
