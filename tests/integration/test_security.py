@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import generate_uid
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.events import Event
 
 from deepcovid.settings import Settings
 from dicom_node.audit import read_events
@@ -31,9 +36,10 @@ from dicom_node.scu import Destination, Sender
 from dicom_node.tls import client_context
 from tests.conftest import ServiceProcess, wait_for
 from tests.factories import DICOM_DIR, load_cxr, wrap_pixels
+from worker.delivery import deliver_due
 from worker.store import JobStore
 from worker.store.migrate import upgrade
-from worker.store.outbox import Outbox
+from worker.store.outbox import NewResult, Outbox
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +299,87 @@ def test_tls_client_certificate_may_be_optional(pki: Pki, node_factory) -> None:
     result = dcmtk("storescu", node.port, "+tla", "+cf", str(pki.ca))
     assert result.returncode == 0, result.stderr
     assert node.stored() == 1
+
+
+def test_a_stalled_handshake_does_not_hold_up_other_clients(pki: Pki, node_factory) -> None:  # type: ignore[no-untyped-def]
+    node = node_factory(**tls_settings(pki))
+    with socket.create_connection(("127.0.0.1", node.port)):  # connects, never says a word
+        result = dcmtk("storescu", node.port, *tls_options(pki.client_key, pki.client_cert, pki.ca))
+        assert result.returncode == 0, result.stderr
+    assert node.stored() == 1
+
+
+def _tls_store_scp(pki: Pki) -> tuple[AE, object, list[str]]:
+    """A pynetdicom Storage SCP that speaks DICOM TLS only and requires a client certificate."""
+    received: list[str] = []
+
+    def on_store(event: Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    ctx.load_verify_locations(pki.ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ae = AE(ae_title="PACS")
+    ae.supported_contexts = StoragePresentationContexts
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        ssl_context=ctx,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    return ae, server, received
+
+
+def test_results_are_delivered_over_tls_when_destination_tls_is_set(
+    pki: Pki, tmp_path: Path
+) -> None:
+    ae, server, received = _tls_store_scp(pki)
+    try:
+        port = server.server_address[1]  # type: ignore[attr-defined]
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+        upgrade(url)
+        store = JobStore(url)
+        ds = dcmread(FILE)
+        outbox = Outbox(store)
+        for name in ("plain", "tls"):
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            path = tmp_path / f"{name}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            job = store.record_received(
+                sop_instance_uid=generate_uid(),
+                sop_class_uid=str(ds.SOPClassUID),
+                study_instance_uid=str(ds.StudyInstanceUID),
+                series_instance_uid=str(ds.SeriesInstanceUID),
+                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                calling_ae="TEST",
+                spool_path=str(path),
+                sha256="0" * 64,
+                size_bytes=1,
+            ).job_id
+            result = NewResult(
+                "sr",
+                str(ds.SOPInstanceUID),
+                str(ds.SOPClassUID),
+                str(ds.SeriesInstanceUID),
+                str(ds.StudyInstanceUID),
+                str(path),
+            )
+            outbox.add(job, [result], model_version="v1", destination=f"PACS@127.0.0.1:{port}")
+            common = {"data_dir": tmp_path / "data", "delivery_verify": False}
+            common |= {"tls_cert": pki.client_cert, "tls_key": pki.client_key, "tls_ca": pki.ca}
+            settings = Settings(**common, destination_tls=(name == "tls"))  # type: ignore[arg-type]
+            stored = deliver_due(outbox, settings, job_id=job)
+            row = outbox.for_job(job)[0]
+            if name == "plain":  # the destination speaks TLS only: nothing gets through
+                assert stored == 0 and row.delivery_state == "pending" and row.last_error
+            else:
+                assert stored == 1 and row.delivery_state == "sent", row
+        assert received == [str(ds.SOPInstanceUID)]
+        store.engine.dispose()
+    finally:
+        ae.shutdown()
 
 
 # --- real processes: no patient data in logs, owner-only files ------------------------------
