@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
-    Verification,
 )
 
 from deepcovid.cli import build_parser
@@ -229,6 +228,7 @@ def test_every_deepcovid_variable_is_a_setting() -> None:
             ORTHANC_CONFIG,
             AUTOROUTING_LUA,
             REPO / "Dockerfile",
+            REPO / "docs" / "deployment.md",
         )
     }
     found = {name for text in texts.values() for name in _DEEPCOVID_VAR.findall(text)}
@@ -452,47 +452,57 @@ def test_conformance_statement_states_the_defaults_of_the_settings() -> None:
     )
 
 
-# --- the node's health check, run for real against pynetdicom listeners ----------------------
+# --- the node's health check, run for real against the node's own endpoints -----------------
 def _healthcheck_code() -> str:
     test = load_compose()["services"]["node"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
     return str(test[3])
 
 
-def _run_healthcheck(port: int, ae_title: str = "DEEPCOVID") -> int:
-    env = {"DEEPCOVID_PORT": str(port), "DEEPCOVID_AE_TITLE": ae_title, "PATH": "/usr/bin:/bin"}
+def _run_healthcheck(port: int) -> int:
+    env = {"DEEPCOVID_MONITORING_PORT": str(port), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", _healthcheck_code()], env=env, timeout=60, capture_output=True
     )
     return done.returncode
 
 
-@pytest.fixture
-def echo_listener() -> Iterator[tuple[AE, int]]:
-    """A Verification SCP answering as DEEPCOVID on a free loopback port."""
-    ae = AE(ae_title="DEEPCOVID")
-    ae.add_supported_context(Verification)
-    ae.require_called_aet = True
+def test_node_healthcheck_passes_against_a_live_node(tmp_path: Path) -> None:
+    from dicom_node.ops.server import start_monitoring
+
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False)
+    settings = Settings(
+        data_dir=tmp_path, monitoring_bind="127.0.0.1", monitoring_port=port, min_free_space_mb=1
+    )
+    server = start_monitoring(settings)
+    assert server is not None
     try:
-        yield ae, port
+        assert _run_healthcheck(port) == 0
     finally:
-        assert server is not None
         server.shutdown()
+    assert _run_healthcheck(port) != 0  # stopped: nothing listens any more
 
 
-def test_node_healthcheck_passes_when_the_listener_answers(echo_listener: tuple[AE, int]) -> None:
-    _ae, port = echo_listener
-    assert _run_healthcheck(port) == 0
+def test_node_healthcheck_fails_when_the_endpoint_says_no() -> None:
+    import http.server
+    import threading
 
+    class Dead(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
 
-def test_node_healthcheck_passes_when_the_allow_list_rejects_it(
-    echo_listener: tuple[AE, int],
-) -> None:
-    ae, port = echo_listener
-    ae.require_calling_aet = ["ORTHANC"]  # HEALTHCHECK is not allowed: rejected, but alive
-    assert _run_healthcheck(port) == 0
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dead)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert _run_healthcheck(httpd.server_address[1]) != 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_node_healthcheck_fails_when_nothing_listens() -> None:
