@@ -27,6 +27,7 @@ code, run on the ``meta`` device, counts the multiply-accumulates for :func:`cou
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -456,6 +457,9 @@ def _run_dense_layer(layer: nn.Module, inputs: list[_Inc], ctx: _Ctx) -> _Inc:
     return _run(layer.conv2, out, ctx)  # dropout is off in eval mode
 
 
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]] = weakref.WeakKeyDictionary()
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of a ResNet with every eval-mode BatchNorm folded into the convolution before it.
 
@@ -465,6 +469,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
     if not isinstance(model, ResNet):
         return model
+    # Serving folds the same model for every image: keep the fold while no weight changed
+    # (in-place updates, e.g. an optimiser step, bump the tensors' version counters).
+    fingerprint = (
+        str(next(model.parameters()).device),
+        tuple(t._version for t in model.state_dict().values()),
+    )
+    cached = _FOLDED.get(model)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
     folded = copy.deepcopy(model).eval()
 
     def fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
@@ -482,7 +495,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 fold(block, "conv3", "bn3")
             if block.downsample is not None:
                 fold(block.downsample, "0", "1")
-    return folded.to(memory_format=torch.channels_last)
+    folded = folded.to(memory_format=torch.channels_last)
+    _FOLDED[model] = (fingerprint, folded)
+    return folded
 
 
 def _spatial_and_head(

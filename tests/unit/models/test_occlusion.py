@@ -180,3 +180,17 @@ def test_resample_to_image_places_values_at_window_centres() -> None:
     assert float(image.max()) <= 1.0 and image[0, 0] == 0.0
     single = resample_to_image(np.array([[0.7]]), (10, 20), window=224, stride=8)
     assert np.allclose(single, 0.7)
+
+
+def test_fast_map_follows_weight_changes() -> None:
+    """The BatchNorm fold is cached per model; changing weights in place must invalidate it."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 48, 48)
+    model = _sensitive_model("resnet18", x, 16)
+    before = occlusion_map(model, x, window=16, stride=16, method="fast")
+    with torch.no_grad():
+        model.layer1[0].conv1.weight.mul_(-1.0)
+    after = occlusion_map(model, x, window=16, stride=16, method="fast")
+    reference = occlusion_map(model, x, window=16, stride=16, method="reference")
+    assert float(np.abs(after - before).max()) > 1e-4
+    assert float(np.abs(after - reference).max()) <= ATOL
