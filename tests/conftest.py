@@ -86,6 +86,7 @@ def settings_env(
         "DEEPCOVID_MIN_FREE_SPACE_MB": "1",
         "DEEPCOVID_TORCH_THREADS": "1",
         "DEEPCOVID_OCCLUSION_STRIDE": "16",  # 13x13 windows: the same code, a quarter the work
+        "DEEPCOVID_MONITORING_PORT": str(free_port()),
         "DEEPCOVID_ANALYSIS_LEASE_S": "15",
         "DEEPCOVID_RECONCILE_INTERVAL_S": "10",
     }
