@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import socket
 import ssl
@@ -31,7 +32,7 @@ from pynetdicom.events import Event
 
 from deepcovid.settings import Settings
 from dicom_node.audit import read_events
-from dicom_node.scp import Listener, start_server
+from dicom_node.scp import Listener, _host_allowed, start_server
 from dicom_node.scu import Destination, Sender
 from dicom_node.tls import client_context
 from tests.conftest import ServiceProcess, wait_for
@@ -238,6 +239,31 @@ def test_a_host_outside_allowed_hosts_is_rejected_and_audited(node_factory) -> N
 def test_allowed_hosts_must_be_addresses_or_networks() -> None:
     with pytest.raises(ValueError, match="not an IP address"):
         Settings(allowed_hosts=["pacs.example.org"])
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("10.1.20.31", True),
+        ("10.1.21.31", False),
+        ("::ffff:10.1.20.31", True),  # an IPv4 peer on a dual-stack socket
+        ("2001:db8::7", True),
+        ("2001:db9::7", False),
+        ("not-an-address", False),
+    ],
+)
+def test_host_check_matches_networks(address: str, allowed: bool) -> None:
+    networks = [ipaddress.ip_network(n) for n in ("10.1.20.0/24", "2001:db8::/32")]
+    assert _host_allowed(address, networks) is allowed
+
+
+def test_tls_settings_that_cannot_work_are_refused(pki: Pki) -> None:
+    with pytest.raises(ValueError, match="tls_key is set but tls_cert is not"):
+        Settings(tls_key=pki.server_key)
+    with pytest.raises(ValueError, match="needs tls_ca"):
+        Settings(tls_cert=pki.server_cert, tls_require_client_cert=True)
+    assert Settings(tls_cert=pki.server_cert, tls_ca=pki.ca).client_cert_required
+    assert not Settings(tls_cert=pki.server_cert).client_cert_required
 
 
 # --- DICOM TLS ----------------------------------------------------------------------------
