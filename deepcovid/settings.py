@@ -279,6 +279,8 @@ class Settings(BaseSettings):
         for path in (self.data_dir, self.spool, self.results, self.log_dir):
             assert path is not None
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path.stat().st_uid == os.getuid():
+                path.chmod(0o700)  # an existing folder too: it holds patient data
 
 
 @lru_cache(maxsize=1)

@@ -66,6 +66,12 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="network and DIMSE timeout (default: 60)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="use DICOM TLS with the node's tls_cert/tls_key/tls_ca settings "
+        "(verifies the destination's certificate and host name)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -87,12 +93,19 @@ def run(args: argparse.Namespace) -> int:
         print("deepcovid send: no DICOM files found", file=sys.stderr)
         return 2
     calling_ae = args.calling_ae or _default_ae_title()
+    tls = None
+    if args.tls:
+        from deepcovid.settings import get_settings
+        from dicom_node.tls import client_context
+
+        tls = client_context(get_settings())
     sender = Sender(
         destination,
         calling_ae=calling_ae,
         max_attempts=args.attempts,
         backoff_s=args.backoff,
         timeout_s=args.timeout,
+        tls=tls,
     )
 
     from tqdm import tqdm

@@ -510,3 +510,29 @@ def test_patient_data_stays_out_of_logs_and_files_are_owner_only(
     assert all(PATIENT_ID.encode() in f.read_bytes() for f in spooled)  # the values were there
     for path in (data / "spool", data / "results", data / "logs", data / "jobs.sqlite"):
         assert not owner_only(path), owner_only(path)
+
+
+def test_deepcovid_send_tls_option(
+    pki: Pki,
+    node_factory,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """``deepcovid send --tls`` uses the settings' certificate and trusts the settings' CA."""
+    from deepcovid.cli import main
+    from deepcovid.settings import get_settings
+
+    node = node_factory(**tls_settings(pki))
+    monkeypatch.setenv("DEEPCOVID_TLS_CERT", str(pki.client_cert))
+    monkeypatch.setenv("DEEPCOVID_TLS_KEY", str(pki.client_key))
+    monkeypatch.setenv("DEEPCOVID_TLS_CA", str(pki.ca))
+    get_settings.cache_clear()
+    try:
+        to = f"DEEPCOVID@127.0.0.1:{node.port}"
+        assert (
+            main(["send", str(FILE), "--to", to, "--calling-ae", "TESTSCU", "--attempts", "1"]) == 1
+        ), "plain TCP refused"
+        assert node.stored() == 0
+        assert main(["send", str(FILE), "--to", to, "--calling-ae", "TESTSCU", "--tls"]) == 0
+        assert node.stored() == 1
+    finally:
+        get_settings.cache_clear()
