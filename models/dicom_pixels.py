@@ -12,10 +12,12 @@ it gives the same array as the JPEG the model was trained on (within 1/255).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 
@@ -79,12 +81,44 @@ def _check_pixel_description(ds: Dataset) -> str:
             f"PhotometricInterpretation {photometric or '<missing>'}: "
             "only MONOCHROME1/2 are analysed"
         )
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise PixelDataError(f"SamplesPerPixel {ds.SamplesPerPixel}: only grayscale is analysed")
-    bits = int(ds.get("BitsStored", 0))
+    samples = _integer(ds, "SamplesPerPixel", 1)
+    if samples != 1:
+        raise PixelDataError(f"SamplesPerPixel {samples}: only grayscale is analysed")
+    bits = _integer(ds, "BitsStored", 0)
     if not 1 <= bits <= 16:
         raise PixelDataError(f"BitsStored {bits}: only 1 to 16 bits are supported")
     return photometric
+
+
+def _integer(ds: Dataset, keyword: str, default: int) -> int:
+    """A single integer attribute (``default`` when absent); PixelDataError when it is not one."""
+    value = ds.get(keyword, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PixelDataError(f"{keyword} {value!r}: not a single integer") from None
+
+
+def _numbers(keyword: str, value: object) -> list[float]:
+    """The finite numbers of a DS value (empty list for an empty value), else PixelDataError.
+
+    A sender's text reaches the LUT arithmetic only through here: an unparsable, NaN or
+    infinite slope, intercept or window would otherwise make numpy raise, or make every pixel
+    NaN and reach the model.
+    """
+    items = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    numbers: list[float] = []
+    for item in items:
+        if item is None or (isinstance(item, (str, bytes)) and not item.strip()):
+            continue
+        try:
+            number = float(item)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise PixelDataError(f"{keyword} {str(item)[:32]!r}: not a number") from None
+        if not math.isfinite(number):
+            raise PixelDataError(f"{keyword} {number}: not a finite number")
+        numbers.append(number)
+    return numbers
 
 
 def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np.ndarray:
@@ -100,7 +134,7 @@ def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np
     except Exception as exc:  # decoders raise many types; the reason goes to the job record
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise PixelDataError(f"cannot decode Pixel Data (transfer syntax {ts}): {exc}") from exc
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _integer(ds, "NumberOfFrames", 1) if ds.get("NumberOfFrames") else 1
     if n_frames > 1:
         if not 0 <= frame < n_frames:
             raise PixelDataError(f"frame {frame} out of range (NumberOfFrames {n_frames})")
@@ -110,6 +144,19 @@ def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np
 
     # pydicom's LUT functions read (and may normalise) attributes of ds; work on a shallow copy.
     meta = _pixel_module(ds)
+    try:
+        out = _display_values(stored, meta, apply_voi=apply_voi)
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        if isinstance(exc, PixelDataError):
+            raise
+        raise PixelDataError(f"cannot apply the Modality/VOI LUT: {exc}") from exc
+    if photometric == "MONOCHROME1":
+        out = np.float32(1.0) - out
+    return np.ascontiguousarray(out)
+
+
+def _display_values(stored: np.ndarray, meta: Dataset, *, apply_voi: bool) -> np.ndarray:
+    """Modality LUT, VOI LUT and scaling to [0, 1] (before any MONOCHROME1 inversion)."""
     values = np.asarray(apply_modality_lut(stored, meta), dtype=np.float64)
     lo, hi = _modality_range(meta)
 
@@ -124,12 +171,13 @@ def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np
         values = np.asarray(apply_voi_lut(values, meta, index=0, prefer_lut=False), np.float64)
         lo, hi = _windowing_range(meta)
 
-    if hi <= lo:
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         raise PixelDataError(f"degenerate output range {lo}..{hi}")
-    out = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    if photometric == "MONOCHROME1":
-        out = np.float32(1.0) - out
-    return np.ascontiguousarray(out)
+    with np.errstate(all="ignore"):
+        scaled = (values - lo) / (hi - lo)
+    if not np.isfinite(scaled).all():
+        raise PixelDataError("pixel values are not finite after the Modality/VOI LUT")
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 _PIXEL_KEYWORDS = (
@@ -157,8 +205,14 @@ def _pixel_module(ds: Dataset) -> Dataset:
     for keyword in _PIXEL_KEYWORDS:
         if keyword in ds:
             meta[keyword] = copy.deepcopy(ds[keyword])
-    # Empty Type 2/3 values would break the arithmetic; drop them.
+    # Empty Type 2/3 values would break the arithmetic; drop them. Anything else must be
+    # finite numbers (one for the rescale values), or the image is refused with a reason.
     for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
-        if keyword in meta and meta[keyword].value in (None, ""):
+        if keyword not in meta:
+            continue
+        numbers = _numbers(keyword, meta[keyword].value)
+        if not numbers:
             del meta[keyword]
+        elif keyword.startswith("Rescale") and len(numbers) != 1:
+            raise PixelDataError(f"{keyword} has {len(numbers)} values, one expected")
     return meta
