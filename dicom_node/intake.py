@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from io import BytesIO
@@ -29,7 +30,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from dicom_node.contexts import is_accepted_sop_class
 from dicom_node.spool import Spool, part10_header
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 ERROR_COMMENT_MAX = 64
 """Error Comment (0000,0902) is LO: 64 characters at most."""
+MAX_INFLATED_BYTES = 128 * 2**20
+"""Largest dataset a Deflated transfer may inflate to: a CR/DX is 40 MB at most; beyond this
+the dataset is answered 0xC000 instead of costing the listener unbounded memory."""
+_INFLATE_SLICE = 4 * 2**20
 
 
 class Status(IntEnum):
@@ -173,13 +178,18 @@ class Intake:
         if problem is not None:
             return _mismatch(f"AffectedSOPInstanceUID {problem}", 0x00001000)
 
+        # A deflated dataset is inflated once, bounded, and then checked and read as the
+        # explicit VR little endian stream it is; the spool keeps the bytes as received.
+        plain, plain_syntax = dataset, transfer_syntax_uid
         try:
-            check_structure(dataset, transfer_syntax_uid)
+            if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+                plain, plain_syntax = _inflate(dataset), ExplicitVRLittleEndian
+            check_structure(plain, plain_syntax)
         except StructureError as exc:
             return IntakeResult(Status.CANNOT_UNDERSTAND, f"malformed dataset: {exc}")
         header = part10_header(sop_class_uid, sop_instance_uid, transfer_syntax_uid)
         try:
-            ds = _read_header(header, dataset, transfer_syntax_uid)
+            ds = _read_header(header, plain, plain_syntax)
             values = {kw: _raw_text(ds, tag) for kw, tag in _REQUIRED_UIDS}
         except Exception as exc:  # pydicom raises many types for malformed input
             return IntakeResult(
@@ -237,6 +247,33 @@ class Intake:
         return IntakeResult(
             Status.SUCCESS, job_id=outcome.job_id, needs_analysis=outcome.needs_analysis
         )
+
+
+def _inflate(data: bytes, limit: int | None = None) -> bytearray:
+    """The dataset of a Deflated Explicit VR Little Endian transfer, at most ``limit`` bytes.
+
+    Without the bound a deflate bomb -- a megabyte that inflates to a gigabyte -- would cost
+    the listener a gigabyte per association (twice that while zlib grows its buffer). Inflated
+    in slices into one buffer, so memory stays near ``limit`` even for a bomb; beyond it the
+    dataset is refused.
+    """
+    limit = MAX_INFLATED_BYTES if limit is None else limit
+    decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = bytearray()
+    pending = data
+    try:
+        while pending and not decompressor.eof:
+            inflated += decompressor.decompress(pending, _INFLATE_SLICE)
+            pending = decompressor.unconsumed_tail
+            if len(inflated) > limit:
+                break
+        if len(inflated) <= limit:
+            inflated += decompressor.flush()
+    except zlib.error as exc:
+        raise StructureError(f"deflated data cannot be inflated ({exc})") from None
+    if len(inflated) > limit:
+        raise StructureError(f"deflated data inflates to more than {limit // 2**20} MiB")
+    return inflated
 
 
 def _read_header(header: bytes, dataset: bytes, transfer_syntax_uid: str) -> Dataset:

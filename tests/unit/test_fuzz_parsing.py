@@ -291,3 +291,32 @@ def test_blank_rescale_text_is_ignored() -> None:
         warnings.simplefilter("ignore")
         image = dicom_to_array(ds)
     assert image.shape == (SIDE, SIDE) and np.isfinite(image).all()
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it_all(spool: Spool) -> None:
+    """512 MiB of zeros deflate to half a megabyte; the listener must not hold them all."""
+    import tracemalloc
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    chunk = bytes(64 * 2**20)
+    bomb = b"".join(compressor.compress(chunk) for _ in range(8)) + compressor.flush()
+    del chunk
+    assert len(bomb) < 2**20
+    tracemalloc.start()
+    try:
+        result = Intake(spool, FakeStore()).receive(
+            sop_class_uid=CR_IMAGE_STORAGE,
+            sop_instance_uid=str(SEED.SOPInstanceUID),
+            transfer_syntax_uid=DeflatedExplicitVRLittleEndian,
+            calling_ae="FUZZ",
+            dataset=bomb,
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.status == Status.CANNOT_UNDERSTAND
+    assert "inflates to more than" in result.reason
+    assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
