@@ -536,6 +536,20 @@ def _charset_soup(tmp: Path) -> list[Store]:
     return [part10(tmp, body, sop_class_uid=CR_IMAGE_STORAGE, sop_instance_uid=ds.SOPInstanceUID)]
 
 
+def _rescale_text(intercept: bytes, slope: bytes) -> Callable[[Path], list[Store]]:
+    """Rescale Intercept / Slope with raw DS text (which pydicom would refuse to write)."""
+
+    def build(tmp: Path) -> list[Store]:
+        ds = good()
+        raw = element(0x0028, 0x1052, b"DS", intercept) + element(0x0028, 0x1053, b"DS", slope)
+        body = splice_sorted(ds, raw, 0x00281052)
+        return [
+            part10(tmp, body, sop_class_uid=CR_IMAGE_STORAGE, sop_instance_uid=ds.SOPInstanceUID)
+        ]
+
+    return build
+
+
 def _duplicate(tmp: Path) -> list[Store]:
     """Same SOP Instance UID twice, different content: the second replaces the first."""
     uid = generate_uid()
@@ -583,7 +597,7 @@ A900 = 0xA900
 
 CASES: tuple[Case, ...] = (
     # --- structure: the listener's strict check answers 0xC000 -----------------------------
-    Case("truncated in the header", _truncated_header, refused(C000, "inflates to more than")),
+    Case("truncated in the header", _truncated_header, refused(C000, "malformed")),
     Case("truncated in Pixel Data", _truncated_pixels, refused(C000, "runs past")),
     Case("preamble and DICM streamed as dataset", _preamble_in_dataset, refused(C000, "malformed")),
     Case("broken preamble, DICX magic", _broken_dicm, refused(C000, "malformed")),
@@ -597,7 +611,11 @@ CASES: tuple[Case, ...] = (
     Case("sequence not terminated", _unterminated_sequence, refused(C000, "not terminated")),
     Case("sequences nested 200 deep", _deep_nesting, refused(C000, "nested deeper")),
     Case("deflated syntax, not deflate", _bad_deflate, refused(C000, "cannot be inflated")),
-    Case(f"deflate bomb ({BOMB_MIB} MiB of zeros)", _deflate_bomb, refused(C000, "malformed")),
+    Case(
+        f"deflate bomb ({BOMB_MIB} MiB of zeros)",
+        _deflate_bomb,
+        refused(C000, "inflates to more than"),
+    ),
     # --- UIDs: 0xA900 --------------------------------------------------------------------
     Case("empty dataset", _empty_dataset, refused(A900, "SOPClassUID missing")),
     Case(
@@ -689,6 +707,17 @@ CASES: tuple[Case, ...] = (
     Case("CT image", modified(SOPClassUID=CT_STORAGE, Modality="CT"), rejected("CT Image Storage")),
     Case("unknown charset, non-ASCII name, lateral", _charset_soup, rejected("ViewPosition LL")),
     Case("duplicate UID, different content", _duplicate, rejected("BodyPartExamined SKULL")),
+    # --- stored, passes the gate, but its pixels cannot be converted: failed with a reason -
+    Case(
+        "Rescale Intercept NaN",
+        _rescale_text(b"nan ", b"1 "),
+        Expect(status=0x0000, state="failed", reason="RescaleIntercept nan: not a finite number"),
+    ),
+    Case(
+        "Rescale Slope text",
+        _rescale_text(b"0 ", b"slope!"),
+        Expect(status=0x0000, state="failed", reason="RescaleSlope 'slope!': not a number"),
+    ),
     # --- analysed: odd but valid ----------------------------------------------------------
     Case("signed 16-bit pixels", _signed, Expect(status=0x0000, state="delivered")),
     # --- association: AE titles (raw A-ASSOCIATE-RQ) ---------------------------------------

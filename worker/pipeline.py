@@ -34,6 +34,12 @@ class JobFailed(Exception):
     """The job cannot succeed; the message is the reason recorded on it."""
 
 
+SUPERSEDED = "superseded"
+"""What :func:`run_job` returns when the job changed under it (new content received)."""
+_WORKING = (JobState.ANALYSING, JobState.ANALYSED, JobState.RESULTS_BUILT)
+"""States of a job this worker holds; any other means the listener took it back."""
+
+
 def run_job(job_id: int, store: JobStore, settings: Settings) -> str:
     """Process one job; returns the state it ended in (or ``skipped`` if not ours)."""
     if not store.claim(job_id, lease_s=settings.analysis_lease_s):
@@ -49,8 +55,17 @@ def run_job(job_id: int, store: JobStore, settings: Settings) -> str:
         except Exception as exc:
             reason = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("job %s: unexpected error", job_id)
-        store.set_state(job_id, JobState.FAILED, reason, reason=reason)
+        if not store.set_state(job_id, JobState.FAILED, reason, expect=_WORKING, reason=reason):
+            return _superseded(job_id)
         return JobState.FAILED
+
+
+def _superseded(job_id: int) -> str:
+    """The job was received again with new content while we worked: leave it to that task."""
+    log.info(
+        "job %s: received again with new content during analysis; left for re-analysis", job_id
+    )
+    return SUPERSEDED
 
 
 def _read(path: Path) -> Dataset:
@@ -70,17 +85,29 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     ds = _read(Path(job.spool_path))
     read_s = time.perf_counter() - t0
     attrs = key_attributes(ds)
-    store.set_state(
+    # Every change below expects the state we left the job in: if the listener received new
+    # content for it meanwhile (state back to received/queued), that content's task analyses
+    # it and this run stops without overwriting its state.
+    if not store.set_state(
         job_id,
         JobState.ANALYSING,
         f"attributes recorded: {attrs['modality']} {attrs['view_position']} "
         f"{attrs['rows']}x{attrs['columns']} {attrs['photometric_interpretation']}",
+        expect=[JobState.ANALYSING],
         **attrs,
-    )
+    ):
+        return _superseded(job_id)
     verdict = gate.check(ds)
     if not verdict.ok:
         reason = verdict.reason or "not analysable"
-        store.set_state(job_id, JobState.REJECTED, f"not analysed: {reason}", reason=reason)
+        if not store.set_state(
+            job_id,
+            JobState.REJECTED,
+            f"not analysed: {reason}",
+            expect=[JobState.ANALYSING],
+            reason=reason,
+        ):
+            return _superseded(job_id)
         log.info("job %s (%s): rejected by the input gate: %s", job_id, uid, reason)
         if settings.send_rejection_sr:
             _send_rejection_sr(job_id, ds, reason, store, settings)
@@ -96,7 +123,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     predictor = active_predictor(settings)
     result = analyse_image(image, predictor, settings)
     finding = "present" if result.positive else "absent"
-    store.set_state(
+    if not store.set_state(
         job_id,
         JobState.ANALYSED,
         f"P(COVID-19)={result.probability:.4f} threshold={result.threshold:.4f} ({finding}); "
@@ -107,7 +134,9 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
         probability=result.probability,
         threshold=result.threshold,
         finding=finding,
-    )
+        expect=[JobState.ANALYSING],
+    ):
+        return _superseded(job_id)
     t_build = time.perf_counter()
     outbox = Outbox(store)
     # Same source content + same model version = same result UIDs: nothing new is created.
@@ -119,12 +148,14 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
         model_version=result.model_version,
         destination=settings.destination,
     )
-    store.set_state(
+    if not store.set_state(
         job_id,
         JobState.RESULTS_BUILT,
         f"{len(paths)} result object(s) written ({new} new) in "
         f"{time.perf_counter() - t_build:.2f} s",
-    )
+        expect=[JobState.ANALYSED],
+    ):
+        return _superseded(job_id)
     outbox.settle(job_id)
     if settings.destination:
         from worker.delivery import deliver_due

@@ -12,7 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
+from deepcovid.settings import Settings
 from tests import badinput as bad
 from tests.conftest import ServiceProcess
 from tests.integration.cluster import Cluster, make_instances
@@ -126,3 +129,55 @@ def test_bad_input_corpus(
         f"growth {growth:.0f} MB"
     )
     assert growth < RSS_GROWTH_LIMIT_MB
+
+
+def test_content_replaced_mid_analysis_is_analysed_again(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate UID with new content arriving while the old content is analysed.
+
+    The listener records the new content and queues the job again; the analysis of the old
+    content must not then finish the job (it would be ``rejected``/``delivered`` for content
+    the node no longer holds, and the new content would never be analysed).
+    """
+    from worker import gate
+    from worker.pipeline import run_job
+    from worker.store import JobStore
+    from worker.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    upgrade(url)
+    store = JobStore(url)
+    uid = generate_uid()
+    path = tmp_path / f"{uid}.dcm"
+
+    def receive(ds: Dataset, sha256: str) -> int:
+        ds.save_as(path, enforce_file_format=True)
+        return store.record_received(
+            sop_instance_uid=uid,
+            sop_class_uid=str(ds.SOPClassUID),
+            study_instance_uid=str(ds.StudyInstanceUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            calling_ae="TESTSCU",
+            spool_path=str(path),
+            sha256=sha256,
+            size_bytes=path.stat().st_size,
+        ).job_id
+
+    job_id = receive(bad.good(view_position="LL", sop_instance_uid=uid), "a" * 64)
+    real_check = gate.check
+
+    def check_while_new_content_arrives(ds: Dataset) -> gate.GateResult:
+        receive(bad.good(body_part="SKULL", sop_instance_uid=uid), "b" * 64)
+        return real_check(ds)
+
+    monkeypatch.setattr(gate, "check", check_while_new_content_arrives)
+    first = run_job(job_id, store, settings)
+    job = store.get(job_id)
+    assert job is not None
+    assert first != "rejected" and job.state == "received", (first, job.state, job.reason)
+    monkeypatch.setattr(gate, "check", real_check)
+    assert run_job(job_id, store, settings) == "rejected"
+    job = store.get(job_id)
+    assert job is not None and "BodyPartExamined SKULL" in (job.reason or "")
