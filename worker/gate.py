@@ -136,7 +136,7 @@ def check_pixel_header(ds: Dataset) -> GateResult:
             "bit depth"
         )
     high_bit = ds.get("HighBit")
-    if high_bit is not None and high_bit >= allocated:
+    if high_bit is not None and (not isinstance(high_bit, int) or high_bit >= allocated):
         return _reject(f"HighBit {high_bit} / BitsAllocated {allocated}: inconsistent bit depth")
     transfer_syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     encapsulated = transfer_syntax is not None and transfer_syntax.is_encapsulated

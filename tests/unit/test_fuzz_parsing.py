@@ -320,3 +320,16 @@ def test_a_deflate_bomb_is_refused_without_inflating_it_all(spool: Spool) -> Non
     assert result.status == Status.CANNOT_UNDERSTAND
     assert "inflates to more than" in result.reason
     assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("value", [(11, 11), "11"])
+def test_a_high_bit_that_is_not_one_integer_is_rejected_by_the_gate(value: object) -> None:
+    """Found by probing the fuzz's values: a multi-valued or text High Bit raised TypeError."""
+    ds = seed_dataset()
+    vr = "US" if isinstance(value, tuple) else "UI"  # text: a wrong VR in the file
+    encoded = struct.pack("<2H", *value) if isinstance(value, tuple) else str(value).encode()
+    ds[0x00280102] = RawDataElement(Tag(0x00280102), vr, len(encoded), encoded, 0, False, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = gate.check(ds)
+    assert not result.ok and "HighBit" in (result.reason or "")
