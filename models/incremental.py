@@ -132,15 +132,9 @@ def _floor_div(a: torch.Tensor, b: int) -> torch.Tensor:
     return torch.div(a, b, rounding_mode="floor")
 
 
-def _reach(
-    lo: torch.Tensor, size: int, k: int, s: int, p: int, n_out: int
-) -> tuple[torch.Tensor, int]:
-    """Output range a changed input range [lo, lo + size) reaches through (k, s, p).
-
-    Returns the per-position first output, shifted inwards so that all positions share one
-    length, and that length.
-    """
-    first, last = _reach_exact(lo, lo + size, k, s, p, n_out)
+def _uniform(first: torch.Tensor, last: torch.Tensor, n_out: int) -> tuple[torch.Tensor, int]:
+    """One length for all positions' ranges [first, last): the longest (at least 1), with the
+    starts shifted inwards where the range would run past the map."""
     length = min(max(int((last - first).max()), 1), n_out)
     return first.clamp(max=n_out - length), length
 
@@ -240,8 +234,10 @@ def _windowed_op(
         # 1 x 1, stride 1: the output rectangle is the input rectangle; no gathering needed.
         ctx.count(macs_per_output, (n_h, n_w), _area(changed), h * w * batch)
         return _Inc(base_out, _cl(crop_op(v.patch)), v.y0, v.x0, changed), v.patch
-    oy, len_h = _reach(v.y0, h, kh, sh, ph, n_h)
-    ox, len_w = _reach(v.x0, w, kw, sw, pw, n_w)
+    # The output rectangle only has to cover what the truly changed inputs reach; the rest of the
+    # input patch equals the original activation.
+    oy, len_h = _uniform(changed[0], changed[1], n_h)
+    ox, len_w = _uniform(changed[2], changed[3], n_w)
     in_h, in_w = v.full_hw
 
     def pad() -> torch.Tensor:
@@ -323,15 +319,12 @@ def _pointwise(v: _Inc, fn: Callable[[torch.Tensor], torch.Tensor], ctx: _Ctx) -
 
 
 def _union(values: list[_Inc]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """One rectangle per position covering every operand's rectangle (one size for all)."""
+    """One rectangle per position covering every operand's changed values (one size for all)."""
     n_h, n_w = values[0].full_hw
-    top = torch.stack([v.y0 for v in values]).amin(0)
-    left = torch.stack([v.x0 for v in values]).amin(0)
-    bottom = torch.stack([v.y0 + v.hw[0] for v in values]).amax(0)
-    right = torch.stack([v.x0 + v.hw[1] for v in values]).amax(0)
-    h = min(int((bottom - top).max()), n_h)
-    w = min(int((right - left).max()), n_w)
-    return top.clamp(max=n_h - h), left.clamp(max=n_w - w), h, w
+    changed = _changed_union(values)
+    top, h = _uniform(changed[0], changed[1], n_h)
+    left, w = _uniform(changed[2], changed[3], n_w)
+    return top, left, h, w
 
 
 def _on_rect(v: _Inc, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -561,12 +554,37 @@ def _forward(
     return head(_cl(_full(v)))
 
 
+def batch_order(grid: OcclusionGrid, order: str = "rows") -> list[int]:
+    """Indices of the grid positions in the order they are batched.
+
+    Every batch computes rectangles of its largest member's size, and occluders near the image
+    border reach less of each layer (their regions are clipped). ``"rows"`` (default) keeps the
+    row-major order, so a batch spans a few grid rows of equal row extent; ``"border"`` sorts by
+    distance to the border (grid steps, capped at 4) per axis, which computes ~5 % fewer MACs at
+    batch 16 and none fewer at the default batch 64.
+    """
+    n = grid.steps
+    indices = list(range(n * n))
+    if order == "rows":
+        return indices
+    if order != "border":
+        raise ValueError(f"unknown order {order!r}")
+
+    def key(index: int) -> tuple[int, int, int]:
+        i, j = divmod(index, n)
+        di, dj = min(i, n - 1 - i, 4), min(j, n - 1 - j, 4)
+        return (-di, -dj, index)
+
+    return sorted(indices, key=key)
+
+
 def incremental_scores(
     model: nn.Module,
     x: torch.Tensor,
     grid: OcclusionGrid,
     value: torch.Tensor,
     batch_size: int = 64,
+    order: str = "rows",
 ) -> torch.Tensor:
     """COVID-19 probability of every occluded copy (row-major over ``grid``), computed
     incrementally; equal to :func:`models.occlusion.reference_scores` up to rounding."""
@@ -574,36 +592,50 @@ def incremental_scores(
     x = x.to(device=device, dtype=torch.float32)
     value = value.to(device=device, dtype=torch.float32)
     positions = grid.positions()
+    ordered = batch_order(grid, order)
     model = fold_batchnorm(model)
     ctx = _Ctx()
-    scores = []
+    scores = torch.empty(len(positions), dtype=torch.float32)
     with torch.inference_mode():
-        for start in range(0, len(positions), batch_size):
-            chunk = positions[start : start + batch_size]
-            logits = _forward(model, x, chunk, grid.window, value, ctx)
-            scores.append(torch.softmax(logits.float(), dim=1)[:, COVID_INDEX].cpu())
-    return torch.cat(scores)
+        for start in range(0, len(ordered), batch_size):
+            chunk = ordered[start : start + batch_size]
+            logits = _forward(model, x, [positions[i] for i in chunk], grid.window, value, ctx)
+            probs = torch.softmax(logits.float(), dim=1)[:, COVID_INDEX].cpu()
+            scores[torch.tensor(chunk)] = probs
+    return scores
 
 
-def count_flops(model: nn.Module, grid: OcclusionGrid, channels: int = 3) -> dict[str, float]:
+def count_flops(
+    model: nn.Module,
+    grid: OcclusionGrid,
+    channels: int = 3,
+    batch_size: int = 64,
+    order: str = "rows",
+) -> dict[str, float]:
     """MACs of the spatial layers for a whole occlusion map, without computing anything.
 
-    Runs the incremental code on the ``meta`` device: ``full`` = positions x one forward pass;
-    ``incremental`` = only the exactly reachable outputs (the theoretical limit); ``implemented``
-    = the uniform rectangles actually computed. The head (pooling + classifier) is left out: it is
-    the same in all three and negligible.
+    Runs the incremental code on the ``meta`` device, batched as :func:`incremental_scores`
+    batches: ``full`` = positions x one forward pass; ``incremental`` = only the outputs each
+    occluder really reaches (the theoretical limit); ``implemented`` = the uniform rectangles
+    actually computed. The head (pooling + classifier) is left out: it is the same in all three
+    and negligible.
     """
     meta_model = copy.deepcopy(model).to("meta").eval()
     x = torch.zeros(channels, grid.size, grid.size, device="meta")
     value = torch.zeros(channels, 1, 1, device="meta")
     ctx = _Ctx()
     positions = grid.positions()
+    ordered = batch_order(grid, order)
     spatial, _ = _spatial_and_head(meta_model)
+    passes = 0
     with torch.inference_mode():
-        v = _occluded_input(x, positions, grid.window, value)
-        for module in spatial:
-            v = _run(module, v, ctx)
-    full = ctx.macs_full * len(positions)
+        for start in range(0, len(ordered), batch_size):
+            chunk = [positions[i] for i in ordered[start : start + batch_size]]
+            v = _occluded_input(x, chunk, grid.window, value)
+            for module in spatial:
+                v = _run(module, v, ctx)
+            passes += 1
+    full = ctx.macs_full / passes * len(positions)
     return {
         "positions": float(len(positions)),
         "macs_full": full,

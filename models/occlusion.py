@@ -218,13 +218,16 @@ def resample_to_image(
     return (wy @ heatmap.astype(np.float64) @ wx.T).astype(np.float32)
 
 
-def occlusion_flops(model: nn.Module, grid: OcclusionGrid, channels: int = 3) -> dict[str, float]:
+def occlusion_flops(
+    model: nn.Module, grid: OcclusionGrid, channels: int = 3, batch_size: int = 64
+) -> dict[str, float]:
     """Multiply-accumulates of the occlusion map: full passes vs exact incremental inference.
 
     Returns ``full`` (every occluded copy through the whole network), ``incremental`` (only the
     outputs each occluder can reach, per layer: the theoretical limit), ``implemented`` (what
-    :mod:`models.incremental` computes, with its uniform patch sizes) and the ratios.
+    :mod:`models.incremental` computes in batches of ``batch_size``, with one rectangle size per
+    batch) and the ratios.
     """
     from models.incremental import count_flops
 
-    return count_flops(model, grid, channels)
+    return count_flops(model, grid, channels, batch_size=batch_size)

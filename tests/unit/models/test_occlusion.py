@@ -194,3 +194,19 @@ def test_fast_map_follows_weight_changes() -> None:
     reference = occlusion_map(model, x, window=16, stride=16, method="reference")
     assert float(np.abs(after - before).max()) > 1e-4
     assert float(np.abs(after - reference).max()) <= ATOL
+
+
+def test_border_batch_order_gives_the_same_scores() -> None:
+    from models.incremental import batch_order, incremental_scores
+    from models.occlusion import reference_scores
+
+    torch.manual_seed(5)
+    x = torch.randn(3, 64, 64)
+    model = _sensitive_model("squeezenet1_1", x, 16)
+    grid = OcclusionGrid(64, 16, 8)
+    order = batch_order(grid, "border")
+    assert sorted(order) == list(range(49)) and order != list(range(49))
+    value = fill_value(x, "gray")
+    ref = reference_scores(model, x, grid, value)
+    fast = incremental_scores(model, x, grid, value, batch_size=6, order="border")
+    assert float((fast - ref).abs().max()) <= ATOL
