@@ -20,8 +20,9 @@ borders they are shifted inwards), so every layer is one batched PyTorch call. P
 their operands onto the union rectangle. After the last spatial layer the full maps are assembled
 and the network's head runs as usual.
 
-Supported: torchvision ResNet (BasicBlock, Bottleneck), SqueezeNet (Fire) and DenseNet. The same
-code, run on the ``meta`` device, counts the multiply-accumulates for :func:`count_flops`.
+Supported: torchvision ResNet (BasicBlock, Bottleneck; BatchNorm folded into the convolutions
+first), SqueezeNet (Fire), DenseNet, and plain ``nn.Sequential`` CNNs. The same code, run on the
+``meta`` device, counts the multiply-accumulates for :func:`count_flops`.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ class _Ctx:
         self.step += 1
         return out
 
-    def count(self, per_output: float, full_hw: tuple[int, int], exact: torch.Tensor, impl: int):
+    def count(
+        self, per_output: float, full_hw: tuple[int, int], exact: torch.Tensor, impl: int
+    ) -> None:
         """Add the MACs of a layer: ``per_output`` MACs per output location."""
         self.macs_full += per_output * full_hw[0] * full_hw[1]
         self.macs_exact += per_output * float(exact.sum())
