@@ -83,6 +83,7 @@ def run(arch: str, runs: int, work: Path) -> None:
         "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",
         "DEEPCOVID_MODEL_REGISTRY_DIR": str(make_registry(arch, work / "registry")),
         "DEEPCOVID_MIN_FREE_SPACE_MB": "1",
+        "DEEPCOVID_MONITORING_PORT": "0",
     }
     orthanc = Orthanc(work / "orthanc", node_aet="DEEPCOVID", node_port=int(env["DEEPCOVID_PORT"]))
     env["DEEPCOVID_DESTINATION"] = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
@@ -91,6 +92,8 @@ def run(arch: str, runs: int, work: Path) -> None:
         ServiceProcess([name], env, work / f"{name}.log").start() for name in ("node", "worker")
     ]
     try:
+        echo = ["echoscu", "-aec", "DEEPCOVID", "127.0.0.1", env["DEEPCOVID_PORT"]]
+        wait_for(lambda: subprocess.run(echo, capture_output=True).returncode == 0, timeout=120)
         store = JobStore(f"sqlite:///{work / 'data' / 'jobs.sqlite'}")
         pixels = load_cxr(IMAGE)
         times: list[float] = []
