@@ -121,13 +121,27 @@ def _numbers(keyword: str, value: object) -> list[float]:
     return numbers
 
 
+_UNREADABLE = (NotImplementedError, ValueError, TypeError, IndexError, KeyError, AttributeError)
+"""What pydicom raises when it converts an attribute a sender encoded badly (e.g. unknown VR)."""
+
+
 def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np.ndarray:
     """The image of ``ds`` as a 2-D float32 array in [0, 1] with MONOCHROME2 meaning.
 
     ``frame`` picks the frame of a multi-frame image. ``apply_voi=False`` skips the VOI stage and
     scales the Modality LUT output over its full range (for inspection; serving keeps the default).
-    Raises :class:`PixelDataError` (a ``ValueError``) naming what cannot be handled.
+    Raises :class:`PixelDataError` (a ``ValueError``) naming what cannot be handled, including
+    an attribute pydicom cannot convert (its values are read lazily, here).
     """
+    try:
+        return _dicom_to_array(ds, frame=frame, apply_voi=apply_voi)
+    except PixelDataError:
+        raise
+    except _UNREADABLE as exc:
+        raise PixelDataError(f"an attribute cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _dicom_to_array(ds: Dataset, *, frame: int, apply_voi: bool) -> np.ndarray:
     photometric = _check_pixel_description(ds)
     try:
         stored = ds.pixel_array
@@ -146,9 +160,9 @@ def dicom_to_array(ds: Dataset, *, frame: int = 0, apply_voi: bool = True) -> np
     meta = _pixel_module(ds)
     try:
         out = _display_values(stored, meta, apply_voi=apply_voi)
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-        if isinstance(exc, PixelDataError):
-            raise
+    except PixelDataError:
+        raise
+    except _UNREADABLE as exc:
         raise PixelDataError(f"cannot apply the Modality/VOI LUT: {exc}") from exc
     if photometric == "MONOCHROME1":
         out = np.float32(1.0) - out

@@ -550,6 +550,21 @@ def _rescale_text(intercept: bytes, slope: bytes) -> Callable[[Path], list[Store
     return build
 
 
+def _vr_swapped(tmp: Path, old: bytes, new: bytes) -> Store:
+    """A frontal CR (rescale 1/0) where one element header's VR is replaced by ``new``'s.
+
+    The listener's structural check takes any two upper-case letters as a VR; pydicom only
+    fails when the worker converts the value.
+    """
+    ds = good(rescale=(1.0, 0.0))
+    return part10(
+        tmp,
+        patched(ds, old, new),
+        sop_class_uid=CR_IMAGE_STORAGE,
+        sop_instance_uid=ds.SOPInstanceUID,
+    )
+
+
 def _duplicate(tmp: Path) -> list[Store]:
     """Same SOP Instance UID twice, different content: the second replaces the first."""
     uid = generate_uid()
@@ -717,6 +732,16 @@ CASES: tuple[Case, ...] = (
         "Rescale Slope text",
         _rescale_text(b"0 ", b"slope!"),
         Expect(status=0x0000, state="failed", reason="RescaleSlope 'slope!': not a number"),
+    ),
+    Case(
+        "unknown VR 'ES' on Rescale Intercept",
+        lambda tmp: [_vr_swapped(tmp, b"\x28\x00\x52\x10DS", b"\x28\x00\x52\x10ES")],
+        Expect(status=0x0000, state="failed", reason="Unknown Value Representation 'ES'"),
+    ),
+    Case(
+        "unknown VR 'ZZ' on Modality",
+        lambda tmp: [_vr_swapped(tmp, b"\x08\x00\x60\x00CS", b"\x08\x00\x60\x00ZZ")],
+        Expect(status=0x0000, state="failed", reason="attributes cannot be read"),
     ),
     # --- analysed: odd but valid ----------------------------------------------------------
     Case("signed 16-bit pixels", _signed, Expect(status=0x0000, state="delivered")),

@@ -169,6 +169,9 @@ def check_pixels_decode(ds: Dataset) -> GateResult:
     return ACCEPTED
 
 
+_UNREADABLE = (NotImplementedError, ValueError, TypeError, IndexError, KeyError, AttributeError)
+"""What pydicom raises converting a badly encoded attribute (unknown VR, text in a number)."""
+
 CHECKS = (check_modality, check_anatomy, check_pixel_header, check_pixels_decode)
 """The checks in the order they run: cheapest first, decoding last."""
 
@@ -179,7 +182,10 @@ def check(ds: Dataset) -> GateResult:
     Logs the SOP Instance UID and the reason only (never patient identifiers).
     """
     for step in CHECKS:
-        result = step(ds)
+        try:
+            result = step(ds)
+        except _UNREADABLE as exc:  # pydicom converts values on access; a sender's may not
+            result = _reject(f"an attribute cannot be read: {type(exc).__name__}: {str(exc)[:160]}")
         if not result.ok:
             logger.info(
                 "gate rejected SOPInstanceUID=%s: %s", ds.get("SOPInstanceUID", "?"), result.reason

@@ -75,6 +75,14 @@ def _read(path: Path) -> Dataset:
         raise JobFailed(f"cannot read spooled instance: {type(exc).__name__}: {exc}") from exc
 
 
+def _attributes(ds: Dataset) -> dict[str, object]:
+    """The key attributes, or JobFailed when pydicom cannot convert one (e.g. an unknown VR)."""
+    try:
+        return key_attributes(ds)
+    except (NotImplementedError, ValueError, TypeError) as exc:
+        raise JobFailed(f"attributes cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
 def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     from worker import gate
 
@@ -84,7 +92,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     t0 = time.perf_counter()
     ds = _read(Path(job.spool_path))
     read_s = time.perf_counter() - t0
-    attrs = key_attributes(ds)
+    attrs = _attributes(ds)
     # Every change below expects the state we left the job in: if the listener received new
     # content for it meanwhile (state back to received/queued), that content's task analyses
     # it and this run stops without overwriting its state.

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataelem import RawDataElement
@@ -43,15 +43,14 @@ from models.dicom_pixels import PixelDataError, dicom_to_array
 from tests.factories import CR_IMAGE_STORAGE, wrap_pixels
 from tests.unit.dicom_node.conftest import FakeStore
 from worker import gate
-from worker.attributes import key_attributes
-from worker.pipeline import JobFailed, _read
+from worker.pipeline import JobFailed, _attributes, _read
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 SIDE = 64
 """The gate's smallest accepted size: the seed passes the whole path, quickly."""
 FUZZ = settings(
-    max_examples=250,
+    max_examples=400,
     deadline=None,
     derandomize=True,  # the same examples on every run: a failure is reproducible
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -126,10 +125,10 @@ def worker_path(path: Path) -> str:
     """What the worker does with a spooled file, up to the model; a defined outcome or raise."""
     try:
         ds = _read(path)
+        attributes = _attributes(ds)
     except JobFailed as exc:
         assert str(exc)
         return "failed: unreadable"
-    attributes = key_attributes(ds)
     assert set(attributes) >= {"modality", "rows", "columns"}
     return gate_and_pixels(ds)
 
@@ -187,9 +186,10 @@ def test_mutated_bytes_get_a_defined_outcome(
         if not result.ok:
             assert result.reason and len(result.error_comment) <= 64
             assert not path.exists()
+            event(f"listener 0x{int(result.status):04X}")
             return
         try:
-            worker_path(path)
+            event(f"stored, then {worker_path(path)}")
         finally:
             path.unlink()
 
@@ -258,7 +258,9 @@ def test_hostile_pixel_attributes_get_a_defined_outcome(
             ds[keyword_dict[keyword]] = raw_element(keyword, value)  # type: ignore[assignment]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert gate_and_pixels(ds) in {"rejected", "failed: pixels", "accepted"}
+        outcome = gate_and_pixels(ds)
+    assert outcome in {"rejected", "failed: pixels", "accepted"}
+    event(outcome)
 
 
 @pytest.mark.parametrize(
