@@ -407,6 +407,9 @@ def test_conformance_statement_lists_every_c_store_status() -> None:
         assert f"| 0x{int(status):04X} |" in text, f"status {status.name} is not documented"
     for warning in WARNING_STATUSES:
         assert f"0x{warning:04X}" in text, f"warning 0x{warning:04X} is not documented"
+    from dicom_node.intake import MAX_INFLATED_BYTES
+
+    assert f"more than {MAX_INFLATED_BYTES // 2**20} MiB" in text
 
 
 def test_conformance_statement_lists_every_emitted_code() -> None:
