@@ -335,3 +335,11 @@ def test_a_high_bit_that_is_not_one_integer_is_rejected_by_the_gate(value: objec
         warnings.simplefilter("ignore")
         result = gate.check(ds)
     assert not result.ok and "HighBit" in (result.reason or "")
+
+
+def test_an_attribute_with_an_unknown_vr_is_a_gate_rejection() -> None:
+    """Found by the fuzz: an unknown VR raised NotImplementedError out of the gate."""
+    ds = seed_dataset()
+    ds[0x00080060] = RawDataElement(Tag(0x00080060), "ZZ", 2, b"CR", 0, False, True)
+    result = gate.check(ds)
+    assert not result.ok and "cannot be read" in (result.reason or "")
