@@ -6,6 +6,7 @@ import logging
 import logging.handlers
 import os
 import sys
+from typing import ClassVar
 
 from deepcovid.settings import Settings
 
@@ -15,13 +16,25 @@ UMASK = 0o077
 results, logs and the job store all concern patients."""
 
 
+class SafeFormatter(logging.Formatter):
+    """Escapes control characters, so text a sender controls (an AE title with an ESC
+    sequence, say) cannot forge log lines or drive a terminal."""
+
+    _table: ClassVar[dict[int, str]] = {
+        c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x0A
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(self._table)
+
+
 def setup_logging(settings: Settings, service: str) -> None:
     """Log to stderr and to ``log_dir/<service>.log`` (rotated). Messages carry UIDs only."""
     root = logging.getLogger()
     if getattr(root, "_deepcovid_configured", False):
         return
     root.setLevel(settings.log_level.upper())
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = SafeFormatter(LOG_FORMAT)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)
@@ -33,6 +46,11 @@ def setup_logging(settings: Settings, service: str) -> None:
     handler.setFormatter(formatter)
     root.addHandler(handler)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom's validation warnings quote values a sender chose (UIDs, names): don't read them
+    # with validation; the listener validates what it needs itself and logs UIDs only.
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     root._deepcovid_configured = True  # type: ignore[attr-defined]
 
 
