@@ -119,6 +119,7 @@ def run(arch: str, runs: int, work: Path) -> None:
                 continue
             times.append(elapsed)
             job = store.list(limit=1)[0]
+            wait_for(lambda job=job: store.get(job.id).state == "delivered", timeout=120)  # type: ignore[union-attr]
             shares.append(stage_shares(store, job.id))
         median = statistics.median(times)
         print(f"\n{arch}: storescu -> SR+SC+PM in Orthanc, median of {runs}: {median:.2f} s")
