@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from pydicom import dcmread  # noqa: E402
 
 from tests.conftest import ServiceProcess, free_port, wait_for  # noqa: E402
-from tests.factories import load_cxr, wrap_pixels  # noqa: E402
+from tests.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
 from tests.integration.orthanc import Orthanc  # noqa: E402
 from worker.store import JobStore  # noqa: E402
 
@@ -40,20 +40,6 @@ RESULT_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.30",
 }
 IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
-
-
-def make_registry(arch: str, root: Path) -> Path:
-    import torch
-
-    from models.architectures import build_model
-    from models.card import ModelCard
-    from models.registry import Registry
-
-    torch.manual_seed(0)
-    registry = Registry(root)
-    version = registry.save_version(build_model(arch, init="none"), ModelCard(architecture=arch))
-    registry.activate(version)
-    return root
 
 
 def stage_shares(store: JobStore, job_id: int) -> dict[str, float]:
@@ -81,7 +67,7 @@ def run(arch: str, runs: int, work: Path) -> None:
         "DEEPCOVID_DATA_DIR": str(work / "data"),
         "DEEPCOVID_PORT": str(free_port()),
         "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",
-        "DEEPCOVID_MODEL_REGISTRY_DIR": str(make_registry(arch, work / "registry")),
+        "DEEPCOVID_MODEL_REGISTRY_DIR": str(random_registry(work / "registry", arch)),
         "DEEPCOVID_MIN_FREE_SPACE_MB": "1",
         "DEEPCOVID_MONITORING_PORT": "0",
     }

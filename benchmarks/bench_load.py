@@ -36,23 +36,8 @@ sys.path.insert(0, str(REPO))
 from pydicom.uid import generate_uid  # noqa: E402
 
 from tests.conftest import RedisServer, ServiceProcess, free_port  # noqa: E402
-from tests.factories import CXR_DIR, load_cxr, wrap_pixels  # noqa: E402
+from tests.factories import CXR_DIR, load_cxr, random_registry, wrap_pixels  # noqa: E402
 from tests.integration.cluster import Cluster  # noqa: E402
-
-
-def make_registry(arch: str, root: Path) -> Path:
-    """A registry whose active version is a randomly initialised ``arch``."""
-    import torch
-
-    from models.architectures import build_model
-    from models.card import ModelCard
-    from models.registry import Registry
-
-    torch.manual_seed(0)
-    registry = Registry(root)
-    version = registry.save_version(build_model(arch, init="none"), ModelCard(architecture=arch))
-    registry.activate(version)
-    return root
 
 
 def split_images(limit: int = 24) -> list[str]:
@@ -173,7 +158,7 @@ def latencies(cluster: Cluster) -> tuple[list[float], float, float]:
 def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     print(f"work folder: {work}", flush=True)
-    registry = make_registry(args.arch, work / "registry")
+    registry = random_registry(work / "registry", args.arch)
     files = make_instances(args.count, work / "send")
     env = {
         "DEEPCOVID_DATA_DIR": str(work / "data"),

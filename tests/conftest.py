@@ -52,25 +52,10 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry with one active, randomly initialised SqueezeNet 1.1 (seeded).
+    """A registry with one active, randomly initialised SqueezeNet 1.1 (seeded)."""
+    from tests.factories import random_registry
 
-    Pipeline tests need *a* model, not a good one; the shipped model is tested on its own.
-    """
-    import torch
-
-    from models.architectures import build_model
-    from models.card import ModelCard
-    from models.registry import Registry
-
-    root = tmp_path_factory.mktemp("registry")
-    torch.manual_seed(0)
-    model = build_model("squeezenet1_1", init="none")
-    registry = Registry(root)
-    version = registry.save_version(
-        model, ModelCard(architecture="squeezenet1_1", threshold=0.5, notes="test model")
-    )
-    registry.activate(version)
-    return root
+    return random_registry(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture

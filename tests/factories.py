@@ -122,3 +122,22 @@ def load_cxr(relpath: str) -> np.ndarray:
 
     with Image.open(CXR_DIR / relpath) as img:
         return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def random_registry(root: Path, arch: str = "squeezenet1_1", *, seed: int = 0) -> Path:
+    """A model registry at ``root`` whose active version is a randomly initialised ``arch``.
+
+    Pipeline tests and speed benchmarks need *a* model, not a good one (speed does not depend
+    on the weights); the shipped model is tested on its own.
+    """
+    import torch
+
+    from models.architectures import build_model
+    from models.card import ModelCard
+    from models.registry import Registry
+
+    torch.manual_seed(seed)
+    registry = Registry(root)
+    card = ModelCard(architecture=arch, threshold=0.5, notes="random weights (tests, benchmarks)")
+    registry.activate(registry.save_version(build_model(arch, init="none"), card))
+    return root

@@ -74,16 +74,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
     found: set[str] | None = None
     if settings.delivery_verify:
         try:
-            found = find_instances(
-                destination,
-                [
-                    (r.study_instance_uid or "", r.series_instance_uid, r.sop_instance_uid)
-                    for r in ok_rows
-                ],
-                calling_ae=settings.ae_title,
-                timeout_s=settings.network_timeout_s,
-                tls=tls,
-            )
+            found = _find(destination, settings, ok_rows, tls)
         except Exception as exc:  # confirmation is best effort; the store already succeeded
             log.warning("C-FIND confirmation at %s failed: %s", destination, exc)
     for row in ok_rows:
@@ -95,6 +86,22 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
             _failed(outbox, settings, row, "stored, but C-FIND does not find it at the destination")
     log.info("delivered %d object(s) to %s", len(ok_rows), destination)
     return len(ok_rows) + len(already)
+
+
+def _find(
+    destination: Destination,
+    settings: Settings,
+    rows: list[ResultView],
+    tls: ssl.SSLContext | None,
+) -> set[str] | None:
+    """SOP Instance UIDs of ``rows`` the destination holds (None: it cannot be asked)."""
+    return find_instances(
+        destination,
+        [(r.study_instance_uid or "", r.series_instance_uid, r.sop_instance_uid) for r in rows],
+        calling_ae=settings.ae_title,
+        timeout_s=settings.network_timeout_s,
+        tls=tls,
+    )
 
 
 def _already_there(
@@ -115,16 +122,7 @@ def _already_there(
     if not retried or not settings.delivery_verify:
         return set()
     try:
-        found = find_instances(
-            destination,
-            [
-                (r.study_instance_uid or "", r.series_instance_uid, r.sop_instance_uid)
-                for r in retried
-            ],
-            calling_ae=settings.ae_title,
-            timeout_s=settings.network_timeout_s,
-            tls=tls,
-        )
+        found = _find(destination, settings, retried, tls)
     except Exception as exc:  # cannot ask: send again, the destination keeps one copy
         log.info("C-FIND before resending to %s failed: %s", destination, exc)
         return set()
