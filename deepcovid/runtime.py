@@ -46,6 +46,7 @@ def setup_logging(settings: Settings, service: str) -> None:
     handler.setFormatter(formatter)
     root.addHandler(handler)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied module
     # pydicom's validation warnings quote values a sender chose (UIDs, names): don't read them
     # with validation; the listener validates what it needs itself and logs UIDs only.
     import pydicom.config

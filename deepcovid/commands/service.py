@@ -104,10 +104,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The listener here and a worker in a child process; stop both on SIGINT/SIGTERM."""
     settings = get_settings()
     prepare(settings, "node")
-    worker = subprocess.Popen([sys.executable, "-m", "deepcovid.cli", "worker"])
+    # Its own process group, so stopping it reaches Celery's pool children too.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "deepcovid.cli", "worker"], start_new_session=True
+    )
 
     def _stop(signum: int, _frame: Any) -> None:
-        worker.send_signal(signal.SIGTERM)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
@@ -120,10 +122,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process_group(worker)
     return 0
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM a child's process group (Celery's warm shutdown), SIGKILL it after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
