@@ -48,6 +48,3 @@ FAILED_ANALYSES = codes.DCM.FailedAnalyses
 
 COMMENT = codes.DCM.Comment
 """DCM 121106 Comment: the reason text in the "not analysed" SR."""
-
-AI_ALGORITHM = codes.DCM.ArtificialIntelligence
-"""DCM 123110 Artificial Intelligence: the algorithm family in TID 4019."""
