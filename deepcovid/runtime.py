@@ -20,9 +20,7 @@ class SafeFormatter(logging.Formatter):
     """Escapes control characters, so text a sender controls (an AE title with an ESC
     sequence, say) cannot forge log lines or drive a terminal."""
 
-    _table: ClassVar[dict[int, str]] = {
-        c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x0A
-    }
+    _table: ClassVar[dict[int, str]] = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x0A}
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).translate(self._table)
