@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -26,6 +27,12 @@ from worker.lease import LeaseKeeper
 from worker.results import ResultUIDs
 from worker.store import JobState, JobStore
 from worker.store.outbox import NewResult, Outbox
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from models.inference import Predictor
+    from worker.analysis import Analysis
 
 log = logging.getLogger(__name__)
 
@@ -178,22 +185,18 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
 def _build_and_write(
     job_id: int,
     ds: Dataset,
-    image: object,
-    result: object,
-    predictor: object,
+    image: np.ndarray,
+    result: Analysis,
+    predictor: Predictor,
     uids: ResultUIDs,
     outbox: Outbox,
     settings: Settings,
 ) -> list[NewResult]:
     """Build SR, SC and PM (UIDs derived from source + model version) and write them."""
-    from worker.analysis import Analysis
-    from worker.resultfiles import write_result
     from worker.results import AlgorithmInfo, build_results
 
-    assert isinstance(result, Analysis)
-    card = predictor.card  # type: ignore[attr-defined]
     algorithm = AlgorithmInfo.from_card(
-        card,
+        predictor.card,
         version=result.model_version,
         parameters={
             "occlusion_window": settings.occlusion_window,
@@ -210,25 +213,30 @@ def _build_and_write(
         probability=result.probability,
         threshold=result.threshold,
         heatmap=result.heatmap,
-        display_image=image,  # type: ignore[arg-type]
+        display_image=image,
         algorithm=algorithm,
         previous_sr=previous_sr,
         uids=uids,
     )
-    written: list[NewResult] = []
-    for kind, obj in (("sr", objects.sr), ("sc", objects.sc), ("pm", objects.pmap)):
-        path = write_result(settings.results, obj)
-        written.append(
-            NewResult(
-                kind=kind,
-                sop_instance_uid=str(obj.SOPInstanceUID),
-                sop_class_uid=str(obj.SOPClassUID),
-                series_instance_uid=str(obj.SeriesInstanceUID),
-                study_instance_uid=str(obj.StudyInstanceUID),
-                path=str(path),
-            )
-        )
-    return written
+    return [
+        _write(kind, obj, settings)
+        for kind, obj in (("sr", objects.sr), ("sc", objects.sc), ("pm", objects.pmap))
+    ]
+
+
+def _write(kind: str, obj: Dataset, settings: Settings) -> NewResult:
+    """Write one result object durably to the results folder and describe it for the outbox."""
+    from worker.resultfiles import write_result
+
+    path = write_result(settings.results, obj)
+    return NewResult(
+        kind=kind,
+        sop_instance_uid=str(obj.SOPInstanceUID),
+        sop_class_uid=str(obj.SOPClassUID),
+        series_instance_uid=str(obj.SeriesInstanceUID),
+        study_instance_uid=str(obj.StudyInstanceUID),
+        path=str(path),
+    )
 
 
 def _send_rejection_sr(
@@ -237,7 +245,6 @@ def _send_rejection_sr(
     """Put a "not analysed: reason" SR in the outbox (setting ``send_rejection_sr``)."""
     from pydicom.uid import generate_uid
 
-    from worker.resultfiles import write_result
     from worker.results import AlgorithmInfo, build_rejection_sr
 
     try:
@@ -258,19 +265,9 @@ def _send_rejection_sr(
         sop_instance_uid=generate_uid(entropy_srcs=["rejection-sr", source_uid, version]),
         series_number=9901,
     )
-    path = write_result(settings.results, sr)
     Outbox(store).add(
         job_id,
-        [
-            NewResult(
-                kind="rejection_sr",
-                sop_instance_uid=str(sr.SOPInstanceUID),
-                sop_class_uid=str(sr.SOPClassUID),
-                series_instance_uid=str(sr.SeriesInstanceUID),
-                study_instance_uid=str(sr.StudyInstanceUID),
-                path=str(path),
-            )
-        ],
+        [_write("rejection_sr", sr, settings)],
         model_version=version,
         destination=settings.destination,
     )
