@@ -12,5 +12,5 @@ test-fast:  ## unit tests only, no servers
 bench:  ## benchmarks: print figures (not tests)
 	scripts/setup.sh && for b in benchmarks/bench_*.py; do .venv/bin/python $$b || exit 1; done
 
-lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint:  ## ruff, import contracts (import-linter) and the type checker (mypy)
+	scripts/setup.sh && scripts/lint.sh

@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO))
 
 from pydicom import dcmread  # noqa: E402
 
+from store import JobStore  # noqa: E402
 from tests.conftest import ServiceProcess, free_port, wait_for  # noqa: E402
 from tests.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
 from tests.integration.orthanc import Orthanc  # noqa: E402
-from worker.store import JobStore  # noqa: E402
 
 RESULT_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.34",

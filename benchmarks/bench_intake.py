@@ -39,11 +39,11 @@ sys.path.insert(0, str(REPO))
 from pydicom import dcmread  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from deepcovid.settings import Settings  # noqa: E402
+from common.settings import Settings  # noqa: E402
 from dicom_node.scp import start_server  # noqa: E402
+from store import JobStore  # noqa: E402
+from store.migrate import upgrade  # noqa: E402
 from tests.factories import DICOM_DIR  # noqa: E402
-from worker.store import JobStore  # noqa: E402
-from worker.store.migrate import upgrade  # noqa: E402
 
 SOURCE = DICOM_DIR / "RG1_UNCR.dcm"
 MB = 1e6

@@ -225,7 +225,7 @@ def bench_heatmap(
     repeats: int,
     batch_size: int,
 ) -> Heatmap:
-    from models.incremental import incremental_scores
+    from models.occlusion.incremental import incremental_scores
 
     model = spread_model(arch).to(device=device, memory_format=torch.channels_last).eval()
     torch.manual_seed(2)

@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "deepcovid.commands.db",  # db upgrade
     "deepcovid.commands.config",  # config show/docs
     "deepcovid.commands.models",  # models list/show/activate
-    "deepcovid.commands.training",  # train, evaluate, compare
+    "deepcovid.commands.training",  # train, evaluate, compare, threshold
 )
 
 

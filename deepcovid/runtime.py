@@ -1,56 +1,17 @@
-"""Start-up steps shared by every service: logging, folders, database schema, recovery."""
+"""Start-up steps shared by every service: umask, folders, logging, database schema."""
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
-import sys
-from typing import ClassVar
 
-from deepcovid.settings import Settings
+from common.logs import setup_logging
+from common.settings import Settings
+from store.migrate import upgrade
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 UMASK = 0o077
 """Files and folders a service creates are its owner's only (0600 / 0700): received images,
 results, logs and the job store all concern patients."""
-
-
-class SafeFormatter(logging.Formatter):
-    """Escapes control characters, so text a sender controls (an AE title with an ESC
-    sequence, say) cannot forge log lines or drive a terminal."""
-
-    _table: ClassVar[dict[int, str]] = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c != 0x0A}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).translate(self._table)
-
-
-def setup_logging(settings: Settings, service: str) -> None:
-    """Log to stderr and to ``log_dir/<service>.log`` (rotated). Messages carry UIDs only."""
-    root = logging.getLogger()
-    if getattr(root, "_deepcovid_configured", False):
-        return
-    root.setLevel(settings.log_level.upper())
-    formatter = SafeFormatter(LOG_FORMAT)
-    stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(formatter)
-    root.addHandler(stream)
-    assert settings.log_dir is not None
-    settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = settings.log_dir / f"{service}.log"
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # owner-only file
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=20_000_000, backupCount=5)
-    handler.setFormatter(formatter)
-    root.addHandler(handler)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied module
-    # pydicom's validation warnings quote values a sender chose (UIDs, names): don't read them
-    # with validation; the listener validates what it needs itself and logs UIDs only.
-    import pydicom.config
-
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    root._deepcovid_configured = True  # type: ignore[attr-defined]
 
 
 def prepare(settings: Settings, service: str) -> None:
@@ -58,7 +19,5 @@ def prepare(settings: Settings, service: str) -> None:
     os.umask(UMASK)
     settings.ensure_dirs()
     setup_logging(settings, service)
-    from worker.store.migrate import upgrade
-
     revision = upgrade(settings.db_url)
     logging.getLogger(__name__).info("%s: job store at revision %s", service, revision)

@@ -1,6 +1,7 @@
 """What the listener negotiates: the storage SOP classes and transfer syntaxes it takes.
 
-Three tiers of storage SOP classes:
+Three tiers of storage SOP classes (the first two are defined in :mod:`common.sop`, which the
+worker's gate shares):
 
 ``ANALYSED_SOP_CLASSES``
     What the node is for: CR, DX (for presentation and for processing) and Secondary Capture
@@ -41,8 +42,12 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
-from pynetdicom import sop_class
 from pynetdicom.presentation import AllStoragePresentationContexts
+
+from common.sop import ACCEPTED_SOP_CLASSES, ANALYSED_SOP_CLASSES, OTHER_IMAGE_SOP_CLASSES
+
+VERIFICATION = "1.2.840.10008.1.1"
+"""The Verification SOP Class (C-ECHO), PS3.4 Annex A."""
 
 UNCOMPRESSED_TRANSFER_SYNTAXES: tuple[str, ...] = (
     ImplicitVRLittleEndian,
@@ -65,36 +70,6 @@ IMAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (
 )
 """Transfer syntaxes accepted for image storage classes."""
 
-ANALYSED_SOP_CLASSES: tuple[str, ...] = (
-    sop_class.ComputedRadiographyImageStorage,
-    sop_class.DigitalXRayImageStorageForPresentation,
-    sop_class.DigitalXRayImageStorageForProcessing,
-    sop_class.SecondaryCaptureImageStorage,
-)
-"""Storage classes the model may analyse (subject to the worker's gate)."""
-
-OTHER_IMAGE_SOP_CLASSES: tuple[str, ...] = (
-    sop_class.CTImageStorage,
-    sop_class.MRImageStorage,
-    sop_class.DigitalMammographyXRayImageStorageForPresentation,
-    sop_class.DigitalMammographyXRayImageStorageForProcessing,
-    sop_class.DigitalIntraOralXRayImageStorageForPresentation,
-    sop_class.DigitalIntraOralXRayImageStorageForProcessing,
-    sop_class.XRayAngiographicImageStorage,
-    sop_class.XRayRadiofluoroscopicImageStorage,
-    sop_class.UltrasoundImageStorage,
-    sop_class.UltrasoundMultiFrameImageStorage,
-    sop_class.MultiFrameSingleBitSecondaryCaptureImageStorage,
-    sop_class.MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
-    sop_class.MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
-    sop_class.MultiFrameTrueColorSecondaryCaptureImageStorage,
-    sop_class.VLPhotographicImageStorage,
-)
-"""Image storage classes accepted so that the gate can reject them with a reason."""
-
-ACCEPTED_SOP_CLASSES: frozenset[str] = frozenset(ANALYSED_SOP_CLASSES + OTHER_IMAGE_SOP_CLASSES)
-"""Storage classes whose instances are spooled and become jobs."""
-
 REFUSED_SOP_CLASSES: tuple[str, ...] = tuple(
     str(cx.abstract_syntax)
     for cx in AllStoragePresentationContexts
@@ -114,7 +89,7 @@ def supported_contexts() -> list[tuple[str, tuple[str, ...]]]:
     Verification (C-ECHO) first, then the accepted image classes, then the refused classes.
     """
     pairs: list[tuple[str, tuple[str, ...]]] = [
-        (sop_class.Verification, (ImplicitVRLittleEndian, ExplicitVRLittleEndian))
+        (VERIFICATION, (ImplicitVRLittleEndian, ExplicitVRLittleEndian))
     ]
     pairs += [(uid, IMAGE_TRANSFER_SYNTAXES) for uid in ANALYSED_SOP_CLASSES]
     pairs += [(uid, IMAGE_TRANSFER_SYNTAXES) for uid in OTHER_IMAGE_SOP_CLASSES]

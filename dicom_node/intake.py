@@ -32,10 +32,10 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
+from common.uids import uid_problem
 from dicom_node.contexts import is_accepted_sop_class
 from dicom_node.spool import Spool, part10_header
 from dicom_node.structure import StructureError, check_structure
-from dicom_node.uids import uid_problem
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +58,20 @@ class Status(IntEnum):
 
 
 class ReceiptOutcome(Protocol):
-    """What the job store answers for a receipt (``worker.store.ReceiptOutcome``)."""
+    """What the job store answers for a receipt (``store.ReceiptOutcome``)."""
 
-    job_id: int
-    created: bool
-    changed: bool
-    needs_analysis: bool
+    @property
+    def job_id(self) -> int: ...
+    @property
+    def created(self) -> bool: ...
+    @property
+    def changed(self) -> bool: ...
+    @property
+    def needs_analysis(self) -> bool: ...
 
 
 class JobRecorder(Protocol):
-    """The part of ``worker.store.JobStore`` the listener uses."""
+    """The part of ``store.JobStore`` the listener uses."""
 
     def record_received(
         self,
@@ -180,7 +184,8 @@ class Intake:
 
         # A deflated dataset is inflated once, bounded, and then checked and read as the
         # explicit VR little endian stream it is; the spool keeps the bytes as received.
-        plain, plain_syntax = dataset, transfer_syntax_uid
+        plain: bytes | bytearray = dataset
+        plain_syntax = transfer_syntax_uid
         try:
             if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
                 plain, plain_syntax = _inflate(dataset), ExplicitVRLittleEndian
@@ -276,7 +281,7 @@ def _inflate(data: bytes, limit: int | None = None) -> bytearray:
     return inflated
 
 
-def _read_header(header: bytes, dataset: bytes, transfer_syntax_uid: str) -> Dataset:
+def _read_header(header: bytes, dataset: bytes | bytearray, transfer_syntax_uid: str) -> Dataset:
     """The dataset's elements before Pixel Data, parsed by pydicom (values stay raw).
 
     Little-endian, non-deflated datasets are read in place (no copy of the pixel data);

@@ -7,7 +7,7 @@ What is negotiated lives in :mod:`dicom_node.contexts`, what happens to one inst
 - calling-AE allow-list ``settings.allowed_calling_aes`` (pynetdicom's ``require_calling_aet``;
   empty means any) and host allow-list ``settings.allowed_hosts`` (IP addresses or networks,
   checked when the association is requested; empty means any),
-- DICOM TLS when ``settings.tls_cert`` is set (:mod:`dicom_node.tls`); the handshake runs in the
+- DICOM TLS when ``settings.tls_cert`` is set (:mod:`dicom_client.tls`); the handshake runs in the
   connection's own thread, so a peer that stalls it cannot hold up the accept loop,
 - every association decision, and every failed TLS handshake, written to the audit log
   ``log_dir/audit.log`` (:mod:`dicom_node.audit`), rejections also to the application log,
@@ -33,17 +33,18 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
-from deepcovid.settings import Settings
+from common.settings import Settings
+from dicom_client.tls import server_context
 from dicom_node.audit import AuditLog
 from dicom_node.contexts import supported_contexts
 from dicom_node.enqueuer import EnqueueFn, Enqueuer
 from dicom_node.intake import Intake, IntakeResult, JobRecorder, Status
 from dicom_node.ops import counters as ops_counters
 from dicom_node.spool import Spool
-from dicom_node.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class NodeAE(AE):
             *ops_counters.HANDLERS,  # association and C-STORE status counters for /metrics
         ]
 
-    def start_server(  # type: ignore[override]
+    def start_server(  # type: ignore[override]  # narrower signature on purpose
         self,
         address: tuple[str, int],
         block: bool = True,
@@ -161,6 +162,7 @@ class NodeAE(AE):
     def _handle_store(self, event: Event) -> Dataset:
         """EVT_C_STORE: run the intake sequence, answer its status, then enqueue."""
         request = event.request
+        assert isinstance(request, C_STORE)  # EVT_C_STORE carries a C-STORE request
         try:
             result = self.intake.receive(
                 sop_class_uid=str(request.AffectedSOPClassUID or ""),
@@ -284,8 +286,8 @@ def serve_forever(settings: Settings) -> None:
 
     The caller applies the job store's migrations first (``deepcovid node`` does).
     """
-    from worker.queue import enqueue_analysis
-    from worker.store import JobStore
+    from store import JobStore
+    from store.queue import enqueue_analysis
 
     settings.ensure_dirs()
     store = JobStore(settings.db_url)
@@ -345,7 +347,7 @@ def _rejection_reason(assoc: Association) -> str:
     key = tuple(
         getattr(primitive, name, None) for name in ("result", "result_source", "diagnostic")
     )
-    return _REJECTIONS.get(key, f"rejected (result, source, diagnostic = {key})")  # type: ignore[arg-type]
+    return _REJECTIONS.get(key, f"rejected (result, source, diagnostic = {key})")  # type: ignore[arg-type]  # key is a tuple of ints
 
 
 def _host_allowed(address: str, networks: Sequence[Any]) -> bool:

@@ -1,7 +1,7 @@
 """Durable storage of received instances: the spool.
 
 One file per SOP Instance, named ``<SOP Instance UID>.dcm`` from a *validated* UID (see
-:mod:`dicom_node.uids`), created with mode 0600 in a folder of mode 0700. A write is durable
+:mod:`common.uids`), created with mode 0600 in a folder of mode 0700. A write is durable
 before it is visible: the bytes go to a hidden temporary file in the spool folder, the file is
 fsynced, renamed over the final name, and the folder is fsynced so the rename survives a power
 cut. Only then may the listener record the job and answer Success.
@@ -34,9 +34,10 @@ from pathlib import Path
 
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from dicom_node.uids import validate_uid
+from common.uids import validate_uid
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +213,14 @@ def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid
     byte-identical file and the same SHA-256; the calling AE is recorded on the job instead.
     """
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
     meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
     buffer = BytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]  # pydicom stubs want a DicomFileLike
     return buffer.getvalue()
 
 

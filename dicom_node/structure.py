@@ -32,7 +32,7 @@ class StructureError(ValueError):
     """The encoded dataset is not well formed; the message says where."""
 
 
-def inflate(data: bytes) -> bytes:
+def inflate(data: bytes | bytearray) -> bytes:
     """The dataset of a Deflated Explicit VR Little Endian transfer (raw deflate, RFC 1951)."""
     try:
         decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -42,7 +42,7 @@ def inflate(data: bytes) -> bytes:
     return inflated
 
 
-def check_structure(data: bytes, transfer_syntax_uid: str) -> None:
+def check_structure(data: bytes | bytearray, transfer_syntax_uid: str) -> None:
     """Raise :class:`StructureError` unless ``data`` is a well-formed dataset in the syntax.
 
     Only little-endian syntaxes are checked (the listener accepts no other); for the deflated

@@ -1,6 +1,6 @@
 """Alembic environment: runs migrations on the URL given by the caller's config.
 
-:func:`worker.store.migrate.upgrade` builds the Alembic ``Config`` programmatically, so no
+:func:`store.migrate.upgrade` builds the Alembic ``Config`` programmatically, so no
 ``alembic.ini`` is needed; ``sqlalchemy.url`` carries the job-store URL.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from worker.store.schema import Base
+from store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -44,7 +44,7 @@ def run_migrations_online() -> None:
 
 def _run(connection: object) -> None:
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,  # type: ignore[arg-type]  # Alembic stubs: Connection
         target_metadata=target_metadata,
         render_as_batch=True,
     )

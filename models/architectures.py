@@ -5,7 +5,7 @@ classes. Here every architecture can start from ImageNet weights (torchvision's 
 from the ``TORCH_HOME`` cache, never downloaded), from a local weights file, or from random weights
 (``"none"``, what the tests and the offline default use).
 
-Class order everywhere is :data:`CLASSES`; the COVID-19 probability is ``softmax(logits)[:, 1]``.
+Class order everywhere is :data:`CLASSES`; the COVID-19 probability is :func:`covid_probability`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,15 @@ CLASSES: tuple[str, str] = ("non_covid", "covid")
 COVID_INDEX = CLASSES.index("covid")
 """Index of the COVID-19 logit / probability."""
 
+
+def covid_probability(logits: torch.Tensor, index: int = COVID_INDEX) -> torch.Tensor:
+    """The COVID-19 probability from 2-class logits [N, 2]: ``softmax(logits)[:, index]`` in fp32.
+
+    The one definition of the formula: serving, occlusion and evaluation all call it.
+    """
+    return torch.softmax(logits.float(), dim=1)[:, index]
+
+
 _HEAD_PREFIX = {
     "resnet18": "fc.",
     "resnet50": "fc.",
@@ -61,7 +70,7 @@ def _check_arch(arch: str) -> None:
 def imagenet_weights(arch: str) -> WeightsEnum:
     """The default ImageNet weight enum of ``arch``, e.g. ``ResNet18_Weights.IMAGENET1K_V1``."""
     _check_arch(arch)
-    return get_model_weights(arch).DEFAULT  # type: ignore[no-any-return]
+    return get_model_weights(arch).DEFAULT
 
 
 def imagenet_weights_file(arch: str) -> Path:
@@ -101,7 +110,7 @@ def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:
         assert new.bias is not None
         nn.init.zeros_(new.bias)
         classifier[1] = new
-        model.num_classes = num_classes  # type: ignore[assignment]
+        model.num_classes = num_classes  # type: ignore[assignment]  # torchvision types it as int
     elif arch.startswith("densenet"):
         head = model.classifier
         assert isinstance(head, nn.Linear)

@@ -112,7 +112,7 @@ def _numbers(keyword: str, value: object) -> list[float]:
         if item is None or (isinstance(item, (str, bytes)) and not item.strip()):
             continue
         try:
-            number = float(item)  # type: ignore[arg-type]
+            number = float(item)  # type: ignore[arg-type]  # pydicom value types
         except (TypeError, ValueError):
             raise PixelDataError(f"{keyword} {str(item)[:32]!r}: not a number") from None
         if not math.isfinite(number):

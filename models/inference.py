@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.architectures import covid_probability
 from models.card import ModelCard
 from models.preprocessing import to_model_input
 
@@ -78,7 +79,7 @@ def resolve_engine(engine: str, device: torch.device, precision: str = "fp32") -
 def use_ieee_fp32_on_cuda() -> None:
     """Turn off TF32 in cuDNN convolutions and CUDA matmuls (process-wide): fp32 means fp32."""
     with contextlib.suppress(AttributeError):
-        torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]
+        torch.backends.cudnn.conv.fp32_precision = "ieee"  # type: ignore[attr-defined]  # new in torch 2.9, not in stubs
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
@@ -86,7 +87,7 @@ def use_ieee_fp32_on_cuda() -> None:
 
 def prepare_module(model: nn.Module, device: torch.device) -> nn.Module:
     """Eval mode, no gradients, on ``device``, channels-last (faster convolutions, CPU and GPU)."""
-    model = model.eval().to(device=device, memory_format=torch.channels_last)
+    model = model.eval().to(device).to(memory_format=torch.channels_last)
     for param in model.parameters():
         param.requires_grad_(False)
     return model
@@ -101,7 +102,7 @@ def state_dict_sha256(model: nn.Module) -> str:
 
 def export_onnx(model: nn.Module, path: Path, input_size: int) -> Path:
     """Export ``model`` (CPU, fp32) to ONNX with a dynamic batch axis; atomic write to ``path``."""
-    cpu_model = model.eval().to("cpu", memory_format=torch.contiguous_format)
+    cpu_model = model.eval().to("cpu").to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(1, 3, input_size, input_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".onnx", dir=path.parent)
@@ -242,7 +243,7 @@ class Predictor:
             return _OnnxRunner(path, self.threads)
         if self.engine == "compile":
             compiled = torch.compile(self.model, options={"freezing": True})
-            return compiled  # type: ignore[return-value]
+            return compiled
         return self.model
 
     # --- scoring -----------------------------------------------------------------------------
@@ -266,7 +267,7 @@ class Predictor:
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """COVID-19 probabilities (float32, shape [N]) of a normalised batch [N, 3, S, S]."""
-        probs = torch.softmax(self.logits(x), dim=1)[:, self.card.covid_index]
+        probs = covid_probability(self.logits(x), self.card.covid_index)
         return probs.numpy().astype(np.float32)
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> np.ndarray:

@@ -30,7 +30,7 @@ class LungFields:
     fallback: bool = False
 
     def bbox(self) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) of the mask, bottom/right exclusive; the whole image if empty."""
+        """(top, bottom, left, right) of the mask, bottom/right exclusive; whole image if empty."""
         rows = np.flatnonzero(self.mask.any(axis=1))
         cols = np.flatnonzero(self.mask.any(axis=0))
         if rows.size == 0 or cols.size == 0:
@@ -40,7 +40,7 @@ class LungFields:
 
 
 def prior_mask(shape: tuple[int, int]) -> np.ndarray:
-    """Two ellipses where the lung fields of a frontal chest film usually lie (boolean, ``shape``)."""
+    """Two ellipses where the lung fields of a frontal chest film usually lie (bool, ``shape``)."""
     h, w = shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy = (yy + 0.5) / h

@@ -10,7 +10,7 @@ model card says).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,8 @@ class PreprocessSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(
             input_size=int(data["input_size"]),
-            mean=tuple(data["mean"]),  # type: ignore[arg-type]
-            std=tuple(data["std"]),  # type: ignore[arg-type]
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
         )
 
     def gray_value(self) -> torch.Tensor:
@@ -118,15 +118,6 @@ def to_model_input(image: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC) -> to
     return normalise(resize_image(image, spec.input_size), spec).contiguous()
 
 
-def to_model_batch(
-    images: Sequence[np.ndarray], spec: PreprocessSpec = DEFAULT_SPEC
-) -> torch.Tensor:
-    """Several images -> a batch [N, 3, S, S]."""
-    if len(images) == 0:
-        raise ValueError("no images")
-    return torch.stack([to_model_input(im, spec) for im in images])
-
-
 def load_image_file(path: str | Path) -> np.ndarray:
     """A JPEG/PNG image of a manifest as a 2-D float32 array in [0, 1] (MONOCHROME2 meaning).
 
@@ -135,8 +126,9 @@ def load_image_file(path: str | Path) -> np.ndarray:
     """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
-        img.load()
+    with Image.open(path) as opened:
+        opened.load()
+        img: Image.Image = opened
         img = ImageOps.exif_transpose(img) or img
         if img.mode in {"I;16", "I;16B", "I;16L", "I;16N"}:
             return (np.asarray(img, dtype=np.float32) / 65535.0).astype(np.float32)

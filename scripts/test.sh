@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-services.sh
 scripts/setup.sh
-.venv/bin/ruff check .
+scripts/lint.sh
 exec .venv/bin/python -m pytest "$@"

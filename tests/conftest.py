@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from deepcovid.settings import Settings, get_settings
+from common.settings import Settings, get_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

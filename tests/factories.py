@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -141,3 +142,22 @@ def random_registry(root: Path, arch: str = "squeezenet1_1", *, seed: int = 0) -
     card = ModelCard(architecture=arch, threshold=0.5, notes="random weights (tests, benchmarks)")
     registry.activate(registry.save_version(build_model(arch, init="none"), card))
     return root
+
+
+def record_job(store: Any, uid: str, *, sha256: str = "0" * 64, calling_ae: str = "TEST") -> int:
+    """Record the receipt of a CR instance ``uid`` in a job store; returns the job id.
+
+    The spool path is fictitious: for tests of the store's rules, which never read the file.
+    """
+    outcome = store.record_received(
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+        study_instance_uid="1.2.3",
+        series_instance_uid="1.2.3.4",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae=calling_ae,
+        spool_path=f"/spool/{uid}.dcm",
+        sha256=sha256,
+        size_bytes=10,
+    )
+    return int(outcome.job_id)

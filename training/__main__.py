@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.paths import SHIPPED_REGISTRY
 from training import cli
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     cli.register_commands(sub)
     args = parser.parse_args(argv)
-    registry = args.registry or cli.SHIPPED_REGISTRY
+    registry = args.registry or SHIPPED_REGISTRY
     return int(args.func(args, registry, "python -m training"))
 
 

@@ -22,8 +22,7 @@ from training.manifest import Manifest, read_manifest
 if TYPE_CHECKING:
     import torch
 
-SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "models" / "registry"
-"""The registry shipped with the package (the default without settings)."""
+    from training.dataset import SplitData
 
 _DEFAULTS = TrainConfig(manifest="")
 
@@ -378,7 +377,7 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
     manifest = _open_manifest(args.manifest, args.data_root, first.training_manifest)
     device = _setup_device(args.device, args.threads)
     rows_meta = manifest.split(args.split)
-    cache: dict[int, object] = {}
+    cache: dict[int, SplitData] = {}
     rows = []
     for version in args.versions:
         model, card = registry.load(version)
@@ -446,8 +445,9 @@ def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "d
     return 0
 
 
-def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``train``, ``evaluate``, ``compare``; ``func(args, registry_root, argv0)`` runs one."""
+def register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train``, ``evaluate``, ``compare``, ``threshold``; ``func(args, registry_root, argv0)``
+    runs one."""
     p = subparsers.add_parser(
         "train",
         help="train a model on a manifest and save it as a new registry version",

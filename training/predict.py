@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import COVID_INDEX
+from models.architectures import covid_probability
 from models.preprocessing import PreprocessSpec, normalise
 
 
@@ -48,4 +48,4 @@ def predict_logits(
 
 def probabilities(logits: torch.Tensor) -> np.ndarray:
     """COVID-19 probabilities from logits (``softmax[:, COVID_INDEX]``) as float64 numpy."""
-    return torch.softmax(logits.float(), dim=1)[:, COVID_INDEX].double().numpy()
+    return covid_probability(logits).double().numpy()

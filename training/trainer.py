@@ -206,10 +206,11 @@ def train(
     params = _set_trainable(model, cfg)
     model.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(params, cfg)
     history: list[EpochRecord] = []
-    best_epoch, best_score = 0, (-math.inf,)
+    best_epoch = 0
+    best_score: tuple[float, ...] = (-math.inf,)
     elapsed = 0.0
     start_epoch = 1
     last_path = run_dir / LAST
@@ -333,11 +334,3 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
             "cannot resume: the checkpoint was trained with different "
             + ", ".join(f"{k} ({saved.get(k)!r} vs {current.get(k)!r})" for k in diffs)
         )
-
-
-def history_arrays(history: list[EpochRecord]) -> dict[str, np.ndarray]:
-    """Columns of the history for plots."""
-    return {
-        name: np.array([getattr(h, name) for h in history], dtype=float)
-        for name in ("epoch", "train_loss", "val_loss", "val_auc")
-    }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from deepcovid.settings import Settings
+from common.settings import Settings
 from models.inference import Predictor
 from models.occlusion import occlusion_map, resample_to_image
 from models.preprocessing import to_model_input

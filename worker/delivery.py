@@ -12,12 +12,12 @@ import ssl
 import threading
 from collections import defaultdict
 
-from deepcovid.settings import Settings
-from dicom_node.scu import Destination, Sender
-from dicom_node.tls import destination_context
-from dicom_node.verify import find_instances
-from worker.store.outbox import Outbox, ResultView
-from worker.store.schema import DeliveryState
+from common.settings import Settings
+from dicom_client.scu import Destination, Sender
+from dicom_client.tls import destination_context
+from dicom_client.verify import find_instances
+from store.outbox import Outbox, ResultView
+from store.schema import DeliveryState
 
 log = logging.getLogger(__name__)
 

@@ -18,23 +18,12 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from common.sop import ANALYSED_SOP_CLASSES, SECONDARY_CAPTURE_STORAGE
+
 logger = logging.getLogger(__name__)
 
 ACCEPTED_MODALITIES = frozenset({"CR", "DX"})
 """Projection radiography modalities the model was trained on."""
-
-SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
-"""A Secondary Capture is accepted when its Modality says CR or DX (e.g. NIH ChestX-ray)."""
-
-ACCEPTED_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image Storage
-        "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
-        "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image Storage - For Processing
-        SECONDARY_CAPTURE_STORAGE,
-    }
-)
-"""Storage SOP classes whose pixel data is a single projection radiograph."""
 
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD"})
@@ -75,7 +64,7 @@ def check_modality(ds: Dataset) -> GateResult:
     """SOP class and Modality: CR/DX images, or a Secondary Capture that says CR/DX."""
     sop_class = str(ds.get("SOPClassUID", ""))
     modality = _text(ds, "Modality")
-    if sop_class not in ACCEPTED_SOP_CLASSES:
+    if sop_class not in ANALYSED_SOP_CLASSES:
         name = getattr(ds.get("SOPClassUID"), "name", "") or "unknown"
         return _reject(
             f"SOPClassUID {sop_class or '(missing)'} ({name}): only CR, DX and Secondary "

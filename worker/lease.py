@@ -11,7 +11,7 @@ import logging
 import threading
 from types import TracebackType
 
-from worker.store import JobStore
+from store import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from sqlalchemy.exc import OperationalError
 
-from deepcovid.settings import Settings
+from common.settings import Settings
+from store import JobState, JobStore
+from store.outbox import NewResult, Outbox
 from worker.attributes import key_attributes
 from worker.lease import LeaseKeeper
 from worker.results import ResultUIDs
-from worker.store import JobState, JobStore
-from worker.store.outbox import NewResult, Outbox
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dicom_node.uids import uid_problem
+from common.uids import uid_problem
 
 
 def result_path(results_dir: Path, ds: Dataset) -> Path:

@@ -7,17 +7,18 @@ import logging
 from celery.signals import worker_ready
 from sqlalchemy.exc import OperationalError
 
-from deepcovid.settings import get_settings
+from common.settings import get_settings
+from common.tasks import ANALYSE_TASK
+from store.queue import default_store, enqueue_analysis
+from store.recovery import requeue_unfinished
 from worker.celery_app import app
 from worker.pipeline import run_job
-from worker.queue import default_store, enqueue_analysis
-from worker.recovery import requeue_unfinished
 
 log = logging.getLogger(__name__)
 
 
 @app.task(
-    name="worker.tasks.analyse_instance",
+    name=ANALYSE_TASK,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=300,

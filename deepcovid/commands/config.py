@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from deepcovid.settings import Settings, get_settings
+from common.redact import redact_url
+from common.settings import Settings, get_settings
 
 
 def register(subparsers: Any) -> None:
@@ -23,8 +24,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     settings = get_settings()
     for name in Settings.model_fields:
         value = getattr(settings, name)
-        if name in {"database_url", "broker_url"} and value and "@" in str(value):
-            value = str(value).split("://")[0] + "://***"
+        if name in {"database_url", "broker_url"} and value:
+            value = redact_url(str(value))
         print(f"{name} = {value!r}")
     return 0
 
@@ -43,7 +44,7 @@ def configuration_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]  # pydantic types the factory as taking data
         if name == "model_registry_dir":
             default = "(shipped `models/registry`)"
         elif name == "data_dir":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from deepcovid.settings import get_settings
+from common.settings import get_settings
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     """Apply migrations."""
-    from worker.store.migrate import upgrade
+    from store.migrate import upgrade
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -31,7 +31,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_current(args: argparse.Namespace) -> int:
     """Print the current revision."""
-    from worker.store.migrate import current
+    from store.migrate import current
 
     print(current(get_settings().db_url) or "(empty database)")
     return 0

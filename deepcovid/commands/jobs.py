@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from deepcovid.settings import get_settings
+from common.settings import get_settings
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
 
 
 def _store() -> Any:
-    from worker.store import JobStore
+    from store import JobStore
 
     return JobStore(get_settings().db_url)
 

@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from deepcovid.settings import get_settings
+    from common.settings import get_settings
     from models.registry import Registry
 
     root = args.registry if args.registry is not None else get_settings().model_registry_dir

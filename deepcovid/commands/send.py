@@ -1,7 +1,7 @@
 """`deepcovid send FILE|DIR ... --to AE@host:port`: our own C-STORE sender, storescu-like.
 
 Argument parsing and printing only; the sending (associations, retries) is
-:mod:`dicom_node.scu`. Directories are searched recursively for DICOM files (files with the
+:mod:`dicom_client.scu`. Directories are searched recursively for DICOM files (files with the
 ``DICM`` prefix); files named explicitly are always sent. Exit status: 0 when everything was
 stored, 1 when anything failed, 2 when there is nothing to send.
 """
@@ -78,7 +78,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Send the files; print failures and a summary."""
-    from dicom_node.scu import Destination, Sender
+    from dicom_client.scu import Destination, Sender
 
     try:
         destination = Destination.parse(args.destination)
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     calling_ae = args.calling_ae or _default_ae_title()
     tls = None
     if args.tls:
-        from deepcovid.settings import get_settings
-        from dicom_node.tls import client_context
+        from common.settings import get_settings
+        from dicom_client.tls import client_context
 
         tls = client_context(get_settings())
     sender = Sender(
@@ -152,6 +152,6 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def _default_ae_title() -> str:
-    from deepcovid.settings import get_settings
+    from common.settings import get_settings
 
     return get_settings().ae_title

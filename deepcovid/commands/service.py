@@ -9,8 +9,9 @@ import subprocess
 import sys
 from typing import Any
 
+from common.redact import redact_url
+from common.settings import get_settings
 from deepcovid.runtime import prepare
-from deepcovid.settings import get_settings
 
 
 def register(subparsers: Any) -> None:
@@ -33,29 +34,20 @@ def _banner(settings: Any) -> None:
     print(
         f"deepcovid-node: listening as {settings.ae_title} on "
         f"{settings.bind_address}:{settings.port}\n"
-        f"  job store: {_redact(settings.db_url)}\n  broker:    {_redact(settings.broker)}\n"
+        f"  job store: {redact_url(settings.db_url)}\n  broker:    {redact_url(settings.broker)}\n"
         f"  spool:     {settings.spool}\n  results:   {dest}",
         flush=True,
     )
-
-
-def _redact(url: str) -> str:
-    """A URL without its password, for printing."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 def _start_background(settings: Any) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
     the health and metrics endpoints."""
     from dicom_node.ops.server import start_monitoring
+    from store.outbox import Outbox
+    from store.queue import default_store, enqueue_analysis
+    from store.recovery import start_reconciler
     from worker.delivery import start_dispatcher
-    from worker.queue import default_store, enqueue_analysis
-    from worker.recovery import start_reconciler
-    from worker.store.outbox import Outbox
 
     start_monitoring(settings)
     start_dispatcher(Outbox(default_store()), settings)
@@ -83,7 +75,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker in the foreground until interrupted."""
     settings = get_settings()
     prepare(settings, "worker")
-    from worker.celery_app import QUEUE, app
+    from common.tasks import ANALYSIS_QUEUE
+    from worker.celery_app import app
 
     concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(
@@ -91,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "worker",
             f"--loglevel={settings.log_level}",
             f"--concurrency={concurrency}",
-            f"--queues={QUEUE}",
+            f"--queues={ANALYSIS_QUEUE}",
             "--without-gossip",
             "--without-mingle",
             f"--hostname=deepcovid-{os.getpid()}@%h",

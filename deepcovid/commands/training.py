@@ -18,7 +18,7 @@ Handler = Callable[[argparse.Namespace, Path, str], int]
 def _registry_root(args: argparse.Namespace) -> Path:
     if args.registry is not None:
         return Path(args.registry)
-    from deepcovid.settings import get_settings
+    from common.settings import get_settings
 
     return Path(get_settings().model_registry_dir)
 

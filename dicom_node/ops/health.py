@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from worker.store.schema import Job
+from store.schema import Job
 
 MIB = 1024 * 1024
 

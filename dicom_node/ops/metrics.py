@@ -37,7 +37,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from worker.store.schema import DeliveryState, Job, JobEvent, JobState, ResultObject
+from common.states import FINAL_STATES, WAITING_STATES, JobState
+from store.schema import DeliveryState, Job, JobEvent, ResultObject
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ BUCKETS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
 )  # fmt: skip
 STAGES = ("queue", "analysis", "build", "delivery")
-FINAL = (str(JobState.DELIVERED), str(JobState.REJECTED), str(JobState.FAILED))
-WAITING = (str(JobState.RECEIVED), str(JobState.QUEUED))
+FINAL = tuple(str(s) for s in JobState if s in FINAL_STATES)
+WAITING = tuple(str(s) for s in JobState if s in WAITING_STATES)
 PENDING_DELIVERY = (str(DeliveryState.PENDING), str(DeliveryState.SENDING))
 # Totals named in the issue: jobs that got as far as each of these.
 TOTALS = ("received", "analysed", "rejected", "delivered", "failed")
@@ -191,8 +192,8 @@ class JobStoreCollector(Collector):
             "Result objects per delivery state.",
             labels=["state"],
         )
-        for state in DeliveryState:
-            boxes.add_metric([str(state)], float(outbox.get(str(state), 0)))
+        for delivery in DeliveryState:
+            boxes.add_metric([str(delivery)], float(outbox.get(str(delivery), 0)))
         return [
             in_state,
             totals,

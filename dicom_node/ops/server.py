@@ -28,7 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, create_engine
 
-from deepcovid.settings import Settings
+from common.settings import Settings
 from dicom_node.ops import counters
 from dicom_node.ops.health import (
     MIB,
@@ -48,7 +48,7 @@ CONNECT_TIMEOUT_S = 3.0
 def monitoring_engine(url: str) -> Engine:
     """A small engine for the probes: fails within seconds when the database is away."""
     if url.startswith("sqlite"):
-        from worker.store.jobstore import make_engine
+        from store.jobstore import make_engine
 
         return make_engine(url)
     connect_args: dict[str, Any] = {}

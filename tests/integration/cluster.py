@@ -22,11 +22,11 @@ from typing import Any
 
 from pydicom.uid import generate_uid
 
-from dicom_node.scu import SendResult, send_files
+from dicom_client.scu import SendResult, send_files
+from store import FINAL_STATES, JobStore, JobView
 from tests.conftest import ServiceProcess, free_port, wait_for
 from tests.factories import load_cxr, wrap_pixels
 from tests.integration.orthanc import Orthanc
-from worker.store import FINAL_STATES, JobStore, JobView
 
 IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
 RECEPTION_LUA = """

@@ -15,7 +15,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from deepcovid.settings import Settings
+from common.settings import Settings
 from tests import badinput as bad
 from tests.conftest import ServiceProcess
 from tests.integration.cluster import Cluster, make_instances
@@ -140,10 +140,10 @@ def test_content_replaced_mid_analysis_is_analysed_again(
     content must not then finish the job (it would be ``rejected``/``delivered`` for content
     the node no longer holds, and the new content would never be analysed).
     """
+    from store import JobStore
+    from store.migrate import upgrade
     from worker import gate
     from worker.pipeline import run_job
-    from worker.store import JobStore
-    from worker.store.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     upgrade(url)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from store import JobStore
+from store.outbox import Outbox
 from tests.conftest import ServiceProcess, wait_for
 from tests.factories import CT_IMAGE_STORAGE, load_cxr, wrap_pixels
 from tests.integration.orthanc import Orthanc
-from worker.store import JobStore
-from worker.store.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.scu import SendResult
+from dicom_client.scu import SendResult
+from store.outbox import Outbox
 from tests.conftest import RedisServer, ServiceProcess, wait_for
 from tests.integration.cluster import Cluster, make_instances, metric, sop_uid
-from worker.store.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ import highdicom as hd
 import pytest
 from pydicom import dcmread
 
-from deepcovid.settings import SHIPPED_REGISTRY
+from common.paths import SHIPPED_REGISTRY
+from store import JobStore
+from store.outbox import Outbox
 from tests.conftest import REPO, ServiceProcess, wait_for
 from tests.factories import CXR_DIR, load_cxr, wrap_pixels
-from worker.store import JobStore
-from worker.store.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 

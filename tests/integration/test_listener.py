@@ -1,7 +1,7 @@
 """The DICOM listener on loopback, with a real SQLite job store and a recording enqueue.
 
 Clients: dcmtk ``echoscu``/``storescu`` for the ordinary traffic, pynetdicom for crafted bad
-input, and our own sender (``dicom_node.scu`` and ``deepcovid send``).
+input, and our own sender (``dicom_client.scu`` and ``deepcovid send``).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, _config, sop_class
 
-from deepcovid.settings import Settings
+from common.settings import Settings
+from dicom_client.scu import send_datasets, send_files
 from dicom_node.scp import Listener, start_server
-from dicom_node.scu import send_datasets, send_files
+from store import JobStore
+from store.migrate import upgrade
 from tests.conftest import REPO, wait_for
 from tests.factories import DICOM_DIR
-from worker.store import JobStore
-from worker.store.migrate import upgrade
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from store import JobStore
 from tests.conftest import ServiceProcess, wait_for
 from tests.factories import DICOM_DIR
-from worker.store import JobStore
 
 pytestmark = pytest.mark.integration
 

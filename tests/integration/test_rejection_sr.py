@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from deepcovid.settings import get_settings
+from common.settings import get_settings
+from store import JobStore
+from store.migrate import upgrade
+from store.outbox import Outbox
 from tests.factories import load_cxr, wrap_pixels
 from worker.pipeline import run_job
-from worker.store import JobStore
-from worker.store.migrate import upgrade
-from worker.store.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 

@@ -30,17 +30,17 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.events import Event
 
-from deepcovid.settings import Settings
+from common.settings import Settings
+from dicom_client.scu import Destination, Sender
+from dicom_client.tls import client_context
 from dicom_node.audit import read_events
 from dicom_node.scp import Listener, _host_allowed, start_server
-from dicom_node.scu import Destination, Sender
-from dicom_node.tls import client_context
+from store import JobStore
+from store.migrate import upgrade
+from store.outbox import NewResult, Outbox
 from tests.conftest import ServiceProcess, wait_for
 from tests.factories import DICOM_DIR, load_cxr, wrap_pixels
 from worker.delivery import deliver_due
-from worker.store import JobStore
-from worker.store.migrate import upgrade
-from worker.store.outbox import NewResult, Outbox
 
 pytestmark = pytest.mark.integration
 
@@ -518,8 +518,8 @@ def test_deepcovid_send_tls_option(
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """``deepcovid send --tls`` uses the settings' certificate and trusts the settings' CA."""
+    from common.settings import get_settings
     from deepcovid.cli import main
-    from deepcovid.settings import get_settings
 
     node = node_factory(**tls_settings(pki))
     monkeypatch.setenv("DEEPCOVID_TLS_CERT", str(pki.client_cert))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from store import JobStore
 from tests.conftest import ServiceProcess, wait_for
 from tests.factories import DICOM_DIR
-from worker.store import JobStore
 
 pytestmark = pytest.mark.integration
 

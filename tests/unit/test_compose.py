@@ -3,7 +3,7 @@
 Docker cannot run here, so these tests check what can be checked without it: the compose file
 is valid by the Compose Specification's JSON schema, every service command is a real
 ``deepcovid`` sub-command, every ``DEEPCOVID_*`` variable is a real setting and the values the
-services get make a valid :class:`~deepcovid.settings.Settings`, the node's health check really
+services get make a valid :class:`~common.settings.Settings`, the node's health check really
 tells a listening node from a dead one, and the pieces point at each other (destination, Orthanc
 modality, volumes at the same paths, the GPU reservation).
 
@@ -34,9 +34,9 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from common.settings import Settings
 from deepcovid.cli import build_parser
-from deepcovid.settings import Settings
-from dicom_node.scu import Destination
+from dicom_client.scu import Destination
 from tests.conftest import REPO, free_port, wait_for
 from tests.factories import CR_IMAGE_STORAGE, CT_IMAGE_STORAGE, SHARED, wrap_pixels
 
@@ -50,7 +50,7 @@ COMPOSE_SCHEMA = SHARED / "schemas" / "compose-spec.json"
 SECRETS = {"POSTGRES_PASSWORD": "test-pg-password", "ORTHANC_ADMIN_PASSWORD": "test-orthanc"}
 """Values for the secrets deploy/env.example leaves empty."""
 NOT_SETTINGS = frozenset({"DEEPCOVID_CONFIG"})
-"""DEEPCOVID_* variables that are not fields: the TOML file's path (deepcovid.settings)."""
+"""DEEPCOVID_* variables that are not fields: the TOML file's path (common.settings)."""
 LUA_ONLY = frozenset({"DEEPCOVID_ROUTED_MODALITIES"})
 """Read by autorouting.lua inside Orthanc (which modalities to forward), not by the node."""
 _DEEPCOVID_VAR = re.compile(r"\bDEEPCOVID_[A-Z0-9_]+")
@@ -238,7 +238,7 @@ def test_every_deepcovid_variable_is_a_setting() -> None:
         for name in found - NOT_SETTINGS - LUA_ONLY
         if name.removeprefix("DEEPCOVID_").lower() not in Settings.model_fields
     )
-    assert unknown == [], f"not settings of deepcovid.settings.Settings: {unknown}"
+    assert unknown == [], f"not settings of common.settings.Settings: {unknown}"
     # The Lua script's own variables never reach the node or the workers.
     node_side = texts[COMPOSE_FILE.relative_to(REPO)] + texts[ENV_EXAMPLE.relative_to(REPO)]
     assert not LUA_ONLY & set(_DEEPCOVID_VAR.findall(node_side))
@@ -399,8 +399,8 @@ def test_conformance_statement_lists_what_the_listener_negotiates() -> None:
 
 
 def test_conformance_statement_lists_every_c_store_status() -> None:
+    from dicom_client.scu import WARNING_STATUSES
     from dicom_node.intake import Status
-    from dicom_node.scu import WARNING_STATUSES
 
     text = CONFORMANCE.read_text()
     for status in Status:

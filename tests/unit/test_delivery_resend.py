@@ -11,12 +11,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from deepcovid.settings import Settings
-from dicom_node.scu import SendReport, SendResult
+from common.settings import Settings
+from dicom_client.scu import SendReport, SendResult
+from store import JobState, JobStore
+from store.migrate import upgrade
+from store.outbox import NewResult, Outbox
 from worker import delivery
-from worker.store import JobState, JobStore
-from worker.store.migrate import upgrade
-from worker.store.outbox import NewResult, Outbox
 
 DEST = "PACS@127.0.0.1:104"
 

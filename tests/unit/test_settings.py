@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from common.settings import Settings
 from deepcovid.commands.config import configuration_markdown
-from deepcovid.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

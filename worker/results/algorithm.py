@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.results.uids import is_valid_uid
+from common.uids import is_valid_uid
 
 DEFAULT_MANUFACTURER = "deepcovid-node"
 DEFAULT_NAME = "Deep-COVID"
@@ -40,7 +40,7 @@ class AlgorithmInfo:
                 raise ValueError(f"AlgorithmInfo.{attr} must be a non-empty string")
             if len(value) > 64:
                 raise ValueError(f"AlgorithmInfo.{attr} must be at most 64 characters (LO)")
-        if not is_valid_uid(self.device_uid):
+        if not is_valid_uid(self.device_uid, strict=True):
             raise ValueError(f"AlgorithmInfo.device_uid {self.device_uid!r} is not a valid UID")
         if len(self.model_name) > 64:
             raise ValueError("AlgorithmInfo.model_name must be at most 64 characters (LO)")

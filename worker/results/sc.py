@@ -136,7 +136,7 @@ def build_overlay_sc(
     )
     copy_identity(source, sc)
     # Same pixel grid as the source, so the same orientation; empty (Type 2C) when unknown.
-    sc.PatientOrientation = list(orientation) if orientation else None
+    sc.PatientOrientation = list(orientation) if orientation else []
     sc.BodyPartExamined = str(source.get("BodyPartExamined") or "CHEST")
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY", "OTHER"]

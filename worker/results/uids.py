@@ -8,17 +8,11 @@ keeps one copy, while a new model version yields new objects.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
 
 from pydicom.uid import generate_uid
 
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
-
-
-def is_valid_uid(value: object) -> bool:
-    """True for a syntactically valid DICOM UID (digits and dots, no leading zeros, <= 64)."""
-    return isinstance(value, str) and len(value) <= 64 and bool(_UID_RE.match(value))
+from common.uids import is_valid_uid
 
 
 @dataclass(frozen=True)
@@ -35,7 +29,7 @@ class ResultUIDs:
     def __post_init__(self) -> None:
         values = [getattr(self, f.name) for f in fields(self)]
         for f, value in zip(fields(self), values, strict=True):
-            if not is_valid_uid(value):
+            if not is_valid_uid(value, strict=True):
                 raise ValueError(f"ResultUIDs.{f.name} {value!r} is not a valid UID")
         if len(set(values)) != len(values):
             raise ValueError("ResultUIDs must be six distinct UIDs")

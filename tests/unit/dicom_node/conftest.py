@@ -18,7 +18,7 @@ from tests.factories import wrap_pixels
 
 @dataclass(frozen=True)
 class FakeOutcome:
-    """Same fields as ``worker.store.ReceiptOutcome``."""
+    """Same fields as ``store.ReceiptOutcome``."""
 
     job_id: int
     created: bool

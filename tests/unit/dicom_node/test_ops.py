@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from deepcovid.settings import Settings
+from common.settings import Settings
 from dicom_node.ops import health
 from dicom_node.ops.health import ModelCheck, Readiness, check_broker, check_spool
 from dicom_node.ops.metrics import Histogram, JobStoreCollector, stage_durations
 from dicom_node.ops.server import start_monitoring
+from store import JobState, JobStore
+from store.migrate import upgrade
 from tests.conftest import free_port
-from worker.store import JobState, JobStore
-from worker.store.migrate import upgrade
+from tests.factories import record_job
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 
@@ -190,17 +191,7 @@ def test_monitoring_port_zero_turns_it_off(tmp_path: Path) -> None:
 
 
 def _job(store: JobStore, uid: str) -> int:
-    return store.record_received(
-        sop_instance_uid=uid,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
-        study_instance_uid="1.2.3",
-        series_instance_uid="1.2.3.4",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        calling_ae="TEST",
-        spool_path="/nonexistent",
-        sha256="0" * 64,
-        size_bytes=1,
-    ).job_id
+    return record_job(store, uid)
 
 
 def _sample(collector: JobStoreCollector, name: str, **labels: str) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pynetdicom import sop_class
 
-from deepcovid.settings import Settings
+from common.settings import Settings
 from dicom_node.contexts import supported_contexts
 from dicom_node.intake import IntakeResult, Status
 from dicom_node.scp import _status_dataset, build_ae

@@ -10,7 +10,7 @@ import pytest
 
 from deepcovid.cli import main
 from deepcovid.commands import send as send_command
-from dicom_node.scu import Sender, SendReport, SendResult
+from dicom_client.scu import Sender, SendReport, SendResult
 from tests.factories import DICOM_DIR
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from common.uids import InvalidUIDError
 from dicom_node.spool import PendingWrite, Spool
-from dicom_node.uids import InvalidUIDError
 
 UID = "1.2.826.0.1.3680043.8.498.1"
 

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from models.architectures import ARCHITECTURES, build_model, head_prefix
-from models.incremental import supports
 from models.occlusion import (
     OcclusionGrid,
     fill_value,
@@ -17,6 +16,7 @@ from models.occlusion import (
     occlusion_map,
     resample_to_image,
 )
+from models.occlusion.incremental import supports
 from models.preprocessing import DEFAULT_SPEC
 
 ATOL = 1e-4
@@ -197,8 +197,8 @@ def test_fast_map_follows_weight_changes() -> None:
 
 
 def test_border_batch_order_gives_the_same_scores() -> None:
-    from models.incremental import batch_order, incremental_scores
     from models.occlusion import reference_scores
+    from models.occlusion.incremental import batch_order, incremental_scores
 
     torch.manual_seed(5)
     x = torch.randn(3, 64, 64)

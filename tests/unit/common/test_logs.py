@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from deepcovid.runtime import SafeFormatter
+from common.logs import SafeFormatter
 
 
 def test_control_characters_are_escaped_in_log_lines() -> None:

@@ -31,7 +31,7 @@ import copy
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +40,8 @@ from torchvision.models.densenet import DenseNet, _DenseBlock, _DenseLayer, _Tra
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.squeezenet import Fire, SqueezeNet
 
-from models.architectures import COVID_INDEX
-
-if TYPE_CHECKING:  # typing only: models.occlusion imports this module lazily
-    from models.occlusion import OcclusionGrid
-
+from models.architectures import covid_probability
+from models.occlusion.grid import OcclusionGrid
 
 _SPATIAL_LAYERS = (
     nn.Conv2d,
@@ -603,7 +600,7 @@ def incremental_scores(
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start : start + batch_size]
             logits = _forward(model, x, [positions[i] for i in chunk], grid.window, value, ctx)
-            probs = torch.softmax(logits.float(), dim=1)[:, COVID_INDEX].cpu()
+            probs = covid_probability(logits).cpu()
             scores[torch.tensor(chunk)] = probs
     return scores
 

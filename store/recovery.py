@@ -1,7 +1,7 @@
 """Re-enqueue work the broker may have lost, so nothing received is ever left behind.
 
 Runs when the node starts, when a worker starts, and periodically in the node. Duplicated
-task messages are harmless: :meth:`worker.store.JobStore.claim` lets only one of them work.
+task messages are harmless: :meth:`store.JobStore.claim` lets only one of them work.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from worker.store import JobState, JobStore
+from store import JobState, JobStore
 
 log = logging.getLogger(__name__)
 

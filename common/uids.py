@@ -6,8 +6,9 @@ for safety: only the characters ``0``-``9`` and ``.``, at most 64 characters, no
 (so no leading, trailing or doubled dot, and never ``.`` or ``..``). Such a string cannot contain a
 path separator, a drive letter, whitespace or a control character, so it is safe as a file name.
 
-Leading zeros in a component are tolerated: the standard forbids them, but archives hold such
-UIDs and refusing them would lose real studies while adding no safety.
+Leading zeros in a component are tolerated in what we *receive*: the standard forbids them, but
+archives hold such UIDs and refusing them would lose real studies while adding no safety. What we
+*write* must follow the standard to the letter: ``strict=True`` refuses them too.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ class InvalidUIDError(ValueError):
     """
 
 
-def uid_problem(value: object) -> str | None:
+def uid_problem(value: object, *, strict: bool = False) -> str | None:
     """Why ``value`` is not a valid UID, or ``None`` when it is one.
+
+    ``strict``: also refuse a component with a leading zero (``1.02``), as PS3.5 §9.1 does; use it
+    for UIDs we create.
 
     Trailing NUL and space padding (how UIDs are padded to even length on the wire) are not
     stripped here: pydicom strips them when decoding, so a value that still carries them is bad.
@@ -48,6 +52,8 @@ def uid_problem(value: object) -> str | None:
             return f"has invalid character {char!r} at {position}"
     if not _UID_RE.fullmatch(value):
         return "has an empty component (leading, trailing or doubled '.')"
+    if strict and any(len(c) > 1 and c[0] == "0" for c in value.split(".")):
+        return "has a component with a leading zero"
     return None
 
 
@@ -63,6 +69,6 @@ def validate_uid(value: object, attribute: str = "UID") -> str:
     return value
 
 
-def is_valid_uid(value: object) -> bool:
-    """Whether ``value`` passes :func:`validate_uid`."""
-    return uid_problem(value) is None
+def is_valid_uid(value: object, *, strict: bool = False) -> bool:
+    """Whether ``value`` is a valid UID (see :func:`uid_problem` for ``strict``)."""
+    return uid_problem(value, strict=strict) is None

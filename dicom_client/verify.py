@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]  # pynetdicom makes its SOP classes at run time
 
-from dicom_node.scu import Destination
+from dicom_client.scu import Destination
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def find_instances(
 
     Returns ``None`` when the destination does not support C-FIND (association rejected or no
     accepted presentation context): confirmation is then impossible, not failed. ``tls``
-    asks over DICOM TLS, as :class:`dicom_node.scu.Sender` does.
+    asks over DICOM TLS, as :class:`dicom_client.scu.Sender` does.
     """
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
@@ -58,8 +58,9 @@ def find_instances(
             ):
                 if status is None:
                     raise ConnectionError("C-FIND: no response from the destination")
-                pending = status.Status in (0xFF00, 0xFF01) and identifier is not None
-                if pending and str(identifier.get("SOPInstanceUID", "")) == sop_uid:
+                if identifier is None or status.Status not in (0xFF00, 0xFF01):
+                    continue
+                if str(identifier.get("SOPInstanceUID", "")) == sop_uid:
                     found.add(sop_uid)
     finally:
         assoc.release()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dicom_node.uids import MAX_UID_LENGTH, InvalidUIDError, is_valid_uid, uid_problem, validate_uid
+from common.uids import MAX_UID_LENGTH, InvalidUIDError, is_valid_uid, uid_problem, validate_uid
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from common.paths import SHIPPED_REGISTRY
+
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / (
     "deepcovid-node"
 )
-SHIPPED_REGISTRY = Path(__file__).resolve().parent.parent / "models" / "registry"
 
 
 class Settings(BaseSettings):

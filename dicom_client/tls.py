@@ -8,7 +8,7 @@ suites apply (forward-secret AEAD suites only with current OpenSSL).
   certificate and, when ``tls_require_client_cert`` (default with a CA), refuses those without a
   valid one during the handshake -- before any DICOM is exchanged.
 - The **sender** (results delivery when ``destination_tls``, or any caller of
-  :class:`dicom_node.scu.Sender` with ``tls``) verifies the destination's certificate and host
+  :class:`dicom_client.scu.Sender` with ``tls``) verifies the destination's certificate and host
   name against ``tls_ca`` (the system's CAs when unset) and presents ``tls_cert`` when set.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ssl
 
-from deepcovid.settings import Settings
+from common.settings import Settings
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 

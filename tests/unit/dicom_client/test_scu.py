@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_node import scu
-from dicom_node.scu import Destination, Sender, SendResult
+from dicom_client import scu
+from dicom_client.scu import Destination, Sender, SendResult
 from tests.factories import DICOM_DIR
 from tests.unit.dicom_node.conftest import small_cr
 

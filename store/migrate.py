@@ -15,9 +15,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
-from worker.store.jobstore import make_engine
+from store.jobstore import make_engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 _PG_LOCK_KEY = 0x0DC0_71D  # arbitrary, constant advisory-lock key for migrations
 
 

@@ -4,7 +4,7 @@ The store is the source of truth for "nothing received is lost": the broker only
 hints ("look at job 42"), and every job ends in a state a person can see.
 """
 
-from worker.store.jobstore import JobStore, JobView, ReceiptOutcome
-from worker.store.schema import FINAL_STATES, JobState
+from store.jobstore import JobStore, JobView, ReceiptOutcome
+from store.schema import FINAL_STATES, JobState
 
 __all__ = ["FINAL_STATES", "JobState", "JobStore", "JobView", "ReceiptOutcome"]

@@ -1,4 +1,4 @@
-"""Occlusion sensitivity maps (Zeiler & Fergus 2014; Deep-COVID §4.7), exact and fast.
+"""Occlusion sensitivity maps (Zeiler & Fergus 2014; Deep-COVID §4.7): the public entry points.
 
 An N x N occluder slides with stride S over the model input; each occluded copy is scored and the
 map holds the drop of the COVID-19 probability, ``p(image) - p(occluded image)``, one value per
@@ -11,9 +11,9 @@ Two methods give the same map (max abs difference <= 1e-4 in fp32; in practice ~
 - ``fast``: incremental inference as in Krypton (Nakandala et al., SIGMOD 2019): the occluded
   image differs from the original only inside the occluder, so each layer recomputes only the part
   of its output that the changed input can reach, reading unchanged values from one full pass over
-  the original image (see :mod:`models.incremental`). Exact, because every recomputed value is
-  computed from exactly the inputs the full pass would use. ResNet, SqueezeNet and DenseNet are
-  supported; other modules fall back to the reference.
+  the original image (see :mod:`models.occlusion.incremental`). Exact, because every recomputed
+  value is computed from exactly the inputs the full pass would use. ResNet, SqueezeNet and
+  DenseNet are supported; other modules fall back to the reference.
 
 :func:`resample_to_image` puts the window-grid map onto the original image's pixel grid.
 """
@@ -22,49 +22,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import COVID_INDEX
+from models.architectures import covid_probability
+from models.occlusion.grid import OcclusionGrid
+from models.occlusion.incremental import count_flops, incremental_scores, supports
 from models.preprocessing import DEFAULT_SPEC, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
 Fill = Literal["zero", "mean", "gray"]
 Method = Literal["fast", "reference"]
-
-
-@dataclass(frozen=True)
-class OcclusionGrid:
-    """Occluder positions over a square ``size`` input: top-left corners ``0, S, 2S, ...``."""
-
-    size: int
-    window: int = 32
-    stride: int = 8
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.window <= self.size:
-            raise ValueError(f"window must be in 1..{self.size}, got {self.window}")
-        if self.stride < 1:
-            raise ValueError(f"stride must be positive, got {self.stride}")
-
-    @property
-    def steps(self) -> int:
-        """Positions per axis."""
-        return (self.size - self.window) // self.stride + 1
-
-    @property
-    def offsets(self) -> list[int]:
-        """Top (= left) coordinates of the occluder along one axis."""
-        return [i * self.stride for i in range(self.steps)]
-
-    def positions(self) -> list[tuple[int, int]]:
-        """All (top, left) corners, row-major (the order of the flattened map)."""
-        return [(r, c) for r in self.offsets for c in self.offsets]
 
 
 def fill_value(x: torch.Tensor, fill: str, spec: PreprocessSpec = DEFAULT_SPEC) -> torch.Tensor:
@@ -93,11 +65,6 @@ def _check_input(x: torch.Tensor) -> torch.Tensor:
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def covid_probability(logits: torch.Tensor) -> torch.Tensor:
-    """COVID-19 probability from logits [N, 2] (float32)."""
-    return torch.softmax(logits.float(), dim=1)[:, COVID_INDEX]
 
 
 def reference_scores(
@@ -159,8 +126,6 @@ def occlusion_map(
     p0 = base_probability(model, x)
     scores: torch.Tensor | None = None
     if method == "fast":
-        from models.incremental import incremental_scores, supports
-
         if supports(model):
             scores = incremental_scores(model, x, grid, value, batch_size=batch_size)
         else:
@@ -225,9 +190,7 @@ def occlusion_flops(
 
     Returns ``full`` (every occluded copy through the whole network), ``incremental`` (only the
     outputs each occluder can reach, per layer: the theoretical limit), ``implemented`` (what
-    :mod:`models.incremental` computes in batches of ``batch_size``, with one rectangle size per
-    batch) and the ratios.
+    :mod:`models.occlusion.incremental` computes in batches of ``batch_size``, with one rectangle
+    size per batch) and the ratios.
     """
-    from models.incremental import count_flops
-
     return count_flops(model, grid, channels, batch_size=batch_size)

@@ -11,19 +11,11 @@ import dataclasses
 import datetime as dt
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
-from worker.store.jobstore import JobStore
-from worker.store.schema import (
-    FINAL_STATES,
-    DeliveryState,
-    Job,
-    JobEvent,
-    JobState,
-    ResultObject,
-    utcnow,
-)
-
-DONE = frozenset({DeliveryState.SENT, DeliveryState.CONFIRMED, DeliveryState.KEPT})
+from common.states import JobState
+from store.jobstore import JobStore
+from store.schema import DeliveryState, Job, ResultObject, utcnow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +164,7 @@ class Outbox:
                         updated_at=utcnow(),
                     )
                 )
-                if s.execute(stmt).rowcount == 1:  # type: ignore[attr-defined]
+                if s.execute(stmt).rowcount == 1:  # type: ignore[attr-defined]  # a CursorResult at run time
                     row = s.get(ResultObject, rid)
                     assert row is not None
                     claimed.append(ResultView.of(row))
@@ -204,10 +196,7 @@ class Outbox:
         with self.store.session() as s:
             self._settle(s, job_id)
 
-    def _settle(self, s: object, job_id: int) -> None:
-        from sqlalchemy.orm import Session
-
-        assert isinstance(s, Session)
+    def _settle(self, s: Session, job_id: int) -> None:
         job = s.get(Job, job_id)
         if job is None or job.state not in {JobState.RESULTS_BUILT, JobState.REJECTED}:
             return
@@ -221,16 +210,17 @@ class Outbox:
             return  # a rejection SR's delivery does not change a rejected job
         failed = [st for st in states if st == DeliveryState.FAILED]
         if failed:
-            job.state = str(JobState.FAILED)
-            job.reason = f"{len(failed)} result object(s) could not be delivered"
-            s.add(JobEvent(job_id=job_id, state=job.state, message=job.reason))
+            reason = f"{len(failed)} result object(s) could not be delivered"
+            JobStore.transition(
+                s, job_id, JobState.FAILED, reason, expect=[JobState.RESULTS_BUILT], reason=reason
+            )
         else:
             kept = all(st == DeliveryState.KEPT for st in states)
-            job.state = str(JobState.DELIVERED)
             message = (
                 "results kept in the results folder (no destination configured)"
                 if kept
                 else f"{len(states)} result object(s) delivered"
             )
-            s.add(JobEvent(job_id=job_id, state=job.state, message=message))
-        assert job.state in FINAL_STATES
+            JobStore.transition(
+                s, job_id, JobState.DELIVERED, message, expect=[JobState.RESULTS_BUILT]
+            )

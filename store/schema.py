@@ -16,26 +16,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from common.states import FINAL_STATES, JobState
+
+__all__ = [
+    "FINAL_STATES",
+    "Base",
+    "DeliveryState",
+    "Job",
+    "JobEvent",
+    "JobState",
+    "ResultObject",
+    "utcnow",
+]
+
 
 def utcnow() -> dt.datetime:
     """Timezone-aware now, the only clock the store uses."""
     return dt.datetime.now(dt.UTC)
-
-
-class JobState(enum.StrEnum):
-    """Where a job stands. ``delivered``, ``rejected`` and ``failed`` are final."""
-
-    RECEIVED = "received"
-    QUEUED = "queued"
-    ANALYSING = "analysing"
-    ANALYSED = "analysed"
-    RESULTS_BUILT = "results_built"
-    DELIVERED = "delivered"
-    REJECTED = "rejected"
-    FAILED = "failed"
-
-
-FINAL_STATES = frozenset({JobState.DELIVERED, JobState.REJECTED, JobState.FAILED})
 
 
 class Base(DeclarativeBase):

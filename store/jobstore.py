@@ -7,6 +7,7 @@ PostgreSQL). Methods return plain snapshots (:class:`JobView`), never live ORM o
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,8 @@ from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.store.schema import FINAL_STATES, Job, JobEvent, JobState, utcnow
+from common.states import FINAL_STATES, WAITING_STATES, JobState
+from store.schema import Job, JobEvent, utcnow
 
 #: Attributes a caller may set on a job together with a state change.
 UPDATABLE_FIELDS = frozenset(
@@ -219,18 +221,35 @@ class JobStore:
         atomic compare-and-set); returns whether it happened. This is what makes a
         redelivered task harmless: it cannot claim a job another worker already finished.
         """
+        with self.session() as s:
+            return self.transition(s, job_id, state, message, expect=expect, **fields)
+
+    @staticmethod
+    def transition(
+        s: Session,
+        job_id: int,
+        state: JobState,
+        message: str | None = None,
+        *,
+        expect: Iterable[JobState] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """:meth:`set_state` inside the caller's session ``s`` (committed with the caller's work).
+
+        The one place a job's state changes after receipt: the compare-and-set guard, the
+        allowed fields and the timeline event are applied here for every caller.
+        """
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:
             raise ValueError(f"cannot set job fields {sorted(unknown)}")
-        with self.session() as s:
-            stmt = update(Job).where(Job.id == job_id)
-            if expect is not None:
-                stmt = stmt.where(Job.state.in_([str(e) for e in expect]))
-            result = s.execute(stmt.values(state=str(state), updated_at=utcnow(), **fields))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return False
-            s.add(JobEvent(job_id=job_id, state=str(state), message=message))
-            return True
+        stmt = update(Job).where(Job.id == job_id)
+        if expect is not None:
+            stmt = stmt.where(Job.state.in_([str(e) for e in expect]))
+        result = s.execute(stmt.values(state=str(state), updated_at=utcnow(), **fields))
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult at run time
+            return False
+        s.add(JobEvent(job_id=job_id, state=str(state), message=message))
+        return True
 
     def claim(self, job_id: int, *, lease_s: float) -> bool:
         """Atomically take a job for analysis; False if it is not ours to take.
@@ -240,7 +259,7 @@ class JobStore:
         claimed again, so a redelivered or duplicated task message does nothing.
         """
         cutoff = utcnow() - dt.timedelta(seconds=lease_s)
-        waiting = [str(JobState.RECEIVED), str(JobState.QUEUED)]
+        waiting = [str(s) for s in WAITING_STATES]
         with self.session() as s:
             stmt = (
                 update(Job)
@@ -253,7 +272,7 @@ class JobStore:
                     state=str(JobState.ANALYSING), updated_at=utcnow(), attempts=Job.attempts + 1
                 )
             )
-            if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
+            if s.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult at run time
                 return False
             s.add(
                 JobEvent(job_id=job_id, state=str(JobState.ANALYSING), message="analysis started")
@@ -268,7 +287,7 @@ class JobStore:
                 .where(Job.id == job_id, Job.state == str(JobState.ANALYSING))
                 .values(updated_at=utcnow())
             )
-            return bool(s.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]
+            return bool(s.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]  # a CursorResult at run time
 
     def add_event(self, job_id: int, message: str) -> None:
         """Add a timeline entry without changing the state."""
@@ -301,7 +320,7 @@ class JobStore:
                 stmt = stmt.where(Job.state == state)
             return [JobView.of(j) for j in s.scalars(stmt)]
 
-    def events(self, job_id: int) -> list[EventView]:
+    def events(self, job_id: int) -> builtins.list[EventView]:
         """The job's timeline, oldest first."""
         with self.session() as s:
             rows = s.scalars(
@@ -319,12 +338,12 @@ class JobStore:
 
     def unfinished(
         self, *, stale_after_s: float = 0.0, states: Iterable[JobState] | None = None
-    ) -> list[int]:
+    ) -> builtins.list[int]:
         """Ids of jobs not in a final state whose last change is older than ``stale_after_s``.
 
         Used on start-up and periodically to re-enqueue work the broker may have lost.
         """
-        wanted = [str(s) for s in (states or (JobState.RECEIVED, JobState.QUEUED))]
+        wanted = [str(s) for s in (states or WAITING_STATES)]
         cutoff = utcnow() - dt.timedelta(seconds=stale_after_s)
         with self.session() as s:
             stmt = (

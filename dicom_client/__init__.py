@@ -1,0 +1,1 @@
+"""The DICOM client both services use: C-STORE SCU, C-FIND verification, TLS contexts."""

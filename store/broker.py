@@ -1,0 +1,75 @@
+"""The Celery application both services share: broker from settings, at-least-once delivery.
+
+The listener publishes through it (:mod:`store.queue`) and the worker runs it
+(:mod:`worker.tasks` registers the task under :data:`common.tasks.ANALYSE_TASK`); the app names
+the worker's task module as a string, so importing it imports no worker code.
+
+``acks_late`` + ``reject_on_worker_lost`` + prefetch 1 make a task message stay with the broker
+until the task has finished, so a worker that dies hands its task back. The job store, not the
+broker, is the final record: :mod:`store.recovery` re-enqueues any job the broker lost.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from common.settings import Settings, get_settings
+from common.tasks import ANALYSIS_QUEUE
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``."""
+    broker = settings.broker
+    if broker.startswith("sqla+sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("deepcovid", broker=broker, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=ANALYSIS_QUEUE,
+        task_default_delivery_mode="persistent",
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options=_transport_options(broker),
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        # A broker that goes away must not kill the analyses running: Celery's cancelling
+        # terminates the pool child, possibly mid-delivery (results stored, outbox not yet
+        # marked). The task finishes instead; its unacknowledged message comes back later and
+        # finds the job finished (the claim is compare-and-set), so it does nothing.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+    )
+    return app
+
+
+def _transport_options(broker: str) -> dict[str, object]:
+    """Per-transport options: kombu's SQLAlchemy transport hands them to ``create_engine``."""
+    if broker.startswith("sqla+sqlite"):
+        # Several processes share the SQLite file: wait for its lock instead of failing.
+        return {"connect_args": {"timeout": 30}}
+    if broker.startswith("sqla+"):
+        return {}
+    # Redis: a task a dead worker held comes back after an hour at the latest; the job
+    # store's lease brings it back sooner.
+    return {"visibility_timeout": 3600}
+
+
+_apps: dict[str, Celery] = {}
+
+
+def get_app(settings: Settings | None = None) -> Celery:
+    """The app for the current settings' broker (one per broker URL, made on first use).
+
+    Publishers use this rather than the module-level ``app`` so a process whose settings
+    change (tests, tools) never publishes to a stale broker.
+    """
+    settings = settings or get_settings()
+    if settings.broker not in _apps:
+        _apps[settings.broker] = make_celery(settings)
+    return _apps[settings.broker]

@@ -1,0 +1,157 @@
+"""The job store on SQLite, in the fast layer: receipts, claims and leases, the state guard,
+re-enqueueing, the outbox settling a job, and the schema agreeing with its migrations.
+
+The same rules run on PostgreSQL in ``tests/integration/test_jobstore.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import update
+
+from common.states import FINAL_STATES, JobState
+from store import JobStore
+from store.jobstore import make_engine
+from store.migrate import upgrade
+from store.outbox import NewResult, Outbox
+from store.recovery import requeue_unfinished
+from store.schema import Base, DeliveryState, Job, ResultObject
+from tests.factories import record_job
+
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    upgrade(url)
+    return JobStore(url)
+
+
+def receive(store: JobStore, uid: str, sha: str = "a" * 64) -> int:
+    return record_job(store, uid, sha256=sha)
+
+
+def age(store: JobStore, job_id: int, seconds: float) -> None:
+    """Pretend the job's last change happened ``seconds`` ago."""
+    with store.session() as s:
+        when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+        s.execute(update(Job).where(Job.id == job_id).values(updated_at=when))
+
+
+def test_the_schema_and_the_migrations_agree(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    upgrade(url)
+    with make_engine(url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], f"schema.py and migrations/ differ: {diff}"
+
+
+def test_a_receipt_twice_is_one_job_and_new_content_is_analysed_again(store: JobStore) -> None:
+    job_id = receive(store, "1.2.3.100")
+    assert receive(store, "1.2.3.100") == job_id
+    store.set_state(job_id, JobState.DELIVERED, "done")
+    assert receive(store, "1.2.3.100", sha="b" * 64) == job_id  # new content: analysed again
+    job = store.get(job_id)
+    assert job is not None and job.state == JobState.RECEIVED and job.times_received == 3
+
+
+def test_a_live_claim_is_exclusive_and_an_expired_one_can_be_retaken(store: JobStore) -> None:
+    job_id = receive(store, "1.2.3.200")
+    assert store.claim(job_id, lease_s=600)
+    assert not store.claim(job_id, lease_s=600)
+    age(store, job_id, 700)
+    assert store.claim(job_id, lease_s=600), "the worker died: its lease ran out"
+    store.set_state(job_id, JobState.DELIVERED)
+    age(store, job_id, 700)
+    assert not store.claim(job_id, lease_s=600), "finished jobs are never claimed again"
+
+
+def test_the_state_guard_refuses_a_change_from_the_wrong_state(store: JobStore) -> None:
+    job_id = receive(store, "1.2.3.300")
+    assert not store.set_state(job_id, JobState.DELIVERED, expect=[JobState.RESULTS_BUILT])
+    assert store.get(job_id).state == JobState.RECEIVED  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="sop_instance_uid"):
+        store.set_state(job_id, JobState.FAILED, sop_instance_uid="x")
+    events = [e.state for e in store.events(job_id)]
+    assert events == ["received"], "a refused change adds no event"
+
+
+def test_requeue_takes_waiting_jobs_and_expired_analyses_only(store: JobStore) -> None:
+    waiting = receive(store, "1.2.3.401")
+    live = receive(store, "1.2.3.402")
+    dead = receive(store, "1.2.3.403")
+    done = receive(store, "1.2.3.404")
+    assert store.claim(live, lease_s=900) and store.claim(dead, lease_s=900)
+    store.set_state(done, JobState.DELIVERED)
+    for job_id in (waiting, live, done):
+        age(store, job_id, 60)
+    age(store, dead, 1000)
+    sent: list[int] = []
+    n = requeue_unfinished(store, sent.append, stale_after_s=30, analysis_lease_s=900)
+    assert n == 2 and sorted(sent) == sorted([waiting, dead])
+
+
+def test_requeue_stops_at_the_first_broker_failure(store: JobStore) -> None:
+    for i in range(3):
+        receive(store, f"1.2.3.50{i}")
+
+    def broker_down(_job_id: int) -> None:
+        raise ConnectionError("broker down")
+
+    assert requeue_unfinished(store, broker_down) == 0
+    assert len(store.unfinished()) == 3, "the jobs stay for the next run"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "final"),
+    [(DeliveryState.CONFIRMED, JobState.DELIVERED), (DeliveryState.FAILED, JobState.FAILED)],
+)
+def test_the_outbox_settles_the_job_through_the_guarded_transition(
+    store: JobStore, outcome: DeliveryState, final: JobState
+) -> None:
+    job_id = receive(store, "1.2.3.600")
+    store.set_state(job_id, JobState.RESULTS_BUILT)
+    outbox = Outbox(store)
+    results = [
+        NewResult(
+            kind, f"1.2.3.6{i}", "1.2.840.10008.5.1.4.1.1.88.34", f"1.2.3.7{i}", "1.2.3", "/x"
+        )
+        for i, kind in enumerate(("sr", "sc"))
+    ]
+    assert outbox.add(job_id, results, model_version="v", destination="PACS@h:104") == 2
+    rows = outbox.claim_due(job_id=job_id)
+    outbox.mark(rows[0].id, DeliveryState.CONFIRMED)
+    assert store.get(job_id).state == JobState.RESULTS_BUILT  # type: ignore[union-attr]
+    outbox.mark(rows[1].id, outcome, error="refused" if outcome == DeliveryState.FAILED else None)
+    job = store.get(job_id)
+    assert job is not None and job.state == final and final in FINAL_STATES
+    assert [e.state for e in store.events(job_id)][-1] == final
+    outbox.settle(job_id)  # settling again changes nothing
+    assert [e.state for e in store.events(job_id)].count(final) == 1
+
+
+def test_upgrading_a_store_in_use_keeps_its_jobs_events_and_results(tmp_path: Path) -> None:
+    from alembic import command
+
+    from store.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    command.upgrade(alembic_config(url), "0002")
+    old = JobStore(url)
+    job_id = receive(old, "1.2.3.700")
+    old.set_state(job_id, JobState.RESULTS_BUILT, "built")
+    result = NewResult("sr", "1.2.3.71", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.3.72", "1.2.3", "/x")
+    Outbox(old).add(job_id, [result], model_version="v", destination=None)
+    old.engine.dispose()
+    upgrade(url)
+    store = JobStore(url)
+    assert [e.state for e in store.events(job_id)] == ["received", "results_built"]
+    assert store.get(job_id).state == JobState.RESULTS_BUILT  # type: ignore[union-attr]
+    with store.session() as s:
+        assert s.query(ResultObject).count() == 1
