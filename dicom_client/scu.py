@@ -4,7 +4,7 @@ Used by the worker to deliver results and by ``deepcovid send``. Files are sent 
 disk (their encoded dataset is streamed without decoding, so what arrives is byte-for-byte what
 was stored); datasets are encoded by pynetdicom.
 
-Retries are bounded (STYLE.md: "retries that resend forever" is what to avoid): each round opens
+Retries are bounded (a sender that resends forever floods a PACS that is down): each round opens
 one association for everything still pending; an item ends after ``max_attempts`` rounds. What
 is worth retrying: no connection, a transient association rejection, an association lost
 mid-way, no response, and *out of resources* (0xA7xx) or *resource limitation* (0x0213)
