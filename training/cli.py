@@ -357,7 +357,10 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
     from training.release import make_card, save_version
     from training.trainer import train
 
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:  # a bad flag combination: a message, not a traceback
+        raise SystemExit(f"train: {exc}") from exc
     if cfg.threads:
         import torch
 
