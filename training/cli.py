@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from training.config import AugmentSpec, TrainConfig
+from training.config import SELECT_BY, SOURCE_SAMPLING, AugmentSpec, TrainConfig
 from training.manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--brightness", type=float, default=a.brightness)
     parser.add_argument("--contrast", type=float, default=a.contrast)
     parser.add_argument("--gamma", type=float, default=a.gamma)
+    _add_shortcut_arguments(parser)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
     parser.add_argument(
@@ -118,7 +119,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.target_sensitivity,
         help="operating point chosen on val (paper: 0.98)",
     )
-    parser.add_argument("--select-by", default=d.select_by, choices=("auc", "loss"))
+    parser.add_argument(
+        "--select-by",
+        default=d.select_by,
+        choices=SELECT_BY,
+        help="best checkpoint by val AUC, pooled within-source AUC (robust to source "
+        "recognition), or loss (default auc)",
+    )
     parser.add_argument("--patience", type=int, default=d.patience, help="early stop (0: off)")
     parser.add_argument("--time-limit-s", type=float, default=None, help="training time budget")
     parser.add_argument(
@@ -142,6 +149,139 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_registry_argument(parser)
 
 
+def _add_shortcut_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags against source shortcuts (docs/training.md, "Training against shortcuts")."""
+    d = _DEFAULTS
+    a = d.aug
+    g = parser.add_argument_group(
+        "training against shortcuts",
+        "augmentations that erase source cues, source-balanced sampling, hard negatives, a "
+        "source adversary; all off by default (the paper's recipe)",
+    )
+    g.add_argument(
+        "--border-crop",
+        type=float,
+        default=a.border_crop,
+        metavar="FRAC",
+        help="crop 0..FRAC at each edge, resize back (0: off)",
+    )
+    g.add_argument(
+        "--border-erase",
+        type=int,
+        default=a.border_erase,
+        metavar="N",
+        help="N rectangles per image touching the edges, filled with random gray (0: off)",
+    )
+    g.add_argument(
+        "--border-erase-size",
+        type=float,
+        default=a.border_erase_size,
+        metavar="FRAC",
+        help=f"largest depth of an erased rectangle, fraction of the side ({a.border_erase_size})",
+    )
+    g.add_argument(
+        "--downscale",
+        type=float,
+        default=a.downscale,
+        metavar="MIN",
+        help="resolution change: shrink by a factor in [MIN, 1], enlarge back (1: off)",
+    )
+    g.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=a.blur_sigma,
+        metavar="PX",
+        help="Gaussian blur, sigma in [0, PX] pixels (0: off)",
+    )
+    g.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=a.jpeg_quality,
+        metavar="Q",
+        help="JPEG re-compression at quality in [Q, 95] (0: off; CPU, slower)",
+    )
+    g.add_argument(
+        "--jpeg-p",
+        type=float,
+        default=a.jpeg_p,
+        help=f"probability of JPEG re-compression per augmented image ({a.jpeg_p})",
+    )
+    g.add_argument(
+        "--noise-std",
+        type=float,
+        default=a.noise_std,
+        help="Gaussian noise, std in [0, STD] of the [0, 1] range (0: off)",
+    )
+    g.add_argument(
+        "--source-sampling",
+        default=d.source_sampling,
+        choices=SOURCE_SAMPLING,
+        help="spread each epoch over sources: equally, by --source-temperature, or not (none)",
+    )
+    g.add_argument(
+        "--source-temperature",
+        type=float,
+        default=d.source_temperature,
+        metavar="T",
+        help="source shares proportional to n_images**(1/T) (1: as the data; larger: flatter)",
+    )
+    g.add_argument(
+        "--hard-negative-weight",
+        type=float,
+        default=d.hard_negative_weight,
+        help="loss weight of hard negatives: non-COVID disease findings of "
+        "--hard-negative-sources (1: as others)",
+    )
+    g.add_argument(
+        "--hard-negative-copies",
+        type=int,
+        default=d.hard_negative_copies,
+        help="visits of each hard negative per epoch (1: as others)",
+    )
+    g.add_argument(
+        "--hard-negative-sources",
+        nargs="+",
+        default=list(d.hard_negative_sources),
+        metavar="SOURCE",
+        help=f"sources whose non-COVID pneumonias are hard negatives "
+        f"({' '.join(d.hard_negative_sources)})",
+    )
+    g.add_argument(
+        "--adversary-weight",
+        type=float,
+        default=d.adversary_weight,
+        help="source-adversarial head: gradient-reversal strength (0: off)",
+    )
+    g.add_argument(
+        "--lung-crop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="PreprocessSpec.lung_crop: crop to the lung fields (needs a spec that has it)",
+    )
+    g.add_argument(
+        "--lung-mask",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="PreprocessSpec.lung_mask (needs a spec that has it)",
+    )
+    g.add_argument(
+        "--equalise",
+        choices=("none", "hist", "clahe"),
+        default=None,
+        help="PreprocessSpec.equalise (needs a spec that has it)",
+    )
+
+
+def _preprocess_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """PreprocessSpec fields given on the command line (absent ones keep the spec's default)."""
+    given = {
+        "lung_crop": getattr(args, "lung_crop", None),
+        "lung_mask": getattr(args, "lung_mask", None),
+        "equalise": getattr(args, "equalise", None),
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` the parsed flags describe."""
     aug = AugmentSpec(
@@ -153,6 +293,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         brightness=args.brightness,
         contrast=args.contrast,
         gamma=args.gamma,
+        border_crop=args.border_crop,
+        border_erase=args.border_erase,
+        border_erase_size=args.border_erase_size,
+        downscale=args.downscale,
+        blur_sigma=args.blur_sigma,
+        jpeg_quality=args.jpeg_quality,
+        jpeg_p=args.jpeg_p,
+        noise_std=args.noise_std,
     )
     return TrainConfig(
         manifest=str(args.manifest),
@@ -174,6 +322,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         augment=args.augment,
         covid_copies=args.covid_copies,
         oversample=args.oversample,
+        source_sampling=args.source_sampling,
+        source_temperature=args.source_temperature,
+        hard_negative_sources=tuple(args.hard_negative_sources),
+        hard_negative_weight=args.hard_negative_weight,
+        hard_negative_copies=args.hard_negative_copies,
+        adversary_weight=args.adversary_weight,
+        preprocess=_preprocess_from_args(args),
         aug=aug,
         seed=args.seed,
         device=args.device,
@@ -201,7 +356,10 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
     from training.release import make_card, save_version
     from training.trainer import train
 
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:  # a bad flag combination: a message, not a traceback
+        raise SystemExit(f"train: {exc}") from exc
     if cfg.threads:
         import torch
 
@@ -212,8 +370,9 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
     )
     _log(f"manifest {manifest.path} ({manifest.sha256[:12]}): {json.dumps(manifest.counts())}")
     t0 = time.perf_counter()
-    train_data = load_split(manifest.split("train"), cfg.input_size, cfg.load_workers)
-    val_data = load_split(manifest.split("val"), cfg.input_size, cfg.load_workers)
+    spec = cfg.preprocess_spec()  # the one the trainer uses and the card records
+    train_data = load_split(manifest.split("train"), spec, cfg.load_workers)
+    val_data = load_split(manifest.split("val"), spec, cfg.load_workers)
     _log(
         f"loaded {len(train_data)} train / {len(val_data)} val images "
         f"in {time.perf_counter() - t0:.1f} s"
@@ -228,11 +387,7 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
         log=_log,
     )
     device = _setup_device(cfg.device, cfg.threads)  # IEEE fp32 for the threshold, as serving
-    from models.preprocessing import PreprocessSpec
-
-    logits = predict_logits(
-        result.model.to(device), val_data.gray, PreprocessSpec(cfg.input_size), device
-    )
+    logits = predict_logits(result.model.to(device), val_data.gray, spec, device)
     result.model.cpu()
     card = make_card(
         cfg,

@@ -2,9 +2,15 @@
 
 One epoch visits the order of :func:`training.dataset.epoch_order` in batches, augments the chosen
 visits on the device (:func:`training.augment.augment_batch`), normalises like serving, and steps
-the optimizer on cross-entropy. After each epoch the validation split gives loss and AUC,
-``last.pt`` is written and ``best.pt`` when validation improved. All randomness derives from
-``(seed, epoch)``, so a resumed run continues exactly where an uninterrupted one would be.
+the optimizer on cross-entropy. After each epoch the validation split gives loss, AUC and the
+pooled within-source AUC (:mod:`training.sources`), ``last.pt`` is written and ``best.pt`` when
+the score chosen by ``select_by`` improved. All randomness derives from ``(seed, epoch)``, so a
+resumed run continues exactly where an uninterrupted one would be.
+
+Against the source shortcut the loop can also weight hard negatives in the loss, and train a
+source adversary: a per-class linear source classifier on the features the head sees, whose
+gradient reaches the backbone reversed (Ganin & Lempitsky, 2015), so the backbone is pushed to
+features that do not tell the sources apart beyond the label.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from models.preprocessing import PreprocessSpec, normalise
 from training.augment import augment_batch
 from training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.dataset import SplitData, epoch_order
+from training.dataset import SplitData, epoch_order, hard_negative_mask
 from training.intervals import rank_auc
 from training.predict import predict_logits, probabilities, resolve_device
+from training.sources import per_source_auc, pooled_within_source_auc
 
 Log = Callable[[str], None]
 
@@ -44,6 +51,11 @@ class EpochRecord:
     val_auc: float
     lr: float
     seconds: float
+    val_within_source_auc: float = float("nan")
+    """Pooled within-source AUC on val (NaN: no source with both classes; older histories)."""
+    adversary_loss: float = float("nan")
+    """Mean source cross-entropy of the adversary (NaN: no adversary). Near ``ln(sources)``
+    means the features no longer tell the sources apart."""
 
 
 @dataclass
@@ -55,6 +67,8 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     training_seconds: float = 0.0
     stopped_because: str = "epochs done"
+    preprocess: PreprocessSpec | None = None
+    """The spec the model was trained with (for the card, so serving matches training)."""
 
 
 def _set_trainable(model: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]:
@@ -106,23 +120,165 @@ def lr_factor(cfg: TrainConfig, progress: float) -> float:
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _score(record: EpochRecord, select_by: str) -> tuple[float, ...]:
-    """Larger is better; NaN AUC (one class in val) ranks lowest."""
+def selection_score(record: EpochRecord, select_by: str) -> tuple[float, ...]:
+    """How good an epoch is by ``select_by``; larger is better, NaN AUCs rank lowest.
+
+    ``auc``: (AUC, -loss). ``within_source_auc``: (pooled within-source AUC, AUC, -loss), so
+    the epoch that separates the classes best *within* the sources wins, not the one that best
+    recognises where an image came from. ``loss``: (-loss,).
+    """
     if select_by == "loss":
         return (-record.val_loss,)
     auc = record.val_auc if math.isfinite(record.val_auc) else -1.0
+    if select_by == "within_source_auc":
+        within = record.val_within_source_auc
+        return (within if math.isfinite(within) else -1.0, auc, -record.val_loss)
     return (auc, -record.val_loss)
+
+
+def choose_best_epoch(history: list[EpochRecord], select_by: str) -> int:
+    """The epoch :func:`train` keeps: the first with the highest :func:`selection_score`."""
+    if not history:
+        raise ValueError("empty history")
+    best = history[0]
+    for record in history[1:]:
+        if selection_score(record, select_by) > selection_score(best, select_by):
+            best = record
+    return best.epoch
+
+
+@dataclass
+class Validation:
+    """What one validation pass measured."""
+
+    loss: float
+    auc: float
+    within_source_auc: float
+    constant: bool
+    """Every image got the same output (a dead head)."""
 
 
 def _validate(
     model: nn.Module, val: SplitData, spec: PreprocessSpec, device: torch.device, cfg: TrainConfig
-) -> tuple[float, float, bool]:
-    """Validation loss, AUC, and whether every image got the same output (a dead head)."""
+) -> Validation:
+    """Validation loss, AUC, pooled within-source AUC, and whether the outputs are constant."""
     logits = predict_logits(model, val.gray, spec, device, cfg.eval_batch_size)
     loss = float(nn.functional.cross_entropy(logits, val.labels.cpu()))
     probs = probabilities(logits)
-    auc = rank_auc(val.labels.cpu().numpy(), probs)
-    return loss, auc, bool(np.ptp(probs) == 0.0)
+    labels = val.labels.cpu().numpy()
+    return Validation(
+        loss=loss,
+        auc=rank_auc(labels, probs),
+        within_source_auc=pooled_within_source_auc(labels, probs, val.sources),
+        constant=bool(np.ptp(probs) == 0.0),
+    )
+
+
+class _GradReverse(torch.autograd.Function):
+    """Identity forward; the gradient multiplied by ``-weight`` backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.weight * grad, None
+
+
+class SourceAdversary(nn.Module):
+    """A source classifier per class on the features entering the model's head.
+
+    A forward pre-hook on the head keeps its input (pooled to ``[N, C]`` for a convolutional
+    head such as SqueezeNet's); :meth:`loss` classifies the source from those features through
+    a gradient reversal of strength ``weight``. The adversary itself learns at full strength; the
+    backbone receives the reversed gradient and unlearns what separates sources. One classifier
+    per class (the label selects it), since sources predict labels in these collections.
+    """
+
+    def __init__(self, model: nn.Module, arch: str, sources: list[str], weight: float) -> None:
+        super().__init__()
+        head = model.get_submodule(head_prefix(arch).rstrip("."))
+        if isinstance(head, nn.Linear):
+            width = head.in_features
+        elif isinstance(head, nn.Conv2d):
+            width = head.in_channels
+        else:  # pragma: no cover - every architecture of models.architectures is one of those
+            raise TypeError(f"cannot attach a source adversary to a {type(head).__name__} head")
+        self.sources = sorted(set(sources))
+        self.weight = weight
+        self.classifier = nn.Linear(width, 2 * len(self.sources))
+        self._features: torch.Tensor | None = None
+        self._hook = head.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if self.training:
+            self._features = inputs[0]
+
+    def source_index(self, sources: list[str]) -> torch.Tensor:
+        """Class indices of ``sources`` (names of the train split)."""
+        lookup = {name: i for i, name in enumerate(self.sources)}
+        return torch.tensor([lookup[s] for s in sources], dtype=torch.long)
+
+    def loss(self, labels: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """Source cross-entropy of the last training forward pass (reversed into the backbone)."""
+        if self._features is None:
+            raise RuntimeError("no features kept: run the model in training mode first")
+        feats = self._features.float()
+        self._features = None
+        if feats.dim() == 4:
+            feats = feats.mean(dim=(2, 3))
+        logits = self.classifier(_GradReverse.apply(feats, self.weight))
+        logits = logits.view(feats.shape[0], 2, len(self.sources))
+        per_class = logits[torch.arange(feats.shape[0], device=feats.device), labels]
+        return nn.functional.cross_entropy(per_class, sources)
+
+    def remove(self) -> None:
+        """Detach the hook from the model."""
+        self._hook.remove()
+
+
+def sample_weights(labels: np.ndarray, hard: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Loss weight of every training image: ``hard_negative_weight`` for hard negatives, else 1."""
+    weights = np.ones(len(labels), dtype=np.float32)
+    weights[np.asarray(hard, dtype=bool) & (np.asarray(labels) == 0)] = cfg.hard_negative_weight
+    return weights
+
+
+def weighted_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None, smoothing: float
+) -> torch.Tensor:
+    """Cross-entropy, the weighted mean ``sum(w * ce) / sum(w)`` when ``weights`` are given."""
+    if weights is None:
+        return nn.functional.cross_entropy(logits, targets, label_smoothing=smoothing)
+    per_image = nn.functional.cross_entropy(
+        logits, targets, reduction="none", label_smoothing=smoothing
+    )
+    return (per_image * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
+@dataclass
+class _EpochInputs:
+    """What an epoch needs beyond the split: hard negatives, loss weights, source indices."""
+
+    hard: np.ndarray
+    weights: torch.Tensor | None
+    """Per-image loss weights (None: plain mean, the paper's loss)."""
+    source_idx: torch.Tensor | None
+    """Per-image source class of the adversary (None: no adversary)."""
+
+
+def _epoch_inputs(
+    train: SplitData, cfg: TrainConfig, adversary: SourceAdversary | None
+) -> _EpochInputs:
+    labels = train.labels.cpu().numpy()
+    hard = hard_negative_mask(train.rows, cfg.hard_negative_sources)
+    weights = None
+    if cfg.hard_negative_weight != 1.0:
+        weights = torch.from_numpy(sample_weights(labels, hard, cfg))
+    source_idx = adversary.source_index(train.sources) if adversary is not None else None
+    return _EpochInputs(hard=hard, weights=weights, source_idx=source_idx)
 
 
 def _run_epoch(
@@ -134,8 +290,12 @@ def _run_epoch(
     cfg: TrainConfig,
     epoch: int,
     progress: bool,
-) -> float:
-    """One epoch of optimisation; returns the mean training loss."""
+    inputs: _EpochInputs | None = None,
+    adversary: SourceAdversary | None = None,
+) -> tuple[float, float]:
+    """One epoch of optimisation; returns the mean training loss and adversary loss (or NaN)."""
+    if inputs is None:
+        inputs = _epoch_inputs(train, cfg, adversary)
     order, mask = epoch_order(
         train.labels.cpu().numpy(),
         epoch=epoch,
@@ -143,14 +303,21 @@ def _run_epoch(
         covid_copies=cfg.covid_copies,
         oversample=cfg.oversample,
         augment=cfg.augment,
+        hard_negatives=inputs.hard,
+        hard_negative_copies=cfg.hard_negative_copies,
+        sources=train.sources,
+        source_sampling=cfg.source_sampling,
+        source_temperature=cfg.source_temperature,
     )
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     torch.manual_seed(cfg.seed * 7919 + epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     use_amp = cfg.amp and device.type == "cuda"
     steps = math.ceil(order.size / cfg.batch_size)
     total, count = 0.0, 0
+    adv_total = 0.0
     _train_mode(model, cfg)
+    if adversary is not None:
+        adversary.train()
     bar = tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
     for step in range(steps):
         sl = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
@@ -167,8 +334,13 @@ def _run_epoch(
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = train.labels[idx.to(train.labels.device)].to(device)
+        w = inputs.weights[idx].to(device) if inputs.weights is not None else None
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = loss_fn(model(x).float(), y)
+            loss = weighted_loss(model(x).float(), y, w, cfg.label_smoothing)
+        if adversary is not None and inputs.source_idx is not None:
+            adv_loss = adversary.loss(y, inputs.source_idx[idx].to(device))
+            adv_total += float(adv_loss.detach()) * idx.numel()
+            loss = loss + adv_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -180,7 +352,8 @@ def _run_epoch(
         bar.update(1)
         bar.set_postfix(loss=f"{total / count:.4f}")
     bar.close()
-    return total / max(count, 1)
+    adv_mean = adv_total / max(count, 1) if adversary is not None else float("nan")
+    return total / max(count, 1), adv_mean
 
 
 def train(
@@ -197,17 +370,27 @@ def train(
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    spec = PreprocessSpec(input_size=cfg.input_size)
+    spec = cfg.preprocess_spec()
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, init=cfg.init)
     if cfg.head_bias is not None:
         _init_head_bias(model, cfg)
     params = _set_trainable(model, cfg)
+    # Created after the model, so the model's random init is that of a run without adversary.
+    adversary = (
+        SourceAdversary(model, cfg.arch, train_data.sources, cfg.adversary_weight)
+        if cfg.adversary_weight > 0
+        else None
+    )
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(params, cfg)
+    if adversary is not None:
+        adversary.to(device)
+        optimizer.add_param_group({"params": list(adversary.classifier.parameters())})
+        log(f"source adversary over {', '.join(adversary.sources)} (weight {cfg.adversary_weight})")
     history: list[EpochRecord] = []
     best_epoch = 0
     best_score: tuple[float, ...] = (-math.inf,)
@@ -218,6 +401,8 @@ def train(
         state = load_checkpoint(last_path)
         _check_resumable(state["config"], cfg)
         model.load_state_dict(state["model"])
+        if adversary is not None:
+            adversary.classifier.load_state_dict(state["adversary"])
         optimizer.load_state_dict(state["optimizer"])
         history = [EpochRecord(**h) for h in state["history"]]
         best_epoch = int(state["best_epoch"])
@@ -230,6 +415,17 @@ def train(
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     train_data = train_data.to(device)
+    inputs = _epoch_inputs(train_data, cfg, adversary)
+    if cfg.hard_negative_weight != 1.0 or cfg.hard_negative_copies > 1:
+        log(
+            f"{int(inputs.hard.sum())} hard negatives (non-COVID disease findings of "
+            f"{', '.join(cfg.hard_negative_sources)}): loss weight {cfg.hard_negative_weight}, "
+            f"{cfg.hard_negative_copies} visits per epoch"
+        )
+    if cfg.select_by == "within_source_auc" and not per_source_auc(
+        val_data.labels.cpu().numpy(), np.zeros(len(val_data)), val_data.sources
+    ):
+        log("warning: no val source holds both classes; within_source_auc selects by AUC")
     stopped = "epochs done"
     epochs_bar = tqdm(
         total=cfg.epochs,
@@ -249,9 +445,11 @@ def train(
             stopped = f"no improvement for {cfg.patience} epochs"
             break
         t0 = time.perf_counter()
-        train_loss = _run_epoch(model, optimizer, train_data, spec, device, cfg, epoch, progress)
-        val_loss, val_auc, constant = _validate(model, val_data, spec, device, cfg)
-        if constant:
+        train_loss, adv_loss = _run_epoch(
+            model, optimizer, train_data, spec, device, cfg, epoch, progress, inputs, adversary
+        )
+        val = _validate(model, val_data, spec, device, cfg)
+        if val.constant:
             log(
                 f"warning: epoch {epoch} gives every validation image the same output; the "
                 "head may have died (for SqueezeNet from scratch try --head-bias 1)"
@@ -261,10 +459,12 @@ def train(
         record = EpochRecord(
             epoch=epoch,
             train_loss=train_loss,
-            val_loss=val_loss,
-            val_auc=val_auc,
+            val_loss=val.loss,
+            val_auc=val.auc,
             lr=float(optimizer.param_groups[0]["lr"]),
             seconds=seconds,
+            val_within_source_auc=val.within_source_auc,
+            adversary_loss=adv_loss,
         )
         history.append(record)
         if epoch == start_epoch + 1 and cfg.fit_epochs_to_time and cfg.time_limit_s:
@@ -275,9 +475,10 @@ def train(
                 log(f"fitting the schedule to the time budget: {fitting} epochs, not {cfg.epochs}")
                 cfg.epochs = fitting
                 epochs_bar.total = fitting
-        improved = _score(record, cfg.select_by) > best_score
+        score = selection_score(record, cfg.select_by)
+        improved = score > best_score
         if improved:
-            best_epoch, best_score = epoch, _score(record, cfg.select_by)
+            best_epoch, best_score = epoch, score
             save_checkpoint(run_dir / BEST, {"epoch": epoch, "model": _cpu_state(model)})
         save_checkpoint(
             last_path,
@@ -290,17 +491,22 @@ def train(
                 "best_epoch": best_epoch,
                 "best_score": list(best_score),
                 "elapsed_s": elapsed,
+                **({"adversary": _cpu_state(adversary.classifier)} if adversary else {}),
             },
         )
         _write_history(run_dir, history)
         epochs_bar.update(1)
-        epochs_bar.set_postfix(loss=f"{train_loss:.4f}", val_auc=f"{val_auc:.4f}", best=best_epoch)
+        epochs_bar.set_postfix(loss=f"{train_loss:.4f}", val_auc=f"{val.auc:.4f}", best=best_epoch)
+        adv = f", source adversary loss {adv_loss:.4f}" if adversary is not None else ""
         log(
-            f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-            f"val AUC {val_auc:.4f}{' *' if improved else ''} ({seconds:.1f} s)"
+            f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}{adv}, val loss "
+            f"{val.loss:.4f}, val AUC {val.auc:.4f}, within-source AUC "
+            f"{val.within_source_auc:.4f}{' *' if improved else ''} ({seconds:.1f} s)"
         )
 
     epochs_bar.close()
+    if adversary is not None:
+        adversary.remove()
     if not history:
         raise RuntimeError("no epoch was trained (epochs already done or time limit too small)")
     best = build_model(cfg.arch, init="none")
@@ -311,6 +517,7 @@ def train(
         history=history,
         training_seconds=elapsed,
         stopped_because=stopped,
+        preprocess=spec,
     )
 
 
@@ -322,15 +529,31 @@ def _write_history(run_dir: Path, history: list[EpochRecord]) -> None:
     (run_dir / "history.json").write_text(json.dumps([vars(h) for h in history], indent=1) + "\n")
 
 
-_MUST_MATCH = ("arch", "init", "finetune", "input_size", "optimizer", "seed", "manifest")
+_MUST_MATCH = (
+    "arch",
+    "init",
+    "finetune",
+    "input_size",
+    "optimizer",
+    "seed",
+    "manifest",
+    "select_by",
+    "adversary_weight",
+    "preprocess",
+)
+"""Config keys a resumed run must share with its checkpoint (the best score, the optimizer's
+parameter groups and the images depend on them)."""
 
 
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
-    """A resumed run must be the same experiment (``epochs`` and limits may grow)."""
+    """A resumed run must be the same experiment (``epochs`` and limits may grow).
+
+    A key the checkpoint predates counts as its default (it ran the default)."""
     current = cfg.to_dict()
-    diffs = [k for k in _MUST_MATCH if saved.get(k) != current.get(k)]
+    defaults = TrainConfig(manifest="").to_dict()
+    diffs = [k for k in _MUST_MATCH if saved.get(k, defaults[k]) != current.get(k)]
     if diffs:
         raise ValueError(
             "cannot resume: the checkpoint was trained with different "
-            + ", ".join(f"{k} ({saved.get(k)!r} vs {current.get(k)!r})" for k in diffs)
+            + ", ".join(f"{k} ({saved.get(k, defaults[k])!r} vs {current.get(k)!r})" for k in diffs)
         )
