@@ -195,7 +195,7 @@ def epoch_order(
         if sources is None or len(sources) != y.size:
             raise ValueError("source sampling needs the source of every image")
         src = np.asarray(list(sources), dtype=object).astype(str)
-        quotas = source_quotas(src, order.size, source_sampling, source_temperature)
+        quotas = source_quotas(src.tolist(), order.size, source_sampling, source_temperature)
         order = np.concatenate(
             [_spread(order[src[order] == name], quota, rng) for name, quota in quotas.items()]
         )
