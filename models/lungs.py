@@ -378,8 +378,8 @@ def dilate_mask(mask: np.ndarray, fraction: float) -> np.ndarray:
     rows = np.minimum(((np.arange(sh) + 0.5) * h / sh).astype(np.intp), h - 1)
     cols = np.minimum(((np.arange(sw) + 0.5) * w / sw).astype(np.intp), w - 1)
     small = mask[rows[:, None], cols[None, :]]
-    radius = max(1, round(fraction * min(sh, sw)))
-    grown = ndimage.binary_dilation(small, structure=_disk(radius))
+    radius = fraction * min(sh, sw)
+    grown = ndimage.distance_transform_edt(~small) <= radius
     back_r = np.minimum(((np.arange(h) + 0.5) * sh / h).astype(np.intp), sh - 1)
     back_c = np.minimum(((np.arange(w) + 0.5) * sw / w).astype(np.intp), sw - 1)
     return grown[back_r[:, None], back_c[None, :]] | mask

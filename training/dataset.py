@@ -1,11 +1,11 @@
 """Images of a manifest split as one tensor, and the order in which an epoch visits them.
 
 Every image goes through :func:`models.preprocessing.load_image_file` and
-:func:`models.preprocessing.resize_image` once (the same functions serving uses) and is kept as gray
-``[N, 1, S, S]`` in [0, 1]; augmentation works on those and
-:func:`models.preprocessing.normalise` finishes the model input. A dataset of ~1,500 chest X-rays at
-224 px is ~300 MB of float32, small enough to keep in memory (or on the GPU) for the whole run,
-which removes the data loader from the training time.
+:func:`models.preprocessing.prepare_gray` once (the same functions serving uses: the spec's lung
+crop, equalisation and lung mask, then the resize) and is kept as gray ``[N, 1, S, S]`` in [0, 1];
+augmentation works on those and :func:`models.preprocessing.normalise` finishes the model input.
+A dataset of ~1,500 chest X-rays at 224 px is ~300 MB of float32, small enough to keep in memory
+(or on the GPU) for the whole run, which removes the data loader from the training time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.preprocessing import load_image_file, resize_image
+from models.preprocessing import PreprocessSpec, load_image_file, prepare_gray
 from training.manifest import ManifestRow
 
 
@@ -39,19 +39,26 @@ class SplitData:
         return SplitData(self.gray.to(device), self.labels.to(device), self.rows)
 
 
-def _load_one(row: ManifestRow, size: int) -> torch.Tensor:
+def _load_one(row: ManifestRow, spec: PreprocessSpec) -> torch.Tensor:
     try:
-        return resize_image(load_image_file(row.path), size)
+        return prepare_gray(load_image_file(row.path), spec)
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot read manifest image {row.relpath}: {exc}") from exc
 
 
-def load_split(rows: Sequence[ManifestRow], input_size: int, workers: int = 4) -> SplitData:
-    """Decode and resize ``rows`` in a thread pool (PIL and torch release the GIL)."""
+def load_split(
+    rows: Sequence[ManifestRow], input_size: int | PreprocessSpec, workers: int = 4
+) -> SplitData:
+    """Decode and prepare ``rows`` in a thread pool (PIL, numpy and torch release the GIL).
+
+    ``input_size`` is a whole :class:`PreprocessSpec` (a model card's, so lung crop, mask and
+    equalisation match serving) or just a size (the paper's preprocessing: resize only).
+    """
     if not rows:
         raise ValueError("no rows to load")
+    spec = input_size if isinstance(input_size, PreprocessSpec) else PreprocessSpec(input_size)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        images = list(pool.map(lambda r: _load_one(r, input_size), rows))
+        images = list(pool.map(lambda r: _load_one(r, spec), rows))
     gray = torch.stack(images)
     labels = torch.tensor([r.label for r in rows], dtype=torch.long)
     return SplitData(gray=gray, labels=labels, rows=list(rows))
