@@ -126,7 +126,7 @@ def lung_grid(
 
 
 def lung_stats(rows: Sequence[ManifestRow]) -> dict[str, Any]:
-    """Fallback and mirror rates per source and class over ``rows``, and seconds per image.
+    """Fallback and mirror rates per source, class and both over ``rows``; time per image.
 
     The time covers :func:`find_lung_fields` only (not decoding the JPEG).
     """
@@ -139,7 +139,8 @@ def lung_stats(rows: Sequence[ManifestRow]) -> dict[str, Any]:
         t0 = time.perf_counter()
         fields = find_lung_fields(image)
         seconds.append(time.perf_counter() - t0)
-        for key in (f"source/{row.source}", f"class/{LABELS[row.label]}", "all"):
+        label = LABELS[row.label]
+        for key in (f"source/{row.source}", f"class/{label}", f"{row.source}/{label}", "all"):
             total[key] += 1
             methods[key][fields.method] += 1
         if fields.reason:
