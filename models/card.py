@@ -83,6 +83,9 @@ class ModelCard:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     classes: tuple[str, ...] = CLASSES
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    """The optional preprocessing steps beyond resize and normalisation (lung crop or mask,
+    equalisation; :class:`models.preprocessing.PreprocessSpec` fields). Empty: the paper's."""
     threshold: float = 0.5
     threshold_method: str = "default 0.5 (not tuned)"
     """How the operating threshold was chosen, e.g. ``"sensitivity 0.98 on val"``."""
@@ -111,7 +114,7 @@ class ModelCard:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         # Validates input_size, mean and std (and normalises them to float tuples).
-        spec = PreprocessSpec(self.input_size, self.mean, self.std)
+        spec = self.preprocess
         object.__setattr__(self, "mean", spec.mean)
         object.__setattr__(self, "std", spec.std)
         metrics = {
@@ -136,12 +139,25 @@ class ModelCard:
     @property
     def preprocess(self) -> PreprocessSpec:
         """The preprocessing this model was trained with."""
-        return PreprocessSpec(self.input_size, self.mean, self.std)
+        return PreprocessSpec.from_dict(
+            {
+                **self.preprocessing,
+                "input_size": self.input_size,
+                "mean": self.mean,
+                "std": self.std,
+            }
+        )
 
     @property
     def covid_index(self) -> int:
         """Index of the COVID-19 output."""
         return self.classes.index("covid")
+
+    @staticmethod
+    def preprocessing_of(spec: PreprocessSpec) -> dict[str, Any]:
+        """The ``preprocessing`` field for ``spec``: its steps that differ from the paper's."""
+        plain = PreprocessSpec(spec.input_size, spec.mean, spec.std).to_dict()
+        return {k: v for k, v in spec.to_dict().items() if plain.get(k) != v}
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with some fields changed (validated again)."""

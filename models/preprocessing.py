@@ -6,6 +6,22 @@ a manifest JPEG (:func:`load_image_file`) or a DICOM instance
 As in the paper, the image is resized to ``input_size`` x ``input_size`` (aspect ratio not kept),
 repeated to 3 channels and normalised with the ImageNet mean and standard deviation (or whatever the
 model card says).
+
+Optional steps (off by default, so a card without them gives the inputs it always gave), in this
+order, all at the image's own resolution before the resize (:func:`prepare_gray`):
+
+1. lung fields are found on the whole image (:func:`models.lungs.find_lung_fields`);
+2. ``lung_crop``: the image is cropped to the lung fields' bounding box grown by ``crop_margin``
+   of its size on each side;
+3. ``equalise``: ``"hist"`` (histogram equalisation; with ``lung_mask`` its histogram is taken
+   inside the mask only, so borders and labels do not shape it) or ``"clahe"`` (contrast-limited
+   adaptive histogram equalisation, :func:`clahe`);
+4. ``lung_mask``: everything outside the lung mask dilated by ``mask_margin`` of the image's
+   shorter side becomes mid-gray 0.5 (the occluder's fill, so "nothing here" looks the same to
+   the model in training, masking and occlusion).
+
+Training caches the output of :func:`prepare_gray` (``training.dataset``), serving calls
+:func:`to_model_input`, which is ``normalise(prepare_gray(image))``: the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,8 +35,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.lungs import dilate_mask, find_lung_fields
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+EQUALISE_METHODS: tuple[str, ...] = ("none", "hist", "clahe")
+"""Values of :attr:`PreprocessSpec.equalise`."""
+
+OPTIONAL_MAX_SIDE = 512
+"""Longest side (pixels) at which the optional steps run; the manifest JPEGs' longest side."""
+
+CLAHE_TILES = 8
+"""CLAHE tiles per side (the image is cut into 8 x 8 contextual regions, as is usual)."""
+
+CLAHE_CLIP = 2.5
+"""CLAHE clip limit as a multiple of a tile's mean bin count (OpenCV's ``clipLimit`` meaning)."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +60,31 @@ class PreprocessSpec:
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    lung_crop: bool = False
+    """Crop to the lung fields' bounding box (plus ``crop_margin``) before resizing."""
+    lung_mask: bool = False
+    """Set everything outside the (dilated) lung mask to mid-gray 0.5."""
+    equalise: str = "none"
+    """``none``, ``hist`` (histogram equalisation) or ``clahe``; after cropping."""
+    crop_margin: float = 0.08
+    """Margin added on each side of the lung box, as a fraction of its height / width."""
+    mask_margin: float = 0.04
+    """Dilation of the lung mask, as a fraction of the image's shorter side."""
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
             raise ValueError(f"input_size must be at least 8, got {self.input_size}")
+        if self.equalise not in EQUALISE_METHODS:
+            raise ValueError(
+                f"equalise must be one of {', '.join(EQUALISE_METHODS)}, got {self.equalise!r}"
+            )
+        for name in ("crop_margin", "mask_margin"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 0.5:
+                raise ValueError(f"{name} must be in [0, 0.5], got {value}")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "lung_crop", bool(self.lung_crop))
+        object.__setattr__(self, "lung_mask", bool(self.lung_mask))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -50,12 +101,33 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        ``input_size``, ``mean`` and ``std`` are required; the optional steps default to off, so
+        dicts written before they existed (old model cards) load with the behaviour they had.
+        Other keys are ignored, so a whole model card dict can be passed.
+        """
+        default = cls()
         return cls(
             input_size=int(data["input_size"]),
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
+            lung_crop=bool(data.get("lung_crop", default.lung_crop)),
+            lung_mask=bool(data.get("lung_mask", default.lung_mask)),
+            equalise=str(data.get("equalise", default.equalise)),
+            crop_margin=float(data.get("crop_margin", default.crop_margin)),
+            mask_margin=float(data.get("mask_margin", default.mask_margin)),
         )
+
+    @property
+    def uses_lungs(self) -> bool:
+        """Whether the lung fields are needed (crop or mask)."""
+        return self.lung_crop or self.lung_mask
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether this is the paper's preprocessing (resize only, no optional step)."""
+        return not self.uses_lungs and self.equalise == "none"
 
     def gray_value(self) -> torch.Tensor:
         """Per-channel normalised value of mid-gray (0.5), shape [3, 1, 1] (occlusion fill)."""
@@ -93,7 +165,11 @@ def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
 
     Returns a tensor of shape [1, size, size] still in [0, 1] (training augments this one).
     """
-    arr = _as_unit_array(image)
+    return _resize(_as_unit_array(image), size)
+
+
+def _resize(arr: np.ndarray, size: int) -> torch.Tensor:
+    """:func:`resize_image` of an already validated contiguous float32 array."""
     t = torch.from_numpy(arr)[None, None]
     if arr.shape != (size, size):
         t = F.interpolate(
@@ -113,9 +189,171 @@ def normalise(gray: torch.Tensor, spec: PreprocessSpec = DEFAULT_SPEC) -> torch.
     raise ValueError(f"expected [1, S, S] or [N, 1, S, S], got {tuple(gray.shape)}")
 
 
+def _levels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit level index, continuous level position) of a [0, 1] image.
+
+    Histograms are taken over 256 levels (the manifest JPEGs are 8-bit); the position keeps the
+    finer steps of a 12- or 16-bit DICOM, and the lookup tables are interpolated between levels,
+    so pixels within a level of each other map within a small step of each other.
+    """
+    pos = np.clip(image, 0.0, 1.0) * np.float32(255.0)
+    return np.rint(pos).astype(np.intp), pos
+
+
+def _apply_lut(lut: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``lut`` ([..., 256]) at continuous level positions ``pos``, linear between levels."""
+    lo = np.minimum(pos.astype(np.intp), 254)
+    frac = (pos - lo).astype(np.float32)
+    return lut[..., lo] * (1 - frac) + lut[..., lo + 1] * frac
+
+
+def equalise_hist(image: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+    """Histogram equalisation of a 2-D [0, 1] image, float32 [0, 1].
+
+    The histogram (256 levels) is taken over ``region`` (a boolean mask) when given and not
+    empty, else over the whole image; the darkest level present maps to 0, the brightest to 1.
+    """
+    q, pos = _levels(image)
+    sample = q[region] if region is not None and region.any() else q
+    cdf = np.cumsum(np.bincount(sample.ravel(), minlength=256)[:256]).astype(np.float64)
+    first = cdf[np.flatnonzero(cdf)[0]] if cdf[-1] > 0 else 0.0
+    span = cdf[-1] - first
+    if span <= 0:
+        return np.clip(image, 0.0, 1.0).astype(np.float32)
+    lut = np.clip((cdf - first) / span, 0.0, 1.0).astype(np.float32)
+    return np.clip(_apply_lut(lut, pos), 0.0, 1.0).astype(np.float32)
+
+
+def clahe(image: np.ndarray, tiles: int = CLAHE_TILES, clip: float = CLAHE_CLIP) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (Zuiderveld 1994) of a 2-D [0, 1] image.
+
+    The image is cut into ``tiles`` x ``tiles`` regions; each region's 256-level histogram is
+    clipped at ``clip`` times its mean bin count (the excess spread evenly over all bins), which
+    bounds how much noise in flat areas is amplified, and turned into a lookup table. Every pixel
+    takes the bilinear blend of the tables of the four nearest region centres, so there are no
+    seams. Pure numpy, deterministic; returns float32 in [0, 1].
+    """
+    h, w = image.shape
+    ty, tx = max(1, min(tiles, h)), max(1, min(tiles, w))
+    q, pos = _levels(image)
+    row_tile = np.arange(h) * ty // h
+    col_tile = np.arange(w) * tx // w
+    tile_id = row_tile[:, None] * tx + col_tile[None, :]
+    hist = np.bincount((tile_id * 256 + q).ravel(), minlength=ty * tx * 256).astype(np.float64)
+    hist = hist.reshape(ty * tx, 256)
+    counts = hist.sum(axis=1, keepdims=True)
+    limit = np.maximum(clip * counts / 256.0, 1.0)
+    excess = np.maximum(hist - limit, 0.0).sum(axis=1, keepdims=True)
+    hist = np.minimum(hist, limit) + excess / 256.0
+    luts = (np.cumsum(hist, axis=1) / np.maximum(counts, 1.0)).astype(np.float32)
+    luts = np.clip(luts, 0.0, 1.0).reshape(ty, tx, 256)
+
+    def _axis(n: int, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centre = np.clip((np.arange(n) + 0.5) * t / n - 0.5, 0.0, t - 1.0)
+        i0 = np.minimum(np.floor(centre).astype(np.intp), max(t - 2, 0))
+        i1 = np.minimum(i0 + 1, t - 1)
+        return i0, i1, (centre - i0).astype(np.float32)
+
+    y0, y1, wy = _axis(h, ty)
+    x0, x1, wx = _axis(w, tx)
+    wy, wx = wy[:, None], wx[None, :]
+    lo = np.minimum(pos.astype(np.intp), 254)
+    frac = (pos - lo).astype(np.float32)
+
+    flat_luts = luts.reshape(-1)
+
+    def _at(iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+        """Table of region (iy, ix) per pixel, at the pixel's level (gathered, not [h, w, 256])."""
+        index = (iy[:, None] * tx + ix[None, :]) * 256 + lo
+        return flat_luts[index] * (1 - frac) + flat_luts[index + 1] * frac
+
+    out = (1 - wy) * ((1 - wx) * _at(y0, x0) + wx * _at(y0, x1)) + wy * (
+        (1 - wx) * _at(y1, x0) + wx * _at(y1, x1)
+    )
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _shrink(arr: np.ndarray, max_side: int) -> np.ndarray:
+    """``arr`` resized (bilinear, antialiased, aspect kept) so its longer side is ``max_side``."""
+    h, w = arr.shape
+    if max(h, w) <= max_side:
+        return arr
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    t = F.interpolate(
+        torch.from_numpy(arr)[None, None],
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    return np.ascontiguousarray(t[0, 0].clamp_(0.0, 1.0).numpy())
+
+
+def _optional_steps(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Lung crop, equalisation and lung mask (those the spec asks for).
+
+    They run on the image shrunk to :data:`OPTIONAL_MAX_SIDE` at most: the manifest's JPEGs
+    (training) are at most that size already, so a 2,000-pixel DICOM is equalised at the scale
+    the model was trained on, and the steps cost the same for both.
+    """
+    arr = _shrink(arr, OPTIONAL_MAX_SIDE)
+    keep: np.ndarray | None = None
+    if spec.uses_lungs:
+        fields = find_lung_fields(arr)
+        if spec.lung_mask:
+            keep = dilate_mask(fields.mask, spec.mask_margin)
+        if spec.lung_crop:
+            top, bottom, left, right = fields.box_with_margin(spec.crop_margin)
+            arr = arr[top:bottom, left:right]
+            if keep is not None:
+                keep = keep[top:bottom, left:right]
+    if spec.equalise == "hist":
+        arr = equalise_hist(arr, keep)
+    elif spec.equalise == "clahe":
+        arr = clahe(arr)
+    if keep is not None:
+        arr = np.where(keep, arr, np.float32(0.5))
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def prepare_gray(image: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC) -> torch.Tensor:
+    """A 2-D float32 [0, 1] image -> the gray model input [1, S, S] in [0, 1], before normalising.
+
+    Applies the spec's optional steps (module docstring) and resizes. With the default spec this
+    is exactly :func:`resize_image`. Training caches this and augments it; serving normalises it.
+    """
+    arr = _as_unit_array(image)
+    if not spec.is_plain:
+        arr = _optional_steps(arr, spec)
+    return _resize(arr, spec.input_size)
+
+
+def model_input_box(
+    image: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC
+) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the part of ``image`` the model sees (bottom/right exclusive).
+
+    The whole image unless ``spec.lung_crop``; a heatmap over the model input belongs in this box.
+    The box is found as :func:`prepare_gray` finds it (on the shrunk image) and scaled back.
+    """
+    h, w = image.shape
+    if not spec.lung_crop:
+        return 0, int(h), 0, int(w)
+    small = _shrink(_as_unit_array(image), OPTIONAL_MAX_SIDE)
+    top, bottom, left, right = find_lung_fields(small).box_with_margin(spec.crop_margin)
+    sy, sx = h / small.shape[0], w / small.shape[1]
+    return (
+        max(0, round(top * sy)),
+        min(int(h), round(bottom * sy)),
+        max(0, round(left * sx)),
+        min(int(w), round(right * sx)),
+    )
+
+
 def to_model_input(image: np.ndarray, spec: PreprocessSpec = DEFAULT_SPEC) -> torch.Tensor:
     """A 2-D float32 [0, 1] MONOCHROME2 image -> the model's input tensor [3, S, S]."""
-    return normalise(resize_image(image, spec.input_size), spec).contiguous()
+    return normalise(prepare_gray(image, spec), spec).contiguous()
 
 
 def load_image_file(path: str | Path) -> np.ndarray:

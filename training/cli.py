@@ -22,6 +22,7 @@ from training.manifest import Manifest, read_manifest
 if TYPE_CHECKING:
     import torch
 
+    from models.preprocessing import PreprocessSpec
     from training.dataset import SplitData
 
 _DEFAULTS = TrainConfig(manifest="")
@@ -476,7 +477,7 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
             f"(sha256 {manifest.sha256[:12]} vs {card.training_manifest_sha256[:12]})"
         )
     device = _setup_device(args.device, args.threads)
-    data = load_split(manifest.split(args.split), card.input_size, args.load_workers)
+    data = load_split(manifest.split(args.split), card.preprocess, args.load_workers)
     scored = score_split(model, card, data, device)
     metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
     occ = occlusion_examples(
@@ -532,13 +533,13 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
     manifest = _open_manifest(args.manifest, args.data_root, first.training_manifest)
     device = _setup_device(args.device, args.threads)
     rows_meta = manifest.split(args.split)
-    cache: dict[int, SplitData] = {}
+    cache: dict[PreprocessSpec, SplitData] = {}
     rows = []
     for version in args.versions:
         model, card = registry.load(version)
-        if card.input_size not in cache:
-            cache[card.input_size] = load_split(rows_meta, card.input_size, args.load_workers)
-        scored = score_split(model, card, cache[card.input_size], device)
+        if card.preprocess not in cache:
+            cache[card.preprocess] = load_split(rows_meta, card.preprocess, args.load_workers)
+        scored = score_split(model, card, cache[card.preprocess], device)
         rows.append(compare_row(version, card.architecture, card.threshold, scored, args.bootstrap))
     out = args.out or Path("runs") / "reports" / ("compare-" + "-".join(args.versions))
     write_comparison(out, args.split, rows, len(rows_meta))
@@ -582,7 +583,7 @@ def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "d
     model, card = registry.load(args.model)
     manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest)
     device = _setup_device(args.device, args.threads)
-    data = load_split(manifest.split(args.split), card.input_size, args.load_workers)
+    data = load_split(manifest.split(args.split), card.preprocess, args.load_workers)
     scored = score_split(model, card, data, device)
     updated = rechoose_threshold(
         card,

@@ -5,27 +5,24 @@ sources the COVID-19 images came from) can be visited more often, and an epoch c
 visits over the image sources equally or by a temperature instead of as the data is.
 
 Every image goes through :func:`models.preprocessing.load_image_file` and
-:func:`models.preprocessing.resize_image` once (the same functions serving uses) and is kept as gray
-``[N, 1, S, S]`` in [0, 1]; augmentation works on those and
-:func:`models.preprocessing.normalise` finishes the model input. A dataset of ~1,500 chest X-rays at
-224 px is ~300 MB of float32, small enough to keep in memory (or on the GPU) for the whole run,
-which removes the data loader from the training time.
+:func:`models.preprocessing.prepare_gray` once (the same functions serving uses: the spec's lung
+crop, equalisation and lung mask, then the resize) and is kept as gray ``[N, 1, S, S]`` in [0, 1];
+augmentation works on those and :func:`models.preprocessing.normalise` finishes the model input.
+A dataset of ~1,500 chest X-rays at 224 px is ~300 MB of float32, small enough to keep in memory
+(or on the GPU) for the whole run, which removes the data loader from the training time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from models.preprocessing import PreprocessSpec, load_image_file, resize_image
+from models.preprocessing import PreprocessSpec, load_image_file, prepare_gray
 from training.manifest import ManifestRow
-
-APPLIED_SPEC_FIELDS: frozenset[str] = frozenset({"input_size", "mean", "std"})
-"""PreprocessSpec fields :func:`load_split` and :func:`models.preprocessing.normalise` apply."""
 
 
 @dataclass
@@ -66,22 +63,9 @@ def hard_negative_mask(rows: Sequence[ManifestRow], sources: Sequence[str]) -> n
     )
 
 
-def _check_applied(spec: PreprocessSpec) -> None:
-    """Refuse a spec whose extra fields (e.g. a lung crop) this loader would silently ignore."""
-    for f in fields(spec):
-        if f.name in APPLIED_SPEC_FIELDS:
-            continue
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        if getattr(spec, f.name) != default:
-            raise ValueError(
-                f"PreprocessSpec.{f.name}={getattr(spec, f.name)!r} is not applied by "
-                "training.dataset.load_split; route it through models.preprocessing first"
-            )
-
-
 def _load_one(row: ManifestRow, spec: PreprocessSpec) -> torch.Tensor:
     try:
-        return resize_image(load_image_file(row.path), spec.input_size)
+        return prepare_gray(load_image_file(row.path), spec)
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot read manifest image {row.relpath}: {exc}") from exc
 
@@ -89,17 +73,15 @@ def _load_one(row: ManifestRow, spec: PreprocessSpec) -> torch.Tensor:
 def load_split(
     rows: Sequence[ManifestRow], spec: PreprocessSpec | int, workers: int = 4
 ) -> SplitData:
-    """Decode and resize ``rows`` per ``spec`` (or an input size) in a thread pool.
+    """Decode and prepare ``rows`` per ``spec`` (or just an input size) in a thread pool.
 
-    The spec is the one the model card records, so training sees the images serving will; PIL
-    and torch release the GIL, so threads overlap the decoding.
+    The spec is the one the model card records (lung crop, mask and equalisation as serving
+    applies them); a bare size is the paper's preprocessing (resize only). PIL, numpy and torch
+    release the GIL, so threads overlap the decoding.
     """
     if not rows:
         raise ValueError("no rows to load")
-    if isinstance(spec, int):
-        spec = PreprocessSpec(input_size=spec)
-    _check_applied(spec)
-    chosen = spec
+    chosen = spec if isinstance(spec, PreprocessSpec) else PreprocessSpec(input_size=spec)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         images = list(pool.map(lambda r: _load_one(r, chosen), rows))
     gray = torch.stack(images)

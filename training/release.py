@@ -111,6 +111,7 @@ def make_card(
         architecture=cfg.arch,
         version=version,
         input_size=cfg.input_size,
+        preprocessing=ModelCard.preprocessing_of(cfg.preprocess_spec()),
         threshold=float(threshold),
         threshold_method=(
             f"highest threshold with sensitivity >= {cfg.target_sensitivity:g} on the val split "

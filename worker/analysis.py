@@ -16,7 +16,7 @@ import torch
 from common.settings import Settings
 from models.inference import Predictor
 from models.occlusion import occlusion_map, resample_to_image
-from models.preprocessing import to_model_input
+from models.preprocessing import model_input_box, to_model_input
 from models.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,13 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
             fill=settings.occlusion_fill,
             spec=predictor.spec,
         )
-    heatmap = resample_to_image(
+    # The model may see only the lung fields' box (a lung crop): its map belongs there, and the
+    # rest of the film, which the model never saw, carries no evidence.
+    top, bottom, left, right = model_input_box(image, predictor.spec)
+    heatmap = np.zeros(image.shape, dtype=np.float32)
+    heatmap[top:bottom, left:right] = resample_to_image(
         grid,
-        (int(image.shape[0]), int(image.shape[1])),
+        (bottom - top, right - left),
         window=settings.occlusion_window,
         stride=settings.occlusion_stride,
         input_size=predictor.spec.input_size,

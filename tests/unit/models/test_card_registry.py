@@ -12,6 +12,7 @@ import torch
 from deepcovid.cli import main
 from models.architectures import ARCHITECTURES, build_model
 from models.card import Metric, ModelCard
+from models.preprocessing import PreprocessSpec
 from models.registry import Registry, RegistryError, WeightsIntegrityError
 
 
@@ -177,3 +178,16 @@ def test_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main([*root, "activate", "v0042"]) == 1
     assert "no model version 'v0042'" in capsys.readouterr().err
     assert registry.active_version() == v2
+
+
+def test_the_card_carries_the_optional_preprocessing_to_serving() -> None:
+    spec = PreprocessSpec(160, lung_crop=True, equalise="clahe")
+    card = ModelCard(architecture="resnet18", input_size=160)
+    card = card.replace(preprocessing=ModelCard.preprocessing_of(spec))
+    assert card.preprocessing == {"lung_crop": True, "equalise": "clahe"}
+    again = ModelCard.from_json(card.to_json())
+    assert again.preprocess == spec
+    old = ModelCard.from_dict({"architecture": "resnet18", "input_size": 160})  # before the field
+    assert old.preprocess == PreprocessSpec(160)
+    with pytest.raises(ValueError):
+        card.replace(preprocessing={"equalise": "sharpen"})

@@ -1,6 +1,7 @@
 """One preprocessing path: manifest JPEGs and the same pixels wrapped in DICOM (8-bit
 MONOCHROME2, 16-bit scaled, inverted MONOCHROME1, windowed, VOI LUT, signed) give the same model
-input within 1/255; the real CR gives the same array from its three transfer syntaxes."""
+input within 1/255, also with lung crop, lung mask and equalisation; the real CR gives the same
+array from its three transfer syntaxes; old model cards load with the preprocessing they had."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from models.card import ModelCard
 from models.dicom_pixels import PixelDataError, dicom_to_array
+from models.lungs import find_lung_fields
 from models.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessSpec,
+    clahe,
+    equalise_hist,
     load_image_file,
+    model_input_box,
     normalise,
+    prepare_gray,
     resize_image,
     to_model_input,
 )
@@ -192,3 +199,118 @@ def test_load_image_file_16_bit_png_and_transparency(tmp_path: Path) -> None:
     rgba[0, 0, 3] = 255  # one opaque white pixel, the rest transparent (-> black)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "b.png")
     assert np.array_equal(load_image_file(tmp_path / "b.png"), [[1, 0], [0, 0]])
+
+
+OPTION_SPECS: dict[str, PreprocessSpec] = {
+    "lung_crop": PreprocessSpec(lung_crop=True),
+    "lung_mask": PreprocessSpec(lung_mask=True),
+    "hist": PreprocessSpec(equalise="hist"),
+    "clahe": PreprocessSpec(equalise="clahe"),
+    "crop+mask+clahe": PreprocessSpec(lung_crop=True, lung_mask=True, equalise="clahe"),
+    "crop+mask+hist": PreprocessSpec(lung_crop=True, lung_mask=True, equalise="hist"),
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTION_SPECS))
+def test_options_give_the_same_input_from_jpeg_and_dicom(
+    option: str, cxr: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    spec = OPTION_SPECS[option]
+    path, pixels = cxr
+    image = load_image_file(path)
+    expected = to_model_input(image, spec)
+    assert expected.shape == (3, 224, 224) and torch.isfinite(expected).all()
+    assert not torch.equal(expected, to_model_input(image))  # the option changes something
+    for name, ds in _variants(pixels).items():
+        tensor = to_model_input(dicom_to_array(_roundtrip(ds, tmp_path)), spec)
+        assert float((tensor - expected).abs().max()) <= TOL, (option, name)
+
+
+def test_options_run_in_order_and_match_the_steps(cxr: tuple[Path, np.ndarray]) -> None:
+    """crop to the lung box with its margin, equalise the crop, gray outside the dilated mask."""
+    image = load_image_file(cxr[0])
+    fields = find_lung_fields(image)
+    top, bottom, left, right = fields.box_with_margin(0.08)
+    crop = image[top:bottom, left:right]
+    spec = PreprocessSpec(lung_crop=True, equalise="clahe")
+    assert torch.equal(prepare_gray(image, spec), resize_image(clahe(crop), 224))
+    assert model_input_box(image, spec) == (top, bottom, left, right)
+    assert model_input_box(image, PreprocessSpec()) == (0, image.shape[0], 0, image.shape[1])
+    masked = prepare_gray(image, PreprocessSpec(lung_mask=True, input_size=image.shape[0]))
+    assert masked.shape == (1, image.shape[0], image.shape[0])
+    corner = masked[0, :4, :4]  # far outside any lung: mid-gray
+    assert torch.allclose(corner, torch.full_like(corner, 0.5))
+
+
+def test_default_spec_is_the_plain_resize(cxr: tuple[Path, np.ndarray]) -> None:
+    image = load_image_file(cxr[0])
+    assert torch.equal(prepare_gray(image), resize_image(image, 224))
+    assert torch.equal(to_model_input(image), normalise(resize_image(image, 224)))
+
+
+def test_spec_round_trips_and_old_cards_load() -> None:
+    for spec in [PreprocessSpec(), *OPTION_SPECS.values()]:
+        assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    custom = PreprocessSpec(
+        input_size=96, lung_crop=True, equalise="hist", crop_margin=0.1, mask_margin=0.0
+    )
+    assert PreprocessSpec.from_dict(custom.to_dict()) == custom
+    old = {"input_size": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    loaded = PreprocessSpec.from_dict(old)
+    assert loaded == PreprocessSpec()
+    assert not loaded.lung_crop and not loaded.lung_mask and loaded.equalise == "none"
+    assert loaded.is_plain
+
+
+def test_shipped_model_card_gives_identical_inputs(cxr: tuple[Path, np.ndarray]) -> None:
+    registry = Path(__file__).resolve().parents[3] / "models" / "registry"
+    cards = sorted(registry.glob("*/model_card.json"))
+    assert cards, "no shipped model card"
+    image = load_image_file(cxr[0])
+    for path in cards:
+        card = ModelCard.load(path)
+        from_dict = PreprocessSpec.from_dict(card.to_dict())  # the whole card's dict
+        assert from_dict == card.preprocess and from_dict.is_plain
+        x = to_model_input(image, card.preprocess)
+        assert torch.equal(x, normalise(resize_image(image, card.input_size), card.preprocess))
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="equalise"):
+        PreprocessSpec(equalise="adaptive")
+    with pytest.raises(ValueError, match="crop_margin"):
+        PreprocessSpec(crop_margin=0.9)
+    with pytest.raises(ValueError, match="mask_margin"):
+        PreprocessSpec(mask_margin=-0.1)
+
+
+def test_equalisers() -> None:
+    rng = np.random.default_rng(0)
+    image = (rng.random((120, 90)) * 0.3 + 0.2).astype(np.float32)  # low contrast
+    for out in (equalise_hist(image), clahe(image)):
+        assert out.shape == image.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        assert out.std() > 2 * image.std()  # contrast stretched
+    hist = equalise_hist(image)
+    order = np.argsort(image.ravel(), kind="stable")
+    assert np.all(np.diff(hist.ravel()[order]) >= -1e-6)  # monotone in the input
+    assert hist.min() < 0.01 and hist.max() > 0.99  # full range
+    flat = np.full((16, 16), 0.3, np.float32)
+    assert np.allclose(equalise_hist(flat), flat)
+    assert np.isfinite(clahe(flat)).all()
+    tiny = np.array([[0.0, 1.0]], np.float32)
+    assert clahe(tiny).shape == (1, 2)
+
+
+def test_dataset_caches_what_serving_computes(cxr: tuple[Path, np.ndarray]) -> None:
+    from training.dataset import load_split
+    from training.manifest import ManifestRow
+
+    path, _ = cxr
+    row = ManifestRow(path=path, relpath=path.name, label=1, split="test")
+    spec = PreprocessSpec(input_size=64, lung_crop=True, lung_mask=True, equalise="clahe")
+    data = load_split([row], spec, workers=1)
+    image = load_image_file(path)
+    assert torch.equal(normalise(data.gray, spec)[0], to_model_input(image, spec))
+    plain = load_split([row], 64, workers=1)
+    assert torch.equal(plain.gray[0], resize_image(image, 64))
