@@ -58,8 +58,8 @@ def occlusion_examples(
         examples.note = "disabled (--occlusion-images 0)"
         return examples
     try:
-        import models.occlusion  # noqa: F401  (the models package may be older than this report)
-    except ImportError as exc:
+        from models.occlusion import occlusion_map, resample_to_image  # noqa: F401
+    except ImportError as exc:  # the models package may be older than this report
         examples.note = f"models.occlusion unavailable ({exc})"
         return examples
     device = device or torch.device("cpu")
