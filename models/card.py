@@ -24,6 +24,10 @@ from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 CARD_SCHEMA_VERSION = 1
 """Bumped when a field changes meaning; readers refuse newer schemas they do not know."""
 
+ALL_SOURCES = "*"
+"""Key of :attr:`ModelCard.source_prevalence` holding the COVID-19 share over all train images
+(the score of an image whose source the training data did not have)."""
+
 
 def utc_now_iso() -> str:
     """The current time as ISO 8601 UTC with seconds, e.g. ``2026-11-27T13:30:00Z``."""
@@ -101,6 +105,13 @@ class ModelCard:
     device_uid: str = ""
     intended_use: str = "Research use only; not for diagnostic use."
     notes: str = ""
+    source_prevalence: dict[str, float] = field(default_factory=dict)
+    """COVID-19 share of each image source in the training manifest's train split, plus the
+    share over all train images under :data:`ALL_SOURCES`. The evaluation scores every image by its
+    source's share: the AUC of that source-only baseline shows how much of the pooled AUC knowing
+    the collection alone would give. Empty on cards written before it existed (the evaluation then
+    computes it from the manifest) and omitted from the JSON when empty, so such cards stay
+    byte-identical."""
     schema_version: int = CARD_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -130,6 +141,14 @@ class ModelCard:
             len(self.device_uid) > 64 or not all(p.isdigit() for p in self.device_uid.split("."))
         ):
             raise ValueError(f"device_uid {self.device_uid!r} is not a valid DICOM UID")
+        prevalence = {str(k): float(v) for k, v in dict(self.source_prevalence).items()}
+        for key, share in prevalence.items():
+            if not key or not 0.0 <= share <= 1.0:
+                raise ValueError(
+                    f"source_prevalence needs named sources with shares in [0, 1], "
+                    f"got {key!r}: {share}"
+                )
+        object.__setattr__(self, "source_prevalence", prevalence)
         if self.schema_version > CARD_SCHEMA_VERSION:
             raise ValueError(
                 f"model card schema {self.schema_version} is newer than this code understands "
@@ -171,6 +190,9 @@ class ModelCard:
         data["mean"] = list(self.mean)
         data["std"] = list(self.std)
         data["classes"] = list(self.classes)
+        if not self.source_prevalence:
+            # Optional and newer than most cards: leave it out rather than write an empty object.
+            del data["source_prevalence"]
         return data
 
     def to_json(self) -> str:

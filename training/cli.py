@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import shlex
 import sys
 import time
@@ -425,6 +426,23 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--occlusion-images", type=int, default=12, help="heatmaps in the grid")
     parser.add_argument("--occlusion-window", type=int, default=32)
     parser.add_argument("--occlusion-stride", type=int, default=8)
+    parser.add_argument(
+        "--no-probes",
+        action="store_true",
+        help="skip the shortcut probes (every image scored again with the lungs hidden and "
+        "with only the lungs shown)",
+    )
+    parser.add_argument(
+        "--localisation-sample",
+        type=int,
+        default=40,
+        metavar="N",
+        help="images (stratified by class and source) whose occlusion map is computed to "
+        "measure the evidence inside the lung fields; 0 skips it (default 40)",
+    )
+    parser.add_argument(
+        "--localisation-seed", type=int, default=0, help="seed of the localisation sample"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--load-workers", type=int, default=4)
     parser.add_argument(
@@ -443,6 +461,11 @@ def _open_manifest(path: str | None, data_root: str | None, card_manifest: str) 
     if not Path(chosen).is_file():
         raise SystemExit(f"manifest {chosen} not found; pass --manifest")
     return read_manifest(chosen, data_root)
+
+
+def _fmt(value: float | None) -> str:
+    """A metric for the one-line summary: 4 decimals, ``n/a`` for JSON's null."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
 def _setup_device(name: str, threads: int | None) -> torch.device:
@@ -464,9 +487,10 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     """``evaluate``: score a split with a version and write the report folder."""
     from models.registry import Registry
     from training.dataset import load_split
-    from training.evaluate import compute_metrics, score_split
+    from training.evaluate import compute_metrics, json_safe, score_split
     from training.heatmaps import occlusion_examples
     from training.report import write_predictions, write_report
+    from training.shortcuts import shortcut_checks
 
     registry = Registry(registry_root)
     model, card = registry.load(args.model)
@@ -480,6 +504,22 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     data = load_split(manifest.split(args.split), card.preprocess, args.load_workers)
     scored = score_split(model, card, data, device)
     metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
+    t0 = time.perf_counter()
+    shortcuts = shortcut_checks(
+        model,
+        card,
+        data,
+        scored,
+        device,
+        probes=not args.no_probes,
+        localisation_sample=args.localisation_sample,
+        localisation_seed=args.localisation_seed,
+        window=args.occlusion_window,
+        stride=args.occlusion_stride,
+        log=_log,
+    )
+    metrics.update(json_safe({"probes": shortcuts.probes, "localisation": shortcuts.localisation}))
+    _log(f"shortcut probes and localisation in {time.perf_counter() - t0:.1f} s")
     occ = occlusion_examples(
         model,
         card,
@@ -489,6 +529,8 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
         window=args.occlusion_window,
         stride=args.occlusion_stride,
         device=device,
+        masks=shortcuts.masks,
+        cache=shortcuts.maps,
     )
     out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
     files = write_report(out, metrics, card, occ)
@@ -501,6 +543,8 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     print(
         f"{card.version} on {args.split} ({metrics['n']} images): AUC {metrics['auc']:.4f} "
         f"(95 % CI {metrics['auc_ci_bootstrap'][0]:.4f}-{metrics['auc_ci_bootstrap'][1]:.4f}), "
+        f"within-source AUC {_fmt(metrics['within_source']['pooled_auc'])}, source-only "
+        f"baseline AUC {_fmt(metrics['source_only_auc'])}, "
         f"at threshold {card.threshold:.4f}: sensitivity {op['sensitivity']:.4f}, "
         f"specificity {op['specificity']:.4f}; report {out} ({len(files)} files)"
     )
@@ -540,12 +584,22 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
         if card.preprocess not in cache:
             cache[card.preprocess] = load_split(rows_meta, card.preprocess, args.load_workers)
         scored = score_split(model, card, cache[card.preprocess], device)
-        rows.append(compare_row(version, card.architecture, card.threshold, scored, args.bootstrap))
+        rows.append(
+            compare_row(
+                version,
+                card.architecture,
+                card.threshold,
+                scored,
+                args.bootstrap,
+                trained_sources=card.source_prevalence or None,
+            )
+        )
     out = args.out or Path("runs") / "reports" / ("compare-" + "-".join(args.versions))
     write_comparison(out, args.split, rows, len(rows_meta))
     for r in rows:
         print(
-            f"{r['version']} ({r['architecture']}): AUC {r['auc']:.4f}, sensitivity "
+            f"{r['version']} ({r['architecture']}): AUC {r['auc']:.4f}, within-source AUC "
+            f"{_fmt(r['within_source_auc'])}, sensitivity "
             f"{r['sensitivity']:.4f}, specificity {r['specificity']:.4f}"
         )
     print(f"comparison written to {out}")

@@ -1,37 +1,84 @@
 """Compare model versions on one split: the paper's Table 6 and overlaid ROC / PR curves.
 
 Each version is scored on the same images; the table gives, per version, the architecture, AUC with
-its bootstrap interval, average precision, and sensitivity / specificity at the version's own
-operating threshold with Wilson intervals.
+its bootstrap interval, the within-source AUC beside it (pooled over the sources that hold both
+classes, and per such source: the numbers the source cannot explain), average precision, and
+sensitivity / specificity at the version's own operating threshold with Wilson intervals. When a
+version's training data lacked some sources of the split (a leave-one-source-out model, see
+:mod:`training.loso`; known from the card's ``source_prevalence``), a column gives its AUC on the
+images of those unseen sources.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from models.card import ALL_SOURCES
 from training import plots
-from training.evaluate import Scored, json_safe
+from training.baseline import source_name
+from training.evaluate import Scored, json_safe, within_source
 from training.intervals import bootstrap_auc_interval
 from training.metrics import average_precision, confusion_at, pr_points, roc_auc, roc_points
+from training.sources import pooled_within_source_auc
 
 COMPARE_FILES = ("compare.json", "compare.md", "roc_compare.png", "pr_compare.png")
 
 
+def unseen_sources(
+    scored: Scored, trained_sources: Collection[str] | None
+) -> dict[str, Any] | None:
+    """AUC on the images whose source the version never trained on; None if there are none.
+
+    ``trained_sources`` are the keys of the card's ``source_prevalence`` (None or empty: unknown,
+    nothing reported). ``auc`` pools the unseen images; ``within_source_auc`` keeps to pairs of one
+    source (for a single held-out source both are the same number).
+    """
+    if not trained_sources:
+        return None
+    known = set(trained_sources) - {ALL_SOURCES}
+    sources = np.array([source_name(r) for r in scored.rows])
+    sel = ~np.isin(sources, sorted(known))
+    if not sel.any():
+        return None
+    y, s = scored.labels[sel], scored.probs[sel]
+    return {
+        "sources": sorted(set(sources[sel].tolist())),
+        "n": int(sel.sum()),
+        "n_covid": int((y == 1).sum()),
+        "auc": roc_auc(y, s),
+        "within_source_auc": pooled_within_source_auc(y, s, sources[sel].tolist()),
+    }
+
+
 def compare_row(
-    version: str, arch: str, threshold: float, scored: Scored, n_boot: int
+    version: str,
+    arch: str,
+    threshold: float,
+    scored: Scored,
+    n_boot: int,
+    trained_sources: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """One line of Table 6."""
+    """One line of Table 6, with the within-source AUC and the unseen-source AUC beside it."""
     y, s = scored.labels, scored.probs
     summary = confusion_at(y, s, threshold).summary()
+    sources = [source_name(r) for r in scored.rows]
+    within = within_source(y, s, sources, threshold, n_boot=n_boot)
     return {
         "version": version,
         "architecture": arch,
         "threshold": threshold,
         "auc": roc_auc(y, s),
         "auc_ci_bootstrap": list(bootstrap_auc_interval(y, s, n_boot=n_boot)),
+        "within_source_auc": within["pooled_auc"],
+        "within_source_auc_ci_bootstrap": within["pooled_auc_ci_bootstrap"],
+        "within_source": {k: v["auc"] for k, v in within["sources"].items()},
+        "unseen_sources": unseen_sources(scored, trained_sources),
         "average_precision": average_precision(y, s),
         **{
             k: summary[k]
@@ -63,6 +110,15 @@ def _ci(ci: list[float], pct: bool = False) -> str:
     return f"{_f(ci[0], pct)}-{_f(ci[1], pct)}".replace(" %", "") + (" %" if pct else "")
 
 
+def _unseen(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    return (
+        f"{_f(entry['auc'])} on {', '.join(entry['sources'])} "
+        f"({entry['n']} images; within source {_f(entry['within_source_auc'])})"
+    )
+
+
 def write_comparison(
     out_dir: Path, split: str, rows: list[dict[str, Any]], n_images: int
 ) -> list[Path]:
@@ -82,22 +138,34 @@ def write_comparison(
     }
     plots.roc_figure(roc, out_dir / "roc_compare.png", points)
     plots.pr_figure(pr, out_dir / "pr_compare.png")
+    mixed = sorted({name for r in rows for name in r.get("within_source", {})})
+    show_unseen = any(r.get("unseen_sources") for r in rows)
     lines = [
         f"# Model comparison on the {split} split ({n_images} images)",
         "",
         "Sensitivity and specificity at each version's own operating threshold (chosen on val); "
         "95 % intervals: AUC stratified bootstrap, rates Wilson (paper's normal approx. in "
-        "compare.json).",
+        "compare.json). The pooled AUC rewards recognising the image collection; the "
+        "within-source AUC (pairs of one source, over the sources with both classes: "
+        f"{', '.join(mixed) or 'none'}) does not.",
         "",
-        "| version | architecture | AUC (95 % CI) | AP | threshold | sensitivity (95 % CI) "
-        "| specificity (95 % CI) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| version | architecture | AUC pooled (95 % CI) | AUC within source (95 % CI) | "
+        + "".join(f"AUC {m} | " for m in mixed)
+        + ("AUC on sources unseen in training | " if show_unseen else "")
+        + "AP | threshold | sensitivity (95 % CI) | specificity (95 % CI) |",
+        "| --- | --- | --- | --- | "
+        + "--- | " * (len(mixed) + int(show_unseen))
+        + "--- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['version']} | {r['architecture']} "
             f"| {_f(r['auc'])} ({_ci(r['auc_ci_bootstrap'])}) "
-            f"| {_f(r['average_precision'])} | {r['threshold']:.4f} "
+            f"| {_f(r.get('within_source_auc'))} "
+            f"({_ci(r.get('within_source_auc_ci_bootstrap') or [math.nan, math.nan])}) | "
+            + "".join(f"{_f(r.get('within_source', {}).get(m))} | " for m in mixed)
+            + (f"{_unseen(r.get('unseen_sources'))} | " if show_unseen else "")
+            + f"{_f(r['average_precision'])} | {r['threshold']:.4f} "
             f"| {_f(r['sensitivity'], True)} ({_ci(r['sensitivity_ci_wilson'], True)}) "
             f"| {_f(r['specificity'], True)} ({_ci(r['specificity_ci_wilson'], True)}) |"
         )

@@ -2,8 +2,9 @@
 
 The threshold is chosen on the validation split at the target sensitivity (the paper's 98 %) with
 :func:`training.metrics.threshold_for_sensitivity`; the card records it, how it was chosen, the
-validation metrics with their intervals, the manifest and its sha256, the command and every
-training parameter. The version is saved unactivated unless asked.
+validation metrics with their intervals, the manifest and its sha256, the command, every
+training parameter, and each source's COVID-19 share of the train split (for the source-only
+baseline of :mod:`training.baseline`). The version is saved unactivated unless asked.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from models.card import Metric, ModelCard
 from models.registry import CARD_FILE, Registry
+from training.baseline import source_prevalence
 from training.config import TrainConfig
 from training.evaluate import Scored
 from training.intervals import bootstrap_auc_interval, wilson_interval
@@ -125,6 +127,8 @@ def make_card(
         training_parameters=params,
         metrics=split_metrics("val", val_labels, val_probs, threshold),
         notes=notes,
+        # Lets every later evaluation score the source-only baseline from the data this model saw.
+        source_prevalence=source_prevalence(r for r in manifest.rows if r.split == "train"),
     )
 
 

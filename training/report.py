@@ -18,7 +18,8 @@ import numpy as np
 
 from models.card import ModelCard
 from training import plots
-from training.evaluate import FINDING_GROUPS
+from training.evaluate import FEW_PER_CLASS, FINDING_GROUPS
+from training.localisation import occlusion_grid_with_lungs
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
@@ -41,6 +42,8 @@ class OcclusionExamples:
     images: list[np.ndarray] = field(default_factory=list)
     heatmaps: list[np.ndarray] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    """Lung-field masks of the images (drawn as an outline); empty when not computed."""
     window: int = 0
     stride: int = 0
     note: str = ""
@@ -100,7 +103,12 @@ def _figures(
         plots.training_curves(history, out / FIGURES["training"])
         written.append(FIGURES["training"])
     if occ is not None and occ.images:
-        plots.occlusion_grid(occ.images, occ.heatmaps, occ.titles, out / FIGURES["occlusion"])
+        if len(occ.masks) == len(occ.images):
+            occlusion_grid_with_lungs(
+                occ.images, occ.heatmaps, occ.masks, occ.titles, out / FIGURES["occlusion"]
+            )
+        else:
+            plots.occlusion_grid(occ.images, occ.heatmaps, occ.titles, out / FIGURES["occlusion"])
         written.append(FIGURES["occlusion"])
     return written
 
@@ -125,8 +133,9 @@ def _markdown(
         "",
         "| metric | value | 95 % CI (paper: normal approx.) | 95 % CI (Wilson / bootstrap) |",
         "| --- | --- | --- | --- |",
-        f"| ROC AUC | {_num(metrics['auc'])} | - | {_num(metrics['auc_ci_bootstrap'][0])}-"
-        f"{_num(metrics['auc_ci_bootstrap'][1])} (bootstrap) |",
+        f"| ROC AUC, pooled over sources | {_num(metrics['auc'])} | - | "
+        f"{_auc_ci(metrics['auc_ci_bootstrap'])} (bootstrap) |",
+        *_within_headline_rows(metrics),
         f"| average precision | {_num(metrics['average_precision'])} | - | - |",
         f"| sensitivity at threshold | {_pct(op['sensitivity'])} "
         f"({op['tp']}/{op['tp'] + op['fn']}) "
@@ -137,6 +146,9 @@ def _markdown(
         "",
         f"AUC interval: {metrics['auc_ci_method']}.",
         "",
+        *_within_section(metrics),
+        *_probe_section(metrics),
+        *_localisation_section(metrics),
         "## Sensitivity and specificity over thresholds (Tables 2-5)",
         "",
         "| threshold | sensitivity | normal CI | Wilson CI | specificity | normal CI | Wilson CI |",
@@ -182,20 +194,27 @@ def _markdown(
             f"{_pct(d['sensitivity'])} ({_ci(d['sensitivity_ci_wilson'])}) | "
             f"{_pct(d['specificity'])} ({_ci(d['specificity_ci_wilson'])}) |"
         )
+    baseline = metrics.get("source_baseline") or {}
     lines += [
         "",
-        f"Source-only AUC (source's COVID-19 share in train as the score): "
-        f"{_num(metrics['source_only_auc'])}.",
+        f"Source-only AUC (source's COVID-19 share in train as the score, shares from the "
+        f"{baseline.get('origin', 'train split')}): {_num(metrics['source_only_auc'])}.",
         "",
     ]
     if metrics["source_confound_note"]:
         lines += [f"> **Note.** {metrics['source_confound_note']}", ""]
     lines += ["## Occlusion heatmaps of test COVID-19 images (Fig 14)", ""]
     if FIGURES["occlusion"] in figures and occ is not None:
+        outline = (
+            " The white line is the lung-field outline (`models.lungs.find_lung_fields`); each "
+            "title gives the share of the positive evidence inside it."
+            if occ.masks
+            else ""
+        )
         lines += [
             f"Window {occ.window} px, stride {occ.stride} px (model-input pixels); colour is the "
             "drop of the COVID-19 probability when that area is covered. Images are chosen in "
-            "manifest order, alternating sources.",
+            f"manifest order, alternating sources.{outline}",
             "",
             "![occlusion heatmaps](occlusion.png)",
             "",
@@ -205,6 +224,182 @@ def _markdown(
     if FIGURES["training"] in figures:
         lines += ["## Training curves", "", "![training curves](training_curves.png)", ""]
     return "\n".join(lines)
+
+
+def _auc_ci(ci: Sequence[float | None] | None) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "n/a"
+    return f"{_num(ci[0])}-{_num(ci[1])}"
+
+
+def _within_headline_rows(metrics: dict[str, Any]) -> list[str]:
+    """Headline rows beside the pooled AUC: within-source AUC and the source-only baseline."""
+    rows: list[str] = []
+    within = metrics.get("within_source")
+    if within:
+        names = ", ".join(within["sources"]) or "none"
+        rows.append(
+            f"| **ROC AUC within source** (pairs of one source; {within['pairs']} pairs from "
+            f"{names}) | **{_num(within['pooled_auc'])}** | - | "
+            f"{_auc_ci(within['pooled_auc_ci_bootstrap'])} (bootstrap within sources) |"
+        )
+        for name, d in within["sources"].items():
+            rows.append(
+                f"| ROC AUC within {name} ({d['n_covid']} COVID-19, {d['n_non_covid']} non-COVID) "
+                f"| {_num(d['auc'])} | - | {_auc_ci(d['auc_ci_bootstrap'])} (bootstrap) |"
+            )
+    baseline = metrics.get("source_baseline")
+    if baseline:
+        rows.append(
+            f"| source-only baseline AUC (score = source's COVID-19 share in train) "
+            f"| {_num(baseline['auc'])} | - | {_auc_ci(baseline['auc_ci_bootstrap'])} "
+            "(bootstrap) |"
+        )
+    return rows
+
+
+def _within_section(metrics: dict[str, Any]) -> list[str]:
+    """Sensitivity and specificity inside each mixed source, and what the baseline means."""
+    within = metrics.get("within_source")
+    if not within:
+        return []
+    lines = [
+        "## Within source: the numbers the source cannot explain",
+        "",
+        "The pooled AUC rewards telling the collections apart (COVID-19 images are mostly "
+        "publication figures and Hannover films, non-COVID mostly NIH). Inside one source that "
+        "holds both classes the source cannot help, so these are the headline numbers for "
+        "disease signal.",
+        "",
+        "| source | COVID-19 | non-COVID | AUC (95 % CI, bootstrap) | sensitivity at threshold "
+        "(Wilson CI) | specificity at threshold (Wilson CI) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, d in within["sources"].items():
+        mark = " (few)" if d.get("few") else ""
+        lines.append(
+            f"| {name}{mark} | {d['n_covid']} | {d['n_non_covid']} | {_num(d['auc'])} "
+            f"({_auc_ci(d['auc_ci_bootstrap'])}) | {_pct(d['sensitivity'])} "
+            f"({d['tp']}/{d['tp'] + d['fn']}; {_ci(d['sensitivity_ci_wilson'])}) | "
+            f"{_pct(d['specificity'])} ({d['tn']}/{d['tn'] + d['fp']}; "
+            f"{_ci(d['specificity_ci_wilson'])}) |"
+        )
+    lines.append(
+        f"| **pooled within source** | {sum(d['n_covid'] for d in within['sources'].values())} "
+        f"| {sum(d['n_non_covid'] for d in within['sources'].values())} "
+        f"| **{_num(within['pooled_auc'])}** ({_auc_ci(within['pooled_auc_ci_bootstrap'])}) "
+        "| - | - |"
+    )
+    few = [name for name, d in within["sources"].items() if d.get("few")]
+    lines += ["", f"AUC intervals: {within['auc_ci_method']}."]
+    if few:
+        lines.append(
+            f"(few): {', '.join(few)} has fewer than {FEW_PER_CLASS} images of one class; its "
+            "AUC and interval rest on a handful of pairs and say little on their own (the pooled "
+            "value weights each source by its pairs)."
+        )
+    lines.append("")
+    baseline = metrics.get("source_baseline")
+    if baseline:
+        shares = ", ".join(
+            f"{k if k != '*' else 'all (unseen sources)'} {_pct(v)}"
+            for k, v in baseline["shares"].items()
+        )
+        unseen = ", ".join(baseline["unseen_sources"])
+        if unseen:
+            unseen = f"; sources unseen in training, scored by the overall share: {unseen}"
+        lines += [
+            f"**Source-only baseline.** Every image scored by its source's COVID-19 share in the "
+            f"train split ({shares or 'n/a'}; from the {baseline['origin']}"
+            f"{unseen}"
+            f"): AUC {_num(baseline['auc'])} ({_auc_ci(baseline['auc_ci_bootstrap'])}). "
+            f"Within a source every image gets the same score, so its within-source AUC is 0.5 "
+            f"by construction (computed: {_num(baseline['within_source_auc'])}): a pooled AUC "
+            f"near {_num(baseline['auc'])} needs no look at the lungs, a within-source AUC above "
+            "0.5 does.",
+            "",
+        ]
+    return lines
+
+
+def _probe_section(metrics: dict[str, Any]) -> list[str]:
+    """The lungs-hidden / lungs-only probes: AUC pooled and within source, mean probability."""
+    probes = metrics.get("probes")
+    if probes is None:
+        return []
+    lines = ["## Shortcut probes: lungs hidden, lungs only", ""]
+    if "skipped" in probes:
+        return [*lines, f"Not computed: {probes['skipped']}.", ""]
+    sources = sorted({name for p in probes["probes"].values() for name in p["per_source_auc"]})
+    lines += [
+        "Every image scored again with the lung fields painted mid-gray (lungs hidden) and with "
+        "everything but the lung fields painted mid-gray (lungs only), through the scoring path "
+        f"({probes['fill_note']}). A model that reads the lungs keeps its AUC on lungs only and "
+        "drops towards 0.5 with the lungs hidden; the within-source columns are the ones the "
+        "source cannot explain.",
+        "",
+        "| input | AUC pooled | AUC within source (pooled) | "
+        + "".join(f"AUC within {s} | " for s in sources)
+        + "mean p(COVID-19), COVID-19 images | mean p(COVID-19), non-COVID images |",
+        "| --- | --- | --- | " + "--- | " * len(sources) + "--- | --- |",
+    ]
+    for p in probes["probes"].values():
+        lines.append(
+            f"| {p['title']} | {_num(p['auc'])} | {_num(p['within_source_auc'])} | "
+            + "".join(f"{_num(p['per_source_auc'].get(s))} | " for s in sources)
+            + f"{_num(p['mean_covid'])} | {_num(p['mean_non_covid'])} |"
+        )
+    fields = probes["lung_fields"]
+    methods = ", ".join(f"{k} {v}" for k, v in fields["methods"].items())
+    fb = fields["fallback_by_class"]
+    lines += [
+        "",
+        f"Lung fields: `models.lungs.find_lung_fields` on the scored {metrics['input_size']} px "
+        f"image (method: {methods}; mean area {_pct(fields['mean_area'])} of the image); fell "
+        f"back to the prior on {fb['covid']['fallback']}/{fb['covid']['n']} COVID-19 and "
+        f"{fb['non_covid']['fallback']}/{fb['non_covid']['n']} non-COVID images.",
+        "",
+    ]
+    return lines
+
+
+def _localisation_section(metrics: dict[str, Any]) -> list[str]:
+    """Share of the positive occlusion evidence inside the lung fields, on the sample."""
+    loc = metrics.get("localisation")
+    if loc is None:
+        return []
+    lines = ["## Heatmap localisation: evidence inside the lung fields (sample)", ""]
+    if "skipped" in loc:
+        return [*lines, f"Not computed: {loc['skipped']}.", ""]
+    lines += [
+        f"On a **sample** of {loc['sample_size']} of {loc['population']} images ({loc['sampling']}"
+        f", seed {loc['seed']}): the occlusion map (window {loc['window']} px, stride "
+        f"{loc['stride']} px, mid-gray fill) resampled to the model input, and the share of its "
+        "positive part (drop of the COVID-19 probability when a patch is hidden) that lies inside "
+        f"the lung fields. The lung fields cover {_pct(loc['uniform_share'])} of these images: "
+        "evidence spread evenly would give about that share. n counts images whose map has any "
+        "positive value.",
+        "",
+        "| images | n | mean share in lungs | median share in lungs |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def row(title: str, st: dict[str, Any]) -> str:
+        return f"| {title} | {st['n']} | {_pct(st['mean'])} | {_pct(st['median'])} |"
+
+    lines.append(row("all sampled", loc["all"]))
+    lines.append(row("COVID-19", loc["by_class"]["covid"]))
+    lines.append(row("non-COVID", loc["by_class"]["non_covid"]))
+    lines.append(row(f"**COVID-19 calls** (p >= {metrics['threshold']:.4f})", loc["covid_calls"]))
+    lines.append(row("&nbsp;&nbsp;true positives", loc["covid_calls_true_positive"]))
+    lines.append(row("&nbsp;&nbsp;false positives", loc["covid_calls_false_positive"]))
+    for name, d in loc["by_source"].items():
+        lines.append(row(f"{name}", d["all"]))
+        for key, title in (("covid", "COVID-19"), ("non_covid", "non-COVID")):
+            if d[key]["n"] and d[key]["n"] != d["all"]["n"]:
+                lines.append(row(f"&nbsp;&nbsp;{name}, {title}", d[key]))
+    lines.append("")
+    return lines
 
 
 def write_report(

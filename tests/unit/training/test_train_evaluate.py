@@ -174,6 +174,8 @@ def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
             "16",
             "--occlusion-stride",
             "16",
+            "--localisation-sample",
+            "4",
             "--record-in-card",
         ]
     )
@@ -191,15 +193,30 @@ def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
     assert op["tp"] + op["fn"] == PER_GROUP["test"]
     assert set(metrics["per_source"]) >= {"nih_chestxray8"}
     assert len(metrics["occlusion"]["images"]) == 3
+    # The shortcut checks: within source, the baseline from the card, probes, localisation.
+    assert "pooled_auc" in metrics["within_source"]
+    assert metrics["source_baseline"]["origin"] == "model card"
+    assert set(metrics["probes"]["probes"]) == {"original", "lungs_hidden", "lungs_only"}
+    assert metrics["probes"]["probes"]["original"]["auc"] == metrics["auc"]
+    assert metrics["localisation"]["sample_size"] == 4
     predictions = (out / PREDICTIONS_FILE).read_text().splitlines()
     assert predictions[0] == "path,label,source,probability,finding"
     assert len(predictions) == 1 + metrics["n"]
     positives = sum(line.endswith(",present") for line in predictions[1:])
     assert positives == op["tp"] + op["fp"]
     report = (out / REPORT_FILE).read_text()
-    for heading in ("Headline", "Tables 2-5", "Per source", "Fig 14"):
+    for heading in (
+        "Headline",
+        "ROC AUC within source",
+        "Shortcut probes",
+        "Heatmap localisation",
+        "Tables 2-5",
+        "Per source",
+        "Fig 14",
+    ):
         assert heading in report
     card = Registry(trained["registry"]).card("two")
+    assert card.source_prevalence["nih_chestxray8"] == 0.0  # written at training time
     assert "test/auc" in card.metrics and "test/nih_chestxray8/specificity" in card.metrics
 
 
