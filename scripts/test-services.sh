@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Install (when missing) and start what the test suite talks to: dcmtk, dicom3tools, Orthanc,
-# redis-server and PostgreSQL. Safe to run again; starts nothing that already runs.
+# Install (when missing) and start what the test suite talks to: dcmtk, dicom3tools, Orthanc
+# (with its DICOMweb plugin), redis-server, PostgreSQL, and for the viewer test Debian's chromium,
+# Node.js and the npm packages of tests/viewer (playwright-core, the prebuilt OHIF viewer).
+# Safe to run again; starts nothing that already runs.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null || need+=(dcmtk)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v Orthanc >/dev/null || need+=(orthanc)
+[ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+command -v chromium >/dev/null || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,6 +20,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
+# npm packages of the viewer test (npm ci when node_modules is missing; OHIF's dist once).
+"$(dirname "${BASH_SOURCE[0]}")/../tests/viewer/install.sh"
 # The shared Redis on 127.0.0.1:6379 (tests that kill Redis start their own on a free port).
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   mkdir -p /tmp/deepcovid-redis

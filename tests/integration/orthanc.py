@@ -1,7 +1,9 @@
 """A real Orthanc (Debian package) on loopback, acting as the PACS in integration tests.
 
 It runs the auto-routing Lua script shipped in ``deploy/orthanc/autorouting.lua`` with the node
-declared as modality ``deepcovid``, stores into a temporary folder and is driven over REST.
+declared as modality ``deepcovid``, stores into a temporary folder and is driven over REST. With
+``dicomweb=True`` it also loads Debian's DICOMweb plugin (``orthanc-dicomweb``) and serves
+DICOMweb at ``/dicom-web/``, as a PACS that a web viewer (OHIF) reads from.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 from tests.conftest import REPO, free_port, wait_for
 
 LUA_SCRIPT = REPO / "deploy" / "orthanc" / "autorouting.lua"
+PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
+"""Where Debian's Orthanc plugin packages put their shared libraries."""
+DICOMWEB_PLUGIN = PLUGIN_DIR / "libOrthancDicomWeb.so"
 
 
 class Orthanc:
@@ -30,6 +35,7 @@ class Orthanc:
         node_port: int,
         routed_modalities: str = "CR,DX",
         aet: str = "ORTHANC",
+        dicomweb: bool = False,
     ) -> None:
         self.workdir = workdir
         self.aet = aet
@@ -40,6 +46,15 @@ class Orthanc:
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "orthanc.json"
+        plugins: list[str] = []
+        extra: dict[str, Any] = {}
+        if dicomweb:
+            # Only this plugin (not the whole folder): the others would want configuration.
+            assert DICOMWEB_PLUGIN.exists(), (
+                f"{DICOMWEB_PLUGIN} is missing (scripts/test-services.sh installs orthanc-dicomweb)"
+            )
+            plugins.append(str(DICOMWEB_PLUGIN))
+            extra["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "EnableWado": True}
         self.config.write_text(
             json.dumps(
                 {
@@ -56,10 +71,11 @@ class Orthanc:
                     "DicomAlwaysAllowFind": True,
                     "DicomCheckCalledAet": False,
                     "LuaScripts": [str(LUA_SCRIPT)],
-                    "Plugins": [],
+                    "Plugins": plugins,
                     "DicomModalities": {"deepcovid": [node_aet, "127.0.0.1", node_port]},
                     "StableAge": 2,
                     "DicomScuTimeout": 10,
+                    **extra,
                 },
                 indent=2,
             )
@@ -114,6 +130,21 @@ class Orthanc:
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
+
+    def upload(self, path: Path) -> str:
+        """Store one DICOM file through the REST API (as a PACS import would); its Orthanc ID."""
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/instances",
+            data=path.read_bytes(),
+            headers={"Content-Type": "application/dicom"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return str(json.loads(r.read())["ID"])
+
+    @property
+    def url(self) -> str:
+        """The REST (and, with ``dicomweb``, DICOMweb) root."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def study_sop_classes(self, study_instance_uid: str) -> list[str]:
         """SOP Class UIDs of every instance Orthanc holds in the study."""

@@ -1,24 +1,32 @@
 """Parametric Map: the raw heatmap as 32-bit floats on the source image's pixel grid.
 
-Viewers can toggle and window it over the source. Two obstacles with a projection radiograph
-(highdicom 0.28.2, found while building this; details in ``docs/result-objects.md``):
+Viewers can toggle and window it over the source. Three obstacles with a projection radiograph
+(highdicom 0.28.2 and OHIF 3.13.2, found while building this; details in
+``docs/result-objects.md``):
 
 * A source without a Frame of Reference (every CR, most DX) makes highdicom index the frames
   by Frame Label but, for a Parametric Map, never write that index into the frames, so the
   constructor fails with "Unexpected mismatch between dimension index values".
 * The Parametric Map IOD itself needs a Frame of Reference and, in every frame, Plane Position
   and Plane Orientation (``dciodvfy`` reports them missing otherwise).
+* OHIF overlays a map on its source only when the map's Image Orientation (Patient) equals the
+  orientation the viewer has for the source; for an image that states none, cornerstone3D takes
+  ``1\\0\\0\\0\\1\\0`` at position (0, 0, 0) and 1 mm spacing, and any other orientation stops the
+  load ("Parametric maps oblique to the acquisition plane ... are not yet supported").
 
-So the map gets its *own* Frame of Reference, describing the radiograph as one plane: origin
-(0, 0, 0), row/column directions from Patient Orientation (default: patient left, feet - the
-usual display of a frontal chest film), pixel spacing from Imager Pixel Spacing or Pixel
-Spacing when known (else a nominal 1 mm). highdicom is then given a header view of the source
-with that geometry and builds the map the supported way (patient coordinate system). The
-source image is referenced with Spatial Locations Preserved YES: pixel (r, c) of the map is
-pixel (r, c) of the source.
+So the map gets its *own* Frame of Reference describing the radiograph as one plane in the
+geometry a viewer infers for the source: the source's Image Position / Orientation (Patient)
+where it states them, else origin (0, 0, 0) and ``1\\0\\0\\0\\1\\0``; the source's spacing where it
+states a positive one, else 1 mm (see :func:`pixel_spacing`). highdicom is then given a header
+view of the source with that geometry and builds the map the supported way (patient coordinate
+system). The source image is referenced with Spatial Locations Preserved YES: pixel (r, c) of
+the map is pixel (r, c) of the source.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
@@ -30,46 +38,71 @@ from worker.results.algorithm import AlgorithmInfo
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 
 SERIES_DESCRIPTION = "COVID-19 map: research use only, not for diagnostic use"
+VIEWER_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+"""Image Orientation (Patient) that cornerstone3D (OHIF) gives an image that states none."""
+VIEWER_POSITION = (0.0, 0.0, 0.0)
+"""Image Position (Patient) that cornerstone3D (OHIF) gives an image that states none."""
 NOMINAL_SPACING_MM = 1.0
-"""Pixel spacing written when the source does not state one (its own Frame of Reference)."""
+"""Pixel spacing written when the source states no positive one: cornerstone3D's default too."""
 LUT_LABEL = "OCCLUSION"
 LUT_EXPLANATION = "Drop of the COVID-19 probability when the region is occluded"
 
-_DIRECTIONS = {
-    "L": (1.0, 0.0, 0.0),
-    "R": (-1.0, 0.0, 0.0),
-    "P": (0.0, 1.0, 0.0),
-    "A": (0.0, -1.0, 0.0),
-    "H": (0.0, 0.0, 1.0),
-    "F": (0.0, 0.0, -1.0),
-}
-_DEFAULT_ORIENTATION = ("L", "F")
+
+def _numbers(source: Dataset, keyword: str, count: int) -> list[float] | None:
+    """``count`` finite numbers from a multi-valued attribute, or None when it has not."""
+    value = source.get(keyword)
+    if value is None:
+        return None
+    multiple = isinstance(value, Sequence) and not isinstance(value, str | bytes)
+    values = value if multiple else [value]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        return None
+    return numbers
 
 
 def image_orientation(source: Dataset) -> list[float]:
-    """Image Orientation (Patient) from Patient Orientation, or patient left / feet."""
-    value = source.get("PatientOrientation")
-    pair: tuple[str, ...] = _DEFAULT_ORIENTATION
-    if value is not None and len(value) == 2:
-        candidate = tuple(str(v) for v in value)
-        row, col = candidate
-        if (
-            row in _DIRECTIONS
-            and col in _DIRECTIONS
-            and (np.dot(_DIRECTIONS[row], _DIRECTIONS[col]) == 0.0)
-        ):
-            pair = candidate
-    return [*_DIRECTIONS[pair[0]], *_DIRECTIONS[pair[1]]]
+    """The source's Image Orientation (Patient), else the ``1\\0\\0\\0\\1\\0`` viewers assume.
+
+    Patient Orientation (the row/column letters of a projection image) is deliberately not
+    turned into an orientation: viewers do not do it, and a map whose plane differs from the
+    one the viewer has for its source is not shown over it (OHIF refuses to load it).
+    """
+    orientation = _numbers(source, "ImageOrientationPatient", 6)
+    if orientation is not None:
+        row, col = np.array(orientation[:3]), np.array(orientation[3:])
+        unit = abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3
+        if unit and abs(float(np.dot(row, col))) < 1e-3:
+            return orientation
+    return list(VIEWER_ORIENTATION)
+
+
+def image_position(source: Dataset) -> list[float]:
+    """The source's Image Position (Patient), else the origin viewers assume."""
+    return _numbers(source, "ImagePositionPatient", 3) or list(VIEWER_POSITION)
 
 
 def pixel_spacing(source: Dataset) -> list[float]:
-    """Row/column spacing in mm from Imager Pixel Spacing or Pixel Spacing, when positive."""
-    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
-        value = source.get(keyword)
-        if value is not None and len(value) == 2:
-            spacing = [float(v) for v in value]
-            if all(np.isfinite(spacing)) and min(spacing) > 0.0:
-                return spacing
+    """Row/column spacing in mm: what the source states, else a nominal 1 mm.
+
+    Pixel Spacing first (for a projection image it is already the spacing in the patient
+    plane), then Imager Pixel Spacing (at the detector), divided by the Estimated Radiographic
+    Magnification Factor when one above 1 is stated - the choices and the correction
+    cornerstone3D makes. Values must be positive: the NEMA CR's ``0\\0`` means "unknown".
+    Where nothing usable is stated, 1 mm, cornerstone3D's default for an image without spacing.
+    """
+    spacing = _numbers(source, "PixelSpacing", 2)
+    if spacing is not None and min(spacing) > 0.0:
+        return spacing
+    imager = _numbers(source, "ImagerPixelSpacing", 2)
+    if imager is not None and min(imager) > 0.0:
+        magnification = _numbers(source, "EstimatedRadiographicMagnificationFactor", 1)
+        if magnification is not None and magnification[0] > 1.0:
+            return [v / magnification[0] for v in imager]
+        return imager
     return [NOMINAL_SPACING_MM, NOMINAL_SPACING_MM]
 
 
@@ -80,7 +113,7 @@ def geometry_view(source: Dataset, frame_of_reference_uid: str) -> Dataset:
         return view  # the source has a patient geometry already: keep it
     view.FrameOfReferenceUID = frame_of_reference_uid
     view.PositionReferenceIndicator = ""
-    view.ImagePositionPatient = [0.0, 0.0, 0.0]
+    view.ImagePositionPatient = image_position(source)
     view.ImageOrientationPatient = image_orientation(source)
     view.PixelSpacing = pixel_spacing(source)
     view.SliceThickness = view.PixelSpacing[0]

@@ -9,7 +9,13 @@ from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
 from worker.results import build_results
-from worker.results.pmap import NOMINAL_SPACING_MM, image_orientation
+from worker.results.pmap import (
+    NOMINAL_SPACING_MM,
+    VIEWER_ORIENTATION,
+    image_orientation,
+    image_position,
+    pixel_spacing,
+)
 from worker.results.sc import blend
 
 
@@ -82,20 +88,17 @@ def test_pmap_holds_the_float_heatmap(source, algorithm, heatmap, display_image)
     assert mapping.DoubleFloatRealWorldValueLastValueMapped == pytest.approx(heatmap.max())
 
 
-def test_pmap_has_own_frame_of_reference_and_source_grid(
+def test_pmap_has_own_frame_of_reference_in_the_plane_viewers_assume(
     source, algorithm, heatmap, display_image
 ) -> None:
+    """No source geometry: the plane, origin and spacing cornerstone3D (OHIF) gives the source."""
     pm = _results(source, algorithm, heatmap, display_image).pmap
     assert pm.FrameOfReferenceUID and "FrameOfReferenceUID" not in source
     shared = pm.SharedFunctionalGroupsSequence[0]
-    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [
-        1,
-        0,
-        0,
-        0,
-        0,
-        -1,
-    ]
+    orientation = shared.PlaneOrientationSequence[0].ImageOrientationPatient
+    assert [float(v) for v in orientation] == [1, 0, 0, 0, 1, 0]
+    position = pm.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    assert [float(v) for v in position.ImagePositionPatient] == [0, 0, 0]
     assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [
         NOMINAL_SPACING_MM,
         NOMINAL_SPACING_MM,
@@ -104,6 +107,8 @@ def test_pmap_has_own_frame_of_reference_and_source_grid(
     ref = derivation.SourceImageSequence[0]
     assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert ref.SpatialLocationsPreserved == "YES"
+    # OHIF finds the source display set through the referenced series
+    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     assert (pm.Rows, pm.Columns) == heatmap.shape
     assert pm.BodyPartExamined == "CHEST"
 
@@ -116,18 +121,53 @@ def test_pmap_uses_imager_pixel_spacing(source, algorithm, heatmap, display_imag
 
 
 @pytest.mark.parametrize(
-    ("orientation", "expected"),
+    ("attributes", "expected"),
     [
-        (["L", "F"], [1, 0, 0, 0, 0, -1]),
-        (["R", "F"], [-1, 0, 0, 0, 0, -1]),
-        (["A", "F"], [0, -1, 0, 0, 0, -1]),
-        (["L", "L"], [1, 0, 0, 0, 0, -1]),  # not orthogonal: default
-        (None, [1, 0, 0, 0, 0, -1]),
+        ({}, [1.0, 1.0]),
+        ({"PixelSpacing": [0, 0]}, [1.0, 1.0]),  # the NEMA CR: "unknown"
+        ({"PixelSpacing": [0.14, 0.15]}, [0.14, 0.15]),
+        ({"ImagerPixelSpacing": [0.2, 0.2]}, [0.2, 0.2]),
+        ({"PixelSpacing": [0.14, 0.14], "ImagerPixelSpacing": [0.2, 0.2]}, [0.14, 0.14]),
+        ({"PixelSpacing": [0, 0], "ImagerPixelSpacing": [0.2, 0.2]}, [0.2, 0.2]),
+        (
+            {"ImagerPixelSpacing": [0.2, 0.2], "EstimatedRadiographicMagnificationFactor": 1.25},
+            [0.16, 0.16],
+        ),
+        ({"ImagerPixelSpacing": [0.2, -0.2]}, [1.0, 1.0]),
     ],
 )
-def test_image_orientation_from_patient_orientation(source, orientation, expected) -> None:
-    if orientation is None:
+def test_pixel_spacing_is_what_the_source_states_else_1_mm(source, attributes, expected) -> None:
+    for keyword, value in attributes.items():
+        setattr(source, keyword, value)
+    assert pixel_spacing(source) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "expected"),
+    [
+        (None, list(VIEWER_ORIENTATION)),
+        ([0, 1, 0, 0, 0, -1], [0, 1, 0, 0, 0, -1]),  # stated by the source: kept
+        ([1, 0, 0, 1, 0, 0], list(VIEWER_ORIENTATION)),  # not orthogonal: ignored
+        ([2, 0, 0, 0, 1, 0], list(VIEWER_ORIENTATION)),  # not unit vectors: ignored
+    ],
+)
+def test_image_orientation_is_the_sources_else_the_viewers(source, orientation, expected) -> None:
+    if orientation is not None:
+        source.ImageOrientationPatient = orientation
+    assert image_orientation(source) == expected
+
+
+@pytest.mark.parametrize("letters", [["L", "F"], ["R", "F"], ["A", "F"], None])
+def test_patient_orientation_does_not_tilt_the_map(source, letters) -> None:
+    """Viewers ignore Patient Orientation for geometry; a map that did not would not overlay."""
+    if letters is None:
         del source.PatientOrientation
     else:
-        source.PatientOrientation = orientation
-    assert image_orientation(source) == expected
+        source.PatientOrientation = letters
+    assert image_orientation(source) == list(VIEWER_ORIENTATION)
+
+
+def test_image_position_is_the_sources_else_the_origin(source) -> None:
+    assert image_position(source) == [0.0, 0.0, 0.0]
+    source.ImagePositionPatient = [-10.5, 3, 7]
+    assert image_position(source) == [-10.5, 3.0, 7.0]

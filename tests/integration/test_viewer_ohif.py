@@ -1,0 +1,232 @@
+"""The result objects in the real OHIF viewer: does the Parametric Map load and overlay its source?
+
+Orthanc (Debian's, with the ``orthanc-dicomweb`` plugin) holds the NEMA CR and the results built
+for it; the prebuilt OHIF 3.13.2 (npm ``@ohif/app``) reads them over DICOMweb in headless Debian
+``chromium`` driven by Playwright (``tests/viewer/ohif_check.mjs``), opening the study on the map.
+
+Two copies of the NEMA CR are opened:
+
+* as stored, with Pixel Spacing ``0\\0`` ("unknown"). The map loads (no "oblique" refusal: its
+  plane is the one OHIF assumes for the source) and every value lands on its source pixel, but
+  OHIF cannot draw it: OHIF builds the map's volume from its own volume of the *source*, whose
+  spacing it takes from the source's ``0\\0``, and the renderer turns that into NaN (WebGL shader
+  error, page error). Nothing in the map is read for that geometry; the test pins the cause so
+  that a fixed OHIF shows up here.
+* with an Imager Pixel Spacing stated (0.175 mm, as a CR reader that states its pitch would):
+  the map is drawn over the source without any page or console error.
+
+Screenshots go to the test's temporary folder, or to ``DEEPCOVID_SCREENSHOT_DIR`` when set
+(``docs/images/ohif-parametric-map.png`` was made that way). About 2.5 minutes on two cores,
+most of it OHIF starting and drawing in software WebGL, once per study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from tests.conftest import REPO, free_port
+from tests.factories import DICOM_DIR
+from tests.integration.orthanc import DICOMWEB_PLUGIN, Orthanc
+from worker.results import AlgorithmInfo, ResultObjects, build_results
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+VIEWER = REPO / "tests" / "viewer"
+OHIF_DIST = VIEWER / "node_modules" / "@ohif" / "app" / "dist"
+CHROMIUM = "/usr/bin/chromium"
+ALGORITHM = AlgorithmInfo(
+    name="Deep-COVID",
+    version="viewer-test",
+    device_uid=generate_uid(entropy_srcs=["viewer-test-device"]),
+    model_name="squeezenet1_1",
+    parameters={"threshold": 0.5},
+)
+
+
+@dataclass
+class Case:
+    """One study in Orthanc: a copy of the NEMA CR, its results, the map's values."""
+
+    name: str
+    source: Dataset
+    results: ResultObjects
+    heatmap: np.ndarray
+    screenshot: Path
+
+
+def _heatmap(shape: tuple[int, int]) -> np.ndarray:
+    """One hot region right of centre, slightly negative elsewhere (like an occlusion map)."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    blob = np.exp(-((yy - shape[0] * 0.45) ** 2 + (xx - shape[1] * 0.6) ** 2) / (shape[0] / 4) ** 2)
+    return (0.25 * blob - 0.02).astype(np.float32)
+
+
+def _display_image(ds: Dataset) -> np.ndarray:
+    pixels = ds.pixel_array.astype(np.float32)
+    pixels = (pixels - pixels.min()) / max(float(np.ptp(pixels)), 1.0)
+    return 1.0 - pixels if ds.PhotometricInterpretation == "MONOCHROME1" else pixels
+
+
+def _case(name: str, source: Dataset, shots: Path) -> Case:
+    shape = (int(source.Rows), int(source.Columns))
+    heat = _heatmap(shape)
+    results = build_results(
+        source,
+        probability=0.83,
+        threshold=0.5,
+        heatmap=heat,
+        display_image=_display_image(source),
+        algorithm=ALGORITHM,
+    )
+    return Case(name, source, results, heat, shots / f"ohif-{name}.png")
+
+
+IMAGER_SPACING = [0.175, 0.175]
+
+
+def _with_imager_spacing(source: Dataset) -> Dataset:
+    """The NEMA CR stating a detector pitch instead of ``0\\0``, as a study of its own."""
+    copy = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    del copy.PixelSpacing
+    copy.ImagerPixelSpacing = IMAGER_SPACING
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        uid = generate_uid(entropy_srcs=[str(source[keyword].value), "imager-spacing"])
+        setattr(copy, keyword, uid)
+    copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
+    return copy
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, dict[str, Any]]]:
+    """Both studies opened in OHIF: case name -> (case, what the viewer reported)."""
+    missing = [
+        what
+        for what, ok in (
+            ("chromium", Path(CHROMIUM).exists()),
+            ("node", shutil.which("node") is not None),
+            ("orthanc-dicomweb", DICOMWEB_PLUGIN.exists()),
+            ("OHIF (tests/viewer/install.sh)", (OHIF_DIST / "index.html").exists()),
+        )
+        if not ok
+    ]
+    assert not missing, f"missing {missing}: scripts/test-services.sh installs them"
+    work = tmp_path_factory.mktemp("viewer")
+    shots = Path(os.environ.get("DEEPCOVID_SCREENSHOT_DIR") or work)
+    shots.mkdir(parents=True, exist_ok=True)
+    stored = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    cases = [
+        _case("nema-cr", stored, shots),
+        _case("nema-cr-imager-spacing", _with_imager_spacing(stored), shots),
+    ]
+    # A PACS only: routes nothing anywhere (no modality is called NONE).
+    orthanc = Orthanc(
+        work / "orthanc",
+        node_aet="NOBODY",
+        node_port=free_port(),
+        routed_modalities="NONE",
+        dicomweb=True,
+    ).start()
+    try:
+        for case in cases:
+            for i, ds in enumerate((case.source, *case.results)):
+                path = work / f"{case.name}-{i}.dcm"
+                ds.save_as(path, enforce_file_format=True)
+                orthanc.upload(path)
+        config = work / "ohif.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "orthanc": orthanc.url,
+                    "chromium": CHROMIUM,
+                    "timeout_s": 120,
+                    "checks": [
+                        {
+                            "study": case.source.StudyInstanceUID,
+                            "series": case.results.pmap.SeriesInstanceUID,
+                            "screenshot": str(case.screenshot),
+                        }
+                        for case in cases
+                    ],
+                }
+            )
+        )
+        proc = subprocess.run(
+            ["node", str(VIEWER / "ohif_check.mjs"), str(config)],
+            capture_output=True,
+            text=True,
+            timeout=420,
+            cwd=VIEWER,
+        )
+    finally:
+        orthanc.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    return {case.name: (case, seen) for case, seen in zip(cases, report["checks"], strict=True)}
+
+
+def _pmap(seen: dict[str, Any]) -> dict[str, Any]:
+    (pmap,) = [d for d in seen["state"]["displaySets"] if d["modality"] == "PMAP"]
+    return pmap
+
+
+@pytest.mark.parametrize("name", ["nema-cr", "nema-cr-imager-spacing"])
+def test_map_loads_onto_its_source_grid(viewer, name: str) -> None:
+    """OHIF loads the map (no refusal) and puts every pixel where it is on the source."""
+    case, seen = viewer[name]
+    assert not [n for n in seen["notifications"] if "Error loading" in n], seen["notifications"]
+    assert not [e for e in seen["consoleErrors"] if "Parametric map" in e], seen["consoleErrors"]
+    pmap = _pmap(seen)
+    assert pmap["loaded"], json.dumps(seen, indent=1)[:4000]
+    volume = pmap["volume"]
+    rows, columns = case.heatmap.shape
+    assert volume["dimensions"] == [columns, rows, 1]
+    # OHIF shows the values multiplied by 100 ("for better visibility")
+    low, high = volume["range"]
+    assert low == pytest.approx(100 * float(case.heatmap.min()), rel=1e-4)
+    assert high == pytest.approx(100 * float(case.heatmap.max()), rel=1e-4)
+    row, column = np.unravel_index(int(np.argmax(case.heatmap)), case.heatmap.shape)
+    assert volume["peak"] == [int(column), int(row), 0]
+    # the map's volume is the source's: same plane, same spacing
+    assert volume["direction"] == pmap["referencedVolume"]["direction"]
+    assert volume["spacing"] == pmap["referencedVolume"]["spacing"]
+
+
+def test_map_is_drawn_over_a_source_that_states_its_spacing(viewer) -> None:
+    """No page error, no console error: the map and its source are both in the viewport."""
+    case, seen = viewer["nema-cr-imager-spacing"]
+    assert seen["pageErrors"] == [], seen["pageErrors"]
+    assert seen["consoleErrors"] == [], seen["consoleErrors"]
+    pmap = _pmap(seen)
+    # OHIF's volume of the source has the spacing the map states (Imager Pixel Spacing)
+    shared = case.results.pmap.SharedFunctionalGroupsSequence[0]
+    stated = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    assert stated == IMAGER_SPACING
+    assert pmap["referencedVolume"]["spacing"][:2] == pytest.approx(IMAGER_SPACING)
+    (viewport,) = seen["state"]["viewports"]
+    assert viewport["type"] == "orthographic"
+    assert len(viewport["actors"]) == 2, viewport  # the source's volume and the map's
+    assert case.screenshot.stat().st_size > 10_000
+
+
+def test_zero_spacing_source_is_what_ohif_cannot_draw(viewer) -> None:
+    """The stored NEMA CR: OHIF's own volume of the *source* has spacing 0 (the pinned cause).
+
+    When this fails because OHIF now draws the study, update docs/result-objects.md.
+    """
+    _, seen = viewer["nema-cr"]
+    pmap = _pmap(seen)
+    assert pmap["referencedVolume"]["spacing"] == [0, 0, 0]
+    assert pmap["volume"]["spacing"] == [0, 0, 0]
+    assert any("Error compiling" in e for e in seen["consoleErrors"]), seen["consoleErrors"]
