@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         description="Free-space watermark of the spool's disk in MiB: below it, C-STORE answers "
         "0xA700 (out of resources) instead of accepting what it cannot keep.",
     )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="Days after which the received instance and the result files of a "
+        "delivered (or gate-rejected) job are removed; the job row and its timeline stay. "
+        "Undelivered, failed and unfinished jobs are never purged. Checked hourly by the node; "
+        "`deepcovid db purge` runs it on demand. 0: files are kept forever.",
+    )
 
     # --- listener (SCP) --------------------------------------------------------------------
     ae_title: str = Field("DEEPCOVID", description="Called AE title the listener answers to.")

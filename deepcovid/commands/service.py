@@ -51,8 +51,9 @@ def _banner(settings: Any) -> None:
 
 def _start_background(settings: Any) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
-    the health and metrics endpoints."""
+    the health and metrics endpoints; remove files past ``retention_days``."""
     from dicom_node.ops.server import start_monitoring
+    from store.lifecycle import start_purger
     from store.outbox import Outbox
     from store.queue import default_store, enqueue_analysis
     from store.recovery import start_reconciler
@@ -65,6 +66,12 @@ def _start_background(settings: Any) -> None:
         enqueue_analysis,
         interval_s=settings.reconcile_interval_s,
         analysis_lease_s=settings.analysis_lease_s,
+    )
+    start_purger(
+        default_store(),
+        retention_days=settings.retention_days,
+        spool_dir=settings.spool,
+        results_dir=settings.results,
     )
 
 
