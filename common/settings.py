@@ -181,6 +181,23 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
 
+    # --- audit trail (ATNA) ------------------------------------------------------------------
+    audit_syslog_host: str | None = Field(
+        None,
+        description="Audit Record Repository (a syslog collector) that receives DICOM audit "
+        "messages (PS3.15 A.5, IHE ATNA) of association decisions, received instances and "
+        "delivered results. Empty: none are sent; the JSON audit log is written either way.",
+    )
+    audit_syslog_port: int | None = Field(
+        None, description="Port of `audit_syslog_host`. Default: 514 (udp, tcp), 6514 (tls)."
+    )
+    audit_syslog_protocol: Literal["udp", "tcp", "tls"] = Field(
+        "tls",
+        description="Syslog transport: `udp` (RFC 5426), `tcp` (octet counting, RFC 6587) or "
+        "`tls` (RFC 5425; the collector's certificate and host name are verified against "
+        "`tls_ca`, or the system CAs; `tls_cert` is presented when set).",
+    )
+
     # --- operations -------------------------------------------------------------------------
     monitoring_port: int = Field(
         8088,
