@@ -27,12 +27,13 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session
 
+from common.atna import AtnaAuditor, count_sop_classes
 from common.states import JobState
 from store.jobstore import JobStore
 from store.schema import DeliveryState, Job, JobEvent, ResultObject, utcnow
@@ -74,11 +75,12 @@ def purge_expired(
     results_dir: Path,
     dry_run: bool = False,
     now: dt.datetime | None = None,
-    on_purged: Callable[[int], None] | None = None,
+    auditor: AtnaAuditor | None = None,
 ) -> PurgeReport:
     """Remove the files of jobs finished more than ``retention_days`` ago (0: do nothing).
 
-    ``on_purged(job_id)`` is called after each job's purge is committed (the audit trail).
+    With an ``auditor``, each purged job is reported as a DICOM Study Deleted audit message
+    (its Study Instance UID and SOP classes; the files that held the Patient ID are gone).
     """
     report = PurgeReport(dry_run=dry_run)
     if retention_days <= 0:
@@ -93,10 +95,17 @@ def purge_expired(
             return report
         last_id = batch[-1]
         for job_id in batch:
-            if _purge_job(store, job_id, cutoff, roots, retention_days, report, dry_run):
-                report.jobs += 1
-                if on_purged is not None and not dry_run:
-                    on_purged(job_id)
+            purged = _purge_job(store, job_id, cutoff, roots, retention_days, report, dry_run)
+            if purged is None:
+                continue
+            report.jobs += 1
+            study_uid, sop_classes = purged
+            if auditor is not None and not dry_run and study_uid:
+                auditor.emit_study_deleted(
+                    study_instance_uid=study_uid,
+                    sop_classes=count_sop_classes(sop_classes),
+                    patient_id=None,
+                )
 
 
 def _candidates(cutoff: dt.datetime, *, after_id: int) -> Select[int]:
@@ -132,8 +141,11 @@ def _purge_job(
     retention_days: float,
     report: PurgeReport,
     dry_run: bool,
-) -> bool:
-    """Purge one job's files and record it, in one transaction; False if it changed meanwhile."""
+) -> tuple[str | None, list[str]] | None:
+    """Purge one job's files and record it, in one transaction; None if it changed meanwhile.
+
+    Returns the job's Study Instance UID and the SOP classes of its instance and results.
+    """
     with store.session() as s:
         if not dry_run:
             # A no-op update with the candidate's conditions takes the job's row (PostgreSQL)
@@ -148,12 +160,12 @@ def _purge_job(
                 .values(updated_at=Job.updated_at)
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult at run time
-                return False
+                return None
         job = s.get(Job, job_id)
         assert job is not None
         results = list(s.scalars(select(ResultObject).where(ResultObject.job_id == job_id)))
         if any(r.delivery_state not in SETTLED_DELIVERY for r in results):
-            return False
+            return None
         removed = kept = 0
         for path in _paths(job.spool_path, (r.path for r in results)):
             outcome = _remove(path, cutoff, roots, report, dry_run)
@@ -161,7 +173,7 @@ def _purge_job(
             kept += outcome == "kept"
         if not dry_run:
             _record(s, job, removed, kept, len(results), retention_days)
-    return True
+        return job.study_instance_uid, [job.sop_class_uid, *(r.sop_class_uid for r in results)]
 
 
 def _paths(spool_path: str, result_paths: Iterable[str]) -> list[Path]:
@@ -230,7 +242,7 @@ def start_purger(
     spool_dir: Path,
     results_dir: Path,
     interval_s: float = DEFAULT_INTERVAL_S,
-    on_purged: Callable[[int], None] | None = None,
+    auditor: AtnaAuditor | None = None,
 ) -> threading.Event:
     """Run :func:`purge_expired` now and every ``interval_s`` in a daemon thread.
 
@@ -248,7 +260,7 @@ def start_purger(
                     retention_days=retention_days,
                     spool_dir=spool_dir,
                     results_dir=results_dir,
-                    on_purged=on_purged,
+                    auditor=auditor,
                 )
                 if report.jobs or report.kept:
                     log.info("retention (%g days): %s", retention_days, report)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-from celery.signals import worker_init, worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from sqlalchemy.exc import OperationalError
 
+from common.atna import close_auditors
 from common.lifeline import die_with_parent
 from common.settings import get_settings
 from common.tasks import ANALYSE_TASK
@@ -63,3 +64,9 @@ def _die_with_main_process(**_: object) -> None:
     message goes back to the broker either way (``acks_late``), so nothing is lost.
     """
     die_with_parent(_main_pid)
+
+
+@worker_process_shutdown.connect
+def _send_queued_audit_messages(**_: object) -> None:
+    """A pool child ends with ``os._exit`` (no ``atexit``): send its audit messages first."""
+    close_auditors()

@@ -58,6 +58,7 @@ def cmd_current(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Purge (or count) the files past retention."""
+    from common.atna import get_auditor
     from store import JobStore
     from store.lifecycle import purge_expired
 
@@ -72,6 +73,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         spool_dir=settings.spool,
         results_dir=settings.results,
         dry_run=args.dry_run,
+        auditor=get_auditor(settings),
     )
     print(f"retention {days:g} days: {report}")
     return 0

@@ -52,6 +52,7 @@ def _banner(settings: Any) -> None:
 def _start_background(settings: Any) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
     the health and metrics endpoints; remove files past ``retention_days``."""
+    from common.atna import get_auditor
     from dicom_node.ops.server import start_monitoring
     from store.lifecycle import start_purger
     from store.outbox import Outbox
@@ -72,6 +73,7 @@ def _start_background(settings: Any) -> None:
         retention_days=settings.retention_days,
         spool_dir=settings.spool,
         results_dir=settings.results,
+        auditor=get_auditor(settings),
     )
 
 
