@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         description="Free-space watermark of the spool's disk in MiB: below it, C-STORE answers "
         "0xA700 (out of resources) instead of accepting what it cannot keep.",
     )
+    retention_days: int = Field(
+        0,
+        ge=0,
+        description="Days after which the received instance and the result files of a "
+        "delivered (or gate-rejected) job are removed; the job row and its timeline stay. "
+        "Undelivered, failed and unfinished jobs are never purged. Checked hourly by the node; "
+        "`deepcovid db purge` runs it on demand. 0: files are kept forever.",
+    )
 
     # --- listener (SCP) --------------------------------------------------------------------
     ae_title: str = Field("DEEPCOVID", description="Called AE title the listener answers to.")
@@ -172,6 +180,23 @@ class Settings(BaseSettings):
         "jobs older than 10 intervals, analyses whose lease expired).",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- audit trail (ATNA) ------------------------------------------------------------------
+    audit_syslog_host: str | None = Field(
+        None,
+        description="Audit Record Repository (a syslog collector) that receives DICOM audit "
+        "messages (PS3.15 A.5, IHE ATNA) of association decisions, received instances and "
+        "delivered results. Empty: none are sent; the JSON audit log is written either way.",
+    )
+    audit_syslog_port: int | None = Field(
+        None, description="Port of `audit_syslog_host`. Default: 514 (udp, tcp), 6514 (tls)."
+    )
+    audit_syslog_protocol: Literal["udp", "tcp", "tls"] = Field(
+        "tls",
+        description="Syslog transport: `udp` (RFC 5426), `tcp` (octet counting, RFC 6587) or "
+        "`tls` (RFC 5425; the collector's certificate and host name are verified against "
+        "`tls_ca`, or the system CAs; `tls_cert` is presented when set).",
+    )
 
     # --- operations -------------------------------------------------------------------------
     monitoring_port: int = Field(

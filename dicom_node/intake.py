@@ -99,6 +99,11 @@ class IntakeResult:
     job_id: int | None = None
     needs_analysis: bool = False
     offending_elements: tuple[int, ...] = field(default=())
+    # What was stored, for the audit trail (not for logs: the Patient ID is patient data).
+    study_instance_uid: str | None = None
+    patient_id: str | None = None
+    created: bool = False
+    changed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -250,7 +255,13 @@ class Intake:
                 return _out_of_resources(f"job store unavailable ({type(exc).__name__})")
             pending.commit()
         return IntakeResult(
-            Status.SUCCESS, job_id=outcome.job_id, needs_analysis=outcome.needs_analysis
+            Status.SUCCESS,
+            job_id=outcome.job_id,
+            needs_analysis=outcome.needs_analysis,
+            study_instance_uid=values["StudyInstanceUID"],
+            patient_id=_raw_text(ds, 0x00100020),
+            created=outcome.created,
+            changed=outcome.changed,
         )
 
 

@@ -11,6 +11,8 @@ What is negotiated lives in :mod:`dicom_node.contexts`, what happens to one inst
   connection's own thread, so a peer that stalls it cannot hold up the accept loop,
 - every association decision, and every failed TLS handshake, written to the audit log
   ``log_dir/audit.log`` (:mod:`dicom_node.audit`), rejections also to the application log,
+- the same decisions, each stored instance, and the listener's start and stop sent as DICOM
+  audit messages to ``audit_syslog_host`` when set (:mod:`common.atna`),
 - ``max_associations``, ``max_pdu`` (0 = unlimited), ``network_timeout_s`` (network, ACSE and
   DIMSE timeouts),
 - the spool in ``settings.spool`` with the free-space watermark ``settings.min_free_space_mb``.
@@ -37,6 +39,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from common.atna import AtnaAuditor, get_auditor
 from common.settings import Settings
 from dicom_client.tls import server_context
 from dicom_node.audit import AuditLog
@@ -67,11 +70,14 @@ class NodeAE(AE):
         audit: AuditLog | None = None,
         allowed_hosts: Sequence[str] = (),
         ssl_context: ssl.SSLContext | None = None,
+        atna: AtnaAuditor | None = None,
     ) -> None:
         super().__init__(ae_title=ae_title)
         self.intake = intake
         self.enqueuer = enqueuer
         self.audit = audit
+        # DICOM audit messages to the site's audit repository (disabled: does nothing).
+        self.atna = atna or AtnaAuditor(None, ae_title=ae_title)
         self.allowed_networks = [ipaddress.ip_network(h, strict=False) for h in allowed_hosts]
         self.ssl_context = ssl_context
         # Why we rejected an association ourselves (host check), for the EVT_REJECTED handler.
@@ -131,15 +137,22 @@ class NodeAE(AE):
         self._audit_association(event.assoc, "accepted", "")
 
     def _audit_association(self, assoc: Association, outcome: Any, reason: str) -> None:
-        if self.audit is None:
-            return
         requestor = assoc.requestor
         primitive = requestor.primitive
+        calling_ae = str(requestor.ae_title or getattr(primitive, "calling_ae_title", ""))
+        self.atna.emit_association(
+            accepted=outcome == "accepted",
+            reason=reason,
+            calling_ae=calling_ae,
+            peer_address=str(requestor.address),
+        )
+        if self.audit is None:
+            return
         self.audit.record(
             "association",
             outcome=outcome,
             reason=reason,
-            calling_ae=str(requestor.ae_title or getattr(primitive, "calling_ae_title", "")),
+            calling_ae=calling_ae,
             called_ae=str(getattr(primitive, "called_ae_title", "") or ""),
             peer_address=str(requestor.address),
             peer_port=int(requestor.port) if requestor.port is not None else None,
@@ -150,6 +163,7 @@ class NodeAE(AE):
         address, port = [*client_address, None, None][:2]
         reason = f"TLS handshake failed: {_tls_reason(exc)}"
         log.warning("connection from %s:%s refused: %s", address, port, reason)
+        self.atna.emit_tls_failure(reason=reason, peer_address=str(address))
         if self.audit is not None:
             self.audit.record(
                 "tls_handshake",
@@ -176,6 +190,15 @@ class NodeAE(AE):
             result = IntakeResult(Status.OUT_OF_RESOURCES, "internal error in the listener")
         if result.ok and result.needs_analysis and result.job_id is not None:
             self.enqueuer.submit(result.job_id)
+        if result.ok and result.study_instance_uid:
+            self.atna.emit_instances_received(
+                calling_ae=str(event.assoc.requestor.ae_title),
+                peer_address=str(event.assoc.requestor.address),
+                study_instance_uid=result.study_instance_uid,
+                sop_classes={str(request.AffectedSOPClassUID): 1},
+                patient_id=result.patient_id,
+                action="C" if result.created else "U" if result.changed else "R",
+            )
         return _status_dataset(result)
 
 
@@ -257,6 +280,7 @@ def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> N
         audit=AuditLog.in_dir(settings.log_dir),
         allowed_hosts=settings.allowed_hosts,
         ssl_context=server_context(settings),
+        atna=get_auditor(settings),
     )
     for abstract_syntax, transfer_syntaxes in supported_contexts():
         ae.add_supported_context(abstract_syntax, list(transfer_syntaxes))
@@ -299,11 +323,13 @@ def serve_forever(settings: Settings) -> None:
         settings.port,
         settings.spool,
     )
+    ae.atna.emit_application(started=True)
     try:
         ae.start_server((settings.bind_address, settings.port), block=True)
     except KeyboardInterrupt:
         log.info("DICOM listener stopping")
     finally:
+        ae.atna.emit_application(started=False)
         ae.shutdown()
         ae.enqueuer.close()
         if ae.audit is not None:

@@ -2,7 +2,9 @@
 
 Used by the worker right after it builds results (fast path) and by the node's dispatcher
 loop, which retries what is due. Each object is claimed before it is sent, so two senders
-never send the same object at once; a destination that is down only delays delivery.
+never send the same object at once; a destination that is down only delays delivery. What
+reached the destination (or was given up) is audited per study when ATNA is on
+(:mod:`common.atna`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ import ssl
 import threading
 from collections import defaultdict
 
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+
+from common.atna import Outcome, count_sop_classes, get_auditor
 from common.settings import Settings
 from dicom_client.scu import Destination, Sender
 from dicom_client.tls import destination_context
@@ -22,6 +29,7 @@ from store.schema import DeliveryState
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 600.0
+PATIENT_ID = Tag(0x0010, 0x0020)
 
 
 def retry_delay(settings: Settings, attempts: int) -> float:
@@ -57,6 +65,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         tls=tls,
     )
     already = _already_there(outbox, settings, destination, rows, tls)
+    _audit_sent(settings, destination, [row for row in rows if row.id in already])
     rows = [row for row in rows if row.id not in already]
     if not rows:
         return len(already)
@@ -84,6 +93,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
             outbox.mark(row.id, DeliveryState.CONFIRMED)
         else:
             _failed(outbox, settings, row, "stored, but C-FIND does not find it at the destination")
+    _audit_sent(settings, destination, ok_rows)
     log.info("delivered %d object(s) to %s", len(ok_rows), destination)
     return len(ok_rows) + len(already)
 
@@ -145,6 +155,7 @@ def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> 
             "result %s: giving up after %d attempts: %s", row.sop_instance_uid, row.attempts, error
         )
         outbox.mark(row.id, DeliveryState.FAILED, error=f"after {row.attempts} attempts: {error}")
+        _audit_given_up(settings, row, error)
         return
     delay = retry_delay(settings, row.attempts)
     log.warning(
@@ -155,6 +166,55 @@ def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> 
         delay,
     )
     outbox.mark(row.id, DeliveryState.PENDING, error=error, retry_in_s=delay)
+
+
+def _audit_sent(settings: Settings, destination: Destination, rows: list[ResultView]) -> None:
+    """One DICOM Instances Transferred audit message per study of ``rows`` (ATNA, if on)."""
+    auditor = get_auditor(settings)
+    if not auditor.enabled or not rows:
+        return
+    by_study: dict[str, list[ResultView]] = defaultdict(list)
+    for row in rows:
+        by_study[row.study_instance_uid or ""].append(row)
+    for study_uid, study_rows in by_study.items():
+        if study_uid:
+            auditor.emit_instances_sent(
+                destination_ae=destination.ae_title,
+                destination_host=destination.host,
+                study_instance_uid=study_uid,
+                sop_classes=count_sop_classes(r.sop_class_uid for r in study_rows),
+                patient_id=_patient_id(study_rows[0].path),
+            )
+
+
+def _audit_given_up(settings: Settings, row: ResultView, error: str) -> None:
+    """A result that will not be delivered: the transfer's audit message, a serious failure."""
+    auditor = get_auditor(settings)
+    if not auditor.enabled or not row.study_instance_uid:
+        return
+    try:
+        destination = Destination.parse(row.destination or "")
+    except ValueError:
+        return
+    auditor.emit_instances_sent(
+        destination_ae=destination.ae_title,
+        destination_host=destination.host,
+        study_instance_uid=row.study_instance_uid,
+        sop_classes={row.sop_class_uid: 1},
+        patient_id=_patient_id(row.path),
+        outcome=Outcome.SERIOUS_FAILURE,
+        reason=f"not delivered after {row.attempts} attempts: {error}",
+    )
+
+
+def _patient_id(path: str) -> str | None:
+    """The Patient ID of a result object (the audit message's Patient participant), if any."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=[PATIENT_ID])
+    except (OSError, InvalidDicomError, ValueError):
+        return None
+    value = ds.get("PatientID")
+    return str(value) if value else None
 
 
 def start_dispatcher(

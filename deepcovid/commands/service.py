@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,14 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_node)
     p = subparsers.add_parser("worker", help="run a Celery analysis worker only")
     p.add_argument("--concurrency", type=int, default=None, help="worker processes")
+    p.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="stop when process PID dies, and hold the data folder's serve-worker lock "
+        "(how `serve` starts its worker)",
+    )
     p.set_defaults(func=cmd_worker)
 
 
@@ -42,8 +51,10 @@ def _banner(settings: Any) -> None:
 
 def _start_background(settings: Any) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
-    the health and metrics endpoints."""
+    the health and metrics endpoints; remove files past ``retention_days``."""
+    from common.atna import get_auditor
     from dicom_node.ops.server import start_monitoring
+    from store.lifecycle import start_purger
     from store.outbox import Outbox
     from store.queue import default_store, enqueue_analysis
     from store.recovery import start_reconciler
@@ -56,6 +67,13 @@ def _start_background(settings: Any) -> None:
         enqueue_analysis,
         interval_s=settings.reconcile_interval_s,
         analysis_lease_s=settings.analysis_lease_s,
+    )
+    start_purger(
+        default_store(),
+        retention_days=settings.retention_days,
+        spool_dir=settings.spool,
+        results_dir=settings.results,
+        auditor=get_auditor(settings),
     )
 
 
@@ -74,6 +92,18 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker in the foreground until interrupted."""
     settings = get_settings()
+    lock = None
+    if args.parent_pid is not None:
+        from common.lifeline import exit_with_parent
+        from common.pidlock import SERVE_WORKER_LOCK, PidLock
+
+        exit_with_parent(args.parent_pid)  # never outlive `serve`, however it ends
+        settings.ensure_dirs()
+        lock = PidLock(settings.data_dir / SERVE_WORKER_LOCK)
+        if not lock.acquire():
+            holder = lock.holder()
+            print(f"deepcovid worker: {lock.path} is held by process {holder}", file=sys.stderr)
+            return 1
     prepare(settings, "worker")
     from common.tasks import ANALYSIS_QUEUE
     from worker.celery_app import app
@@ -90,16 +120,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"--hostname=deepcovid-{os.getpid()}@%h",
         ]
     )
+    del lock  # held (open) until the worker has stopped
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The listener here and a worker in a child process; stop both on SIGINT/SIGTERM."""
+    """The listener here and a worker in a child process; stop both on SIGINT/SIGTERM.
+
+    One ``serve`` per data folder (``serve.lock``); a worker an earlier ``serve`` left running
+    is stopped first (``serve-worker.lock``), and the worker started here stops by itself if
+    this process dies (``--parent-pid``), so there is always exactly one.
+    """
     settings = get_settings()
     prepare(settings, "node")
+    from common.pidlock import SERVE_LOCK, SERVE_WORKER_LOCK, PidLock, stop_holder
+
+    serve_lock = PidLock(settings.data_dir / SERVE_LOCK)
+    if not serve_lock.acquire():
+        print(
+            f"deepcovid serve: another serve (process {serve_lock.holder()}) is running on "
+            f"{settings.data_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    orphan = stop_holder(PidLock(settings.data_dir / SERVE_WORKER_LOCK))
+    if orphan is not None:
+        logging.getLogger(__name__).warning(
+            "stopped worker process %s left running by an earlier serve", orphan
+        )
     # Its own process group, so stopping it reaches Celery's pool children too.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "deepcovid.cli", "worker"], start_new_session=True
+        [sys.executable, "-m", "deepcovid.cli", "worker", "--parent-pid", str(os.getpid())],
+        start_new_session=True,
     )
 
     def _stop(signum: int, _frame: Any) -> None:
@@ -116,6 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         stop_process_group(worker)
+        serve_lock.release()
     return 0
 
 
