@@ -9,9 +9,10 @@ import subprocess
 import sys
 from typing import Any
 
+from common.errors import UsageError
 from common.redact import redact_url
 from common.settings import get_settings
-from deepcovid.runtime import prepare
+from deepcovid.runtime import prepare, stop_process_group
 
 
 def register(subparsers: Any) -> None:
@@ -74,11 +75,13 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker in the foreground until interrupted."""
     settings = get_settings()
+    concurrency = settings.worker_concurrency if args.concurrency is None else args.concurrency
+    if concurrency < 1:
+        raise UsageError(f"worker concurrency {concurrency} is below 1", "give 1 or more")
     prepare(settings, "worker")
     from common.tasks import ANALYSIS_QUEUE
     from worker.celery_app import app
 
-    concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(
         [
             "worker",
@@ -117,15 +120,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         stop_process_group(worker)
     return 0
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """SIGTERM a child's process group (Celery's warm shutdown), SIGKILL it after ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
