@@ -30,6 +30,8 @@ COMMAND_MODULES = (
     "deepcovid.commands.config",  # config show/docs
     "deepcovid.commands.models",  # models list/show/activate
     "deepcovid.commands.training",  # train, evaluate, compare, threshold
+    "deepcovid.commands.demo",  # demo
+    "deepcovid.commands.doctor",  # doctor
 )
 
 DEBUG_FLAG = "--debug"

@@ -31,12 +31,17 @@ def register(subparsers: Any) -> None:
 
 
 def _banner(settings: Any) -> None:
+    """Where everything is, and how a newcomer sends a first image and finds its results."""
     dest = settings.destination or f"local folder {settings.results}"
+    host = "localhost" if settings.bind_address in {"0.0.0.0", "::"} else settings.bind_address
     print(
         f"deepcovid-node: listening as {settings.ae_title} on "
         f"{settings.bind_address}:{settings.port}\n"
         f"  job store: {redact_url(settings.db_url)}\n  broker:    {redact_url(settings.broker)}\n"
-        f"  spool:     {settings.spool}\n  results:   {dest}",
+        f"  spool:     {settings.spool}\n  results:   {dest}\n"
+        f"  send:      deepcovid send FILE|DIR --to {settings.ae_title}@{host}:{settings.port}"
+        f"   (storescu: -xv / -xw for JPEG 2000 files)\n"
+        f"  then:      deepcovid jobs list; deepcovid jobs show UID",
         flush=True,
     )
 
