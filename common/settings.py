@@ -2,8 +2,9 @@
 
 Values come, in order of precedence, from environment variables prefixed ``DEEPCOVID_``
 (``DEEPCOVID_PORT=11113``), from a TOML file named by ``DEEPCOVID_CONFIG`` (keys are the field
-names: ``port = 11113``), and from the defaults below. The defaults are the *embedded* setup: one
-machine, SQLite job store, a serverless durable broker, results kept in a local folder.
+names: ``port = 11113``; a ``DEEPCOVID_CONFIG`` that names no readable TOML file is an error, not a
+silent fall-back to the defaults), and from the defaults below. The defaults are the *embedded*
+setup: one machine, SQLite job store, a serverless durable broker, results kept in a local folder.
 
 Every field carries a description; ``docs/configuration.md`` is generated from them
 (``deepcovid config docs``) and a test checks the two never drift.

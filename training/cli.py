@@ -477,7 +477,8 @@ def _read_manifest(path: str, data_root: str | None) -> Manifest:
     except FileNotFoundError as exc:
         raise UsageError(str(exc), "pass --manifest with the path of a manifest CSV") from exc
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(str(exc), "fix the manifest (docs/training.md: Manifests)") from exc
+        fix = "fix the manifest (docs/training.md, 'Data: the manifest')"
+        raise UsageError(str(exc), fix) from exc
 
 
 def _split_rows(manifest: Manifest, split: str) -> list[ManifestRow]:
