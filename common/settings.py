@@ -2,8 +2,9 @@
 
 Values come, in order of precedence, from environment variables prefixed ``DEEPCOVID_``
 (``DEEPCOVID_PORT=11113``), from a TOML file named by ``DEEPCOVID_CONFIG`` (keys are the field
-names: ``port = 11113``), and from the defaults below. The defaults are the *embedded* setup: one
-machine, SQLite job store, a serverless durable broker, results kept in a local folder.
+names: ``port = 11113``; a ``DEEPCOVID_CONFIG`` that names no readable TOML file is an error, not a
+silent fall-back to the defaults), and from the defaults below. The defaults are the *embedded*
+setup: one machine, SQLite job store, a serverless durable broker, results kept in a local folder.
 
 Every field carries a description; ``docs/configuration.md`` is generated from them
 (``deepcovid config docs``) and a test checks the two never drift.
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from common.errors import UsageError
 from common.paths import SHIPPED_REGISTRY
 
 DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / (
@@ -223,7 +226,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("DEEPCOVID_CONFIG")
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            sources.append(_toml_source(settings_cls, Path(config_file)))
         return tuple(sources)
 
     @field_validator("allowed_calling_aes", "allowed_hosts", mode="before")
@@ -307,6 +310,48 @@ class Settings(BaseSettings):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             if path.stat().st_uid == os.getuid():
                 path.chmod(0o700)  # an existing folder too: it holds patient data
+
+
+def _toml_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    """The TOML file named by ``DEEPCOVID_CONFIG``; a missing or unreadable file is an error
+    (pydantic-settings would silently run on the defaults: a typo must not move the port or
+    drop the destination)."""
+    fix = "correct the path or unset DEEPCOVID_CONFIG"
+    if not path.is_file():
+        raise UsageError(f"DEEPCOVID_CONFIG names {path}, which is not a file", fix)
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"DEEPCOVID_CONFIG file {path} cannot be read: {exc}", fix) from exc
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line naming each invalid setting, its environment variable and what is wrong.
+
+    For the command line: pydantic's own text spans several lines per error and names neither
+    the environment variable nor the file the value came from.
+    """
+    parts = []
+    for error in exc.errors():
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = error.get("loc") or ()
+        if not loc:  # a check across fields (model validator): the message names them
+            parts.append(message)
+            continue
+        name = str(loc[0])
+        if error.get("type") == "extra_forbidden":
+            parts.append(f"unknown setting {name!r} (in the DEEPCOVID_CONFIG file)")
+            continue
+        parts.append(
+            f"setting {name} = {error.get('input')!r} (DEEPCOVID_{name.upper()}): {message}"
+        )
+    return "; ".join(parts)
+
+
+SETTINGS_FIX = (
+    "fix the environment variable or the DEEPCOVID_CONFIG file "
+    "(`deepcovid config docs` lists every setting)"
+)
 
 
 @lru_cache(maxsize=1)

@@ -1,9 +1,12 @@
-"""Start-up steps shared by every service: umask, folders, logging, database schema."""
+"""Start-up steps shared by every service (umask, folders, logging, database schema), and
+stopping a service started as a child process (``serve``'s worker, ``demo``'s service)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 
 from common.logs import setup_logging
 from common.settings import Settings
@@ -21,3 +24,19 @@ def prepare(settings: Settings, service: str) -> None:
     setup_logging(settings, service)
     revision = upgrade(settings.db_url)
     logging.getLogger(__name__).info("%s: job store at revision %s", service, revision)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM a child's process group (Celery's warm shutdown), SIGKILL it after ``grace_s``.
+
+    The child must have been started with ``start_new_session=True``: its group is then its
+    own, and stopping it reaches its children (Celery's pool) without touching ours.
+    """
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

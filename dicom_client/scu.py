@@ -226,7 +226,12 @@ class Sender:
         on_result: ResultCallback | None,
     ) -> list[_Item]:
         """One association for ``items``; return those worth retrying (final ones notified)."""
-        assoc = self._associate(contexts)
+        try:
+            assoc = self._associate(contexts)
+        except OSError as exc:  # the host name does not resolve: as "no connection", retried
+            for item in items:
+                item.result.error = f"cannot reach {self.destination.host}: {exc.strerror or exc}"
+            return list(items)
         if not assoc.is_established:
             error, retryable = _association_failure(assoc)
             for item in items:

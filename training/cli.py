@@ -3,6 +3,10 @@
 Shared by ``deepcovid`` (:mod:`deepcovid.commands.training`) and ``python -m training`` (which runs
 on machines with only torch, torchvision, scikit-learn and matplotlib: no settings object, no
 DICOM libraries). Handlers parse, call the library, and print; the logic lives in the modules.
+
+What a user can get wrong (a missing manifest, an unknown version or split, a bad flag
+combination) is raised as :class:`common.errors.UsageError`, which both command lines print as one
+line. Paths written into cards and reports are made portable (:mod:`training.portable`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common.errors import UsageError, UserError
 from training.config import SELECT_BY, SOURCE_SAMPLING, AugmentSpec, TrainConfig
-from training.manifest import Manifest, read_manifest
+from training.manifest import Manifest, ManifestRow, read_manifest
+from training.portable import Anchors, portable_card, portable_path
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
+    from models.card import ModelCard
     from models.preprocessing import PreprocessSpec
+    from models.registry import Registry
     from training.dataset import SplitData
 
 _DEFAULTS = TrainConfig(manifest="")
@@ -361,20 +370,21 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
     try:
         cfg = config_from_args(args)
     except ValueError as exc:  # a bad flag combination: a message, not a traceback
-        raise SystemExit(f"train: {exc}") from exc
+        raise UsageError(str(exc), "see `train --help` for the flags' ranges") from exc
+    manifest = _read_manifest(cfg.manifest, cfg.data_root)
+    train_rows, val_rows = _split_rows(manifest, "train"), _split_rows(manifest, "val")
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    manifest = read_manifest(cfg.manifest, cfg.data_root)
     run_dir = args.run_dir or Path("runs") / (
         dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{cfg.arch}"
     )
     _log(f"manifest {manifest.path} ({manifest.sha256[:12]}): {json.dumps(manifest.counts())}")
     t0 = time.perf_counter()
     spec = cfg.preprocess_spec()  # the one the trainer uses and the card records
-    train_data = load_split(manifest.split("train"), spec, cfg.load_workers)
-    val_data = load_split(manifest.split("val"), spec, cfg.load_workers)
+    train_data = load_split(train_rows, spec, cfg.load_workers)
+    val_data = load_split(val_rows, spec, cfg.load_workers)
     _log(
         f"loaded {len(train_data)} train / {len(val_data)} val images "
         f"in {time.perf_counter() - t0:.1f} s"
@@ -401,6 +411,8 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
         version=args.version,
         notes=args.notes,
     )
+    anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
+    card = portable_card(card, anchors, manifest.path)
     version = save_version(registry_root, result.model, card, activate=args.activate)
     val = {k: round(m.value, 4) for k, m in card.metrics.items()}
     print(
@@ -415,7 +427,11 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``evaluate``."""
     parser.add_argument("--model", default=None, help="version to evaluate (default: active)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="a split of the manifest: train, val, test or any other it names (default test)",
+    )
     parser.add_argument(
         "--manifest", default=None, help="manifest CSV (default: the one named in the model card)"
     )
@@ -453,14 +469,66 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     add_registry_argument(parser)
 
 
-def _open_manifest(path: str | None, data_root: str | None, card_manifest: str) -> Manifest:
-    """The manifest given, else the one the model card names."""
-    chosen = path or card_manifest
-    if not chosen:
-        raise SystemExit("no manifest: pass --manifest (the model card names none)")
-    if not Path(chosen).is_file():
-        raise SystemExit(f"manifest {chosen} not found; pass --manifest")
-    return read_manifest(chosen, data_root)
+def _open_manifest(
+    path: str | None, data_root: str | None, card_manifest: str, registry_root: Path | None = None
+) -> Manifest:
+    """The manifest given, else the one the model card names (its portable path resolved
+    against the registry, the working folder and the repository)."""
+    if path:
+        return _read_manifest(path, data_root)
+    if not card_manifest:
+        raise UsageError("the model card names no manifest", "pass --manifest")
+    from training.portable import resolve_portable
+
+    found = resolve_portable(card_manifest, registry_root)
+    if found is None or not found.is_file():
+        raise UsageError(
+            f"the manifest the model card names ({card_manifest}) is not on this machine",
+            "pass --manifest with its copy here (the card's sha256 tells whether it is the same)",
+        )
+    return _read_manifest(str(found), data_root)
+
+
+def _read_manifest(path: str, data_root: str | None) -> Manifest:
+    """:func:`read_manifest`, a missing or malformed file being a usage error."""
+    try:
+        return read_manifest(path, data_root)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc), "pass --manifest with the path of a manifest CSV") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        fix = "fix the manifest (docs/training.md, 'Data: the manifest')"
+        raise UsageError(str(exc), fix) from exc
+
+
+def _split_rows(manifest: Manifest, split: str) -> list[ManifestRow]:
+    """The rows of ``split``; a split the manifest lacks is a usage error naming those it has."""
+    try:
+        return manifest.split(split)
+    except ValueError as exc:
+        raise UsageError(str(exc), "choose one of them with --split") from exc
+
+
+def _load_version(registry: Registry, version: str | None) -> tuple[nn.Module, ModelCard]:
+    """Model and card of ``version`` (default: the active one); an unknown version is a usage
+    error, weights that do not match their card an error of the registry's files."""
+    from models.registry import RegistryError, WeightsIntegrityError
+
+    try:
+        return registry.load(version)
+    except WeightsIntegrityError as exc:
+        raise UserError(str(exc), "copy the version again or choose another") from exc
+    except RegistryError as exc:
+        raise UsageError(str(exc), "name one of the registry's versions") from exc
+
+
+def _card_of(registry: Registry, version: str) -> ModelCard:
+    """The card of ``version``; an unknown version is a usage error."""
+    from models.registry import RegistryError
+
+    try:
+        return registry.card(version)
+    except RegistryError as exc:
+        raise UsageError(str(exc), "name one of the registry's versions") from exc
 
 
 def _fmt(value: float | None) -> str:
@@ -493,17 +561,20 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     from training.shortcuts import shortcut_checks
 
     registry = Registry(registry_root)
-    model, card = registry.load(args.model)
-    manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest)
+    model, card = _load_version(registry, args.model)
+    manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest, registry_root)
+    rows = _split_rows(manifest, args.split)
     if card.training_manifest_sha256 and manifest.sha256 != card.training_manifest_sha256:
         _log(
             f"note: manifest {manifest.path} differs from the one the model was trained on "
             f"(sha256 {manifest.sha256[:12]} vs {card.training_manifest_sha256[:12]})"
         )
     device = _setup_device(args.device, args.threads)
-    data = load_split(manifest.split(args.split), card.preprocess, args.load_workers)
+    data = load_split(rows, card.preprocess, args.load_workers)
     scored = score_split(model, card, data, device)
     metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
+    anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
+    metrics["manifest"] = portable_path(manifest.path, anchors, manifest=False)
     t0 = time.perf_counter()
     shortcuts = shortcut_checks(
         model,
@@ -533,7 +604,7 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
         cache=shortcuts.maps,
     )
     out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
-    files = write_report(out, metrics, card, occ)
+    files = write_report(out, metrics, portable_card(card, anchors), occ)
     files.append(write_predictions(out, scored, card.threshold))
     if args.record_in_card:
         from training.release import record_metrics
@@ -554,7 +625,9 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``compare``."""
     parser.add_argument("versions", nargs="+", help="model versions to compare")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument(
+        "--split", default="test", help="a split of the manifest (default test; any it names)"
+    )
     parser.add_argument("--manifest", default=None, help="default: the first version's card")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=None, help="output folder")
@@ -573,14 +646,16 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
     from training.evaluate import score_split
 
     registry = Registry(registry_root)
-    first = registry.card(args.versions[0])
-    manifest = _open_manifest(args.manifest, args.data_root, first.training_manifest)
+    cards = [_card_of(registry, version) for version in args.versions]  # all known: then work
+    manifest = _open_manifest(
+        args.manifest, args.data_root, cards[0].training_manifest, registry_root
+    )
+    rows_meta = _split_rows(manifest, args.split)
     device = _setup_device(args.device, args.threads)
-    rows_meta = manifest.split(args.split)
     cache: dict[PreprocessSpec, SplitData] = {}
     rows = []
     for version in args.versions:
-        model, card = registry.load(version)
+        model, card = _load_version(registry, version)
         if card.preprocess not in cache:
             cache[card.preprocess] = load_split(rows_meta, card.preprocess, args.load_workers)
         scored = score_split(model, card, cache[card.preprocess], device)
@@ -611,7 +686,12 @@ def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="version (default: active)")
     parser.add_argument("--manifest", default=None, help="default: the one named in the card")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    parser.add_argument(
+        "--split",
+        default="val",
+        help="split the threshold is chosen on (default val; any the manifest names, such as a "
+        "site's own validation set)",
+    )
     parser.add_argument("--target-sensitivity", type=float, default=0.98)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
@@ -634,10 +714,16 @@ def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "d
     from training.release import rechoose_threshold
 
     registry = Registry(registry_root)
-    model, card = registry.load(args.model)
-    manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest)
+    model, card = _load_version(registry, args.model)
+    manifest = _open_manifest(args.manifest, args.data_root, card.training_manifest, registry_root)
+    rows = _split_rows(manifest, args.split)
+    if args.split == "test":
+        _log(
+            "note: a threshold chosen on the test split makes that split's figures optimistic; "
+            "report them on another split"
+        )
     device = _setup_device(args.device, args.threads)
-    data = load_split(manifest.split(args.split), card.preprocess, args.load_workers)
+    data = load_split(rows, card.preprocess, args.load_workers)
     scored = score_split(model, card, data, device)
     updated = rechoose_threshold(
         card,

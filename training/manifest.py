@@ -2,9 +2,11 @@
 
 Required columns: ``path`` (relative to the manifest's folder, or to ``data_root``), ``label``
 (``covid`` / ``non_covid``, the class names of :data:`models.architectures.CLASSES`) and ``split``
-(``train`` / ``val`` / ``test``). Optional: ``finding`` (the source's own finding text, used to
-separate "No Finding" from other disease in the score histograms) and ``source`` (where the image
-came from, for the per-source metrics that expose shortcut learning). Extra columns are ignored.
+(``train`` / ``val`` / ``test``, or any other name a site gives a set of its own, such as
+``holdout`` or ``external``: evaluation takes any split there is). Optional: ``finding`` (the
+source's own finding text, used to separate "No Finding" from other disease in the score
+histograms) and ``source`` (where the image came from, for the per-source metrics that expose
+shortcut learning). Extra columns are ignored.
 
 Plain :mod:`csv` rather than pandas: the training path must run where only torch, torchvision,
 scikit-learn and matplotlib are installed.
@@ -14,15 +16,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.portable import Anchors, portable_path
+
 LABELS: tuple[str, str] = ("non_covid", "covid")
 """Manifest labels in class-index order (index 1 is COVID-19, as in ``models.architectures``)."""
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The splits training uses (``train`` and ``val``) and the usual evaluation split; a manifest may
+name others."""
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A split name becomes a metric key prefix (``holdout/auc``) and a folder name: no ``/``."""
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label", "split")
 
 
@@ -33,7 +42,8 @@ class ManifestRow:
     path: Path
     """Absolute path of the image file."""
     relpath: str
-    """The path as written in the manifest (stable key for reports)."""
+    """The path as written in the manifest, relative to its folder (stable key for reports;
+    an absolute path is made relative, see :func:`_report_key`)."""
     label: int
     """Class index: 0 non-COVID, 1 COVID-19."""
     split: str
@@ -58,23 +68,29 @@ class Manifest:
     sha256: str
     rows: tuple[ManifestRow, ...]
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The split names present: train, val, test first, then others in manifest order."""
+        present = dict.fromkeys(r.split for r in self.rows)
+        return tuple(s for s in SPLITS if s in present) + tuple(
+            s for s in present if s not in SPLITS
+        )
+
     def split(self, name: str) -> list[ManifestRow]:
-        """Rows of one split, in manifest order; an unknown or empty split is an error."""
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        """Rows of one split, in manifest order; a split the manifest lacks is an error that
+        lists the ones it has."""
         rows = [r for r in self.rows if r.split == name]
         if not rows:
-            raise ValueError(f"manifest {self.path} has no rows in split {name!r}")
+            raise ValueError(
+                f"manifest {self.path.name} has no rows in split {name!r}; its splits: "
+                f"{', '.join(self.splits)}"
+            )
         return rows
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and label, e.g. ``{"train": {"covid": 355, "non_covid": 577}}``."""
         counter = Counter((r.split, LABELS[r.label]) for r in self.rows)
-        return {
-            s: {lab: counter.get((s, lab), 0) for lab in LABELS}
-            for s in SPLITS
-            if any(counter.get((s, lab)) for lab in LABELS)
-        }
+        return {s: {lab: counter.get((s, lab), 0) for lab in LABELS} for s in self.splits}
 
 
 def file_sha256(path: Path) -> str:
@@ -99,12 +115,15 @@ def _parse_rows(
             raise ValueError(f"{where}: empty path")
         if label not in LABELS:
             raise ValueError(f"{where}: label {label!r} is not one of {', '.join(LABELS)}")
-        if split not in SPLITS:
-            raise ValueError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+        if not SPLIT_NAME.match(split):
+            raise ValueError(
+                f"{where}: split {split!r} is not a split name (1-64 letters, digits, '.', '_' "
+                "or '-', e.g. train, val, test, holdout)"
+            )
         rows.append(
             ManifestRow(
                 path=(base / rel).resolve(),
-                relpath=rel,
+                relpath=_report_key(rel, base),
                 label=LABELS.index(label),
                 split=split,
                 finding=(rec.get("finding") or "").strip(),
@@ -112,6 +131,18 @@ def _parse_rows(
             )
         )
     return rows
+
+
+def _report_key(rel: str, base: Path) -> str:
+    """The path reports show for an image: as written when relative; an absolute path relative
+    to the images' folder when under it, else made portable (:mod:`training.portable`), so that
+    no report names a folder of the machine it was made on."""
+    path = Path(rel).expanduser()
+    if not path.is_absolute():
+        return rel
+    if path.is_relative_to(base):
+        return path.relative_to(base).as_posix()
+    return portable_path(path, Anchors(), tail=3)
 
 
 def read_manifest(path: Path | str, data_root: Path | str | None = None) -> Manifest:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.errors import UsageError
 from models.architectures import build_model, head_parameters, head_prefix
 from models.preprocessing import PreprocessSpec, normalise
 from training.augment import augment_batch
@@ -553,7 +554,8 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     defaults = TrainConfig(manifest="").to_dict()
     diffs = [k for k in _MUST_MATCH if saved.get(k, defaults[k]) != current.get(k)]
     if diffs:
-        raise ValueError(
-            "cannot resume: the checkpoint was trained with different "
-            + ", ".join(f"{k} ({saved.get(k, defaults[k])!r} vs {current.get(k)!r})" for k in diffs)
+        different = (f"{k} ({saved.get(k, defaults[k])!r} vs {current.get(k)!r})" for k in diffs)
+        raise UsageError(
+            "cannot resume: the checkpoint was trained with different " + ", ".join(different),
+            "resume with the flags it was started with, or train anew in another --run-dir",
         )

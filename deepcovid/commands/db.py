@@ -49,10 +49,18 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_current(args: argparse.Namespace) -> int:
-    """Print the current revision."""
-    from store.migrate import current
+    """Print the current revision (and the head when the store is behind); exit 1 unless the
+    store is at the head."""
+    from store.existing import open_existing, schema_status
 
-    print(current(get_settings().db_url) or "(empty database)")
+    url = get_settings().db_url
+    status = schema_status(url)
+    if status.state in {"missing", "unreachable"}:
+        open_existing(url)  # raises the one-line error with its fix
+    print(status.revision or "(empty database)")
+    if not status.ok:
+        print(f"deepcovid db current: {status.detail}; run `deepcovid db upgrade`", file=sys.stderr)
+        return 1
     return 0
 
 

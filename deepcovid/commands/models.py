@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from common.errors import UsageError, UserError
+
 
 def register(subparsers: Any) -> None:
     """Add ``models`` and its sub-commands."""
@@ -43,6 +45,9 @@ def _registry(args: argparse.Namespace) -> Any:
     from models.registry import Registry
 
     root = args.registry if args.registry is not None else get_settings().model_registry_dir
+    if not Path(root).is_dir():
+        where = "--registry" if args.registry is not None else "DEEPCOVID_MODEL_REGISTRY_DIR"
+        raise UsageError(f"model registry {root} is not a folder", f"correct {where}")
     return Registry(root)
 
 
@@ -75,6 +80,16 @@ def _summary(card: Any) -> str:
     )
 
 
+def _registry_errors(exc: Exception) -> UserError:
+    """A registry error as the CLI prints it: an unknown or invalid version is a usage error
+    (exit 2), weights that do not match their card a problem of the files (exit 1)."""
+    from models.registry import WeightsIntegrityError
+
+    if isinstance(exc, WeightsIntegrityError):
+        return UserError(str(exc), "copy the version's files again, or activate another")
+    return UsageError(str(exc), "`deepcovid models list` shows the versions there are")
+
+
 def _show(args: argparse.Namespace) -> int:
     from models.registry import RegistryError
 
@@ -84,8 +99,7 @@ def _show(args: argparse.Namespace) -> int:
         if args.verify:
             registry.verify(card.version)
     except (RegistryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise _registry_errors(exc) from exc
     sys.stdout.write(card.to_json())
     return 0
 
@@ -97,7 +111,6 @@ def _activate(args: argparse.Namespace) -> int:
     try:
         registry.activate(args.version)
     except (RegistryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise _registry_errors(exc) from exc
     print(f"active model version: {args.version} ({registry.root})")
     return 0

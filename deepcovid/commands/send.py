@@ -2,19 +2,20 @@
 
 Argument parsing and printing only; the sending (associations, retries) is
 :mod:`dicom_client.scu`. Directories are searched recursively for DICOM files (files with the
-``DICM`` prefix); files named explicitly are always sent. Exit status: 0 when everything was
-stored, 1 when anything failed, 2 when there is nothing to send.
+``DICM`` prefix, :mod:`dicom_client.files`); files named explicitly are always sent. Exit status:
+0 when everything was stored, 1 when anything failed, 2 when there is nothing to send.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-DICM_OFFSET = 128
+from dicom_client.files import collect_files, is_dicom_file
+
+__all__ = ["collect_files", "is_dicom_file", "register", "run"]
 
 
 def register(subparsers: Any) -> None:
@@ -129,26 +130,14 @@ def run(args: argparse.Namespace) -> int:
         f"sent {len(files) - failed} of {len(files)} file(s) to {destination}"
         + (f"; {failed} failed" if failed else "")
     )
+    if failed == len(files) and all(r.status is None for r in report.failed):
+        print(
+            f"deepcovid send: {destination} never answered; check the AE title, host and port, "
+            f"and that the node runs (`echoscu -aec {destination.ae_title} "
+            f"{destination.host} {destination.port}`)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
-
-
-def collect_files(paths: Sequence[Path]) -> Iterator[Path]:
-    """Files named explicitly, and DICOM files found under the directories, sorted per dir."""
-    for path in paths:
-        if path.is_dir():
-            yield from (p for p in sorted(path.rglob("*")) if p.is_file() and is_dicom_file(p))
-        else:
-            yield path
-
-
-def is_dicom_file(path: Path) -> bool:
-    """Whether ``path`` starts like a DICOM Part 10 file (``DICM`` after the preamble)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(DICM_OFFSET)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _default_ae_title() -> str:

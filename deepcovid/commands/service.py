@@ -10,9 +10,10 @@ import subprocess
 import sys
 from typing import Any
 
+from common.errors import UsageError
 from common.redact import redact_url
 from common.settings import get_settings
-from deepcovid.runtime import prepare
+from deepcovid.runtime import prepare, stop_process_group
 
 
 def register(subparsers: Any) -> None:
@@ -39,12 +40,17 @@ def register(subparsers: Any) -> None:
 
 
 def _banner(settings: Any) -> None:
+    """Where everything is, and how a newcomer sends a first image and finds its results."""
     dest = settings.destination or f"local folder {settings.results}"
+    host = "localhost" if settings.bind_address in {"0.0.0.0", "::"} else settings.bind_address
     print(
         f"deepcovid-node: listening as {settings.ae_title} on "
         f"{settings.bind_address}:{settings.port}\n"
         f"  job store: {redact_url(settings.db_url)}\n  broker:    {redact_url(settings.broker)}\n"
-        f"  spool:     {settings.spool}\n  results:   {dest}",
+        f"  spool:     {settings.spool}\n  results:   {dest}\n"
+        f"  send:      deepcovid send FILE|DIR --to {settings.ae_title}@{host}:{settings.port}"
+        f"   (storescu: -xv / -xw for JPEG 2000 files)\n"
+        f"  then:      deepcovid jobs list; deepcovid jobs show UID",
         flush=True,
     )
 
@@ -92,6 +98,9 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker in the foreground until interrupted."""
     settings = get_settings()
+    concurrency = settings.worker_concurrency if args.concurrency is None else args.concurrency
+    if concurrency < 1:
+        raise UsageError(f"worker concurrency {concurrency} is below 1", "give 1 or more")
     lock = None
     if args.parent_pid is not None:
         from common.lifeline import exit_with_parent
@@ -108,7 +117,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from common.tasks import ANALYSIS_QUEUE
     from worker.celery_app import app
 
-    concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(
         [
             "worker",
@@ -171,15 +179,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop_process_group(worker)
         serve_lock.release()
     return 0
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """SIGTERM a child's process group (Celery's warm shutdown), SIGKILL it after ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)

@@ -175,7 +175,7 @@ def test_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     shown = ModelCard.from_json(capsys.readouterr().out)
     assert shown.version == v1
 
-    assert main([*root, "activate", "v0042"]) == 1
+    assert main([*root, "activate", "v0042"]) == 2  # a usage error: one line, no traceback
     assert "no model version 'v0042'" in capsys.readouterr().err
     assert registry.active_version() == v2
 

@@ -60,7 +60,7 @@ def test_read_manifest(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"label": "maybe"}, "label 'maybe'"),
-        ({"split": "holdout"}, "split 'holdout'"),
+        ({"split": "hold/out"}, "split 'hold/out'"),
         ({"path": ""}, "empty path"),
     ],
 )

@@ -16,6 +16,7 @@ import torch
 from models.registry import Registry
 from tests.factories import CXR_DIR
 from training.__main__ import main as training_main
+from training.portable import absolute_paths
 from training.report import FIGURES, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE
 
 assert (CXR_DIR / "manifest.csv").is_file(), f"shared chest X-ray data missing at {CXR_DIR}"
@@ -112,6 +113,10 @@ def test_training_writes_a_loadable_version_with_card(trained: dict[str, Path]) 
     assert card.training_manifest_sha256 and card.training_command.startswith("python -m training")
     assert card.training_parameters["epochs_run"] == 2
     assert card.training_parameters["batch_size"] == 8
+    card_text = (trained["registry"] / "two" / "model_card.json").read_text()
+    assert not absolute_paths(card_text)  # the tmp registry, run folder and manifest: relative
+    assert card.training_manifest == "<registry>/../manifest.csv"
+    assert card.training_parameters["manifest"] == "<registry>/../manifest.csv"
 
 
 def test_loss_decreases(trained: dict[str, Path]) -> None:
@@ -129,9 +134,11 @@ def test_resume_continues_from_saved_epoch(trained: dict[str, Path]) -> None:
     assert card.training_parameters["epochs_run"] == 3
 
 
-def test_resume_refuses_a_different_experiment(trained: dict[str, Path]) -> None:
+def test_resume_refuses_a_different_experiment(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     flags = [f if f != "resnet18" else "squeezenet1_1" for f in TRAIN_FLAGS]
-    with pytest.raises(ValueError, match="cannot resume"):
+    assert (
         training_main(
             [
                 "train",
@@ -147,6 +154,9 @@ def test_resume_refuses_a_different_experiment(trained: dict[str, Path]) -> None
                 "--resume",
             ]
         )
+        == 2
+    )
+    assert "cannot resume" in capsys.readouterr().err  # one line, no traceback
 
 
 def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
@@ -218,6 +228,28 @@ def test_evaluate_writes_every_report_file(trained: dict[str, Path]) -> None:
     card = Registry(trained["registry"]).card("two")
     assert card.source_prevalence["nih_chestxray8"] == 0.0  # written at training time
     assert "test/auc" in card.metrics and "test/nih_chestxray8/specificity" in card.metrics
+    for name in (METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE):
+        assert not absolute_paths((out / name).read_text()), name
+    assert metrics["manifest"] == "<registry>/../manifest.csv"
+
+
+def test_evaluate_takes_a_split_the_site_named(trained: dict[str, Path]) -> None:
+    lines = trained["manifest"].read_text().splitlines()
+    holdout = trained["root"] / "holdout.csv"
+    holdout.write_text("\n".join(line.replace(",test,", ",holdout,") for line in lines) + "\n")
+    out = trained["root"] / "report-holdout"
+    status = training_main(
+        [
+            "evaluate",
+            *("--registry", str(trained["registry"]), "--model", "two"),
+            *("--manifest", str(holdout), "--split", "holdout", "--out", str(out)),
+            *("--device", "cpu", "--bootstrap", "50", "--occlusion-images", "1"),
+            *("--occlusion-window", "32", "--occlusion-stride", "32"),
+        ]
+    )
+    assert status == 0
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics["split"] == "holdout" and metrics["n"] == 2 * PER_GROUP["test"]
 
 
 def test_compare_writes_table_and_curves(trained: dict[str, Path]) -> None:

@@ -1,0 +1,373 @@
+"""``deepcovid doctor``: what a site needs before going live, checked, with what to do if wrong.
+
+Each check gives ``ok``, ``warn`` (works, but worth knowing) or ``fail`` (the node would not do
+its job), a detail and, when not ok, the fix:
+
+- **dicom port** / **monitoring port**: free, or in use by this node (it answers C-ECHO as our AE
+  title / ``/health/live``); taken by another program is a failure;
+- **job store**: reachable and at the migrations' head (not created yet, or behind: a warning,
+  since every service start migrates; unreachable: a failure);
+- **broker**: accepts a connection (the embedded one is created on first start);
+- **model**: the active version loads and its weights match the card's sha256;
+- **spool**: its disk has more free space than ``min_free_space_mb`` and it is writable;
+- **tls**: the listener's certificate and key load (when ``tls_cert`` is set);
+- **destination**: answers C-ECHO (after a verified TLS handshake when ``destination_tls``);
+- **dcmtk**: ``storescu``, ``echoscu`` and ``dsr2html`` are installed (for the README's lines
+  and the demo's SR rendering; a warning only).
+
+Nothing is created or changed. The readiness checks of the running node
+(:mod:`dicom_node.ops.health`) are reused where they say the same thing. The command exits 1 when
+any check fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from common.redact import redact_url
+from common.settings import Settings
+
+Level = Literal["ok", "warn", "fail"]
+DOCTOR_AE = "DOCTOR"
+"""Calling AE title of the doctor's C-ECHOs (the first allowed one when the node has a list)."""
+DCMTK_TOOLS = ("storescu", "echoscu", "dsr2html")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check."""
+
+    name: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """Whether this check says the node would not do its job."""
+        return self.level == "fail"
+
+
+def _calling_ae(settings: Settings) -> str:
+    return settings.allowed_calling_aes[0] if settings.allowed_calling_aes else DOCTOR_AE
+
+
+def _connect_host(bind_address: str) -> str:
+    """Where to reach a listener bound to ``bind_address`` from this machine."""
+    if bind_address in {"0.0.0.0", ""}:
+        return "127.0.0.1"
+    return "::1" if bind_address == "::" else bind_address
+
+
+def port_state(host: str, port: int) -> tuple[str, str]:
+    """``("free"|"taken"|"denied"|"no-address", detail)`` for binding ``host:port`` now.
+
+    SO_REUSEADDR as the servers set it, so a port in TIME_WAIT after a stop counts as free.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            kind = {
+                errno.EADDRINUSE: "taken",
+                errno.EACCES: "denied",
+                errno.EADDRNOTAVAIL: "no-address",
+            }.get(exc.errno or 0, "denied")
+            return kind, exc.strerror or str(exc)
+    return "free", "free"
+
+
+def check_port(
+    name: str, host: str, port: int, setting: str, ours: Callable[[], str | None]
+) -> Finding:
+    """``host:port`` can be bound, or is bound by this node (``ours()`` says how it knows)."""
+    where = f"{host}:{port}"
+    state, text = port_state(host, port)
+    if state == "free":
+        return Finding(name, "ok", f"{where} is free")
+    if state == "taken":
+        evidence = ours()
+        if evidence:
+            return Finding(name, "ok", f"{where} is in use by this node ({evidence})")
+        return Finding(
+            name,
+            "fail",
+            f"{where} is in use by another program",
+            f"stop it, or choose another port with {setting}",
+        )
+    if state == "no-address":
+        return Finding(
+            name,
+            "fail",
+            f"{host} is not an address of this machine ({text})",
+            "set DEEPCOVID_BIND_ADDRESS to one of its addresses, or 0.0.0.0",
+        )
+    return Finding(
+        name,
+        "fail",
+        f"cannot listen on {where}: {text}",
+        f"ports below 1024 need privileges: choose another with {setting}",
+    )
+
+
+def check_dicom_port(settings: Settings) -> Finding:
+    """The listener's port: free, or taken by this node answering C-ECHO."""
+
+    def ours() -> str | None:
+        from dicom_client.echo import echo
+        from dicom_client.scu import Destination
+
+        if settings.tls_cert is not None:
+            return None  # a TLS listener: doctor has no client certificate to prove it is ours
+        host = _connect_host(settings.bind_address)
+        reply = echo(
+            Destination(settings.ae_title, host, settings.port),
+            calling_ae=_calling_ae(settings),
+            timeout_s=5.0,
+        )
+        return f"answers C-ECHO as {settings.ae_title}" if reply.ok else None
+
+    return check_port("dicom port", settings.bind_address, settings.port, "DEEPCOVID_PORT", ours)
+
+
+def check_monitoring_port(settings: Settings) -> Finding:
+    """The health/metrics port: off, free, or taken by this node's ``/health/live``."""
+    if settings.monitoring_port == 0:
+        return Finding("monitoring port", "ok", "health and metrics endpoints are off")
+
+    def ours() -> str | None:
+        host = _connect_host(settings.monitoring_bind)
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{settings.monitoring_port}/health/live"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = json.loads(response.read().decode())
+        except (OSError, ValueError):
+            return None
+        return "answers /health/live" if body.get("status") == "live" else None
+
+    return check_port(
+        "monitoring port",
+        settings.monitoring_bind,
+        settings.monitoring_port,
+        "DEEPCOVID_MONITORING_PORT",
+        ours,
+    )
+
+
+def check_job_store(settings: Settings) -> Finding:
+    """Reachable and migrated (see the module docstring for what only warns)."""
+    from store.existing import UPGRADE_FIX, schema_status
+
+    status = schema_status(settings.db_url)
+    if status.ok:
+        return Finding("job store", "ok", status.detail)
+    if status.state in {"missing", "empty", "behind"}:
+        return Finding("job store", "warn", status.detail, UPGRADE_FIX)
+    if status.state == "unknown":
+        return Finding("job store", "fail", status.detail, "upgrade deepcovid-node")
+    return Finding(
+        "job store",
+        "fail",
+        status.detail,
+        "check DEEPCOVID_DATABASE_URL and that the database server runs",
+    )
+
+
+def check_broker(settings: Settings) -> Finding:
+    """The task broker accepts a connection; the embedded one may not exist yet."""
+    from dicom_node.ops.health import check_broker as probe
+
+    url = settings.broker
+    if url.startswith("sqla+sqlite:///"):
+        path = Path(url.removeprefix("sqla+sqlite:///"))
+        if not path.is_file():
+            return Finding("broker", "ok", f"embedded broker {path}, created on first start")
+    result = probe(url)
+    if result.ok:
+        return Finding("broker", "ok", f"{redact_url(url)}: {result.detail}")
+    return Finding(
+        "broker",
+        "fail",
+        f"{redact_url(url)}: {result.detail}",
+        "check DEEPCOVID_BROKER_URL and that the broker (redis-server) runs",
+    )
+
+
+def check_model(settings: Settings) -> Finding:
+    """The active version loads, its weights matching the card's sha256."""
+    from models.registry import Registry, RegistryError
+
+    root = Path(settings.model_registry_dir)
+    registry = Registry(root)
+    try:
+        version = registry.active_version()
+        if version is None:
+            return Finding(
+                "model",
+                "fail",
+                f"no active model version in {root}",
+                "activate one with `deepcovid models activate VERSION` (`models list`)",
+            )
+        _, card = registry.load(version)
+    except (RegistryError, OSError, ValueError, RuntimeError) as exc:
+        return Finding(
+            "model",
+            "fail",
+            f"the active model cannot be used: {exc}",
+            "copy the version again, or activate another (`deepcovid models list`)",
+        )
+    return Finding(
+        "model",
+        "ok",
+        f"active version {version} ({card.architecture}, threshold {card.threshold:.4f}) "
+        f"loads; weights match sha256 {card.weights_sha256[:12]}",
+    )
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_spool(settings: Settings) -> Finding:
+    """Free space above the watermark, and a folder the node can write."""
+    from dicom_node.ops.health import check_spool as probe
+
+    spool = settings.spool
+    folder = _existing_ancestor(spool)
+    result = probe(folder, settings.min_free_space_mb)
+    if not result.ok:
+        return Finding(
+            "spool",
+            "fail",
+            f"{spool}: {result.detail}",
+            "free disk space, or move DEEPCOVID_SPOOL_DIR (or lower min_free_space_mb)",
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return Finding(
+            "spool", "fail", f"{folder} is not writable", "give the service's user write access"
+        )
+    made = "" if spool.exists() else " (created on first start)"
+    return Finding("spool", "ok", f"{spool}{made}: {result.detail}")
+
+
+def check_tls(settings: Settings) -> Finding | None:
+    """The listener's certificate and key load (None when the listener has no TLS)."""
+    if settings.tls_cert is None:
+        return None
+    import ssl
+
+    from dicom_client.tls import server_context
+
+    try:
+        server_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        return Finding(
+            "tls",
+            "fail",
+            f"the listener's certificate, key or CA cannot be loaded: {exc}",
+            "check DEEPCOVID_TLS_CERT, DEEPCOVID_TLS_KEY and DEEPCOVID_TLS_CA",
+        )
+    return Finding("tls", "ok", f"listener certificate {settings.tls_cert} loads")
+
+
+def check_destination(settings: Settings) -> Finding:
+    """The results destination answers C-ECHO, over a verified TLS handshake when configured."""
+    from dicom_client.echo import echo, tls_handshake
+    from dicom_client.scu import Destination
+
+    if not settings.destination:
+        return Finding(
+            "destination", "ok", f"none configured: results are kept in {settings.results}"
+        )
+    try:
+        destination = Destination.parse(settings.destination)
+    except ValueError as exc:
+        return Finding("destination", "fail", str(exc), "set DEEPCOVID_DESTINATION=AE@host:port")
+    context = None
+    if settings.destination_tls:
+        import ssl
+
+        from dicom_client.tls import client_context
+
+        try:
+            context = client_context(settings)
+        except (OSError, ssl.SSLError) as exc:
+            return Finding(
+                "destination",
+                "fail",
+                f"TLS context: {exc}",
+                "check DEEPCOVID_TLS_CA, DEEPCOVID_TLS_CERT and DEEPCOVID_TLS_KEY",
+            )
+        handshake = tls_handshake(destination.host, destination.port, context)
+        if not handshake.ok:
+            return Finding(
+                "destination",
+                "fail",
+                handshake.detail,
+                "check the destination's certificate against DEEPCOVID_TLS_CA and its host name",
+            )
+    reply = echo(destination, calling_ae=settings.ae_title, tls=context)
+    if not reply.ok:
+        return Finding(
+            "destination",
+            "fail",
+            reply.detail,
+            f"check DEEPCOVID_DESTINATION, that the PACS runs and that it knows AE "
+            f"{settings.ae_title} at this machine",
+        )
+    over = " over TLS" if context is not None else ""
+    return Finding("destination", "ok", reply.detail + over)
+
+
+def check_dcmtk(which: Callable[[str], str | None] = shutil.which) -> Finding:
+    """dcmtk's tools, for the README's storescu lines and the demo's SR rendering."""
+    missing = [tool for tool in DCMTK_TOOLS if not which(tool)]
+    if not missing:
+        return Finding("dcmtk", "ok", f"{', '.join(DCMTK_TOOLS)} installed")
+    return Finding(
+        "dcmtk",
+        "warn",
+        f"{', '.join(missing)} not installed (the service does not need them; the demo's SR "
+        "rendering and storescu/echoscu do)",
+        "apt install dcmtk",
+    )
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    """Every check, in the order a site meets them; a check that crashes is reported failed."""
+    checks: list[Callable[[Settings], Finding | None]] = [
+        check_dicom_port,
+        check_monitoring_port,
+        check_job_store,
+        check_broker,
+        check_model,
+        check_spool,
+        check_tls,
+        check_destination,
+        lambda _settings: check_dcmtk(),
+    ]
+    findings = []
+    for check in checks:
+        try:
+            finding = check(settings)
+        except Exception as exc:  # one broken check must not hide the others
+            name = getattr(check, "__name__", "check").removeprefix("check_").replace("_", " ")
+            finding = Finding(name, "fail", f"the check itself failed: {type(exc).__name__}: {exc}")
+        if finding is not None:
+            findings.append(finding)
+    return findings
