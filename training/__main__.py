@@ -1,8 +1,8 @@
-"""``python -m training train|evaluate|compare``: the training commands without the settings object.
+"""``python -m training train|evaluate|compare|threshold|fit-domain``: without the settings object.
 
 For machines that have only the training stack (a GPU box with torch, torchvision, scikit-learn,
 matplotlib): ``PYTHONPATH=. python -m training train --manifest ... --registry ...``. The same
-handlers back ``deepcovid train|evaluate|compare``.
+handlers back ``deepcovid train|evaluate|compare|threshold|fit-domain``.
 """
 
 from __future__ import annotations
