@@ -19,6 +19,7 @@ from typing import Any
 from pydicom.uid import generate_uid
 
 from models.architectures import ARCHITECTURES, CLASSES
+from models.domain import DomainCheckSpec
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
 CARD_SCHEMA_VERSION = 1
@@ -113,6 +114,10 @@ class ModelCard:
     computes it from the manifest) and omitted from the JSON when empty, so such cards stay
     byte-identical."""
     schema_version: int = CARD_SCHEMA_VERSION
+    domain_check: DomainCheckSpec | None = None
+    """Out-of-domain check on the model's features (:mod:`models.domain`): its threshold and
+    the statistics file beside the weights. ``None`` (cards written before it existed, or
+    not fitted): no domain check, every image is scored as in the domain."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -132,6 +137,8 @@ class ModelCard:
             k: v if isinstance(v, Metric) else Metric.from_dict(v) for k, v in self.metrics.items()
         }
         object.__setattr__(self, "metrics", metrics)
+        if isinstance(self.domain_check, Mapping):
+            object.__setattr__(self, "domain_check", DomainCheckSpec.from_dict(self.domain_check))
         if self.weights_sha256 and (
             len(self.weights_sha256) != 64
             or any(c not in "0123456789abcdef" for c in self.weights_sha256)
@@ -193,6 +200,8 @@ class ModelCard:
         if not self.source_prevalence:
             # Optional and newer than most cards: leave it out rather than write an empty object.
             del data["source_prevalence"]
+        if data["domain_check"] is None:
+            del data["domain_check"]  # readers that predate the field still read such cards
         return data
 
     def to_json(self) -> str:

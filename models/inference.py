@@ -12,6 +12,10 @@ Engines (all fp32 unless ``precision="bf16"`` is asked for):
 - ``auto``: the fastest engine that keeps fp32 probabilities within 1e-4 of eager, per device, as
   measured on this project's machines (see ``docs/models.md``; :data:`AUTO_ENGINE`).
 
+Every engine runs the network as :class:`models.domain.FeaturesAndLogits` (ONNX: one graph with
+``logits`` and ``features`` outputs), so a model card with a domain check gets its domain score
+from the same forward pass as the probability (:meth:`Predictor.score`).
+
 On CUDA, fp32 means IEEE fp32: the predictor turns off TF32 convolutions and matmuls, which would
 otherwise move probabilities by more than 1e-4.
 """
@@ -26,6 +30,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.architectures import covid_probability
 from models.card import ModelCard
+from models.domain import DomainCheck, FeaturesAndLogits, load_domain_check
 from models.preprocessing import to_model_input
 
 log = logging.getLogger(__name__)
@@ -100,8 +105,17 @@ def state_dict_sha256(model: nn.Module) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def export_onnx(model: nn.Module, path: Path, input_size: int) -> Path:
-    """Export ``model`` (CPU, fp32) to ONNX with a dynamic batch axis; atomic write to ``path``."""
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    input_size: int,
+    output_names: Sequence[str] = ("logits",),
+) -> Path:
+    """Export ``model`` (CPU, fp32) to ONNX with a dynamic batch axis; atomic write to ``path``.
+
+    ``output_names`` names the model's outputs in order (the predictor exports
+    :class:`models.domain.FeaturesAndLogits`: ``logits`` and ``features``).
+    """
     cpu_model = model.eval().to("cpu").to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(1, 3, input_size, input_size)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,8 +132,8 @@ def export_onnx(model: nn.Module, path: Path, input_size: int) -> Path:
                 tmp,
                 dynamo=False,
                 input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                output_names=list(output_names),
+                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
                 opset_version=ONNX_OPSET,
             )
         os.replace(tmp, path)
@@ -131,7 +145,8 @@ def export_onnx(model: nn.Module, path: Path, input_size: int) -> Path:
 
 def _onnx_cache_path(cache_dir: Path | None, key: str) -> Path:
     """A writable place for the exported model: ``cache_dir`` if usable, else the temp folder."""
-    name = f"model-{key[:16]}-torch{torch.__version__.split('+')[0]}-opset{ONNX_OPSET}.onnx"
+    # "feat": the graph has the features output too (files of the logits-only export differ).
+    name = f"model-{key[:16]}-feat-torch{torch.__version__.split('+')[0]}-opset{ONNX_OPSET}.onnx"
     if cache_dir is not None:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -154,14 +169,34 @@ class _OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         array = x.detach().to("cpu", memory_format=torch.contiguous_format).numpy()
-        (logits,) = self.session.run(["logits"], {"input": array})
-        return torch.from_numpy(logits)
+        logits, features = self.session.run(["logits", "features"], {"input": array})
+        return torch.from_numpy(logits), torch.from_numpy(features)
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """What the predictor says about a batch: the probability and the domain check, per image."""
+
+    probabilities: np.ndarray
+    """COVID-19 probability, float32 ``[N]``."""
+    domain_scores: np.ndarray
+    """Domain score (:mod:`models.domain`), float64 ``[N]``; NaN when the model has no check."""
+    in_domain: np.ndarray
+    """Bool ``[N]``: the image passed the domain check (True when the model has no check)."""
+    domain_threshold: float | None
+    """The check's threshold, or None when the model has none."""
 
 
 class Predictor:
-    """A model version ready to score images; load once, call :meth:`predict` many times."""
+    """A model version ready to score images; load once, call :meth:`predict` many times.
+
+    When the card has a domain check (``domain``, loaded by :meth:`from_registry`),
+    :meth:`score` also says whether each image is like those the model was validated on. The
+    network runs as :class:`models.domain.FeaturesAndLogits` in every engine, so the features
+    the check needs come out of the same forward pass as the logits.
+    """
 
     def __init__(
         self,
@@ -175,6 +210,7 @@ class Predictor:
         precision: Precision = "fp32",
         batch_size: int = 16,
         cache_dir: Path | None = None,
+        domain: DomainCheck | None = None,
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
@@ -195,6 +231,8 @@ class Predictor:
         if self.device.type == "cuda" and precision == "fp32":
             use_ieee_fp32_on_cuda()
         self.model = prepare_module(model, self.device)
+        self.domain = domain
+        self.net = FeaturesAndLogits(self.model, card.architecture)
         self._run = self._build_runner(cache_dir)
         log.info(
             "model %s %s loaded on %s, engine %s, %s, %d threads",
@@ -221,6 +259,9 @@ class Predictor:
 
         registry = Registry(root)
         model, card = registry.load(version)
+        domain = None
+        if card.domain_check is not None:
+            domain = load_domain_check(registry.path(card.version), card.domain_check)
         return cls(
             model,
             card,
@@ -229,29 +270,32 @@ class Predictor:
             engine=engine,
             threads=threads,
             cache_dir=registry.root / ".cache",
+            domain=domain,
             **kwargs,
         )
 
     # --- engines -----------------------------------------------------------------------------
-    def _build_runner(self, cache_dir: Path | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _build_runner(
+        self, cache_dir: Path | None
+    ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         if self.engine == "onnx":
             key = self.card.weights_sha256 or state_dict_sha256(self.model)
             path = _onnx_cache_path(cache_dir if self.card.weights_sha256 else None, key)
             if not path.is_file():
-                export_onnx(self.model, path, self.spec.input_size)
+                export_onnx(self.net, path, self.spec.input_size, ("logits", "features"))
                 self.model.to(memory_format=torch.channels_last)
             return _OnnxRunner(path, self.threads)
         if self.engine == "compile":
-            compiled = torch.compile(self.model, options={"freezing": True})
+            compiled = torch.compile(self.net, options={"freezing": True})
             return compiled
-        return self.model
+        return self.net
 
     # --- scoring -----------------------------------------------------------------------------
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw logits [N, 2] (float32, CPU) of a normalised batch [N, 3, S, S]."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [N, 2] and pooled features [N, D] (float32, CPU) of a batch [N, 3, S, S]."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a batch [N, 3, S, S], got {tuple(x.shape)}")
-        outputs = []
+        logits, features = [], []
         with torch.inference_mode():
             for start in range(0, x.shape[0], self.batch_size):
                 chunk = x[start : start + self.batch_size]
@@ -259,16 +303,61 @@ class Predictor:
                     chunk = chunk.to(self.device, memory_format=torch.channels_last)
                 if self.precision == "bf16" and self.engine != "onnx":
                     with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                        out = self._run(chunk)
+                        out, feat = self._run(chunk)
                 else:
-                    out = self._run(chunk)
-                outputs.append(out.float().cpu())
-        return torch.cat(outputs)
+                    out, feat = self._run(chunk)
+                logits.append(out.float().cpu())
+                features.append(feat.float().cpu())
+        return torch.cat(logits), torch.cat(features)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw logits [N, 2] (float32, CPU) of a normalised batch [N, 3, S, S]."""
+        return self.forward(x)[0]
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        probs = torch.softmax(logits, dim=1)[:, self.card.covid_index]
+        return probs.numpy().astype(np.float32)
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """COVID-19 probabilities (float32, shape [N]) of a normalised batch [N, 3, S, S]."""
-        probs = covid_probability(self.logits(x), self.card.covid_index)
-        return probs.numpy().astype(np.float32)
+        return self._probabilities(self.logits(x))
+
+    def score_tensor(self, x: torch.Tensor) -> Scores:
+        """Probabilities and the domain check of a normalised batch, from one forward pass."""
+        if x.shape[0] == 0:
+            empty = np.zeros(0)
+            threshold = None if self.domain is None else self.domain.threshold
+            return Scores(empty.astype(np.float32), empty, empty.astype(bool), threshold)
+        logits, features = self.forward(x)
+        n = logits.shape[0]
+        if self.domain is None:
+            return Scores(
+                probabilities=self._probabilities(logits),
+                domain_scores=np.full(n, np.nan),
+                in_domain=np.ones(n, dtype=bool),
+                domain_threshold=None,
+            )
+        scores = self.domain.score(features.numpy())
+        return Scores(
+            probabilities=self._probabilities(logits),
+            domain_scores=scores,
+            in_domain=self.domain.passes(scores),
+            domain_threshold=self.domain.threshold,
+        )
+
+    def score(self, images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> Scores:
+        """Like :meth:`predict`, with the domain score and verdict of each image."""
+        return self.score_tensor(self._batch(images))
+
+    def _batch(self, images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            return images
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            images = [images]
+        if len(images) == 0:
+            size = self.spec.input_size
+            return torch.zeros(0, 3, size, size)
+        return torch.stack([to_model_input(np.asarray(im), self.spec) for im in images])
 
     def predict(self, images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> np.ndarray:
         """COVID-19 probability per image.
@@ -276,13 +365,9 @@ class Predictor:
         ``images``: 2-D float32 [0, 1] MONOCHROME2 arrays (one, or a sequence), preprocessed here
         with the card's spec; or an already normalised tensor [N, 3, S, S].
         """
-        if isinstance(images, torch.Tensor):
-            return self.predict_tensor(images)
-        if isinstance(images, np.ndarray) and images.ndim == 2:
-            images = [images]
-        if len(images) == 0:
+        batch = self._batch(images)
+        if batch.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        batch = torch.stack([to_model_input(np.asarray(im), self.spec) for im in images])
         return self.predict_tensor(batch)
 
     def warmup(self) -> None:

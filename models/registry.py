@@ -7,6 +7,7 @@ Layout::
       v0001/
         weights.pt            # state_dict only (torch.save), read with weights_only=True
         model_card.json       # models.card.ModelCard, with the sha256 of weights.pt
+        domain-<sha>.npz      # optional: domain check statistics (models.domain), sha in card
       v0002/ ...
 
 Versions are written to a hidden temporary folder and renamed into place, so a reader never sees
@@ -21,6 +22,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ from torch import nn
 
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
+from models.domain import DomainCheckError, load_domain_check
 
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "model_card.json"
@@ -129,7 +132,8 @@ class Registry:
 
     # --- loading ---------------------------------------------------------------------------
     def verify(self, version: str) -> ModelCard:
-        """Check ``version``'s weights file against the sha256 in its card; return the card."""
+        """Check ``version``'s weights file (and domain-check file, if any) against the sha256
+        in its card; return the card."""
         card = self.card(version)
         weights = self.path(version) / WEIGHTS_FILE
         if not weights.is_file():
@@ -145,6 +149,11 @@ class Registry:
                 f"model version {version}: {weights} is corrupted or does not belong to this card "
                 f"(sha256 {actual}, card says {card.weights_sha256})"
             )
+        if card.domain_check is not None:
+            try:
+                load_domain_check(self.path(version), card.domain_check)
+            except DomainCheckError as exc:
+                raise WeightsIntegrityError(f"model version {version}: {exc}") from exc
         return card
 
     def load(self, version: str | None = None) -> tuple[nn.Module, ModelCard]:
@@ -179,12 +188,19 @@ class Registry:
         numbers = [int(m.group(1)) for v in self.versions() if (m := _AUTO_RE.match(v))]
         return f"v{max(numbers, default=0) + 1:04d}"
 
-    def save_version(self, model: nn.Module, card: ModelCard) -> str:
+    def save_version(
+        self,
+        model: nn.Module,
+        card: ModelCard,
+        extra_files: Mapping[str, bytes] | None = None,
+    ) -> str:
         """Store ``model``'s weights with ``card`` as a new version; returns its name.
 
         The card's ``version`` is used when set (it must be new), otherwise the next ``vNNNN``.
         ``weights_sha256`` and a new ``device_uid`` are always filled in here; ``created`` is kept
-        when the trainer set it. The new version is not activated.
+        when the trainer set it. ``extra_files`` (name -> bytes, e.g. the domain check's
+        statistics the card names) are written into the version folder before it appears.
+        The new version is not activated.
         """
         version = check_version_name(card.version) if card.version else self.next_version()
         if (self.root / version).exists():
@@ -198,6 +214,13 @@ class Registry:
                 torch.save(state_dict, fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            for name, data in (extra_files or {}).items():
+                if name in {WEIGHTS_FILE, CARD_FILE} or Path(name).name != name:
+                    raise ValueError(f"extra file name {name!r} is not allowed")
+                with open(tmp / name, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
             final = card.replace(
                 version=version,
                 weights_sha256=sha256_file(weights),

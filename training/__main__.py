@@ -1,9 +1,10 @@
-"""``python -m training train|evaluate|compare``: the training commands without the settings object.
+"""``python -m training train|evaluate|compare|threshold|fit-domain``: without the settings object.
 
 For machines that have only the training stack (a GPU box with torch, torchvision, scikit-learn,
 matplotlib): ``PYTHONPATH=. python -m training train --manifest ... --registry ...``. The same
-handlers back ``deepcovid train|evaluate|compare``. Errors a user can fix print one line and exit
-2 (a wrong argument) or 1; ``DEEPCOVID_LOG_LEVEL=DEBUG`` shows their traceback.
+handlers back ``deepcovid train|evaluate|compare|threshold|fit-domain``. Errors a user can fix
+print one line and exit 2 (a wrong argument) or 1; ``DEEPCOVID_LOG_LEVEL=DEBUG`` shows their
+traceback.
 """
 
 from __future__ import annotations

@@ -411,9 +411,14 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
         version=args.version,
         notes=args.notes,
     )
+    from training.domain import fit_for_release  # the domain check is saved with the version
+
     anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
     card = portable_card(card, anchors, manifest.path)
-    version = save_version(registry_root, result.model, card, activate=args.activate)
+    card, extra = fit_for_release(result.model, card, train_data, val_data, manifest, device)
+    version = save_version(
+        registry_root, result.model, card, activate=args.activate, extra_files=extra
+    )
     val = {k: round(m.value, 4) for k, m in card.metrics.items()}
     print(
         f"saved version {version} in {registry_root}{' (active)' if args.activate else ''}: "
@@ -742,8 +747,8 @@ def run_threshold(args: argparse.Namespace, registry_root: Path, argv0: str = "d
 
 
 def register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``train``, ``evaluate``, ``compare``, ``threshold``; ``func(args, registry_root, argv0)``
-    runs one."""
+    """Add ``train``, ``evaluate``, ``compare``, ``threshold``, ``fit-domain``;
+    ``func(args, registry_root, argv0)`` runs one."""
     p = subparsers.add_parser(
         "train",
         help="train a model on a manifest and save it as a new registry version",
@@ -773,3 +778,11 @@ def register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     add_threshold_arguments(p)
     p.set_defaults(func=run_threshold)
+    from training.domain import add_fit_domain_arguments, run_fit_domain
+
+    p = subparsers.add_parser(
+        "fit-domain",
+        help="fit a version's domain check (features of train, threshold on val) and store it",
+    )
+    add_fit_domain_arguments(p)
+    p.set_defaults(func=run_fit_domain)

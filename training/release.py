@@ -133,11 +133,16 @@ def make_card(
 
 
 def save_version(
-    registry_root: Path, model: torch.nn.Module, card: ModelCard, *, activate: bool = False
+    registry_root: Path,
+    model: torch.nn.Module,
+    card: ModelCard,
+    *,
+    activate: bool = False,
+    extra_files: dict[str, bytes] | None = None,
 ) -> str:
-    """Save to the registry; activate only when asked."""
+    """Save to the registry (with ``extra_files``, e.g. the domain check); activate if asked."""
     registry = Registry(registry_root)
-    version = registry.save_version(model, card)
+    version = registry.save_version(model, card, extra_files)
     if activate:
         registry.activate(version)
     return version

@@ -18,6 +18,7 @@ from models.inference import Predictor
 from models.occlusion import occlusion_map, resample_to_image
 from models.preprocessing import model_input_box, to_model_input
 from models.registry import Registry
+from worker.results.verdict import OUTSIDE_DOMAIN, DomainResult
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +55,51 @@ class Analysis:
     heatmap: np.ndarray  # drop of P(COVID-19) on the source image grid
     model_version: str
     timings: dict[str, float] = field(default_factory=dict)
+    domain_score: float | None = None
+    """Distance of the image's features to the training images (None: model has no check)."""
+    domain_threshold: float | None = None
+    in_domain: bool = True
+    """False when the image failed the domain check: the finding is then indeterminate."""
 
     @property
     def positive(self) -> bool:
         """The finding at the model's operating threshold."""
         return self.probability >= self.threshold
 
+    @property
+    def finding(self) -> str:
+        """``present`` / ``absent`` at the threshold, ``indeterminate`` outside the domain."""
+        if not self.in_domain:
+            return "indeterminate"
+        return "present" if self.positive else "absent"
+
+    @property
+    def domain(self) -> DomainResult | None:
+        """The domain check for the result builders (None when the model has none)."""
+        if self.domain_score is None or self.domain_threshold is None:
+            return None
+        return DomainResult(self.domain_score, self.domain_threshold)
+
+    @property
+    def domain_note(self) -> str:
+        """Text for the job's timeline: the domain score against its limit, when checked."""
+        if self.domain_score is None or self.domain_threshold is None:
+            return ""
+        verdict = "passed" if self.in_domain else f"failed: {OUTSIDE_DOMAIN}"
+        return f"domain score {self.domain_score:.2f} (limit {self.domain_threshold:.2f}) {verdict}"
+
 
 def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -> Analysis:
-    """Probability and occlusion heatmap of a 2-D [0, 1] MONOCHROME2 image."""
+    """Probability, domain check and occlusion heatmap of a 2-D [0, 1] MONOCHROME2 image.
+
+    The heatmap is computed for an image outside the domain too: the overlay then shows what
+    drove a probability that is reported but not called.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     x = to_model_input(image, predictor.spec)
-    probability = float(predictor.predict_tensor(x.unsqueeze(0))[0])
+    scores = predictor.score_tensor(x.unsqueeze(0))
+    probability = float(scores.probabilities[0])
     timings["inference_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     model = predictor.model
@@ -97,4 +130,7 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
         heatmap=np.asarray(heatmap, dtype=np.float32),
         model_version=str(predictor.version),
         timings=timings,
+        domain_score=None if scores.domain_threshold is None else float(scores.domain_scores[0]),
+        domain_threshold=scores.domain_threshold,
+        in_domain=bool(scores.in_domain[0]),
     )

@@ -137,12 +137,13 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
         raise JobFailed(f"pixel data cannot be converted: {type(exc).__name__}: {exc}") from exc
     predictor = active_predictor(settings)
     result = analyse_image(image, predictor, settings)
-    finding = "present" if result.positive else "absent"
+    finding = result.finding  # indeterminate when the image failed the model's domain check
+    domain_note = f"{result.domain_note}; " if result.domain_note else ""
     if not store.set_state(
         job_id,
         JobState.ANALYSED,
         f"P(COVID-19)={result.probability:.4f} threshold={result.threshold:.4f} ({finding}); "
-        f"read {read_s:.2f} s, "
+        f"{domain_note}read {read_s:.2f} s, "
         f"inference {result.timings['inference_s']:.2f} s, "
         f"heatmap {result.timings['heatmap_s']:.2f} s",
         model_version=result.model_version,
@@ -217,6 +218,7 @@ def _build_and_write(
         algorithm=algorithm,
         previous_sr=previous_sr,
         uids=uids,
+        domain=result.domain,
     )
     return [
         _write(kind, obj, settings)

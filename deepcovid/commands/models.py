@@ -1,4 +1,4 @@
-"""`deepcovid models list | show VERSION | activate VERSION`: the model registry from the shell."""
+"""`deepcovid models list | show | activate | fit-domain`: the model registry from the shell."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def register(subparsers: Any) -> None:
     p_act = sub.add_parser("activate", help="make VERSION the active model")
     p_act.add_argument("version")
     p_act.set_defaults(func=_activate)
+
+    from training.domain import add_fit_domain_arguments
+
+    p_fit = sub.add_parser(
+        "fit-domain",
+        help="fit VERSION's domain check (train features, threshold on val) and store it",
+    )
+    add_fit_domain_arguments(p_fit, registry=False)
+    p_fit.set_defaults(func=_fit_domain)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -102,6 +111,12 @@ def _show(args: argparse.Namespace) -> int:
         raise _registry_errors(exc) from exc
     sys.stdout.write(card.to_json())
     return 0
+
+
+def _fit_domain(args: argparse.Namespace) -> int:
+    from training.domain import run_fit_domain
+
+    return run_fit_domain(args, _registry(args).root, "deepcovid models")
 
 
 def _activate(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""`deepcovid train | evaluate | compare | threshold`: training, reports, comparison, threshold.
+"""`deepcovid train | evaluate | compare | threshold | fit-domain`: training, reports, comparison,
+threshold, domain check.
 
 Argument definitions and handlers live in :mod:`training.cli` (shared with ``python -m training``,
 which runs where the settings object is not installed); this module only registers them and
@@ -31,10 +32,10 @@ def _bind(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``evaluate``, ``compare`` and ``threshold``."""
+    """Add ``train``, ``evaluate``, ``compare``, ``threshold`` and ``fit-domain``."""
     from training import cli
 
     cli.register_commands(subparsers)
-    for name in ("train", "evaluate", "compare", "threshold"):
+    for name in ("train", "evaluate", "compare", "threshold", "fit-domain"):
         parser = subparsers.choices[name]
         parser.set_defaults(func=_bind(parser.get_default("func")))

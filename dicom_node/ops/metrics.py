@@ -5,6 +5,7 @@ them; the job store is what every process shares and what survives a restart. At
 :class:`JobStoreCollector` therefore asks the store:
 
 - jobs per state, and totals of jobs received / analysed / rejected / delivered / failed;
+- analysed jobs per finding: present, absent, indeterminate (outside the model's domain);
 - the queue depth (jobs ``received`` or ``queued``) and the age of the oldest waiting job;
 - result objects per delivery state, and how many still wait to be delivered;
 - stage latency histograms, built from the timelines (``job_events``) of the jobs that finished
@@ -53,6 +54,8 @@ WAITING = tuple(str(s) for s in JobState if s in WAITING_STATES)
 PENDING_DELIVERY = (str(DeliveryState.PENDING), str(DeliveryState.SENDING))
 # Totals named in the issue: jobs that got as far as each of these.
 TOTALS = ("received", "analysed", "rejected", "delivered", "failed")
+# Findings of analysed jobs (indeterminate: the image failed the model's domain check).
+FINDINGS = ("present", "absent", "indeterminate")
 
 
 class Histogram:
@@ -158,6 +161,13 @@ class JobStoreCollector(Collector):
             analysed = conn.execute(
                 select(func.count()).select_from(Job).where(Job.probability.is_not(None))
             ).scalar_one()
+            findings = dict(
+                conn.execute(
+                    select(Job.finding, func.count())
+                    .where(Job.finding.is_not(None))
+                    .group_by(Job.finding)
+                ).all()
+            )
             oldest = conn.execute(
                 select(func.min(Job.created_at)).where(Job.state.in_(WAITING))
             ).scalar_one()
@@ -186,6 +196,14 @@ class JobStoreCollector(Collector):
         }
         for name in TOTALS:
             totals.add_metric([name], float(values[name]))
+        by_finding = CounterMetricFamily(
+            "deepcovid_findings",
+            "Analysed jobs per finding: present / absent at the operating threshold, "
+            "indeterminate when the image was outside the model's validated domain.",
+            labels=["finding"],
+        )
+        for name in FINDINGS:
+            by_finding.add_metric([name], float(findings.get(name, 0)))
         depth = sum(by_state.get(s, 0) for s in WAITING)
         boxes = GaugeMetricFamily(
             "deepcovid_outbox_objects",
@@ -197,6 +215,7 @@ class JobStoreCollector(Collector):
         return [
             in_state,
             totals,
+            by_finding,
             _gauge(
                 "deepcovid_queue_depth",
                 "Jobs waiting for a worker (states received and queued).",

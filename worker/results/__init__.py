@@ -9,9 +9,12 @@ from worker.results.algorithm import AlgorithmInfo
 from worker.results.build import ResultObjects, build_results
 from worker.results.rejection import build_rejection_sr
 from worker.results.uids import ResultUIDs
+from worker.results.verdict import OUTSIDE_DOMAIN, DomainResult
 
 __all__ = [
+    "OUTSIDE_DOMAIN",
     "AlgorithmInfo",
+    "DomainResult",
     "ResultObjects",
     "ResultUIDs",
     "build_rejection_sr",

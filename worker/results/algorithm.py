@@ -62,13 +62,17 @@ class AlgorithmInfo:
     ) -> AlgorithmInfo:
         """Build from a model card (``models.card.ModelCard``) and its registry version.
 
-        Reads ``architecture``, ``device_uid``, ``threshold`` and ``input_size`` from the card
-        by attribute, so this module does not import ``models``.
+        Reads ``architecture``, ``device_uid``, ``threshold``, ``input_size`` and the domain
+        check's threshold (when the card has one) from the card by attribute, so this module
+        does not import ``models``.
         """
         params: dict[str, Any] = {"architecture": getattr(card, "architecture", "")}
         for attr in ("input_size", "threshold"):
             if getattr(card, attr, None) is not None:
                 params[attr] = getattr(card, attr)
+        domain_check = getattr(card, "domain_check", None)
+        if domain_check is not None:  # the limit the image's domain score was held against
+            params["domain_threshold"] = round(float(domain_check.threshold), 4)
         params.update(parameters or {})
         return cls(
             name=name,

@@ -17,6 +17,7 @@ from worker.results.pmap import build_parametric_map
 from worker.results.sc import build_overlay_sc
 from worker.results.sr import build_report_sr, check_probability
 from worker.results.uids import ResultUIDs
+from worker.results.verdict import DomainResult
 
 DEFAULT_SERIES_NUMBERS = (9001, 9002, 9003)
 """Series Numbers of the SR, the SC and the map (high, to sort after acquired series)."""
@@ -46,13 +47,16 @@ def build_results(
     previous_sr: Dataset | None = None,
     uids: ResultUIDs | None = None,
     series_numbers: tuple[int, int, int] = DEFAULT_SERIES_NUMBERS,
+    domain: DomainResult | None = None,
 ) -> ResultObjects:
     """Build SR, SC and Parametric Map for ``source`` (same patient and study, new series).
 
     ``heatmap`` is a float map on the source grid (Rows x Columns); ``display_image`` the
     source's pixels as MONOCHROME2 floats in [0, 1] on the same grid. ``uids`` defaults to
     fresh UIDs; pass :meth:`ResultUIDs.derive` for idempotent re-analysis. ``previous_sr`` (the
-    SR of an earlier model version) is referenced as a predecessor document.
+    SR of an earlier model version) is referenced as a predecessor document. ``domain`` is the
+    model's domain check of the image (None: the model has none); when it failed, SR and
+    caption say *indeterminate*, with the reason.
     """
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
@@ -68,6 +72,7 @@ def build_results(
         series_instance_uid=uids.sc_series,
         sop_instance_uid=uids.sc_instance,
         series_number=sc_number,
+        domain=domain,
     )
     pmap = build_parametric_map(
         source,
@@ -88,5 +93,6 @@ def build_results(
         sop_instance_uid=uids.sr_instance,
         series_number=sr_number,
         previous_sr=previous_sr,
+        domain=domain,
     )
     return ResultObjects(sr=sr, sc=sc, pmap=pmap)

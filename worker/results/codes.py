@@ -48,3 +48,7 @@ FAILED_ANALYSES = codes.DCM.FailedAnalyses
 
 COMMENT = codes.DCM.Comment
 """DCM 121106 Comment: the reason text in the "not analysed" SR."""
+
+INDETERMINATE = codes.SCT.Indeterminate
+"""SCT 82334004 Indeterminate: the image is outside the model's validated domain (its domain
+check failed), so no present/absent call is made; the probability is still reported."""

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from worker.results.algorithm import AlgorithmInfo
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
+from worker.results.verdict import DomainResult, verdict_words
 
 SERIES_DESCRIPTION = "COVID-19 overlay: research use only, not for diagnostic use"
 CAPTION = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
@@ -78,6 +79,25 @@ def burn_caption(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
     return np.asarray(image)
 
 
+def caption_lines(
+    probability: float,
+    threshold: float,
+    algorithm: AlgorithmInfo,
+    domain: DomainResult | None = None,
+) -> list[str]:
+    """The burned-in caption: the caution, the verdict in words, then the numbers.
+
+    The verdict leads (after the caution) so a reader sees the call before the figures, e.g.
+    ``COVID-19 pattern: INDETERMINATE (outside the model's validated domain)``.
+    """
+    return [
+        CAPTION,
+        verdict_words(probability, threshold, domain),
+        f"{algorithm.name} {algorithm.version}: COVID-19 probability {probability:.3f} "
+        f"(threshold {threshold:.3f})",
+    ]
+
+
 def _patient_orientation(source: Dataset) -> tuple[str, str] | None:
     value = source.get("PatientOrientation")
     if value is None or len(value) != 2:
@@ -101,21 +121,20 @@ def build_overlay_sc(
     sop_instance_uid: str,
     series_number: int,
     instance_number: int = 1,
+    domain: DomainResult | None = None,
 ) -> hd.sc.SCImage:
-    """The overlay SC for ``source`` (a header is enough; its pixels are not read)."""
+    """The overlay SC for ``source`` (a header is enough; its pixels are not read).
+
+    ``domain``: the model's domain check of the image; the caption's verdict is
+    INDETERMINATE when it failed.
+    """
     shape = (int(source.Rows), int(source.Columns))
     display = _check_image("display_image", display_image, shape)
     heat = _check_image("heatmap", heatmap, shape)
     if display.min() < 0.0 or display.max() > 1.0:
         raise ValueError("display_image must hold MONOCHROME2 values in [0, 1]")
-    rgb = burn_caption(
-        blend(display, heat),
-        [
-            CAPTION,
-            f"{algorithm.name} {algorithm.version}: COVID-19 probability {probability:.3f} "
-            f"(threshold {threshold:.3f})",
-        ],
-    )
+    lines = caption_lines(probability, threshold, algorithm, domain)
+    rgb = burn_caption(blend(display, heat), lines)
     orientation = _patient_orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=header_only(source),
@@ -144,7 +163,9 @@ def build_overlay_sc(
         f"Occlusion heatmap of {algorithm.name} {algorithm.version} blended over the source "
         "image; research use only, not for diagnostic use"
     )[:1024]
-    sc.ImageComments = f"COVID-19 probability {probability:.4f}, threshold {threshold:.4f}"
+    sc.ImageComments = (
+        f"{lines[1]}; COVID-19 probability {probability:.4f}, threshold {threshold:.4f}"
+    )
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID

@@ -13,6 +13,8 @@ Content tree (``docs/result-objects.md`` has the table)::
           IMAGE Source of Measurement = the radiograph
           NUM Probability (unit 1), NUM Threshold Value (unit 1)
           CODE COVID-19 = Present | Absent   (probability >= threshold -> Present)
+                        | Indeterminate  (image outside the model's validated domain)
+            TEXT Comment = the reason        (HAS PROPERTIES, only when indeterminate)
           IMAGE Best illustration of finding = the overlay Secondary Capture
           IMAGE Illustration of Finding = the Parametric Map
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import math
 
 import highdicom as hd
-from highdicom.sr import ImageContentItem, RelationshipTypeValues
+from highdicom.sr import ImageContentItem, RelationshipTypeValues, TextContentItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 from pydicom.uid import generate_uid
@@ -34,6 +36,7 @@ from worker.results import codes
 from worker.results.algorithm import AlgorithmInfo
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 from worker.results.library import insert_image_library
+from worker.results.verdict import DomainResult, indeterminate, verdict_code
 
 SERIES_DESCRIPTION = "COVID-19 AI report: research use only"
 TRACKING_IDENTIFIER = "COVID-19 classification"
@@ -47,9 +50,37 @@ def check_probability(name: str, value: float) -> float:
     return value
 
 
-def finding(probability: float, threshold: float) -> hd.sr.CodedConcept:
-    """Present when the probability reaches the operating threshold, else Absent."""
-    return hd.sr.CodedConcept.from_code(codes.PRESENT if probability >= threshold else codes.ABSENT)
+def finding(
+    probability: float, threshold: float, domain: DomainResult | None = None
+) -> hd.sr.CodedConcept:
+    """Present when the probability reaches the operating threshold, else Absent;
+    Indeterminate when the image failed the model's domain check."""
+    return hd.sr.CodedConcept.from_code(verdict_code(probability, threshold, domain))
+
+
+def qualitative_evaluation(
+    probability: float, threshold: float, domain: DomainResult | None
+) -> hd.sr.QualitativeEvaluation:
+    """CODE COVID-19 = the verdict; an indeterminate one carries its reason as TEXT Comment.
+
+    The reason is a HAS PROPERTIES child of the coded verdict, so it stays attached to the
+    statement it qualifies (TID 1501 is extensible; Comprehensive 3D SR allows TEXT under
+    CODE by HAS PROPERTIES).
+    """
+    evaluation = hd.sr.QualitativeEvaluation(
+        name=codes.COVID19, value=finding(probability, threshold, domain)
+    )
+    if domain is not None and indeterminate(domain):
+        evaluation[0].ContentSequence = hd.sr.ContentSequence(
+            [
+                TextContentItem(
+                    name=codes.COMMENT,
+                    value=domain.reason,
+                    relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
+                )
+            ]
+        )
+    return evaluation
 
 
 def observation_context(algorithm: AlgorithmInfo) -> hd.sr.ObservationContext:
@@ -86,6 +117,7 @@ def measurement_group(
     tracking_uid: str,
     sc: Dataset | None,
     pm: Dataset | None,
+    domain: DomainResult | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 group: the finding, its probability and threshold, and the references."""
     algorithm_id = algorithm_identification(algorithm)
@@ -105,9 +137,7 @@ def measurement_group(
             ),
             hd.sr.Measurement(name=codes.THRESHOLD, value=threshold, unit=codes.UNITLESS),
         ],
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=codes.COVID19, value=finding(probability, threshold))
-        ],
+        qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
     )
     # SEPARATE: the items are distinct statements; rendered CONTINUOUS (highdicom's default),
     # dsr2html and viewers run them together as "0.7 1 0.5 1 Present" without their names.
@@ -141,8 +171,13 @@ def build_report_sr(
     series_number: int,
     instance_number: int = 1,
     previous_sr: Dataset | None = None,
+    domain: DomainResult | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 SR for ``source`` referencing the overlay ``sc`` and the map ``pm``."""
+    """The TID 1500 SR for ``source`` referencing the overlay ``sc`` and the map ``pm``.
+
+    ``domain``: the model's domain check of the image; when it failed, the finding is coded
+    Indeterminate with the reason (the probability is still reported).
+    """
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
     header = header_only(source)
@@ -154,6 +189,7 @@ def build_report_sr(
         tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
         sc=sc,
         pm=pm,
+        domain=domain,
     )
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(algorithm),

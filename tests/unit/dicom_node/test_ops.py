@@ -91,6 +91,20 @@ def test_collector_observes_each_finished_job_once(tmp_path: Path) -> None:
     assert _sample(collector, "deepcovid_jobstore_up") == 1
 
 
+def test_collector_counts_findings_including_indeterminate(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    upgrade(url)
+    store = JobStore(url)
+    for i, finding in enumerate(["present", "absent", "absent", "indeterminate"]):
+        job = _job(store, f"1.2.3.{i}")
+        store.set_state(job, JobState.ANALYSED, probability=0.5, threshold=0.5, finding=finding)
+    _job(store, "1.2.3.9")  # not analysed: no finding
+    collector = JobStoreCollector(store.engine)
+    assert _sample(collector, "deepcovid_findings_total", finding="present") == 1
+    assert _sample(collector, "deepcovid_findings_total", finding="absent") == 2
+    assert _sample(collector, "deepcovid_findings_total", finding="indeterminate") == 1
+
+
 def test_collector_reports_an_unreadable_store(tmp_path: Path) -> None:
     from sqlalchemy import create_engine
 

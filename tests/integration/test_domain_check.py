@@ -1,0 +1,89 @@
+"""An image the gate accepts but the model was never validated on: the service says indeterminate.
+
+A DX "chest" whose pixels are uniform noise passes every input-gate check (DX, CHEST, PA,
+grayscale, 8-bit). The shipped model calls it COVID-19 with a probability near 1; its domain
+check (Mahalanobis distance of the penultimate features, about 150 against a limit of 17)
+flags it. Sent with ``storescu`` to a node and a worker running the shipped model, it must come
+back as an SR whose finding is Indeterminate with the reason, an overlay that says so, a job
+whose finding is ``indeterminate`` with a timeline entry that says why, and a ``/metrics``
+count of indeterminate findings. A real chest DX sent with it is analysed as usual.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+from deepcovid.settings import SHIPPED_REGISTRY
+from pydicom import dcmread
+from worker.store import JobStore
+from worker.store.outbox import Outbox
+
+from tests.conftest import ServiceProcess, wait_for
+from tests.factories import DICOM_DIR, DX_PRESENTATION_STORAGE, wrap_pixels
+from worker.results import OUTSIDE_DOMAIN, codes
+
+pytestmark = pytest.mark.integration
+
+
+def noise_dx(path: Path) -> Path:
+    """A DX chest PA in every header respect, with uniform noise for pixels."""
+    pixels = np.random.default_rng(0).integers(0, 256, size=(256, 256), dtype=np.uint8)
+    ds = wrap_pixels(pixels, modality="DX", sop_class_uid=DX_PRESENTATION_STORAGE)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_out_of_domain_dx_is_reported_indeterminate(
+    settings_env: dict[str, str], services: list[ServiceProcess], tmp_path: Path
+) -> None:
+    env = {**settings_env, "DEEPCOVID_MODEL_REGISTRY_DIR": str(SHIPPED_REGISTRY)}
+    noise = noise_dx(tmp_path / "noise.dcm")
+    chest = DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm"
+    for name in ("node", "worker"):
+        services.append(ServiceProcess([name], env, tmp_path / f"{name}.log").start())
+    port = env["DEEPCOVID_PORT"]
+    echo = ["echoscu", "-aec", "DEEPCOVID", "127.0.0.1", port]
+    wait_for(lambda: subprocess.run(echo, capture_output=True).returncode == 0, timeout=90)
+    store_cmd = ["storescu", "-aec", "DEEPCOVID", "127.0.0.1", port, str(noise), str(chest)]
+    sent = subprocess.run(store_cmd, capture_output=True, text=True)
+    assert sent.returncode == 0, sent.stderr
+
+    store = JobStore(f"sqlite:///{Path(env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}")
+    wait_for(lambda: store.counts() == {"delivered": 2}, timeout=300, what="both analysed")
+
+    job = store.get_by_uid(str(dcmread(noise, stop_before_pixels=True).SOPInstanceUID))
+    assert job is not None and job.probability is not None
+    assert job.finding == "indeterminate"
+    analysed = [e.message or "" for e in store.events(job.id) if e.state == "analysed"]
+    assert any("(indeterminate)" in m and OUTSIDE_DOMAIN in m for m in analysed), analysed
+
+    rows = {r.kind: r for r in Outbox(store).for_job(job.id)}
+    sr = hd.sr.srread(rows["sr"].path)
+    (group,) = sr.content.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.value == codes.INDETERMINATE
+    # highdicom rebuilds the evaluation without its children: the reason is read from the
+    # dataset, as the CODE item's HAS PROPERTIES child.
+    (coded,) = group[0].ContentSequence.find(codes.COVID19)
+    (reason,) = coded.ContentSequence
+    assert reason.RelationshipType == "HAS PROPERTIES" and reason.ValueType == "TEXT"
+    assert reason.TextValue.startswith(OUTSIDE_DOMAIN)
+    probability = {m.name.meaning: m.value for m in group.get_measurements()}["Probability"]
+    assert probability == pytest.approx(job.probability, abs=1e-4)  # still reported
+    sc = dcmread(rows["sc"].path, stop_before_pixels=True)
+    assert sc.ImageComments.startswith(
+        "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"
+    )
+
+    chest_job = store.get_by_uid(str(dcmread(chest, stop_before_pixels=True).SOPInstanceUID))
+    assert chest_job is not None and chest_job.finding in {"present", "absent"}
+
+    url = f"http://127.0.0.1:{env['DEEPCOVID_MONITORING_PORT']}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        metrics = response.read().decode()
+    assert 'deepcovid_findings_total{finding="indeterminate"} 1.0' in metrics, metrics[-2000:]

@@ -1,0 +1,187 @@
+"""An image outside the model's validated domain: SR, overlay caption and the worker's verdict.
+
+The SR codes the finding Indeterminate (SCT 82334004) with the reason as a TEXT item and still
+reports the probability; the overlay says so in words; ``dciodvfy`` accepts the SR.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as pydicom_codes
+
+from worker.analysis import Analysis
+from worker.results import OUTSIDE_DOMAIN, AlgorithmInfo, DomainResult, build_results, codes
+from worker.results.sc import caption_lines
+from worker.results.verdict import verdict_words
+
+FAILED = DomainResult(score=41.25, threshold=17.15)
+PASSED = DomainResult(score=12.0, threshold=17.15)
+
+
+def _build(source, algorithm, heatmap, display, *, probability=0.8, domain=None):  # type: ignore[no-untyped-def]
+    return build_results(
+        source,
+        probability=probability,
+        threshold=0.42,
+        heatmap=heatmap,
+        display_image=display,
+        algorithm=algorithm,
+        domain=domain,
+    )
+
+
+def _evaluation(sr: Dataset) -> hd.sr.QualitativeEvaluation:
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    (group,) = report.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations()
+    return evaluation
+
+
+def _code_items(sr: Dataset, meaning: str) -> list[Dataset]:
+    """CODE items anywhere in the tree whose concept name is ``meaning`` (plain pydicom walk)."""
+    found = []
+
+    def walk(items: object) -> None:
+        for item in items:  # type: ignore[attr-defined]
+            if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeMeaning == meaning:
+                found.append(item)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return found
+
+
+def test_indeterminate_sr_has_the_code_the_reason_and_the_probability(
+    source, algorithm, heatmap, display_image
+) -> None:
+    sr = _build(source, algorithm, heatmap, display_image, probability=0.8, domain=FAILED).sr
+    evaluation = _evaluation(sr)
+    assert evaluation.name == codes.COVID19
+    assert evaluation.value == codes.INDETERMINATE
+    assert (evaluation.value.value, evaluation.value.scheme_designator) == ("82334004", "SCT")
+    # The same, read with pydicom alone: the coded verdict and its TEXT reason.
+    (item,) = _code_items(sr, "COVID-19")
+    concept = item.ConceptCodeSequence[0]
+    assert (concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning) == (
+        "82334004",
+        "SCT",
+        "Indeterminate",
+    )
+    (reason,) = item.ContentSequence
+    assert reason.ValueType == "TEXT"
+    assert reason.RelationshipType == "HAS PROPERTIES"
+    assert reason.ConceptNameCodeSequence[0].CodeValue == codes.COMMENT.value
+    assert reason.TextValue.startswith(OUTSIDE_DOMAIN)
+    assert "41.25" in reason.TextValue and "17.15" in reason.TextValue
+    # The probability and the threshold are still reported.
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    (group,) = report.get_image_measurement_groups()
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert values == {"Probability": 0.8, "Threshold Value": 0.42}
+
+
+@pytest.mark.parametrize(("probability", "expected"), [(0.8, codes.PRESENT), (0.1, codes.ABSENT)])
+def test_a_passed_domain_check_leaves_the_finding_alone(
+    source, algorithm, heatmap, display_image, probability, expected
+) -> None:
+    sr = _build(
+        source, algorithm, heatmap, display_image, probability=probability, domain=PASSED
+    ).sr
+    assert _evaluation(sr).value == expected
+    (item,) = _code_items(sr, "COVID-19")
+    assert "ContentSequence" not in item  # no reason text
+
+
+def test_caption_leads_with_the_verdict_in_words(algorithm: AlgorithmInfo) -> None:
+    lines = caption_lines(0.8, 0.42, algorithm, FAILED)
+    assert lines[1] == "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"
+    assert lines[2] == "Deep-COVID 2026.11.1: COVID-19 probability 0.800 (threshold 0.420)"
+    assert caption_lines(0.8, 0.42, algorithm)[1] == "COVID-19 pattern: PRESENT"
+    assert caption_lines(0.1, 0.42, algorithm, PASSED)[1] == "COVID-19 pattern: ABSENT"
+    assert verdict_words(0.42, 0.42, None) == "COVID-19 pattern: PRESENT"
+
+
+def test_overlay_of_an_indeterminate_image_burns_that_caption(
+    source, algorithm, heatmap, display_image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.results.sc as sc_module
+
+    burned: list[list[str]] = []
+    real = sc_module.burn_caption
+
+    def spy(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
+        burned.append(lines)
+        return real(rgb, lines)
+
+    monkeypatch.setattr(sc_module, "burn_caption", spy)
+    results = _build(source, algorithm, heatmap, display_image, domain=FAILED)
+    assert burned == [caption_lines(0.8, 0.42, algorithm, FAILED)]
+    assert results.sc.ImageComments.startswith(
+        "COVID-19 pattern: INDETERMINATE (outside the model's validated domain); "
+        "COVID-19 probability 0.8000"
+    )
+
+
+def test_analysis_says_indeterminate_outside_the_domain() -> None:
+    heat = np.zeros((4, 4), dtype=np.float32)
+    inside = Analysis(0.9, 0.5, heat, "v1", domain_score=3.0, domain_threshold=5.0)
+    outside = Analysis(
+        0.9, 0.5, heat, "v1", domain_score=9.0, domain_threshold=5.0, in_domain=False
+    )
+    unchecked = Analysis(0.2, 0.5, heat, "v1")
+    assert (inside.finding, outside.finding, unchecked.finding) == (
+        "present",
+        "indeterminate",
+        "absent",
+    )
+    assert outside.domain == DomainResult(9.0, 5.0) and not outside.domain.passed
+    assert OUTSIDE_DOMAIN in outside.domain_note and "9.00" in outside.domain_note
+    assert unchecked.domain is None and unchecked.domain_note == ""
+    assert len("indeterminate") <= 16  # fits the job table's finding column
+
+
+def test_algorithm_parameters_name_the_domain_threshold() -> None:
+    from models.card import ModelCard
+    from models.domain import DomainCheckSpec
+
+    card = ModelCard(
+        architecture="squeezenet1_1",
+        device_uid="1.2.3",
+        domain_check=DomainCheckSpec(
+            threshold=17.146295,
+            file="domain-0123456789ab.npz",
+            sha256="ab" * 32,
+            feature_dim=512,
+            components=128,
+            shrinkage=0.004,
+        ),
+    )
+    info = AlgorithmInfo.from_card(card, version="v1")
+    assert "domain_threshold=17.1463" in info.parameter_strings
+    plain = AlgorithmInfo.from_card(card.replace(domain_check=None), version="v1")
+    assert not any(p.startswith("domain_threshold") for p in plain.parameter_strings)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
+def test_dciodvfy_accepts_the_indeterminate_sr(
+    source, algorithm, heatmap, display_image, tmp_path: Path
+) -> None:
+    results = _build(source, algorithm, heatmap, display_image, domain=FAILED)
+    path = tmp_path / "sr.dcm"
+    results.sr.save_as(path, enforce_file_format=True)
+    proc = subprocess.run(
+        ["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=120
+    )
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "Error" in line]
+    assert errors == [], errors
+    again = pydicom.dcmread(path)
+    assert _code_items(again, "COVID-19")[0].ConceptCodeSequence[0].CodeValue == "82334004"
+    assert pydicom_codes.SCT.Indeterminate == codes.INDETERMINATE
