@@ -18,11 +18,11 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pytest
-from deepcovid.settings import SHIPPED_REGISTRY
 from pydicom import dcmread
-from worker.store import JobStore
-from worker.store.outbox import Outbox
 
+from common.paths import SHIPPED_REGISTRY
+from store import JobStore
+from store.outbox import Outbox
 from tests.conftest import ServiceProcess, wait_for
 from tests.factories import DICOM_DIR, DX_PRESENTATION_STORAGE, wrap_pixels
 from worker.results import OUTSIDE_DOMAIN, codes
