@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.paths import SHIPPED_REGISTRY
 from models.card import ALL_SOURCES, ModelCard
 from training.baseline import (
     FROM_CARD,
@@ -21,7 +22,6 @@ from training.baseline import (
     source_baseline,
     source_prevalence,
 )
-from training.cli import SHIPPED_REGISTRY
 from training.manifest import ManifestRow, read_manifest, write_manifest
 
 SHARES = {"a": 0.8, "b": 0.2, ALL_SOURCES: 0.5}
