@@ -27,7 +27,7 @@ class SecurityHeaders:
     HEADERS = (
         (b"x-frame-options", b"DENY"),
         (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
+        (b"referrer-policy", b"same-origin"),  # no-referrer would make Origin "null"
         (
             b"content-security-policy",
             b"default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "

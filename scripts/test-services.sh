@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what the test suite talks to: dcmtk, dicom3tools, Orthanc,
-# redis-server and PostgreSQL. Safe to run again; starts nothing that already runs.
+# redis-server and PostgreSQL; and, for the console's browser test, chromium, Node.js and npm
+# with playwright-core (package-lock.json, `npm ci`). Safe to run again; starts nothing that
+# already runs.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null || need+=(dcmtk)
@@ -8,11 +10,19 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)
 command -v Orthanc >/dev/null || need+=(orthanc)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+# playwright-core for tests/browser/ (it drives the chromium above; it downloads no browser).
+if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 # The shared Redis on 127.0.0.1:6379 (tests that kill Redis start their own on a free port).
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

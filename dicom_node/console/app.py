@@ -134,7 +134,8 @@ class Console:
             status_code,
             user=session.user,
             csrf=session.csrf_token,
-            flash=self._flashes.pop(session.id, ""),
+            # A live fragment must not take the message its page is about to show.
+            flash="" if name.startswith("_") else self._flashes.pop(session.id, ""),
             path=request.url.path,
             **ctx,
         )

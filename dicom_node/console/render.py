@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,14 +108,13 @@ def sr_table(results_dir: Path, path: str | Path) -> SrTable:
 def sr_table_of(ds: Dataset) -> SrTable:
     """The SR dataset as a table, patient data hidden (see :func:`patient_strings`)."""
     secrets = patient_strings(ds)
+    # Concept names are code meanings (coding schemes, not patients); values are checked.
     rows = [
-        dataclasses.replace(
-            row, concept=_clean(row.concept, secrets), value=_clean(row.value, secrets)
-        )
+        dataclasses.replace(row, value=_clean(row.value, secrets))
         for row in _walk(ds.get("ContentSequence", []), 0)
     ]
     return SrTable(
-        title=_clean(_meaning(ds.get("ConceptNameCodeSequence")), secrets),
+        title=_meaning(ds.get("ConceptNameCodeSequence")),
         completion=str(ds.get("CompletionFlag", "")),
         verification=str(ds.get("VerificationFlag", "")),
         rows=rows,
@@ -143,8 +143,12 @@ def patient_strings(ds: Dataset) -> set[str]:
 
 
 def _clean(text: str, secrets: set[str]) -> str:
+    """``text``, or :data:`HIDDEN` when one of ``secrets`` occurs in it as a whole word."""
     upper = text.upper()
-    return HIDDEN if any(s in upper for s in secrets) else text
+    for secret in secrets:
+        if re.search(rf"(?<![A-Z0-9]){re.escape(secret)}(?![A-Z0-9])", upper):
+            return HIDDEN
+    return text
 
 
 def _walk(items: list[Dataset], depth: int) -> Iterator[SrRow]:

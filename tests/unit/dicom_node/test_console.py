@@ -113,8 +113,8 @@ def env(tmp_path: Path, model_registry: Path) -> Env:
 
 def analysed_job(env: Env, *, state: JobState = JobState.DELIVERED) -> int:
     """A job with real SR, SC and PM files from a source carrying a patient name and ID."""
-    from worker.results import AlgorithmInfo, build_results
     from worker.resultfiles import write_result
+    from worker.results import AlgorithmInfo, build_results
 
     pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 7) % 4096
     source = wrap_pixels(pixels, patient_name=PATIENT_NAME, patient_id=PATIENT_ID)
@@ -396,16 +396,23 @@ def test_sr_table_hides_person_names_and_patient_values() -> None:
     from pydicom.dataset import Dataset
 
     ds = Dataset()
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "PID-SECRET-77"
     name = Dataset()
     name.ValueType, name.RelationshipType = "PNAME", "HAS OBS CONTEXT"
     name.PersonName = "Someone^Else"
     text = Dataset()
     text.ValueType, text.TextValue = "TEXT", "seen for PID-SECRET-77"
-    ds.ContentSequence = [name, text]
+    orientation = Dataset()
+    orientation.ValueType, orientation.TextValue = "TEXT", "P"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator = "111044", "DCM"
+    code.CodeMeaning = "Patient Orientation Row"
+    orientation.ConceptNameCodeSequence = [code]
+    ds.ContentSequence = [name, text, orientation]
+    ds.PatientName = "Test^Patient"  # a name part that is also a word of a code meaning
+    ds.PatientID = "PID-SECRET-77"
     table = render.sr_table_of(ds)
-    assert [r.value for r in table.rows] == [render.HIDDEN, render.HIDDEN]
+    assert [r.value for r in table.rows] == [render.HIDDEN, render.HIDDEN, "P"]
+    assert table.rows[2].concept == "Patient Orientation Row"
 
 
 def test_the_overlay_must_be_in_the_results_folder(tmp_path: Path) -> None:
