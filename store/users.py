@@ -34,6 +34,8 @@ VIEWER: Role = "viewer"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 10
+SEEN_EVERY_S = 60.0
+"""How stale a session's ``last_seen_at`` may get before a request renews it."""
 
 _hasher = PasswordHasher()
 # Verified against when the name is unknown, so that a wrong name costs as long as a wrong
@@ -193,7 +195,8 @@ class Users:
             user = s.get(User, row.user_id)
             if user is None:
                 return None
-            row.last_seen_at = now
+            if idle > SEEN_EVERY_S:  # a write per minute, not per poll of an open page
+                row.last_seen_at = now
             return SessionView(row.id, UserView.of(user), row.csrf_token, row.created_at)
 
     def end_session(self, token: str) -> None:

@@ -271,6 +271,9 @@ class Console:
             )
             return again("Wrong user name or password.", 401)
         self.limiter.succeeded(keys[1:])
+        await run_in_threadpool(
+            self.users.purge_sessions, idle_s=self.guard.idle_s, max_age_s=self.guard.max_age_s
+        )
         token, _ = await run_in_threadpool(self.users.start_session, user.id)
         self._record(request, "login", "accepted", user=user.name, role=user.role)
         response = RedirectResponse(target, status_code=303)

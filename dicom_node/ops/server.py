@@ -186,9 +186,7 @@ class MonitoringServer:
             item.close()
 
 
-def console_routes(
-    settings: Settings, engine: Engine, readiness: Readiness
-) -> tuple[list[BaseRoute], Any]:
+def console_routes(settings: Settings, readiness: Readiness) -> tuple[list[BaseRoute], Any]:
     """The console's routes and its audit log (to close with the server)."""
     from dicom_node.audit import AuditLog
     from dicom_node.console.app import Console
@@ -196,9 +194,8 @@ def console_routes(
 
     assert settings.log_dir is not None
     audit = AuditLog.in_dir(settings.log_dir)
-    console = Console(
-        settings, store=JobStore(settings.db_url, engine=engine), readiness=readiness, audit=audit
-    )
+    # Its own engine and pool: operators' pages never hold up a probe or a scrape.
+    console = Console(settings, store=JobStore(settings.db_url), readiness=readiness, audit=audit)
     return console.routes(), audit
 
 
@@ -239,7 +236,7 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
     extra: list[Any] = []
     console_server = None
     if console_on and not shared:
-        routes, audit = console_routes(settings, engine, readiness)
+        routes, audit = console_routes(settings, readiness)
         extra.append(audit)
         console_server = _serve(
             make_app(routes), settings.console_address, settings, "console", settings.console_tls
@@ -252,7 +249,7 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
     registry = build_registry(settings, engine, readiness)
     routes = ops_routes(readiness, registry)
     if shared:
-        more, audit = console_routes(settings, engine, readiness)
+        more, audit = console_routes(settings, readiness)
         routes += more
         extra.append(audit)
     address = (settings.monitoring_bind, settings.monitoring_port)

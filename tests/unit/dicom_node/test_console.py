@@ -529,3 +529,49 @@ def test_activation_runs_the_registry_code_in_a_child(model_registry: Path, tmp_
         fh.write(b"tampered")
     with pytest.raises(ValueError, match="corrupted or does not belong to this card"):
         registry.activate(root, version)
+
+
+def test_the_console_shares_the_monitoring_port_or_has_its_own(
+    tmp_path: Path, model_registry: Path
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from dicom_node.ops.server import start_monitoring
+    from tests.conftest import free_port
+
+    def status(port: int, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    base = {"data_dir": tmp_path, "model_registry_dir": model_registry, "min_free_space_mb": 1}
+    shared = Settings(**base, monitoring_port=free_port())
+    shared.ensure_dirs()
+    upgrade(shared.db_url)
+    server = start_monitoring(shared)
+    assert server is not None and server.console is None
+    try:
+        assert status(server.port, "/health/live") == 200
+        assert status(server.port, "/login") == 200
+    finally:
+        server.shutdown()
+    apart = Settings(**base, monitoring_port=free_port(), console_port=free_port())
+    server = start_monitoring(apart)
+    assert server is not None and server.console is not None
+    try:
+        assert status(server.port, "/health/live") == 200
+        assert status(server.port, "/login") == 404
+        assert status(server.console.port, "/login") == 200
+        assert status(server.console.port, "/metrics") == 404
+    finally:
+        server.shutdown()
+    off = Settings(**base, monitoring_port=free_port(), console_enabled=False)
+    server = start_monitoring(off)
+    assert server is not None
+    try:
+        assert status(server.port, "/login") == 404
+    finally:
+        server.shutdown()
