@@ -93,10 +93,15 @@ def _as_dict(job: Any) -> dict[str, Any]:
     return dataclasses.asdict(job)
 
 
-def _by() -> str:
+def _os_user() -> str:
     import getpass
 
-    return f"{getpass.getuser()} (cli)"
+    return getpass.getuser()
+
+
+def _by() -> str:
+    """Who asked, as the job's timeline says it."""
+    return f"{_os_user()} (cli)"
 
 
 def _report(action: str, target: str, result: Any) -> int:
@@ -111,7 +116,7 @@ def _report(action: str, target: str, result: Any) -> int:
         audit.record_user(
             "action",
             outcome="accepted",
-            user=_by().split(" ")[0],
+            user=_os_user(),
             via="cli",
             action=action,
             target=target,

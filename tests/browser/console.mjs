@@ -143,6 +143,15 @@ try {
     await shot(page, "jobs", false);
   });
 
+  await step("models and settings", async () => {
+    await page.goto(`${BASE}/models`);
+    check((await page.locator(".model.active").count()) === 1, "no active model shown");
+    await shot(page, "models", false);
+    await page.goto(`${BASE}/settings`);
+    check((await page.textContent("#settings")).includes("console_port"), "settings incomplete");
+    await shot(page, "settings", false);
+  });
+
   await step("log out", async () => {
     await logout(page);
     await page.goto(jobA);
