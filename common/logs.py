@@ -43,6 +43,7 @@ def setup_logging(settings: Settings, service: str) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied module
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per migration plugin
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)  # the node announces its server
     # pydicom's validation warnings quote values a sender chose (UIDs, names): don't read them
     # with validation; the listener validates what it needs itself and logs UIDs only.
     import pydicom.config

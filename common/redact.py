@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (user and host kept); unchanged without one.
@@ -15,3 +18,15 @@ def redact_url(url: str) -> str:
     if ":" not in creds:
         return url
     return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+#: Settings whose values are URLs that may carry a password.
+URL_SETTINGS = frozenset({"database_url", "broker_url"})
+
+
+def redacted_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Setting name -> value as shown to people (``config show``, the console): URLs redacted."""
+    return {
+        name: redact_url(str(value)) if name in URL_SETTINGS and value else value
+        for name, value in values.items()
+    }

@@ -213,6 +213,44 @@ class Settings(BaseSettings):
         "container that Prometheus scrapes from outside).",
     )
 
+    # --- operator console -------------------------------------------------------------------
+    console_enabled: bool = Field(
+        True,
+        description="Serve the operator console (dashboard, jobs, models, settings; login "
+        "required, users from `deepcovid users add`).",
+    )
+    console_port: int | None = Field(
+        None,
+        description="TCP port of the operator console. Default: `monitoring_port`, one server "
+        "for the console, `/health` and `/metrics`.",
+    )
+    console_bind: str | None = Field(
+        None, description="Address the operator console binds to. Default: `monitoring_bind`."
+    )
+    console_tls: bool = Field(
+        False,
+        description="Serve the console over HTTPS with the node's `tls_cert`/`tls_key` (session "
+        "cookies then marked Secure). When the console shares `monitoring_port`, `/health` and "
+        "`/metrics` are HTTPS too.",
+    )
+    console_session_idle_min: float = Field(
+        30.0,
+        description="A console session ends after this many minutes without a request (an "
+        "open page polls, so it keeps its session).",
+    )
+    console_session_max_h: float = Field(
+        12.0, description="A console session ends this many hours after its login, however active."
+    )
+    console_login_max_failures: int = Field(
+        5,
+        description="Failed console logins allowed per client address and per user name within "
+        "`console_login_window_s`; further attempts are refused (HTTP 429) until the window "
+        "has passed.",
+    )
+    console_login_window_s: float = Field(
+        300.0, description="The window of `console_login_max_failures`, in seconds."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -267,6 +305,8 @@ class Settings(BaseSettings):
             raise ValueError("ae_title must be 1 to 16 characters")
         if self.tls_key is not None and self.tls_cert is None:
             raise ValueError("tls_key is set but tls_cert is not")
+        if self.console_tls and self.tls_cert is None:
+            raise ValueError("console_tls needs tls_cert (and tls_key) for HTTPS")
         if self.tls_require_client_cert and self.tls_ca is None:
             raise ValueError("tls_require_client_cert needs tls_ca to verify client certificates")
         return self
@@ -277,6 +317,12 @@ class Settings(BaseSettings):
         if self.tls_require_client_cert is None:
             return self.tls_ca is not None
         return self.tls_require_client_cert
+
+    @property
+    def console_address(self) -> tuple[str, int]:
+        """Where the console listens (``monitoring_bind``/``monitoring_port`` by default)."""
+        port = self.monitoring_port if self.console_port is None else self.console_port
+        return (self.console_bind or self.monitoring_bind, port)
 
     # Typed accessors for the derived paths (never None after validation).
     @property

@@ -25,7 +25,8 @@ from deepcovid import __version__
 COMMAND_MODULES = (
     "deepcovid.commands.service",  # serve, node, worker
     "deepcovid.commands.send",  # send
-    "deepcovid.commands.jobs",  # jobs list/show
+    "deepcovid.commands.jobs",  # jobs list/show/reanalyse/resend/retry-failed
+    "deepcovid.commands.users",  # users add/list/remove (operator console accounts)
     "deepcovid.commands.db",  # db upgrade
     "deepcovid.commands.config",  # config show/docs
     "deepcovid.commands.models",  # models list/show/activate

@@ -13,6 +13,18 @@ processing messages, and so that rotating or shipping one never loses the other:
 certificate; its AE titles are then unknown, ``null``). Lines carry AE titles, addresses and
 fixed reasons only -- never patient data, which no association request contains.
 
+People are audited too (:meth:`AuditLog.record_user`): ``login`` (``accepted``, or ``rejected``
+for a wrong name or password, or too many attempts), ``logout``, and ``action`` (re-analyse,
+resend, retry deliveries, model activation; ``rejected`` when refused: a viewer's attempt, a
+missing CSRF token) from the operator console (``via`` ``console``) or the command line
+(``cli``), and ``user`` (``deepcovid users add | remove``)::
+
+    {"time": "...", "event": "action", "user": "alice", "role": "admin", "via": "console",
+     "peer_address": "10.0.0.9", "outcome": "accepted", "action": "reanalyse",
+     "target": "1.2.826.0.1.3680043.8.498.1", "reason": "job 12 queued for analysis again"}
+
+``target`` is a SOP Instance UID, a model version or a user name, never patient data.
+
 The log has its own :class:`logging.Logger` outside the logging hierarchy (``propagate`` off),
 so nothing written here reaches the application log's handlers and vice versa. The file is
 created with mode 0600 and rotated at 20 MB (10 files kept).
@@ -76,6 +88,34 @@ class AuditLog:
             "peer_address": peer_address,
             "peer_port": peer_port,
             "outcome": outcome,
+            "reason": reason,
+        }
+        self._logger.info(json.dumps(line, ensure_ascii=True))
+
+    def record_user(
+        self,
+        event: str,
+        *,
+        outcome: Outcome,
+        user: str | None,
+        via: str,
+        role: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        reason: str = "",
+        peer_address: str | None = None,
+    ) -> None:
+        """Write one line about what a person did: ``login``, ``logout``, ``action``, ``user``."""
+        line = {
+            "time": dt.datetime.now(dt.UTC).isoformat(),
+            "event": event,
+            "user": user,
+            "role": role,
+            "via": via,
+            "peer_address": peer_address,
+            "outcome": outcome,
+            "action": action,
+            "target": target,
             "reason": reason,
         }
         self._logger.info(json.dumps(line, ensure_ascii=True))

@@ -85,6 +85,7 @@ class JobRecorder(Protocol):
         spool_path: str,
         sha256: str,
         size_bytes: int,
+        accession_number: str | None = None,
     ) -> ReceiptOutcome:
         """Insert or update the job of one received SOP Instance; raise on database error."""
         ...
@@ -116,6 +117,7 @@ class IntakeResult:
         return self.reason[:ERROR_COMMENT_MAX]
 
 
+ACCESSION_NUMBER = 0x00080050
 _REQUIRED_UIDS: tuple[tuple[str, int], ...] = (
     ("SOPClassUID", 0x00080016),
     ("SOPInstanceUID", 0x00080018),
@@ -201,6 +203,7 @@ class Intake:
         try:
             ds = _read_header(header, plain, plain_syntax)
             values = {kw: _raw_text(ds, tag) for kw, tag in _REQUIRED_UIDS}
+            accession = _accession_number(ds)
         except Exception as exc:  # pydicom raises many types for malformed input
             return IntakeResult(
                 Status.CANNOT_UNDERSTAND, f"dataset cannot be parsed ({type(exc).__name__})"
@@ -238,6 +241,7 @@ class Intake:
                     spool_path=str(spooled.path),
                     sha256=spooled.sha256,
                     size_bytes=spooled.size_bytes,
+                    accession_number=accession,
                 )
             except Exception as exc:  # any database failure: undo the file, answer 0xA700
                 log.error(
@@ -323,6 +327,18 @@ def _raw_text(ds: Dataset, tag: int) -> str | None:
     if isinstance(value, bytes):
         return value.decode("ascii", errors="replace").rstrip("\x00 ")
     return None if value is None else str(value)
+
+
+def _accession_number(ds: Dataset) -> str | None:
+    """Accession Number (SH, at most 16 characters) as sent, printable ASCII only; None if empty.
+
+    Kept on the job so that an operator can find it by the number a radiologist quotes.
+    """
+    value = _raw_text(ds, ACCESSION_NUMBER)
+    if not value:
+        return None
+    text = "".join(ch for ch in value if " " <= ch <= "~").strip()[:16]
+    return text or None
 
 
 def _mismatch(reason: str, tag: int) -> IntakeResult:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what the test suite talks to: dcmtk, dicom3tools, Orthanc
-# (with its DICOMweb plugin), redis-server, PostgreSQL, and for the viewer test Debian's chromium,
-# Node.js and the npm packages of tests/viewer (playwright-core, the prebuilt OHIF viewer).
-# Safe to run again; starts nothing that already runs.
+# (with its DICOMweb plugin), redis-server, PostgreSQL, and for the browser tests Debian's
+# chromium, Node.js and npm with the npm packages of the console test (playwright-core, root
+# package-lock.json) and of the OHIF viewer test (tests/viewer: playwright-core, the prebuilt
+# viewer). Safe to run again; starts nothing that already runs.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null || need+=(dcmtk)
@@ -14,6 +15,7 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -22,6 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # npm packages of the viewer test (npm ci when node_modules is missing; OHIF's dist once).
 "$(dirname "${BASH_SOURCE[0]}")/../tests/viewer/install.sh"
+# playwright-core for tests/browser/ (it drives the chromium above; it downloads no browser).
+if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
 # The shared Redis on 127.0.0.1:6379 (tests that kill Redis start their own on a free port).
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   mkdir -p /tmp/deepcovid-redis

@@ -71,6 +71,7 @@ class JobView:
     finding: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    accession_number: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -148,6 +149,7 @@ class JobStore:
         spool_path: str,
         sha256: str,
         size_bytes: int,
+        accession_number: str | None = None,
     ) -> ReceiptOutcome:
         """Record that an instance is safely in the spool; raise if that cannot be recorded.
 
@@ -165,6 +167,7 @@ class JobStore:
             "spool_path": spool_path,
             "sha256": sha256,
             "size_bytes": size_bytes,
+            "accession_number": accession_number,
         }
         try:
             return self._record_received(**fields)

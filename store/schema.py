@@ -21,11 +21,13 @@ from common.states import FINAL_STATES, JobState
 __all__ = [
     "FINAL_STATES",
     "Base",
+    "ConsoleSession",
     "DeliveryState",
     "Job",
     "JobEvent",
     "JobState",
     "ResultObject",
+    "User",
     "utcnow",
 ]
 
@@ -51,6 +53,8 @@ class Job(Base):
     series_instance_uid: Mapped[str | None] = mapped_column(String(64))
     transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
     calling_ae: Mapped[str | None] = mapped_column(String(16))
+    # Accession Number (0008,0050) as received: operators search by it; not patient data.
+    accession_number: Mapped[str | None] = mapped_column(String(16), index=True)
     spool_path: Mapped[str] = mapped_column(String(1024), nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     size_bytes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -143,3 +147,31 @@ class ResultObject(Base):
     )
 
     __table_args__ = (Index("ix_result_objects_due", "delivery_state", "next_attempt_at"),)
+
+
+class User(Base):
+    """A person who may log in to the operator console (``deepcovid users add``)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # viewer, admin
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleSession(Base):
+    """A logged-in console session; the cookie holds the token, the table only its SHA-256."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

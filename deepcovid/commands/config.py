@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from common.redact import redact_url
+from common.redact import redacted_settings
 from common.settings import Settings, get_settings
 
 
@@ -22,10 +22,8 @@ def register(subparsers: Any) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print each setting and its value."""
     settings = get_settings()
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if name in {"database_url", "broker_url"} and value:
-            value = redact_url(str(value))
+    values = redacted_settings({name: getattr(settings, name) for name in Settings.model_fields})
+    for name, value in values.items():
         print(f"{name} = {value!r}")
     return 0
 

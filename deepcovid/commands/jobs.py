@@ -1,4 +1,8 @@
-"""``deepcovid jobs list | show UID``: what became of each received instance."""
+"""``deepcovid jobs list | show UID | reanalyse UID | resend UID | retry-failed``.
+
+What became of each received instance, and the operator's actions on it -- the same code
+(:mod:`store.actions`) as the console's buttons, audited the same way (``via`` ``cli``).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,19 @@ def register(subparsers: Any) -> None:
     show.add_argument("uid", help="SOP Instance UID (or job id)")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_show)
+    again = sub.add_parser("reanalyse", help="analyse a failed or rejected job again")
+    again.add_argument("uid", help="SOP Instance UID (or job id)")
+    again.set_defaults(func=cmd_reanalyse)
+    resend = sub.add_parser(
+        "resend", help="send a finished job's result objects to the destination again"
+    )
+    resend.add_argument("uid", help="SOP Instance UID (or job id)")
+    resend.set_defaults(func=cmd_resend)
+    retry = sub.add_parser(
+        "retry-failed",
+        help="put every result object whose delivery was given up back in the outbox",
+    )
+    retry.set_defaults(func=cmd_retry_failed)
 
 
 def _store() -> Any:
@@ -80,3 +97,77 @@ def _as_dict(job: Any) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(job)
+
+
+def _os_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _by() -> str:
+    """Who asked, as the job's timeline says it."""
+    return f"{_os_user()} (cli)"
+
+
+def _report(action: str, target: str, result: Any) -> int:
+    """Print and audit an action's outcome; exit 0 when it changed something, else 1."""
+    from dicom_node.audit import AuditLog
+
+    settings = get_settings()
+    assert settings.log_dir is not None
+    settings.ensure_dirs()
+    audit = AuditLog.in_dir(settings.log_dir)
+    try:
+        audit.record_user(
+            "action",
+            outcome="accepted",
+            user=_os_user(),
+            via="cli",
+            action=action,
+            target=target,
+            reason=result.message,
+        )
+    finally:
+        audit.close()
+    print(result.message)
+    return 0 if result.changed else 1
+
+
+def _job_or_exit(uid: str) -> Any:
+    from store.actions import find_job
+
+    job = find_job(_store(), uid)
+    if job is None:
+        print(f"no job for {uid}")
+    return job
+
+
+def cmd_reanalyse(args: argparse.Namespace) -> int:
+    """Re-analyse a failed or rejected job."""
+    from store.actions import reanalyse
+
+    job = _job_or_exit(args.uid)
+    if job is None:
+        return 1
+    return _report("reanalyse", job.sop_instance_uid, reanalyse(_store(), job.id, by=_by()))
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    """Resend a job's results (the node's dispatcher sends them)."""
+    from store.actions import resend
+
+    job = _job_or_exit(args.uid)
+    if job is None:
+        return 1
+    result = resend(_store(), job.id, by=_by(), destination=get_settings().destination)
+    return _report("resend", job.sop_instance_uid, result)
+
+
+def cmd_retry_failed(args: argparse.Namespace) -> int:
+    """Retry every failed delivery."""
+    from store.actions import retry_failed_deliveries
+
+    result = retry_failed_deliveries(_store(), by=_by())
+    _report("retry-failed", "all failed deliveries", result)
+    return 0

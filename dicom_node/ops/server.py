@@ -1,25 +1,26 @@
-"""The node's operations HTTP server: ``/health/live``, ``/health/ready`` and ``/metrics``.
+"""The node's HTTP server: ``/health/live``, ``/health/ready``, ``/metrics`` and the console.
 
-A small stdlib HTTP server on its own daemon thread (``monitoring_bind``:``monitoring_port``),
-started by ``deepcovid node`` / ``serve`` beside the DICOM listener. It only reads: the job
-store through its own small connection pool with short connect timeouts, the broker with a
-short-lived connection, the spool's free space and the registry's files. If its port cannot be
-bound the node logs it and goes on serving DICOM: monitoring must never stop intake.
+A Starlette app served by uvicorn on a daemon thread (``monitoring_bind``:``monitoring_port``,
+:mod:`dicom_node.webserver`), started by ``deepcovid node`` / ``serve`` beside the DICOM
+listener. The operations endpoints only read: the job store through their own small connection
+pool with short connect timeouts, the broker with a short-lived connection, the spool's free
+space and the registry's files. They need no login. If the port cannot be bound the node logs
+it and goes on serving DICOM: monitoring must never stop intake.
 
 - ``GET /health/live``: 200 while the process serves requests.
 - ``GET /health/ready`` (and ``/health``): 200 when every readiness check passes, else 503;
   the JSON body lists each check with ``ok``, ``detail`` and ``seconds``.
 - ``GET /metrics``: Prometheus text format (see ``docs/operations.md`` for the series).
+
+The operator console (:mod:`dicom_node.console`, login required) is served by the same server,
+or by a second one when ``console_port``/``console_bind`` name another address.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,6 +28,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, create_engine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from common.settings import Settings
 from dicom_node.ops import counters
@@ -39,6 +45,7 @@ from dicom_node.ops.health import (
     check_spool,
 )
 from dicom_node.ops.metrics import JobStoreCollector, SpoolCollector
+from dicom_node.webserver import SecurityHeaders, ThreadedServer
 
 log = logging.getLogger(__name__)
 
@@ -116,91 +123,149 @@ class _Forward(Collector):
         yield from self.source.collect()
 
 
+ENDPOINTS = ["/health/live", "/health/ready", "/metrics"]
+
+
+def ops_routes(readiness: Readiness, registry: CollectorRegistry) -> list[BaseRoute]:
+    """``/health/live``, ``/health/ready`` (also ``/health``) and ``/metrics``; no login."""
+
+    def live(request: Request) -> Response:
+        return JSONResponse({"status": "live"})
+
+    def ready(request: Request) -> Response:
+        ok, results = readiness.run()
+        body = {
+            "status": "ready" if ok else "not ready",
+            "checks": {r.name: r.as_dict() for r in results},
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/health", ready),
+        Route("/metrics", metrics),
+    ]
+
+
+def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": "not found", "endpoints": ENDPOINTS}, status_code=404)
+
+
+def make_app(routes: list[BaseRoute]) -> Starlette:
+    """The node's ASGI app: ``routes`` behind the security headers; JSON 404 elsewhere."""
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={404: _not_found},
+    )
+
+
 @dataclass
 class MonitoringServer:
-    """A running operations server; :meth:`shutdown` stops it."""
+    """The running HTTP server(s); :meth:`shutdown` stops them."""
 
-    httpd: ThreadingHTTPServer
-    thread: threading.Thread
+    http: ThreadedServer
+    console: ThreadedServer | None = None
+    extra: list[Any] = field(default_factory=list)
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0 in tests)."""
-        return int(self.httpd.server_address[1])
+        return self.http.port
 
     def shutdown(self) -> None:
-        """Stop serving and close the socket."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop serving and close the sockets."""
+        for server in (self.console, self.http):
+            if server is not None:
+                server.shutdown()
+        for item in self.extra:
+            item.close()
 
 
-def make_handler(readiness: Readiness, registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to the node's readiness checks and metric registry."""
+def console_routes(settings: Settings, readiness: Readiness) -> tuple[list[BaseRoute], Any]:
+    """The console's routes and its audit log (to close with the server)."""
+    from dicom_node.audit import AuditLog
+    from dicom_node.console.app import Console
+    from store.jobstore import JobStore
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "deepcovid-node-ops"
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0].rstrip("/") or "/"
-            if path == "/health/live":
-                self._json(200, {"status": "live"})
-            elif path in {"/health", "/health/ready"}:
-                ready, results = readiness.run()
-                body = {
-                    "status": "ready" if ready else "not ready",
-                    "checks": {r.name: r.as_dict() for r in results},
-                }
-                self._json(200 if ready else 503, body)
-            elif path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
-            else:
-                self._json(404, {"error": "not found", "endpoints": ENDPOINTS})
-
-        def _json(self, code: int, body: dict[str, Any]) -> None:
-            self._send(code, "application/json", json.dumps(body, indent=1).encode())
-
-        def _send(self, code: int, content_type: str, payload: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("ops http: " + format, *args)
-
-    return Handler
+    assert settings.log_dir is not None
+    audit = AuditLog.in_dir(settings.log_dir)
+    # Its own engine and pool: operators' pages never hold up a probe or a scrape.
+    console = Console(settings, store=JobStore(settings.db_url), readiness=readiness, audit=audit)
+    return console.routes(), audit
 
 
-ENDPOINTS = ["/health/live", "/health/ready", "/metrics"]
-
-
-def start_monitoring(settings: Settings) -> MonitoringServer | None:
-    """Serve the operations endpoints on a daemon thread; None when off or the port is taken."""
-    if settings.monitoring_port == 0:
-        log.info("operations endpoints off (monitoring_port = 0)")
-        return None
-    engine = monitoring_engine(settings.db_url)
-    readiness = readiness_for(settings, engine)
-    registry = build_registry(settings, engine, readiness)
-    address = (settings.monitoring_bind, settings.monitoring_port)
+def _serve(
+    app: Starlette, address: tuple[str, int], settings: Settings, name: str, tls: bool
+) -> ThreadedServer | None:
     try:
-        httpd = ThreadingHTTPServer(address, make_handler(readiness, registry))
+        return ThreadedServer(
+            app,
+            *address,
+            name=name,
+            certfile=settings.tls_cert if tls else None,
+            keyfile=settings.tls_key if tls else None,
+        )
     except OSError as exc:
         log.error(
-            "operations endpoints not started: cannot bind %s:%d (%s); DICOM intake goes on",
+            "%s not started: cannot bind %s:%d (%s); DICOM intake goes on",
+            name,
             *address,
             exc.strerror or type(exc).__name__,
         )
         return None
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, name="ops-http", daemon=True)
-    thread.start()
-    server = MonitoringServer(httpd, thread)
-    log.info(
-        "operations endpoints on http://%s:%d (/health/live, /health/ready, /metrics)",
+
+
+def start_monitoring(settings: Settings) -> MonitoringServer | None:
+    """Serve the operations endpoints (and the console) on daemon threads.
+
+    Returns None when ``monitoring_port`` is 0 or its port is taken (the console, on its own
+    port, may still run then: it is returned in neither case, and stops with the process).
+    """
+    engine = monitoring_engine(settings.db_url)
+    readiness = readiness_for(settings, engine)
+    console_on = settings.console_enabled and settings.console_address[1] != 0
+    shared = console_on and settings.console_address == (
         settings.monitoring_bind,
-        server.port,
+        settings.monitoring_port,
     )
-    return server
+    extra: list[Any] = []
+    console_server = None
+    if console_on and not shared:
+        routes, audit = console_routes(settings, readiness)
+        extra.append(audit)
+        console_server = _serve(
+            make_app(routes), settings.console_address, settings, "console", settings.console_tls
+        )
+        if console_server is not None:
+            _announce("operator console", console_server, "/")
+    if settings.monitoring_port == 0:
+        log.info("operations endpoints off (monitoring_port = 0)")
+        return None
+    registry = build_registry(settings, engine, readiness)
+    routes = ops_routes(readiness, registry)
+    if shared:
+        more, audit = console_routes(settings, readiness)
+        routes += more
+        extra.append(audit)
+    address = (settings.monitoring_bind, settings.monitoring_port)
+    http = _serve(make_app(routes), address, settings, "ops-http", shared and settings.console_tls)
+    if http is None:
+        for item in extra:
+            item.close()
+        return None
+    _announce(
+        "operations endpoints" + (" and operator console" if shared else ""),
+        http,
+        "/health/live, /health/ready, /metrics" + (", / (console)" if shared else ""),
+    )
+    return MonitoringServer(http, console_server, extra)
+
+
+def _announce(what: str, server: ThreadedServer, paths: str) -> None:
+    scheme = "https" if server.tls else "http"
+    log.info("%s on %s://%s:%d (%s)", what, scheme, server.host, server.port, paths)

@@ -30,10 +30,10 @@ def receipt(uid: str, sha: str = "a" * 64) -> dict[str, object]:
 
 def test_upgrade_from_empty_creates_the_tables(db_url: str) -> None:
     assert current(db_url) is None
-    assert upgrade(db_url) == "0003"
-    assert upgrade(db_url) == "0003"  # idempotent
+    assert upgrade(db_url) == "0004"
+    assert upgrade(db_url) == "0004"  # idempotent
     names = set(inspect(create_engine(db_url)).get_table_names())
-    assert {"jobs", "job_events", "result_objects", "alembic_version"} <= names
+    assert {"jobs", "job_events", "result_objects", "users", "console_sessions"} <= names
 
 
 def test_receipt_is_idempotent_and_new_content_reanalyses(db_url: str) -> None:
@@ -132,4 +132,4 @@ def test_concurrent_upgrades_from_empty_do_not_collide(db_url: str) -> None:
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
-    assert current(db_url) == "0003"
+    assert current(db_url) == "0004"

@@ -22,5 +22,5 @@ def test_start_up_logs_the_revision_and_nothing_of_alembic(tmp_path: Path) -> No
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert "node: job store at revision 0003" in result.stderr
+    assert "node: job store at revision 0004" in result.stderr
     assert "alembic" not in result.stderr.lower(), result.stderr

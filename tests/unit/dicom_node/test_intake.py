@@ -225,3 +225,21 @@ def test_database_failure_on_a_resend_keeps_the_first_copy(
     assert receive(intake, ds).status == Status.OUT_OF_RESOURCES
     assert path.read_bytes() == before
     assert spooled(spool) == [path.name]
+
+
+@pytest.mark.parametrize(
+    ("value", "recorded"),
+    [("ACC0001", "ACC0001"), ("  A-17 ", "A-17"), ("", None), (None, None), ("X\x01Y", "XY")],
+)
+def test_the_accession_number_is_recorded_as_printable_text(
+    intake: Intake, store: FakeStore, value: str | None, recorded: str | None
+) -> None:
+    ds = small_cr(AccessionNumber=value)
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        data = None
+        if syntax == DeflatedExplicitVRLittleEndian:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            data = compressor.compress(encode(ds)) + compressor.flush()
+        result = receive(intake, ds, syntax=syntax, data=data)
+        assert result.ok, result.reason
+        assert store.rows[str(ds.SOPInstanceUID)]["accession_number"] == recorded

@@ -138,20 +138,47 @@ def test_the_outbox_settles_the_job_through_the_guarded_transition(
 
 def test_upgrading_a_store_in_use_keeps_its_jobs_events_and_results(tmp_path: Path) -> None:
     from alembic import command
+    from sqlalchemy import text
 
     from store.migrate import alembic_config
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     command.upgrade(alembic_config(url), "0002")
-    old = JobStore(url)
-    job_id = receive(old, "1.2.3.700")
-    old.set_state(job_id, JobState.RESULTS_BUILT, "built")
-    result = NewResult("sr", "1.2.3.71", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.3.72", "1.2.3", "/x")
-    Outbox(old).add(job_id, [result], model_version="v", destination=None)
-    old.engine.dispose()
+    # Rows as the code of revision 0002 wrote them (today's models have more columns).
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        now = dt.datetime.now(dt.UTC)
+        job_id = conn.execute(
+            text(
+                "INSERT INTO jobs (sop_instance_uid, sop_class_uid, study_instance_uid, "
+                "series_instance_uid, calling_ae, spool_path, sha256, size_bytes, state, "
+                "times_received, attempts, created_at, updated_at) VALUES ('1.2.3.700', "
+                "'1.2.840.10008.5.1.4.1.1.1', '1.2.3', '1.2.3.4', 'TEST', '/spool/x.dcm', "
+                ":sha, 10, 'results_built', 1, 0, :now, :now)"
+            ),
+            {"sha": "a" * 64, "now": now},
+        ).lastrowid
+        for state in ("received", "results_built"):
+            conn.execute(
+                text("INSERT INTO job_events (job_id, at, state) VALUES (:j, :now, :s)"),
+                {"j": job_id, "now": now, "s": state},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO result_objects (job_id, kind, model_version, sop_instance_uid, "
+                "sop_class_uid, series_instance_uid, study_instance_uid, path, "
+                "delivery_state, attempts, created_at, updated_at) VALUES (:j, 'sr', 'v', "
+                "'1.2.3.71', '1.2.840.10008.5.1.4.1.1.88.34', '1.2.3.72', '1.2.3', '/x', "
+                "'kept', 0, :now, :now)"
+            ),
+            {"j": job_id, "now": now},
+        )
+    engine.dispose()
     upgrade(url)
     store = JobStore(url)
     assert [e.state for e in store.events(job_id)] == ["received", "results_built"]
-    assert store.get(job_id).state == JobState.RESULTS_BUILT  # type: ignore[union-attr]
+    job = store.get(job_id)
+    assert job is not None and job.state == JobState.RESULTS_BUILT
+    assert job.accession_number is None
     with store.session() as s:
         assert s.query(ResultObject).count() == 1

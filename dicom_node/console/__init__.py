@@ -1,0 +1,12 @@
+"""The operator console: a web interface to the node for the people who run it.
+
+- :mod:`dicom_node.console.app`: pages and actions (Starlette routes, Jinja2 templates in
+  ``templates/``, a little script and a style sheet in ``static/``);
+- :mod:`dicom_node.console.auth`: session cookies, CSRF tokens, the login rate limit;
+- :mod:`dicom_node.console.queries`: the dashboard's figures and job searches;
+- :mod:`dicom_node.console.render`: the overlay as PNG and the SR as a table, patient data hidden;
+- :mod:`dicom_node.console.registry`: model versions and their cards; activation.
+
+Users and sessions are :mod:`store.users`; the actions are :mod:`store.actions`, shared with the
+command line. :func:`dicom_node.ops.server.start_monitoring` serves the console.
+"""
