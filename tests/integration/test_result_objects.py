@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -203,6 +204,46 @@ def test_pm_and_sc_read_back(written: Written) -> None:
 
 
 # --- the input gate over the real DICOMs and broken copies --------------------------------
+
+
+VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
+
+
+def test_ohif_rule_displays_the_regions_labelled_with_the_finding(written: Written) -> None:
+    """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups."""
+    node = shutil.which("node")
+    assert node, "node is missing: scripts/test-services.sh installs it"
+    assert (VIEWER_DIR / "node_modules" / "dcmjs").is_dir(), "run tests/viewer/install.sh"
+    proc = subprocess.run(
+        [node, str(VIEWER_DIR / "sr_check.mjs"), str(written.sr)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(proc.stdout)
+    source = pydicom.dcmread(written.source, stop_before_pixels=True)
+    shown = [seen["groups"][i] for i in seen["displayed"]]
+    assert shown, "OHIF would display no measurement group of this SR"
+    for group in shown:
+        assert group["finding"] == "COVID-19"
+        assert group["evaluation"] == _expected_finding(written.probability)
+        assert group["numbers"]["Probability"] == pytest.approx(written.probability)
+        assert group["numbers"]["Threshold Value"] == pytest.approx(THRESHOLD)
+        scoord = group["scoord"]
+        assert scoord["graphicType"] == "POLYLINE"
+        assert scoord["referencedSOPInstanceUID"] == source.SOPInstanceUID
+        points = np.array(scoord["points"])
+        assert len(points) >= 4 and np.allclose(points[0], points[-1])  # closed contour
+        assert points[:, 0].min() >= 0 and points[:, 0].max() <= source.Columns
+        assert points[:, 1].min() >= 0 and points[:, 1].max() <= source.Rows
+    # The synthetic evidence is a blob centred at (0.6 columns, 0.45 rows): the contour is
+    # around it.
+    points = np.array(shown[0]["scoord"]["points"])
+    centre = points[:-1].mean(axis=0) / [source.Columns, source.Rows]
+    assert centre == pytest.approx([0.6, 0.45], abs=0.05)
+    # The image-level group stays, for consumers that read the finding without a region.
+    assert any(g["scoord"] is None and g["finding"] == "COVID-19" for g in seen["groups"])
 
 
 @pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])

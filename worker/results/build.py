@@ -13,6 +13,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.evidence import evidence_regions
 from worker.results.pmap import build_parametric_map
 from worker.results.sc import build_overlay_sc
 from worker.results.sr import build_report_sr, check_probability
@@ -61,6 +62,7 @@ def build_results(
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
     uids = uids or ResultUIDs.generate()
+    regions = evidence_regions(np.asarray(heatmap, dtype=np.float32))
     sr_number, sc_number, pm_number = series_numbers
     sc = build_overlay_sc(
         source,
@@ -94,5 +96,6 @@ def build_results(
         series_number=sr_number,
         previous_sr=previous_sr,
         domain=domain,
+        regions=regions,
     )
     return ResultObjects(sr=sr, sc=sc, pmap=pmap)

@@ -1,0 +1,77 @@
+// What OHIF would draw from a TID 1500 SR, read with dcmjs (the DICOM library OHIF uses).
+//
+// Usage: node sr_check.mjs REPORT.dcm  ->  JSON on stdout:
+//   {"groups": [{"trackingIdentifier", "finding", "evaluation", "numbers": {name: value},
+//                "scoord": {"graphicType", "points": [[x, y], ...], "referencedSOPInstanceUID",
+//                           "referencedFrameNumber"} | null}, ...],
+//    "displayed": [indexes of the groups OHIF displays]}
+//
+// OHIF's rule (extensions/cornerstone-dicom-sr, getSopClassHandlerModule): the Measurement Groups
+// (DCM 125007) of Imaging Measurements (DCM 126010) are read; a group is displayed on an image
+// only when it holds a SCOORD (or SCOORD3D) content item whose IMAGE child references the image
+// (Referenced SOP Sequence); its label is the group's Finding (DCM 121071) and its NUM items.
+// Groups without one are dropped from the viewport.
+import { readFileSync } from "node:fs";
+import dcmjs from "dcmjs";
+
+dcmjs.log.setLevel?.("error");
+
+const one = (value) => (Array.isArray(value) ? value[0] : value);
+const many = (value) => (value === undefined ? [] : Array.isArray(value) ? value : [value]);
+const concept = (item) => one(item.ConceptNameCodeSequence) ?? {};
+const is = (item, value, scheme) =>
+  concept(item).CodeValue === value && concept(item).CodingSchemeDesignator === scheme;
+
+function scoordOf(group) {
+  const scoord = many(group.ContentSequence).find(
+    (item) => item.ValueType === "SCOORD" || item.ValueType === "SCOORD3D",
+  );
+  if (!scoord) return null;
+  const image = many(scoord.ContentSequence).find((item) => item.ValueType === "IMAGE");
+  const reference = image && one(image.ReferencedSOPSequence);
+  if (!reference || !reference.ReferencedSOPInstanceUID) return null;
+  const data = many(scoord.GraphicData).map(Number);
+  const points = [];
+  for (let i = 0; i + 1 < data.length; i += 2) points.push([data[i], data[i + 1]]);
+  return {
+    graphicType: scoord.GraphicType,
+    points,
+    referencedSOPInstanceUID: reference.ReferencedSOPInstanceUID,
+    referencedFrameNumber: reference.ReferencedFrameNumber ?? null,
+  };
+}
+
+function describe(group) {
+  const items = many(group.ContentSequence);
+  const finding = items.find((item) => item.ValueType === "CODE" && is(item, "121071", "DCM"));
+  const tracking = items.find((item) => is(item, "112039", "DCM"));
+  const evaluation = items.find(
+    (item) => item.ValueType === "CODE" && is(item, "840539006", "SCT"),
+  );
+  const numbers = {};
+  for (const item of items.filter((i) => i.ValueType === "NUM")) {
+    const measured = one(item.MeasuredValueSequence);
+    numbers[concept(item).CodeMeaning] = measured ? Number(measured.NumericValue) : null;
+  }
+  return {
+    trackingIdentifier: tracking?.TextValue ?? null,
+    finding: finding ? one(finding.ConceptCodeSequence).CodeMeaning : null,
+    evaluation: evaluation ? one(evaluation.ConceptCodeSequence).CodeMeaning : null,
+    numbers,
+    scoord: scoordOf(group),
+  };
+}
+
+const file = process.argv[2];
+const buffer = readFileSync(file);
+const arrayBuffer = buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength);
+const dicom = dcmjs.data.DicomMessage.readFile(arrayBuffer);
+const report = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dicom.dict);
+const measurements = many(report.ContentSequence).find((item) => is(item, "126010", "DCM"));
+const groups = many(measurements?.ContentSequence)
+  .filter((item) => is(item, "125007", "DCM"))
+  .map(describe);
+const displayed = groups
+  .map((group, index) => (group.scoord ? index : -1))
+  .filter((index) => index >= 0);
+process.stdout.write(JSON.stringify({ groups, displayed }) + "\n");
