@@ -75,6 +75,7 @@ def build_results(
         sop_instance_uid=uids.sc_instance,
         series_number=sc_number,
         domain=domain,
+        regions=regions,
     )
     pmap = build_parametric_map(
         source,

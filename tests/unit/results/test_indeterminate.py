@@ -106,10 +106,11 @@ def test_a_passed_domain_check_leaves_the_finding_alone(
 
 def test_caption_leads_with_the_verdict_in_words(algorithm: AlgorithmInfo) -> None:
     lines = caption_lines(0.8, 0.42, algorithm, FAILED)
-    assert lines[1] == "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"
-    assert lines[2] == "Deep-COVID 2026.11.1: COVID-19 probability 0.800 (threshold 0.420)"
-    assert caption_lines(0.8, 0.42, algorithm)[1] == "COVID-19 pattern: PRESENT"
-    assert caption_lines(0.1, 0.42, algorithm, PASSED)[1] == "COVID-19 pattern: ABSENT"
+    assert lines[0] == "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"
+    assert lines[1] == "Deep-COVID 2026.11.1: COVID-19 probability 0.800 (threshold 0.420)"
+    assert lines[2] == "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
+    assert caption_lines(0.8, 0.42, algorithm)[0] == "COVID-19 pattern: PRESENT"
+    assert caption_lines(0.1, 0.42, algorithm, PASSED)[0] == "COVID-19 pattern: ABSENT"
     assert verdict_words(0.42, 0.42, None) == "COVID-19 pattern: PRESENT"
 
 
