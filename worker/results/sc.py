@@ -135,7 +135,7 @@ def burn_caption(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
         left, top, right, bottom = draw.textbbox((size // 2, y), line, font=font)
         draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
         draw.text((size // 2, y), line, fill=(255, 255, 255), font=font)
-        y = bottom + size // 3
+        y = int(bottom) + size // 3
     return np.asarray(image)
 
 
