@@ -33,7 +33,7 @@ from worker.results import AlgorithmInfo, build_rejection_sr, build_results, cod
 
 pytestmark = pytest.mark.integration
 
-TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html")
+TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html", "dcmp2pgm")
 THRESHOLD = 0.5
 REAL_DICOMS = sorted(DICOM_DIR.glob("*.dcm"))
 
@@ -93,6 +93,7 @@ class Written:
     sr: Path
     sc: Path
     pm: Path
+    pr: Path
     probability: float
 
 
@@ -123,7 +124,7 @@ def written(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         algorithm=ALGORITHM,
     )
     paths = {}
-    for name, ds in (("sr", results.sr), ("sc", results.sc), ("pm", results.pmap)):
+    for name, ds in results.items():
         paths[name] = out / f"{name}.dcm"
         ds.save_as(paths[name], enforce_file_format=True)
     return Written(source=source_path, probability=probability, **paths)
@@ -133,7 +134,7 @@ def _expected_finding(probability: float) -> str:
     return "Present" if probability >= THRESHOLD else "Absent"
 
 
-@pytest.mark.parametrize("kind", ["sr", "sc", "pm"])
+@pytest.mark.parametrize("kind", ["sr", "sc", "pm", "pr"])
 def test_dciodvfy_reports_no_errors(written: Written, kind: str) -> None:
     output = _run("dciodvfy", getattr(written, kind))
     assert _errors(output) == [], output
@@ -204,6 +205,53 @@ def test_pm_and_sc_read_back(written: Written) -> None:
 
 
 # --- the input gate over the real DICOMs and broken copies --------------------------------
+
+
+def _pgm(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def test_dcmp2pgm_applies_the_presentation_state(written: Written, tmp_path: Path) -> None:
+    """dcmtk renders the source through the GSPS: layers, contours, texts and overlay.
+
+    dcmp2pgm (3.6.7) parses and activates the graphic layers, but its PGM carries only the
+    image after the presentation state's VOI and presentation LUT: graphics, text and
+    activated overlay planes are not burned in (an overlay embedded in the image is not either,
+    where dcm2pnm draws it). Its verbose mode writes each activated overlay plane as dcmtk
+    rendered it (``ovl_*.pgm``): composed over the rendered image, that changes the pixels
+    along the contours and under the verdict text.
+    """
+    out = tmp_path / "rendered.pgm"
+    proc = subprocess.run(
+        ["dcmp2pgm", "-v", "-p", str(written.pr), str(written.source), str(out)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=300,
+        cwd=tmp_path,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert "Graphic Layer #1 [EVIDENCE]" in log and "type=polyline" in log
+    assert "Graphic Layer #2 [VERDICT]" in log
+    assert f'text 1: "COVID-19 pattern: {_expected_finding(written.probability).upper()}"' in log
+    assert "Number of activated overlays: 1" in log
+    rendered = _pgm(out)
+    source = pydicom.dcmread(written.source, stop_before_pixels=True)
+    assert rendered.shape == (source.Rows, source.Columns)
+    (overlay_file,) = tmp_path.glob("ovl_*.pgm")
+    overlay = _pgm(overlay_file) > 0
+    assert overlay.shape == rendered.shape
+    composed = np.where(overlay, 255, rendered)
+    changed = composed != rendered
+    assert changed.sum() > 1000, "the annotation changes too few pixels"
+    # the verdict text is in the top-left corner, the contours around the synthetic evidence
+    rows, columns = rendered.shape
+    assert changed[: rows // 8, : columns // 2].any()
+    assert changed[rows // 4 :, columns // 3 :].any()
 
 
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"

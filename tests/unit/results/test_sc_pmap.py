@@ -44,7 +44,7 @@ def test_sc_is_rgb_burned_in_research_only(source, algorithm, heatmap, display_i
     assert sc.pixel_array.shape == (*heatmap.shape, 3)
     assert sc.BurnedInAnnotation == "YES"
     assert "research use only" in sc.SeriesDescription
-    assert "not for diagnostic use" in sc.SeriesDescription
+    assert "not for diagnostic use" in sc.DerivationDescription
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert sc.BodyPartExamined == "CHEST"
     assert sc.PatientOrientation == ["L", "F"]
