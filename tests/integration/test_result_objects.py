@@ -254,6 +254,29 @@ def test_dcmp2pgm_applies_the_presentation_state(written: Written, tmp_path: Pat
     assert changed[rows // 4 :, columns // 3 :].any()
 
 
+def test_lossy_source_marks_sc_and_pm_lossy(tmp_path: Path) -> None:
+    """RG1_J2KI (JPEG 2000, "01", ratio 10): its SC and map say so, with the method."""
+    source = pydicom.dcmread(DICOM_DIR / "RG1_J2KI.dcm")
+    shape = (int(source.Rows), int(source.Columns))
+    results = build_results(
+        source,
+        probability=0.7,
+        threshold=THRESHOLD,
+        heatmap=_heatmap(shape),
+        display_image=_display_image(source),
+        algorithm=ALGORITHM,
+    )
+    for name, ds in (("sc", results.sc), ("pm", results.pmap)):
+        assert ds.LossyImageCompression == "01"
+        assert float(ds.LossyImageCompressionRatio) == 10.0
+        assert ds.LossyImageCompressionMethod == "ISO_15444_1"
+        assert ds.DeviceUID == ALGORITHM.device_uid
+        path = tmp_path / f"{name}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        output = _run("dciodvfy", path)
+        assert _errors(output) == [], output
+
+
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
 
 

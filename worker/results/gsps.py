@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pack_bits
 
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.derivation import set_device_uid
 from worker.results.evidence import EvidenceRegion
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 from worker.results.verdict import DomainResult, verdict_words
@@ -204,4 +205,5 @@ def build_presentation_state(
     gsps.SeriesDescription = series_description
     # Anatomy of the source: a chest is not paired, which settles General Series Laterality (2C).
     gsps.BodyPartExamined = str(source.get("BodyPartExamined") or "CHEST")
+    set_device_uid(gsps, algorithm)
     return gsps

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.derivation import carry_lossy_compression, set_device_uid
 from worker.results.evidence import EvidenceRegion, evidence_regions, smooth_evidence
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 from worker.results.verdict import DomainResult, verdict_words
@@ -236,4 +237,6 @@ def build_overlay_sc(
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [reference]
+    carry_lossy_compression(source, sc)
+    set_device_uid(sc, algorithm)
     return sc
