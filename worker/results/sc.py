@@ -31,7 +31,7 @@ SERIES_DESCRIPTION = "COVID-19 overlay: research use only, not for diagnostic us
 CAPTION = "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
 MAX_ALPHA = 0.55
 """Opacity of the colour where the evidence is strongest."""
-FILL_LEVEL = 0.3
+FILL_LEVEL = 0.4
 """Evidence below this fraction of the peak is not coloured: the film stays gray there (no wash
 over abdomen and soft tissue); the colour fades in from here to the peak."""
 CONTOUR_RGB = (255, 235, 0)
