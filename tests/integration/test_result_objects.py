@@ -281,7 +281,11 @@ VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
 
 
 def test_ohif_rule_displays_the_regions_labelled_with_the_finding(written: Written) -> None:
-    """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups."""
+    """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups.
+
+    OHIF 3.13.13 labels a TID 1410 region with its NUM items (probability, threshold), not
+    with the group's Finding or verdict, which the group holds all the same (checked here).
+    """
     node = shutil.which("node")
     assert node, "node is missing: scripts/test-services.sh installs it"
     assert (VIEWER_DIR / "node_modules" / "dcmjs").is_dir(), "run tests/viewer/install.sh"
@@ -296,7 +300,14 @@ def test_ohif_rule_displays_the_regions_labelled_with_the_finding(written: Writt
     source = pydicom.dcmread(written.source, stop_before_pixels=True)
     shown = [seen["groups"][i] for i in seen["displayed"]]
     assert shown, "OHIF would display no measurement group of this SR"
+    assert len({g["trackingUID"] for g in seen["groups"]}) == len(seen["groups"])  # not merged
     for group in shown:
+        # OHIF's text box next to the region: the probability and the threshold
+        assert group["textBox"] == [
+            f"Probability: {written.probability:.2f} 1",
+            f"Threshold Value: {THRESHOLD:.2f} 1",
+        ]
+        # the group states the finding and the verdict (read by consumers of the SR content)
         assert group["finding"] == "COVID-19"
         assert group["evaluation"] == _expected_finding(written.probability)
         assert group["numbers"]["Probability"] == pytest.approx(written.probability)

@@ -1,16 +1,21 @@
 // What OHIF would draw from a TID 1500 SR, read with dcmjs (the DICOM library OHIF uses).
 //
 // Usage: node sr_check.mjs REPORT.dcm  ->  JSON on stdout:
-//   {"groups": [{"trackingIdentifier", "finding", "evaluation", "numbers": {name: value},
+//   {"groups": [{"trackingIdentifier", "trackingUID", "finding", "evaluation",
+//                "numbers": {name: value}, "textBox": [lines OHIF writes next to the region],
 //                "scoord": {"graphicType", "points": [[x, y], ...], "referencedSOPInstanceUID",
 //                           "referencedFrameNumber"} | null}, ...],
 //    "displayed": [indexes of the groups OHIF displays]}
 //
-// OHIF's rule (extensions/cornerstone-dicom-sr, getSopClassHandlerModule): the Measurement Groups
-// (DCM 125007) of Imaging Measurements (DCM 126010) are read; a group is displayed on an image
-// only when it holds a SCOORD (or SCOORD3D) content item whose IMAGE child references the image
-// (Referenced SOP Sequence); its label is the group's Finding (DCM 121071) and its NUM items.
-// Groups without one are dropped from the viewport.
+// OHIF's rule, as in @ohif/extension-cornerstone-dicom-sr 3.13.13 (getSopClassHandlerModule):
+// the Measurement Groups (DCM 125007) of Imaging Measurements (DCM 126010) are merged by their
+// Tracking Unique Identifier (DCM 112040; a group without one is skipped); a group is displayed
+// on an image only when it holds a SCOORD (or SCOORD3D) whose IMAGE child references the image
+// (Referenced SOP Sequence). Groups without one are dropped from the viewport. The text box next
+// to the drawn region lists at most 5 labels, "<label>: <value>": one per NUM item
+// ("<concept meaning>: <value to 2 decimals> <unit code value>") and the Finding Site
+// (SCT 363698007) if any. The group's Finding (DCM 121071) and qualitative evaluations are not
+// in that text in OHIF 3.13.13; they are reported here for the test to check them in the group.
 import { readFileSync } from "node:fs";
 import dcmjs from "dcmjs";
 
@@ -48,13 +53,25 @@ function describe(group) {
   const evaluation = items.find(
     (item) => item.ValueType === "CODE" && is(item, "840539006", "SCT"),
   );
+  const uid = items.find((item) => item.ValueType === "UIDREF" && is(item, "112040", "DCM"));
   const numbers = {};
+  const labels = [];
   for (const item of items.filter((i) => i.ValueType === "NUM")) {
     const measured = one(item.MeasuredValueSequence);
     numbers[concept(item).CodeMeaning] = measured ? Number(measured.NumericValue) : null;
+    if (measured) {
+      const unit = one(measured.MeasurementUnitsCodeSequence)?.CodeValue;
+      const value = measured.NumericValue ? Number(measured.NumericValue).toFixed(2) : "";
+      labels.push(`${concept(item).CodeMeaning}: ${value} ${unit}`);
+    }
+  }
+  for (const site of items.filter((item) => is(item, "363698007", "SCT"))) {
+    labels.push(`363698007: ${one(site.ConceptCodeSequence).CodeMeaning}`);
   }
   return {
     trackingIdentifier: tracking?.TextValue ?? null,
+    trackingUID: uid?.UID ?? null,
+    textBox: labels.slice(0, 5),
     finding: finding ? one(finding.ConceptCodeSequence).CodeMeaning : null,
     evaluation: evaluation ? one(evaluation.ConceptCodeSequence).CodeMeaning : null,
     numbers,
@@ -71,7 +88,8 @@ const measurements = many(report.ContentSequence).find((item) => is(item, "12601
 const groups = many(measurements?.ContentSequence)
   .filter((item) => is(item, "125007", "DCM"))
   .map(describe);
+const uids = groups.map((group) => group.trackingUID);
 const displayed = groups
-  .map((group, index) => (group.scoord ? index : -1))
-  .filter((index) => index >= 0);
+  .map((group, index) => (group.scoord && group.trackingUID ? index : -1))
+  .filter((index) => index >= 0 && uids.indexOf(uids[index]) === index); // merged by UID
 process.stdout.write(JSON.stringify({ groups, displayed }) + "\n");
