@@ -280,7 +280,7 @@ def test_lossy_source_marks_sc_and_pm_lossy(tmp_path: Path) -> None:
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
 
 
-def test_ohif_rule_displays_the_regions_labelled_with_the_finding(written: Written) -> None:
+def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> None:
     """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups.
 
     OHIF 3.13.13 labels a TID 1410 region with its NUM items (probability, threshold), not
