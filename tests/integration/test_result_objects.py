@@ -298,15 +298,18 @@ def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> No
     )
     seen = json.loads(proc.stdout)
     source = pydicom.dcmread(written.source, stop_before_pixels=True)
-    shown = [seen["groups"][i] for i in seen["displayed"]]
-    assert shown, "OHIF would display no measurement group of this SR"
-    assert len({g["trackingUID"] for g in seen["groups"]}) == len(seen["groups"])  # not merged
-    for group in shown:
-        # OHIF's text box next to the region: the probability and the threshold
-        assert group["textBox"] == [
-            f"Probability: {written.probability:.2f} 1",
-            f"Threshold Value: {THRESHOLD:.2f} 1",
-        ]
+    # Every measurement OHIF makes has a region: a merged group without one breaks its viewport.
+    assert seen["withoutRegion"] == 0, seen["shown"]
+    shown = seen["shown"]
+    assert shown and all(group["scoord"] for group in shown)
+    numbers = [
+        f"Probability: {written.probability:.2f} 1",
+        f"Threshold Value: {THRESHOLD:.2f} 1",
+    ]
+    for index, group in enumerate(shown):
+        # OHIF's text box next to the region: the probability and the threshold (the first
+        # region also carries the image-level group's, merged by their common tracking UID)
+        assert group["textBox"] == (numbers * 2 if index == 0 else numbers)
         # the group states the finding and the verdict (read by consumers of the SR content)
         assert group["finding"] == "COVID-19"
         assert group["evaluation"] == _expected_finding(written.probability)
@@ -324,8 +327,11 @@ def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> No
     points = np.array(shown[0]["scoord"]["points"])
     centre = points[:-1].mean(axis=0) / [source.Columns, source.Rows]
     assert centre == pytest.approx([0.6, 0.45], abs=0.05)
-    # The image-level group stays, for consumers that read the finding without a region.
-    assert any(g["scoord"] is None and g["finding"] == "COVID-19" for g in seen["groups"])
+    # The image-level group stays in the SR, for consumers that read the finding without a
+    # region; it shares the first region's tracking UID (one finding).
+    (image_level,) = [g for g in seen["groups"] if g["scoord"] is None]
+    assert image_level["finding"] == "COVID-19"
+    assert image_level["trackingUID"] == seen["groups"][0]["trackingUID"]
 
 
 @pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])

@@ -5,7 +5,9 @@
 //                "numbers": {name: value}, "textBox": [lines OHIF writes next to the region],
 //                "scoord": {"graphicType", "points": [[x, y], ...], "referencedSOPInstanceUID",
 //                           "referencedFrameNumber"} | null}, ...],
-//    "displayed": [indexes of the groups OHIF displays]}
+//    "displayed": [indexes of the groups OHIF displays],
+//    "shown": [the merged groups OHIF makes measurements of, as above],
+//    "withoutRegion": how many merged groups have no SCOORD (OHIF 3.13's SR viewport fails)}
 //
 // OHIF's rule, as in @ohif/extension-cornerstone-dicom-sr 3.13.13 (getSopClassHandlerModule):
 // the Measurement Groups (DCM 125007) of Imaging Measurements (DCM 126010) are merged by their
@@ -85,11 +87,22 @@ const arrayBuffer = buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + b
 const dicom = dcmjs.data.DicomMessage.readFile(arrayBuffer);
 const report = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dicom.dict);
 const measurements = many(report.ContentSequence).find((item) => is(item, "126010", "DCM"));
-const groups = many(measurements?.ContentSequence)
-  .filter((item) => is(item, "125007", "DCM"))
-  .map(describe);
+const raw = many(measurements?.ContentSequence).filter((item) => is(item, "125007", "DCM"));
+const groups = raw.map(describe);
+// OHIF's merge: the content of all groups with one Tracking Unique Identifier, in order, the
+// UIDREF once; what it displays and labels is the merged group.
+const merged = new Map();
+for (const group of raw) {
+  const items = many(group.ContentSequence);
+  const uid = items.find((item) => is(item, "112040", "DCM"))?.UID;
+  if (!uid) continue;
+  if (!merged.has(uid)) merged.set(uid, [...items]);
+  else merged.get(uid).push(...items.filter((item) => !is(item, "112040", "DCM")));
+}
+const shown = [...merged.values()].map((items) => describe({ ContentSequence: items }));
 const uids = groups.map((group) => group.trackingUID);
 const displayed = groups
   .map((group, index) => (group.scoord && group.trackingUID ? index : -1))
-  .filter((index) => index >= 0 && uids.indexOf(uids[index]) === index); // merged by UID
-process.stdout.write(JSON.stringify({ groups, displayed }) + "\n");
+  .filter((index) => index >= 0 && uids.indexOf(uids[index]) === index);
+const withoutRegion = shown.filter((group) => !group.scoord).length;
+process.stdout.write(JSON.stringify({ groups, displayed, shown, withoutRegion }) + "\n");

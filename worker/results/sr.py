@@ -187,10 +187,13 @@ def region_groups(
     algorithm: AlgorithmInfo,
     sop_instance_uid: str,
     domain: DomainResult | None = None,
+    first_tracking_uid: str | None = None,
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """TID 1410 groups, one per evidence region: contour, finding, verdict, probability.
 
     Without regions (no positive evidence), one group whose region is the image's outline.
+    ``first_tracking_uid``: the Tracking Unique Identifier of the first region, the one of the
+    image-level group (same finding), so that OHIF merges that group into the region.
     """
     outlines = [region.points for region in regions] or [
         image_outline((int(source.Rows), int(source.Columns)))
@@ -201,7 +204,11 @@ def region_groups(
     for number, points in enumerate(outlines, start=1):
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=generate_uid(entropy_srcs=[sop_instance_uid, "region", str(number)]),
+                uid=(
+                    first_tracking_uid
+                    if number == 1 and first_tracking_uid
+                    else generate_uid(entropy_srcs=[sop_instance_uid, "region", str(number)])
+                ),
                 identifier=f"{codes.IMAGE_REGION_TRACKING} {number}",
             ),
             referenced_region=hd.sr.ImageRegion(
@@ -249,12 +256,16 @@ def build_report_sr(
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
     header = header_only(source)
+    # One finding, one Tracking Unique Identifier: the image-level group and the first region.
+    # OHIF merges groups by this UID; a group of its own without a SCOORD breaks OHIF 3.13's SR
+    # viewport ("Something went wrong", nothing drawn), merged into the region it is drawn.
+    tracking_uid = generate_uid(entropy_srcs=[sop_instance_uid, "tracking"])
     group = measurement_group(
         header,
         probability=probability,
         threshold=threshold,
         algorithm=algorithm,
-        tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
+        tracking_uid=tracking_uid,
         sc=sc,
         pm=pm,
         domain=domain,
@@ -271,6 +282,7 @@ def build_report_sr(
                 algorithm=algorithm,
                 sop_instance_uid=sop_instance_uid,
                 domain=domain,
+                first_tracking_uid=tracking_uid,
             ),
             group,
         ],
