@@ -52,7 +52,12 @@ PASS_THROUGH = (
     "log_level",
 )
 """Settings the demo's service takes from the environment: which model runs and how fast."""
-RESULT_KINDS = {"sr": "structured report", "sc": "heatmap overlay", "pm": "parametric map"}
+RESULT_KINDS = {
+    "sr": "structured report",
+    "sc": "heatmap overlay",
+    "pm": "parametric map",
+    "pr": "presentation state",
+}
 RENDER_DIR = "demo"
 
 

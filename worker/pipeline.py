@@ -193,7 +193,7 @@ def _build_and_write(
     outbox: Outbox,
     settings: Settings,
 ) -> list[NewResult]:
-    """Build SR, SC and PM (UIDs derived from source + model version) and write them."""
+    """Build SR, SC, PM and GSPS (UIDs derived from source + model version) and write them."""
     from worker.results import AlgorithmInfo, build_results
 
     algorithm = AlgorithmInfo.from_card(
@@ -220,10 +220,8 @@ def _build_and_write(
         uids=uids,
         domain=result.domain,
     )
-    return [
-        _write(kind, obj, settings)
-        for kind, obj in (("sr", objects.sr), ("sc", objects.sc), ("pm", objects.pmap))
-    ]
+    # Sending order: SC, PM, GSPS, then the SR that references them.
+    return [_write(kind, obj, settings) for kind, obj in objects.items()]
 
 
 def _write(kind: str, obj: Dataset, settings: Settings) -> NewResult:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 SR = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 SC = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
 PM = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map
+PR = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State
 COVID_IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
 
 
@@ -86,15 +87,15 @@ def test_results_reach_the_pacs_in_the_same_study(
 
     def results_in_orthanc() -> bool:
         classes = pacs.study_sop_classes(study)
-        return {SR, SC, PM} <= set(classes)
+        return {SR, SC, PM, PR} <= set(classes)
 
-    wait_for(results_in_orthanc, timeout=240, what="SR, SC and PM in Orthanc's study")
+    wait_for(results_in_orthanc, timeout=240, what="SR, SC, PM and GSPS in Orthanc's study")
     classes = pacs.study_sop_classes(study)
-    assert sorted(classes).count(SR) == 1 and len(classes) == 4, classes
+    assert sorted(classes).count(SR) == 1 and len(classes) == 5, classes
     wait_for(lambda: store.counts() == {"delivered": 1}, timeout=60, what="job delivered")
     job = store.list()[0]
     rows = Outbox(store).for_job(job.id)
-    assert {r.kind for r in rows} == {"sr", "sc", "pm"}
+    assert {r.kind for r in rows} == {"sr", "sc", "pm", "pr"}
     assert all(r.delivery_state == "confirmed" for r in rows), rows
     # Orthanc does not route our results back to us: still exactly one job.
     time.sleep(3)
@@ -141,8 +142,8 @@ def test_pacs_down_for_a_minute_gets_every_result_exactly_once(
     wait_for(lambda: store.counts() == {"delivered": 1}, timeout=180, what="delivery after restart")
     study = str(dcmread(cr).StudyInstanceUID)
     classes = pacs.study_sop_classes(study)
-    assert sorted(classes) == sorted([SR, SC, PM]), classes
+    assert sorted(classes) == sorted([SR, SC, PM, PR]), classes
     stored = [
         c for c in pacs.get("/changes?limit=1000")["Changes"] if c["ChangeType"] == "NewInstance"
     ]
-    assert len(stored) == 3, "each result stored once"
+    assert len(stored) == 4, "each result stored once"

@@ -75,7 +75,7 @@ def assert_all_delivered_once(cluster: Cluster, uids: set[str]) -> None:
     assert not not_delivered, not_delivered
     outbox = Outbox(cluster.store)
     results = [r for job in jobs.values() for r in outbox.for_job(job.id)]
-    assert sorted(r.kind for r in results) == sorted(["pm", "sc", "sr"] * len(uids))
+    assert sorted(r.kind for r in results) == sorted(["pm", "pr", "sc", "sr"] * len(uids))
     assert {r.delivery_state for r in results} <= {"confirmed", "sent"}, results
     received = cluster.receptions()
     missing = [r.sop_instance_uid for r in results if r.sop_instance_uid not in received]

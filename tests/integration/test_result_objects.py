@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ from worker.results import AlgorithmInfo, build_rejection_sr, build_results, cod
 
 pytestmark = pytest.mark.integration
 
-TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html")
+TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html", "dcmp2pgm")
 THRESHOLD = 0.5
 REAL_DICOMS = sorted(DICOM_DIR.glob("*.dcm"))
 
@@ -92,6 +93,7 @@ class Written:
     sr: Path
     sc: Path
     pm: Path
+    pr: Path
     probability: float
 
 
@@ -122,7 +124,7 @@ def written(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         algorithm=ALGORITHM,
     )
     paths = {}
-    for name, ds in (("sr", results.sr), ("sc", results.sc), ("pm", results.pmap)):
+    for name, ds in results.items():
         paths[name] = out / f"{name}.dcm"
         ds.save_as(paths[name], enforce_file_format=True)
     return Written(source=source_path, probability=probability, **paths)
@@ -132,7 +134,7 @@ def _expected_finding(probability: float) -> str:
     return "Present" if probability >= THRESHOLD else "Absent"
 
 
-@pytest.mark.parametrize("kind", ["sr", "sc", "pm"])
+@pytest.mark.parametrize("kind", ["sr", "sc", "pm", "pr"])
 def test_dciodvfy_reports_no_errors(written: Written, kind: str) -> None:
     output = _run("dciodvfy", getattr(written, kind))
     assert _errors(output) == [], output
@@ -203,6 +205,133 @@ def test_pm_and_sc_read_back(written: Written) -> None:
 
 
 # --- the input gate over the real DICOMs and broken copies --------------------------------
+
+
+def _pgm(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def test_dcmp2pgm_applies_the_presentation_state(written: Written, tmp_path: Path) -> None:
+    """dcmtk renders the source through the GSPS: layers, contours, texts and overlay.
+
+    dcmp2pgm (3.6.7) parses and activates the graphic layers, but its PGM carries only the
+    image after the presentation state's VOI and presentation LUT: graphics, text and
+    activated overlay planes are not burned in (an overlay embedded in the image is not either,
+    where dcm2pnm draws it). Its verbose mode writes each activated overlay plane as dcmtk
+    rendered it (``ovl_*.pgm``): composed over the rendered image, that changes the pixels
+    along the contours and under the verdict text.
+    """
+    out = tmp_path / "rendered.pgm"
+    proc = subprocess.run(
+        ["dcmp2pgm", "-v", "-p", str(written.pr), str(written.source), str(out)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=300,
+        cwd=tmp_path,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert "Graphic Layer #1 [EVIDENCE]" in log and "type=polyline" in log
+    assert "Graphic Layer #2 [VERDICT]" in log
+    assert f'text 1: "COVID-19 pattern: {_expected_finding(written.probability).upper()}"' in log
+    assert "Number of activated overlays: 1" in log
+    rendered = _pgm(out)
+    source = pydicom.dcmread(written.source, stop_before_pixels=True)
+    assert rendered.shape == (source.Rows, source.Columns)
+    (overlay_file,) = tmp_path.glob("ovl_*.pgm")
+    overlay = _pgm(overlay_file) > 0
+    assert overlay.shape == rendered.shape
+    composed = np.where(overlay, 255, rendered)
+    changed = composed != rendered
+    assert changed.sum() > 1000, "the annotation changes too few pixels"
+    # the verdict text is in the top-left corner, the contours around the synthetic evidence
+    rows, columns = rendered.shape
+    assert changed[: rows // 8, : columns // 2].any()
+    assert changed[rows // 4 :, columns // 3 :].any()
+
+
+def test_lossy_source_marks_sc_and_pm_lossy(tmp_path: Path) -> None:
+    """RG1_J2KI (JPEG 2000, "01", ratio 10): its SC and map say so, with the method."""
+    source = pydicom.dcmread(DICOM_DIR / "RG1_J2KI.dcm")
+    shape = (int(source.Rows), int(source.Columns))
+    results = build_results(
+        source,
+        probability=0.7,
+        threshold=THRESHOLD,
+        heatmap=_heatmap(shape),
+        display_image=_display_image(source),
+        algorithm=ALGORITHM,
+    )
+    for name, ds in (("sc", results.sc), ("pm", results.pmap)):
+        assert ds.LossyImageCompression == "01"
+        assert float(ds.LossyImageCompressionRatio) == 10.0
+        assert ds.LossyImageCompressionMethod == "ISO_15444_1"
+        assert ds.DeviceUID == ALGORITHM.device_uid
+        path = tmp_path / f"{name}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        output = _run("dciodvfy", path)
+        assert _errors(output) == [], output
+
+
+VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
+
+
+def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> None:
+    """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups.
+
+    OHIF 3.13.13 labels a TID 1410 region with its NUM items (probability, threshold), not
+    with the group's Finding or verdict, which the group holds all the same (checked here).
+    """
+    node = shutil.which("node")
+    assert node, "node is missing: scripts/test-services.sh installs it"
+    assert (VIEWER_DIR / "node_modules" / "dcmjs").is_dir(), "run tests/viewer/install.sh"
+    proc = subprocess.run(
+        [node, str(VIEWER_DIR / "sr_check.mjs"), str(written.sr)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(proc.stdout)
+    source = pydicom.dcmread(written.source, stop_before_pixels=True)
+    # Every measurement OHIF makes has a region: a merged group without one breaks its viewport.
+    assert seen["withoutRegion"] == 0, seen["shown"]
+    shown = seen["shown"]
+    assert shown and all(group["scoord"] for group in shown)
+    numbers = [
+        f"Probability: {written.probability:.2f} 1",
+        f"Threshold Value: {THRESHOLD:.2f} 1",
+    ]
+    for index, group in enumerate(shown):
+        # OHIF's text box next to the region: the probability and the threshold (the first
+        # region also carries the image-level group's, merged by their common tracking UID)
+        assert group["textBox"] == (numbers * 2 if index == 0 else numbers)
+        # the group states the finding and the verdict (read by consumers of the SR content)
+        assert group["finding"] == "COVID-19"
+        assert group["evaluation"] == _expected_finding(written.probability)
+        assert group["numbers"]["Probability"] == pytest.approx(written.probability)
+        assert group["numbers"]["Threshold Value"] == pytest.approx(THRESHOLD)
+        scoord = group["scoord"]
+        assert scoord["graphicType"] == "POLYLINE"
+        assert scoord["referencedSOPInstanceUID"] == source.SOPInstanceUID
+        points = np.array(scoord["points"])
+        assert len(points) >= 4 and np.allclose(points[0], points[-1])  # closed contour
+        assert points[:, 0].min() >= 0 and points[:, 0].max() <= source.Columns
+        assert points[:, 1].min() >= 0 and points[:, 1].max() <= source.Rows
+    # The synthetic evidence is a blob centred at (0.6 columns, 0.45 rows): the contour is
+    # around it.
+    points = np.array(shown[0]["scoord"]["points"])
+    centre = points[:-1].mean(axis=0) / [source.Columns, source.Rows]
+    assert centre == pytest.approx([0.6, 0.45], abs=0.05)
+    # The image-level group stays in the SR, for consumers that read the finding without a
+    # region; it shares the first region's tracking UID (one finding).
+    (image_level,) = [g for g in seen["groups"] if g["scoord"] is None]
+    assert image_level["finding"] == "COVID-19"
+    assert image_level["trackingUID"] == seen["groups"][0]["trackingUID"]
 
 
 @pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])

@@ -158,6 +158,13 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
                             "screenshot": str(case.screenshot),
                         }
                         for case in cases
+                    ]
+                    + [  # the SR of the study whose source states its spacing
+                        {
+                            "study": cases[1].source.StudyInstanceUID,
+                            "series": cases[1].results.sr.SeriesInstanceUID,
+                            "screenshot": str(shots / "ohif-sr.png"),
+                        }
                     ],
                 }
             )
@@ -173,12 +180,39 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
         orthanc.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    return {case.name: (case, seen) for case, seen in zip(cases, report["checks"], strict=True)}
+    *maps, sr = report["checks"]
+    seen_by_name = {case.name: (case, seen) for case, seen in zip(cases, maps, strict=True)}
+    seen_by_name["sr"] = (cases[1], sr)
+    return seen_by_name
 
 
 def _pmap(seen: dict[str, Any]) -> dict[str, Any]:
     (pmap,) = [d for d in seen["state"]["displaySets"] if d["modality"] == "PMAP"]
     return pmap
+
+
+def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
+    """OHIF draws each evidence region over the source (SR showed "Measurements (0)" before).
+
+    A measurement group without a SCOORD made OHIF's SR viewport fail ("Something went
+    wrong", nothing drawn): the image-level group shares the first region's tracking UID.
+    """
+    case, seen = viewer["sr"]
+    assert not seen["notifications"], seen["notifications"]
+    assert not seen["pageErrors"], seen["pageErrors"]
+    (sr,) = [d for d in seen["state"]["displaySets"] if d["modality"] == "SR"]
+    measurements = sr.get("measurements", [])
+    regions = [m for m in measurements if m["graphicType"] == "POLYLINE"]
+    assert regions and len(regions) == len(measurements), json.dumps(seen, indent=1)[:4000]
+    # the SR viewport draws the source image (and the regions over it)
+    drawn = [a for v in seen["state"]["viewports"] for a in v["actors"]]
+    assert any(case.source.SOPInstanceUID in str(a) for a in drawn), seen["state"]["viewports"]
+    for region in regions:
+        assert region["image"] == case.source.SOPInstanceUID
+        assert region["trackingIdentifier"].startswith("COVID-19 evidence region")
+        labels = {label["label"]: label["value"] for label in region["labels"]}
+        assert labels["Probability"] == "0.83 1"
+        assert labels["Threshold Value"] == "0.50 1"
 
 
 @pytest.mark.parametrize("name", ["nema-cr", "nema-cr-imager-spacing"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the viewer test needs from npm, when missing: Playwright's driver (`npm ci` from
-# package-lock.json) and the prebuilt OHIF viewer (`@ohif/app`'s dist folder).
+# Install what the viewer tests need from npm, when missing: Playwright's driver and dcmjs
+# (`npm ci` from package-lock.json) and the prebuilt OHIF viewer (`@ohif/app`'s dist folder).
 #
 # Why OHIF is not a dependency in package.json: @ohif/app 3.13.2 declares dependencies on
 # @ohif/i18n@3.13.2 and @ohif/ui@3.13.2, which the registry does not have, so npm cannot resolve
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v npm >/dev/null || { echo "npm is missing (scripts/test-services.sh installs it)" >&2; exit 1; }
-if [ ! -d node_modules/playwright-core ]; then
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/dcmjs ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 spec=$(node -p 'require("./package.json").ohif.package')

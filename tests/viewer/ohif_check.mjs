@@ -14,7 +14,8 @@
 // the shown series has loaded (a map) or is drawn (an image), or the time is up. It prints one
 // JSON object with, per check: page errors, console errors, failed requests, OHIF's
 // notifications, the display sets with their load state and, for a Parametric Map, the geometry
-// and value range of the volume OHIF made of it and of the volume of its source.
+// and value range of the volume OHIF made of it and of the volume of its source; for an SR, the
+// measurements OHIF's SR handler made of it (labels, graphic type, referenced image).
 
 import { readFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
@@ -150,6 +151,17 @@ function inspect() {
       loading: Boolean(ds.loading),
       loaded: Boolean(ds.isLoaded),
     };
+    if (ds.Modality === 'SR') {
+      // What OHIF's SR handler made of the report: one entry per displayable measurement group.
+      out.measurements = (ds.measurements ?? []).map((m) => ({
+        trackingIdentifier: m.TrackingIdentifier ?? null,
+        labels: m.labels ?? [],
+        graphicType: m.graphicType ?? m.coords?.[0]?.GraphicType ?? null,
+        points: m.pointsLength ?? null,
+        image: m.coords?.[0]?.ReferencedSOPSequence?.ReferencedSOPInstanceUID
+          ?? m.coords?.[0]?.ReferencedSOPSequence?.[0]?.ReferencedSOPInstanceUID ?? null,
+      }));
+    }
     if (ds.Modality === 'PMAP') {
       out.volume = volume(ds.displaySetInstanceUID);
       try {
@@ -210,7 +222,12 @@ async function openStudy(browser, origin, check, timeout) {
       const shown = state.ready ? state.displaySets.filter((d) => d.series === check.series) : [];
       // A map has loaded when OHIF says so; another image when a viewport draws something.
       const drawn = state.ready && state.viewports.some((v) => v.actors.length > 0);
-      const settled = shown.length > 0 && shown.every((d) => (d.modality === 'PMAP' ? d.loaded : drawn));
+      const done = (d) => {
+        if (d.modality === 'PMAP') return d.loaded;
+        if (d.modality === 'SR') return drawn && (d.measurements ?? []).length > 0;
+        return drawn;
+      };
+      const settled = shown.length > 0 && shown.every(done);
       const failed = out.pageErrors.length > 0 || out.notifications.some((n) => /error/i.test(n));
       if (settled || failed || Date.now() > deadline) break;
       await page.waitForTimeout(500);

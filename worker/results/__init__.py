@@ -1,4 +1,5 @@
-"""Result objects of an analysis, built with highdicom: TID 1500 SR, overlay SC, Parametric Map.
+"""Result objects of an analysis, built with highdicom: TID 1500 SR, overlay SC, Parametric Map
+and Grayscale Softcopy Presentation State.
 
 ``build_results`` is the entry point for the worker; ``build_rejection_sr`` makes the
 "not analysed: reason" SR for instances the input gate rejected. ``docs/result-objects.md``

@@ -1,7 +1,8 @@
-"""``build_results``: the SR, the overlay SC and the Parametric Map for one analysed image.
+"""``build_results``: the SR, the overlay SC, the Parametric Map and the presentation state.
 
-Pure: datasets in, datasets out, nothing written or sent. The SC and the map are built first
-because the SR references them.
+Pure: datasets in, datasets out, nothing written or sent. The evidence regions are computed
+once and drawn by all (SR regions, SC outlines, GSPS graphics). The SC and the map are built
+first because the SR references them.
 """
 
 from __future__ import annotations
@@ -13,27 +14,61 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.evidence import evidence_regions
+from worker.results.gsps import build_presentation_state
 from worker.results.pmap import build_parametric_map
 from worker.results.sc import build_overlay_sc
 from worker.results.sr import build_report_sr, check_probability
 from worker.results.uids import ResultUIDs
 from worker.results.verdict import DomainResult
 
-DEFAULT_SERIES_NUMBERS = (9001, 9002, 9003)
-"""Series Numbers of the SR, the SC and the map (high, to sort after acquired series)."""
+DEFAULT_SERIES_NUMBERS = (9001, 9002, 9003, 9004)
+"""Series Numbers of the SR, the SC, the map and the GSPS (high, to sort after acquired series).
+
+Several sources of one study (a PA and an AP film) get results with the same numbers; their
+Series Descriptions name the source (:func:`source_label`) so a reader can tell them apart."""
 
 
 @dataclass(frozen=True)
 class ResultObjects:
-    """The three result datasets, ready to write (``dcmwrite``) or send."""
+    """The four result datasets, ready to write (``dcmwrite``) or send."""
 
     sr: Dataset
     sc: Dataset
     pmap: Dataset
+    gsps: Dataset
+
+    def items(self) -> list[tuple[str, Dataset]]:
+        """(kind, dataset) in sending order: SC, PM, GSPS, then the SR that references them."""
+        return [("sc", self.sc), ("pm", self.pmap), ("pr", self.gsps), ("sr", self.sr)]
 
     def __iter__(self) -> Iterator[Dataset]:
         """SR last, so a receiver never holds a report whose references are missing."""
-        return iter((self.sc, self.pmap, self.sr))
+        return iter(ds for _, ds in self.items())
+
+
+def source_label(source: Dataset) -> str:
+    """What tells the source apart within its study: view, series (s) and instance (i) number."""
+    parts = [
+        str(source.get("ViewPosition") or "").strip(),
+        f"s{source.SeriesNumber}" if source.get("SeriesNumber") not in (None, "") else "",
+        f"i{source.InstanceNumber}" if source.get("InstanceNumber") not in (None, "") else "",
+    ]
+    return " ".join(p for p in parts if p)
+
+
+def _describe(ds: Dataset, source: Dataset) -> None:
+    """Name the source in the Series Description (LO, 64 characters), keeping the caution:
+    ``COVID-19 overlay (AP s3 i2): research use only`` (the longer caution where it fits; the
+    SC's burned-in caption and Derivation Description keep "not for diagnostic use")."""
+    label = source_label(source)
+    if label:
+        kind = str(ds.SeriesDescription).split(":")[0]
+        for caution in ("research use only, not for diagnostic use", "research use only"):
+            description = f"{kind} ({label}): {caution}"
+            if len(description) <= 64:
+                break
+        ds.SeriesDescription = description[:64]
 
 
 def build_results(
@@ -46,10 +81,10 @@ def build_results(
     algorithm: AlgorithmInfo,
     previous_sr: Dataset | None = None,
     uids: ResultUIDs | None = None,
-    series_numbers: tuple[int, int, int] = DEFAULT_SERIES_NUMBERS,
+    series_numbers: tuple[int, int, int, int] = DEFAULT_SERIES_NUMBERS,
     domain: DomainResult | None = None,
 ) -> ResultObjects:
-    """Build SR, SC and Parametric Map for ``source`` (same patient and study, new series).
+    """Build SR, SC, Parametric Map and GSPS for ``source`` (same patient and study, new series).
 
     ``heatmap`` is a float map on the source grid (Rows x Columns); ``display_image`` the
     source's pixels as MONOCHROME2 floats in [0, 1] on the same grid. ``uids`` defaults to
@@ -61,7 +96,8 @@ def build_results(
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
     uids = uids or ResultUIDs.generate()
-    sr_number, sc_number, pm_number = series_numbers
+    regions = evidence_regions(np.asarray(heatmap, dtype=np.float32))
+    sr_number, sc_number, pm_number, pr_number = series_numbers
     sc = build_overlay_sc(
         source,
         display_image=display_image,
@@ -73,6 +109,7 @@ def build_results(
         sop_instance_uid=uids.sc_instance,
         series_number=sc_number,
         domain=domain,
+        regions=regions,
     )
     pmap = build_parametric_map(
         source,
@@ -81,6 +118,17 @@ def build_results(
         series_instance_uid=uids.pm_series,
         sop_instance_uid=uids.pm_instance,
         series_number=pm_number,
+    )
+    gsps = build_presentation_state(
+        source,
+        regions=regions,
+        probability=probability,
+        threshold=threshold,
+        algorithm=algorithm,
+        series_instance_uid=uids.pr_series,
+        sop_instance_uid=uids.pr_instance,
+        series_number=pr_number,
+        domain=domain,
     )
     sr = build_report_sr(
         source,
@@ -94,5 +142,8 @@ def build_results(
         series_number=sr_number,
         previous_sr=previous_sr,
         domain=domain,
+        regions=regions,
     )
-    return ResultObjects(sr=sr, sc=sc, pmap=pmap)
+    for ds in (sc, pmap, gsps, sr):
+        _describe(ds, source)
+    return ResultObjects(sr=sr, sc=sc, pmap=pmap, gsps=gsps)

@@ -28,8 +28,15 @@ THRESHOLD = codes.DCM.ThresholdValue
 UNITLESS = codes.UCUM.NoUnits
 """UCUM "1" (no units): unit of the probability, the threshold and the heatmap values."""
 
-PLAIN_CHEST_XRAY = Code("399208008", "SCT", "Plain chest X-ray")
-"""Procedure reported in the SR (TID 1500 row 4)."""
+PROCEDURE_REPORTED = codes.cid100.XRUnspecifiedBodyRegion
+"""LN 43468-8 "XR unspecified body region": Procedure reported in the SR (TID 1500 row 4).
+
+TID 1500 draws the procedure from CID 100 "Quantitative Diagnostic Imaging Procedures"; its
+only projection radiography member is this one (SCT 399208008 "Plain chest X-ray", used
+before, is not in CID 100). The body part is stated by the source's Body Part Examined."""
+
+IMAGE_REGION_TRACKING = "COVID-19 evidence region"
+"""Tracking identifier prefix of the SR's TID 1410 groups (``... 1``, ``... 2``)."""
 
 SALIENCY = codes.DCM.Saliency
 """DCM 130404 Saliency (CID 7180): quantity of the Parametric Map (occlusion sensitivity)."""

@@ -6,6 +6,10 @@ chest CR) raises AttributeError, and dropping the library would lose the image's
 description. TID 1603 makes those rows conditional on the image having them, so this module
 gives highdicom's descriptor template exactly what the image has: orientation when present,
 spacing from Imager Pixel Spacing or (a positive) Pixel Spacing, nothing invented.
+
+highdicom also codes the entry's Modality from the SOP Class (a Secondary Capture becomes OT),
+while TID 1602 row 1 is the image's Modality (0008,0060): the NIH radiograph is a Secondary
+Capture whose Modality is DX. :func:`acquisition_modality` codes the attribute (CID 29).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from highdicom.sr import (
 )
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from worker.results import codes as our_codes
 
@@ -36,8 +41,20 @@ def _spacing(image: Dataset) -> tuple[float, float] | None:
     return None
 
 
+def acquisition_modality(image: Dataset) -> Code | None:
+    """The image's Modality attribute as a CID 29 code, or None when it has none listed."""
+    modality = str(image.get("Modality") or "")
+    return next((code for code in codes.cid29.concepts.values() if code.value == modality), None)
+
+
 class ProjectionImageDescriptors(hd.sr.ImageLibraryEntryDescriptors):
     """TID 1602 descriptors, with TID 1603 rows only for what a radiograph actually states."""
+
+    def __init__(self, image: Dataset) -> None:
+        super().__init__(image)
+        modality = acquisition_modality(image)
+        if modality is not None:  # row 1 from the attribute, not from the SOP Class
+            self[0].ConceptCodeSequence = [hd.sr.CodedConcept.from_code(modality)]
 
     def _generate_projection_radiography_descriptors(
         self, dataset: Dataset

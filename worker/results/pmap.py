@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid
 
 from worker.results import codes
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.derivation import carry_lossy_compression, set_device_uid
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 
 SERIES_DESCRIPTION = "COVID-19 map: research use only, not for diagnostic use"
@@ -185,4 +186,6 @@ def build_parametric_map(
     )
     copy_identity(source, pm)
     pm.BodyPartExamined = str(source.get("BodyPartExamined") or "CHEST")
+    carry_lossy_compression(source, pm)
+    set_device_uid(pm, algorithm)
     return pm

@@ -4,10 +4,16 @@ Content tree (``docs/result-objects.md`` has the table)::
 
     Imaging Measurement Report
       language, device observer (TID 1004: UID, name, manufacturer, model, version as serial)
-      procedure reported: Plain chest X-ray
-      Image Library: the source radiograph and its descriptors
+      procedure reported: XR unspecified body region (CID 100)
+      Image Library: the source radiograph and its descriptors (Modality from the source)
       Imaging Measurements
-        Measurement Group (TID 1501)
+        Measurement Group (TID 1410), one per region of strongest evidence (up to 3)
+          tracking identifier "COVID-19 evidence region k" + tracking UID, finding type COVID-19
+          SCOORD Image Region = POLYLINE contour, SELECTED FROM the radiograph
+          algorithm identification (TID 4019)
+          NUM Probability, NUM Threshold Value
+          CODE COVID-19 = Present | Absent | Indeterminate (+ TEXT reason), as below
+        Measurement Group (TID 1501): the image-level finding
           tracking identifier + tracking UID, finding type COVID-19
           algorithm identification (TID 4019: name, version, parameters)
           IMAGE Source of Measurement = the radiograph
@@ -18,6 +24,12 @@ Content tree (``docs/result-objects.md`` has the table)::
           IMAGE Best illustration of finding = the overlay Secondary Capture
           IMAGE Illustration of Finding = the Parametric Map
 
+The TID 1410 groups are what viewers display: OHIF (dcmjs) shows a measurement group only when
+it holds a SCOORD that references an image, and labels it with the group's Finding (the finding
+type, COVID-19) and its NUM items. With no positive evidence at all, the one region is the
+image's outline, so the verdict is still shown on the image. The regions are those of
+:mod:`worker.results.evidence`, the same ones the overlay and the presentation state draw.
+
 All referenced instances (source, SC, PM) are listed as evidence; a previous SR for the same
 source (an earlier model version) is referenced as a predecessor document.
 """
@@ -25,8 +37,10 @@ source (an earlier model version) is referenced as a predecessor document.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import highdicom as hd
+import numpy as np
 from highdicom.sr import ImageContentItem, RelationshipTypeValues, TextContentItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
@@ -34,6 +48,7 @@ from pydicom.uid import generate_uid
 
 from worker.results import codes
 from worker.results.algorithm import AlgorithmInfo
+from worker.results.evidence import EvidenceRegion, image_outline
 from worker.results.identity import copy_identity, header_only, without_identifier_warnings
 from worker.results.library import insert_image_library
 from worker.results.verdict import DomainResult, indeterminate, verdict_code
@@ -128,15 +143,7 @@ def measurement_group(
         finding_type=codes.COVID19,
         algorithm_id=algorithm_id,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        measurements=[
-            hd.sr.Measurement(
-                name=codes.PROBABILITY,
-                value=probability,
-                unit=codes.UNITLESS,
-                algorithm_id=algorithm_id,
-            ),
-            hd.sr.Measurement(name=codes.THRESHOLD, value=threshold, unit=codes.UNITLESS),
-        ],
+        measurements=_measurements(probability, threshold, algorithm_id),
         qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
     )
     # SEPARATE: the items are distinct statements; rendered CONTINUOUS (highdicom's default),
@@ -157,6 +164,72 @@ def measurement_group(
     return group
 
 
+def _measurements(
+    probability: float, threshold: float, algorithm_id: hd.sr.AlgorithmIdentification
+) -> list[hd.sr.Measurement]:
+    return [
+        hd.sr.Measurement(
+            name=codes.PROBABILITY,
+            value=probability,
+            unit=codes.UNITLESS,
+            algorithm_id=algorithm_id,
+        ),
+        hd.sr.Measurement(name=codes.THRESHOLD, value=threshold, unit=codes.UNITLESS),
+    ]
+
+
+def region_groups(
+    source: Dataset,
+    regions: Sequence[EvidenceRegion],
+    *,
+    probability: float,
+    threshold: float,
+    algorithm: AlgorithmInfo,
+    sop_instance_uid: str,
+    domain: DomainResult | None = None,
+    first_tracking_uid: str | None = None,
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """TID 1410 groups, one per evidence region: contour, finding, verdict, probability.
+
+    Without regions (no positive evidence), one group whose region is the image's outline.
+    ``first_tracking_uid``: the Tracking Unique Identifier of the first region, the one of the
+    image-level group (same finding), so that OHIF merges that group into the region.
+    """
+    outlines = [region.points for region in regions] or [
+        image_outline((int(source.Rows), int(source.Columns)))
+    ]
+    frames = [1] if int(source.get("NumberOfFrames") or 1) > 1 else None
+    algorithm_id = algorithm_identification(algorithm)
+    groups = []
+    for number, points in enumerate(outlines, start=1):
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=(
+                    first_tracking_uid
+                    if number == 1 and first_tracking_uid
+                    else generate_uid(entropy_srcs=[sop_instance_uid, "region", str(number)])
+                ),
+                identifier=f"{codes.IMAGE_REGION_TRACKING} {number}",
+            ),
+            referenced_region=hd.sr.ImageRegion(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                graphic_data=np.round(np.asarray(points, dtype=np.float64), 2),
+                source_image=hd.sr.SourceImageForRegion(
+                    referenced_sop_class_uid=source.SOPClassUID,
+                    referenced_sop_instance_uid=source.SOPInstanceUID,
+                    referenced_frame_numbers=frames,
+                ),
+            ),
+            finding_type=codes.COVID19,
+            algorithm_id=algorithm_id,
+            measurements=_measurements(probability, threshold, algorithm_id),
+            qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
+        )
+        group[0].ContinuityOfContent = "SEPARATE"
+        groups.append(group)
+    return groups
+
+
 @without_identifier_warnings
 def build_report_sr(
     source: Dataset,
@@ -172,29 +245,47 @@ def build_report_sr(
     instance_number: int = 1,
     previous_sr: Dataset | None = None,
     domain: DomainResult | None = None,
+    regions: Sequence[EvidenceRegion] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """The TID 1500 SR for ``source`` referencing the overlay ``sc`` and the map ``pm``.
 
     ``domain``: the model's domain check of the image; when it failed, the finding is coded
-    Indeterminate with the reason (the probability is still reported).
+    Indeterminate with the reason (the probability is still reported). ``regions``: the
+    evidence regions (:func:`worker.results.evidence.evidence_regions`) the SR outlines.
     """
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
     header = header_only(source)
+    # One finding, one Tracking Unique Identifier: the image-level group and the first region.
+    # OHIF merges groups by this UID; a group of its own without a SCOORD breaks OHIF 3.13's SR
+    # viewport ("Something went wrong", nothing drawn), merged into the region it is drawn.
+    tracking_uid = generate_uid(entropy_srcs=[sop_instance_uid, "tracking"])
     group = measurement_group(
         header,
         probability=probability,
         threshold=threshold,
         algorithm=algorithm,
-        tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
+        tracking_uid=tracking_uid,
         sc=sc,
         pm=pm,
         domain=domain,
     )
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(algorithm),
-        procedure_reported=codes.PLAIN_CHEST_XRAY,
-        imaging_measurements=[group],
+        procedure_reported=codes.PROCEDURE_REPORTED,
+        imaging_measurements=[
+            *region_groups(
+                header,
+                regions,
+                probability=probability,
+                threshold=threshold,
+                algorithm=algorithm,
+                sop_instance_uid=sop_instance_uid,
+                domain=domain,
+                first_tracking_uid=tracking_uid,
+            ),
+            group,
+        ],
     )
     insert_image_library(report, header)
     evidence = [header] + [header_only(obj) for obj in (sc, pm) if obj is not None]

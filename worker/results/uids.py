@@ -17,7 +17,7 @@ from common.uids import is_valid_uid
 
 @dataclass(frozen=True)
 class ResultUIDs:
-    """Series and SOP Instance UIDs of the SR, the SC and the Parametric Map."""
+    """Series and SOP Instance UIDs of the SR, the SC, the Parametric Map and the GSPS."""
 
     sr_series: str
     sr_instance: str
@@ -25,6 +25,8 @@ class ResultUIDs:
     sc_instance: str
     pm_series: str
     pm_instance: str
+    pr_series: str
+    pr_instance: str
 
     def __post_init__(self) -> None:
         values = [getattr(self, f.name) for f in fields(self)]
@@ -32,11 +34,11 @@ class ResultUIDs:
             if not is_valid_uid(value, strict=True):
                 raise ValueError(f"ResultUIDs.{f.name} {value!r} is not a valid UID")
         if len(set(values)) != len(values):
-            raise ValueError("ResultUIDs must be six distinct UIDs")
+            raise ValueError("ResultUIDs must be distinct UIDs")
 
     @classmethod
     def generate(cls) -> ResultUIDs:
-        """Six new random UIDs."""
+        """New random UIDs."""
         return cls(**{f.name: generate_uid() for f in fields(cls)})
 
     @classmethod

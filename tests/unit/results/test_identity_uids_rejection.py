@@ -56,9 +56,9 @@ def test_derived_uids_are_stable_per_source_and_version() -> None:
 def test_result_uids_refuse_invalid_or_repeated() -> None:
     uid = generate_uid()
     with pytest.raises(ValueError, match="distinct"):
-        ResultUIDs(*([uid] * 6))
+        ResultUIDs(*([uid] * 8))
     with pytest.raises(ValueError, match="not a valid UID"):
-        ResultUIDs("1.2.03", *(generate_uid() for _ in range(5)))
+        ResultUIDs("1.2.03", *(generate_uid() for _ in range(7)))
 
 
 def test_algorithm_info_validates_and_reads_card() -> None:

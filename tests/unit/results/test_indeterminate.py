@@ -67,8 +67,12 @@ def test_indeterminate_sr_has_the_code_the_reason_and_the_probability(
     assert evaluation.name == codes.COVID19
     assert evaluation.value == codes.INDETERMINATE
     assert (evaluation.value.value, evaluation.value.scheme_designator) == ("82334004", "SCT")
-    # The same, read with pydicom alone: the coded verdict and its TEXT reason.
-    (item,) = _code_items(sr, "COVID-19")
+    # The same, read with pydicom alone: the coded verdict and its TEXT reason, in the image
+    # group and in every region group (TID 1410) alike.
+    items = _code_items(sr, "COVID-19")
+    assert len(items) >= 2
+    assert len({item.ConceptCodeSequence[0].CodeValue for item in items}) == 1
+    item = items[-1]
     concept = item.ConceptCodeSequence[0]
     assert (concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning) == (
         "82334004",
@@ -96,16 +100,17 @@ def test_a_passed_domain_check_leaves_the_finding_alone(
         source, algorithm, heatmap, display_image, probability=probability, domain=PASSED
     ).sr
     assert _evaluation(sr).value == expected
-    (item,) = _code_items(sr, "COVID-19")
-    assert "ContentSequence" not in item  # no reason text
+    for item in _code_items(sr, "COVID-19"):
+        assert "ContentSequence" not in item  # no reason text
 
 
 def test_caption_leads_with_the_verdict_in_words(algorithm: AlgorithmInfo) -> None:
     lines = caption_lines(0.8, 0.42, algorithm, FAILED)
-    assert lines[1] == "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"
-    assert lines[2] == "Deep-COVID 2026.11.1: COVID-19 probability 0.800 (threshold 0.420)"
-    assert caption_lines(0.8, 0.42, algorithm)[1] == "COVID-19 pattern: PRESENT"
-    assert caption_lines(0.1, 0.42, algorithm, PASSED)[1] == "COVID-19 pattern: ABSENT"
+    assert lines[0] == "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"
+    assert lines[1] == "Deep-COVID 2026.11.1: COVID-19 probability 0.800 (threshold 0.420)"
+    assert lines[2] == "RESEARCH USE ONLY - NOT FOR DIAGNOSTIC USE"
+    assert caption_lines(0.8, 0.42, algorithm)[0] == "COVID-19 pattern: PRESENT"
+    assert caption_lines(0.1, 0.42, algorithm, PASSED)[0] == "COVID-19 pattern: ABSENT"
     assert verdict_words(0.42, 0.42, None) == "COVID-19 pattern: PRESENT"
 
 

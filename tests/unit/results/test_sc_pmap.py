@@ -44,7 +44,7 @@ def test_sc_is_rgb_burned_in_research_only(source, algorithm, heatmap, display_i
     assert sc.pixel_array.shape == (*heatmap.shape, 3)
     assert sc.BurnedInAnnotation == "YES"
     assert "research use only" in sc.SeriesDescription
-    assert "not for diagnostic use" in sc.SeriesDescription
+    assert "not for diagnostic use" in sc.DerivationDescription
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert sc.BodyPartExamined == "CHEST"
     assert sc.PatientOrientation == ["L", "F"]
@@ -171,3 +171,18 @@ def test_image_position_is_the_sources_else_the_origin(source) -> None:
     assert image_position(source) == [0.0, 0.0, 0.0]
     source.ImagePositionPatient = [-10.5, 3, 7]
     assert image_position(source) == [-10.5, 3.0, 7.0]
+
+
+def test_overlay_colours_only_the_salient_evidence(heatmap, display_image) -> None:
+    """No wash: away from the hot spot the film stays gray; the spot is coloured and outlined."""
+    from worker.results.evidence import evidence_regions, smooth_evidence
+    from worker.results.sc import CONTOUR_RGB, draw_regions
+
+    rgb = draw_regions(
+        blend(display_image, smooth_evidence(heatmap)), evidence_regions(heatmap)
+    ).astype(int)
+    far = rgb[75:90, 5:20]  # bottom-left, far from the spot at row 30, column 50
+    assert np.all(far[..., 0] == far[..., 1]) and np.all(far[..., 1] == far[..., 2])
+    spot = rgb[28:33, 48:53]
+    assert np.all(spot[..., 0] > spot[..., 2])  # coloured (red/yellow over gray)
+    assert np.all(rgb == CONTOUR_RGB, axis=-1).any()  # the strongest region's contour

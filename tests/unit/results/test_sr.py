@@ -160,4 +160,4 @@ def test_explicit_uids_are_used(source, algorithm, heatmap, display_image) -> No
     )
     assert results.sc.SOPInstanceUID == uids.sc_instance
     assert results.pmap.SeriesInstanceUID == uids.pm_series
-    assert [ds.Modality for ds in results] == ["OT", "OT", "SR"]
+    assert [ds.Modality for ds in results] == ["OT", "OT", "PR", "SR"]

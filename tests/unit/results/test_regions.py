@@ -1,0 +1,110 @@
+"""Evidence regions: contours of the strong positive evidence, and the SR's TID 1410 groups."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from tests.unit.results.conftest import SHAPE
+from worker.results import AlgorithmInfo, build_results, codes
+from worker.results.evidence import evidence_regions, smooth_evidence
+from worker.results.library import image_library
+
+
+def _planar_groups(sr: Dataset) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    return list(report.get_planar_roi_measurement_groups())
+
+
+def test_one_region_around_the_hot_spot(heatmap: np.ndarray) -> None:
+    (region,) = evidence_regions(heatmap)
+    points = region.points
+    assert np.allclose(points[0], points[-1])  # closed
+    centre = points[:-1].mean(axis=0)  # (column, row); the hot spot is at column 50, row 30
+    assert np.allclose(centre, [50.5, 30.5], atol=2.0)
+    assert region.peak == 1.0
+    assert 0.0 < region.area_fraction < 0.3
+
+
+def test_two_separate_spots_make_two_regions_largest_first() -> None:
+    yy, xx = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
+    big = np.exp(-((yy - 25.0) ** 2 + (xx - 20.0) ** 2) / 150.0)
+    small = 0.9 * np.exp(-((yy - 70.0) ** 2 + (xx - 60.0) ** 2) / 60.0)
+    regions = evidence_regions((big + small).astype(np.float32))
+    assert len(regions) == 2
+    assert regions[0].area_fraction > regions[1].area_fraction
+    assert regions[0].points[:, 0].mean() < 40 < regions[1].points[:, 0].mean()
+
+
+def test_no_positive_evidence_no_region() -> None:
+    assert evidence_regions(np.full(SHAPE, -0.1, dtype=np.float32)) == []
+    assert not smooth_evidence(np.zeros(SHAPE, dtype=np.float32)).any()
+
+
+def test_grid_steps_are_smoothed_away() -> None:
+    coarse = np.kron(np.arange(12 * 10, dtype=np.float32).reshape(12, 10), np.ones((8, 8)))
+    smooth = smooth_evidence(coarse)
+    assert float(np.abs(np.diff(smooth, axis=1)).max()) < 0.1  # no jump at the cell borders
+
+
+def _build(source, algorithm, heatmap, display, probability=0.8):
+    return build_results(
+        source,
+        probability=probability,
+        threshold=0.42,
+        heatmap=heatmap,
+        display_image=display,
+        algorithm=algorithm,
+    )
+
+
+def test_sr_region_group_has_contour_finding_verdict_and_probability(
+    source: Dataset, algorithm: AlgorithmInfo, heatmap, display_image
+) -> None:
+    sr = _build(source, algorithm, heatmap, display_image).sr
+    (group,) = _planar_groups(sr)
+    assert group.finding_type == codes.COVID19
+    region = group.roi
+    assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    assert region.value.shape[1] == 2
+    assert np.allclose(region.value[0], region.value[-1])
+    (image,) = [item for item in region.ContentSequence if item.ValueType == "IMAGE"]
+    assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert values == {"Probability": 0.8, "Threshold Value": 0.42}
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.value == codes.PRESENT
+    assert group.tracking_identifier == "COVID-19 evidence region 1"
+
+
+def test_no_evidence_the_region_is_the_image_outline(
+    source: Dataset, algorithm: AlgorithmInfo, display_image
+) -> None:
+    flat = np.full(SHAPE, -0.01, dtype=np.float32)
+    sr = _build(source, algorithm, flat, display_image, probability=0.1).sr
+    (group,) = _planar_groups(sr)
+    points = group.roi.value
+    assert points[:, 0].max() == SHAPE[1] and points[:, 1].max() == SHAPE[0]
+    assert group.get_qualitative_evaluations()[0].value == codes.ABSENT
+
+
+def test_procedure_reported_is_from_cid_100(source, algorithm, heatmap, display_image) -> None:
+    sr = _build(source, algorithm, heatmap, display_image).sr
+    (procedure,) = [
+        item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121058"
+    ]
+    concept = procedure.ConceptCodeSequence[0]
+    assert (concept.CodeValue, concept.CodingSchemeDesignator) == ("43468-8", "LN")
+
+
+def test_library_modality_is_the_source_attribute(source: Dataset) -> None:
+    source.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture, like the NIH file
+    source.Modality = "DX"
+    entry = image_library(source).ContentSequence[0].ContentSequence[0]
+    (modality,) = [
+        item
+        for item in entry.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeMeaning == "Modality"
+    ]
+    assert modality.ConceptCodeSequence[0].CodeValue == "DX"

@@ -1,0 +1,108 @@
+// What OHIF would draw from a TID 1500 SR, read with dcmjs (the DICOM library OHIF uses).
+//
+// Usage: node sr_check.mjs REPORT.dcm  ->  JSON on stdout:
+//   {"groups": [{"trackingIdentifier", "trackingUID", "finding", "evaluation",
+//                "numbers": {name: value}, "textBox": [lines OHIF writes next to the region],
+//                "scoord": {"graphicType", "points": [[x, y], ...], "referencedSOPInstanceUID",
+//                           "referencedFrameNumber"} | null}, ...],
+//    "displayed": [indexes of the groups OHIF displays],
+//    "shown": [the merged groups OHIF makes measurements of, as above],
+//    "withoutRegion": how many merged groups have no SCOORD (OHIF 3.13's SR viewport fails)}
+//
+// OHIF's rule, as in @ohif/extension-cornerstone-dicom-sr 3.13.13 (getSopClassHandlerModule):
+// the Measurement Groups (DCM 125007) of Imaging Measurements (DCM 126010) are merged by their
+// Tracking Unique Identifier (DCM 112040; a group without one is skipped); a group is displayed
+// on an image only when it holds a SCOORD (or SCOORD3D) whose IMAGE child references the image
+// (Referenced SOP Sequence). Groups without one are dropped from the viewport. The text box next
+// to the drawn region lists at most 5 labels, "<label>: <value>": one per NUM item
+// ("<concept meaning>: <value to 2 decimals> <unit code value>") and the Finding Site
+// (SCT 363698007) if any. The group's Finding (DCM 121071) and qualitative evaluations are not
+// in that text in OHIF 3.13.13; they are reported here for the test to check them in the group.
+import { readFileSync } from "node:fs";
+import dcmjs from "dcmjs";
+
+dcmjs.log.setLevel?.("error");
+
+const one = (value) => (Array.isArray(value) ? value[0] : value);
+const many = (value) => (value === undefined ? [] : Array.isArray(value) ? value : [value]);
+const concept = (item) => one(item.ConceptNameCodeSequence) ?? {};
+const is = (item, value, scheme) =>
+  concept(item).CodeValue === value && concept(item).CodingSchemeDesignator === scheme;
+
+function scoordOf(group) {
+  const scoord = many(group.ContentSequence).find(
+    (item) => item.ValueType === "SCOORD" || item.ValueType === "SCOORD3D",
+  );
+  if (!scoord) return null;
+  const image = many(scoord.ContentSequence).find((item) => item.ValueType === "IMAGE");
+  const reference = image && one(image.ReferencedSOPSequence);
+  if (!reference || !reference.ReferencedSOPInstanceUID) return null;
+  const data = many(scoord.GraphicData).map(Number);
+  const points = [];
+  for (let i = 0; i + 1 < data.length; i += 2) points.push([data[i], data[i + 1]]);
+  return {
+    graphicType: scoord.GraphicType,
+    points,
+    referencedSOPInstanceUID: reference.ReferencedSOPInstanceUID,
+    referencedFrameNumber: reference.ReferencedFrameNumber ?? null,
+  };
+}
+
+function describe(group) {
+  const items = many(group.ContentSequence);
+  const finding = items.find((item) => item.ValueType === "CODE" && is(item, "121071", "DCM"));
+  const tracking = items.find((item) => is(item, "112039", "DCM"));
+  const evaluation = items.find(
+    (item) => item.ValueType === "CODE" && is(item, "840539006", "SCT"),
+  );
+  const uid = items.find((item) => item.ValueType === "UIDREF" && is(item, "112040", "DCM"));
+  const numbers = {};
+  const labels = [];
+  for (const item of items.filter((i) => i.ValueType === "NUM")) {
+    const measured = one(item.MeasuredValueSequence);
+    numbers[concept(item).CodeMeaning] = measured ? Number(measured.NumericValue) : null;
+    if (measured) {
+      const unit = one(measured.MeasurementUnitsCodeSequence)?.CodeValue;
+      const value = measured.NumericValue ? Number(measured.NumericValue).toFixed(2) : "";
+      labels.push(`${concept(item).CodeMeaning}: ${value} ${unit}`);
+    }
+  }
+  for (const site of items.filter((item) => is(item, "363698007", "SCT"))) {
+    labels.push(`363698007: ${one(site.ConceptCodeSequence).CodeMeaning}`);
+  }
+  return {
+    trackingIdentifier: tracking?.TextValue ?? null,
+    trackingUID: uid?.UID ?? null,
+    textBox: labels.slice(0, 5),
+    finding: finding ? one(finding.ConceptCodeSequence).CodeMeaning : null,
+    evaluation: evaluation ? one(evaluation.ConceptCodeSequence).CodeMeaning : null,
+    numbers,
+    scoord: scoordOf(group),
+  };
+}
+
+const file = process.argv[2];
+const buffer = readFileSync(file);
+const arrayBuffer = buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength);
+const dicom = dcmjs.data.DicomMessage.readFile(arrayBuffer);
+const report = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dicom.dict);
+const measurements = many(report.ContentSequence).find((item) => is(item, "126010", "DCM"));
+const raw = many(measurements?.ContentSequence).filter((item) => is(item, "125007", "DCM"));
+const groups = raw.map(describe);
+// OHIF's merge: the content of all groups with one Tracking Unique Identifier, in order, the
+// UIDREF once; what it displays and labels is the merged group.
+const merged = new Map();
+for (const group of raw) {
+  const items = many(group.ContentSequence);
+  const uid = items.find((item) => is(item, "112040", "DCM"))?.UID;
+  if (!uid) continue;
+  if (!merged.has(uid)) merged.set(uid, [...items]);
+  else merged.get(uid).push(...items.filter((item) => !is(item, "112040", "DCM")));
+}
+const shown = [...merged.values()].map((items) => describe({ ContentSequence: items }));
+const uids = groups.map((group) => group.trackingUID);
+const displayed = groups
+  .map((group, index) => (group.scoord && group.trackingUID ? index : -1))
+  .filter((index) => index >= 0 && uids.indexOf(uids[index]) === index);
+const withoutRegion = shown.filter((group) => !group.scoord).length;
+process.stdout.write(JSON.stringify({ groups, displayed, shown, withoutRegion }) + "\n");
