@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from models.card import ModelCard
@@ -552,18 +552,7 @@ def save_domain_check(folder: str | Path, fitted: FittedDomainCheck, card: Model
     """
     folder = Path(folder)
     path = folder / fitted.spec.file
-    data = fitted.data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, fitted.data)
     return card.replace(domain_check=fitted.spec.to_dict())
 
 

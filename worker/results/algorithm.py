@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from common.uids import is_valid_uid
 
 DEFAULT_MANUFACTURER = "deepcovid-node"
 DEFAULT_NAME = "Deep-COVID"
+
+
+class Equipment(TypedDict):
+    """General Equipment keyword arguments of highdicom's constructors."""
+
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,15 @@ class AlgorithmInfo:
             raise ValueError(f"AlgorithmInfo.device_uid {self.device_uid!r} is not a valid UID")
         if len(self.model_name) > 64:
             raise ValueError("AlgorithmInfo.model_name must be at most 64 characters (LO)")
+
+    def equipment(self) -> Equipment:
+        """The General Equipment values every result object carries, as highdicom's keyword
+        arguments: the manufacturer, the model name (the architecture) and the version."""
+        return Equipment(
+            manufacturer=self.manufacturer,
+            manufacturer_model_name=self.model_name or self.name,
+            software_versions=self.version,
+        )
 
     @property
     def parameter_strings(self) -> list[str]:

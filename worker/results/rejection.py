@@ -73,12 +73,10 @@ def build_rejection_sr(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
-        manufacturer=algorithm.manufacturer,
+        **algorithm.equipment(),
         is_complete=True,
         is_final=True,
         series_description=SERIES_DESCRIPTION,
-        manufacturer_model_name=algorithm.model_name or algorithm.name,
-        software_versions=algorithm.version,
     )
     copy_identity(source, sr)
     return sr

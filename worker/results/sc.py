@@ -212,12 +212,10 @@ def build_overlay_sc(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
-        manufacturer=algorithm.manufacturer,
+        **algorithm.equipment(),
         patient_orientation=orientation or ("L", "F"),
         transfer_syntax_uid="1.2.840.10008.1.2.1",
         series_description=SERIES_DESCRIPTION,
-        manufacturer_model_name=algorithm.model_name or algorithm.name,
-        software_versions=algorithm.version,
     )
     copy_identity(source, sc)
     # Same pixel grid as the source, so the same orientation; empty (Type 2C) when unknown.

@@ -301,14 +301,12 @@ def build_report_sr(
         series_number=series_number,
         sop_instance_uid=sop_instance_uid,
         instance_number=instance_number,
-        manufacturer=algorithm.manufacturer,
+        **algorithm.equipment(),
         is_complete=True,
         is_final=True,
         is_verified=False,
         previous_versions=[header_only(previous_sr)] if previous_sr is not None else None,
         series_description=SERIES_DESCRIPTION,
-        manufacturer_model_name=algorithm.model_name or algorithm.name,
-        software_versions=algorithm.version,
         device_serial_number=algorithm.version,
     )
     copy_identity(source, sr)
