@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,14 @@ from dicom_node.audit import read_events
 from tests.conftest import REPO, ServiceProcess, free_port
 from tests.integration.cluster import Cluster, make_instances, sop_uid
 from tests.integration.pacs import SmallPacs
+from worker.results import ResultObjects
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "tests" / "browser" / "console.mjs"
 ARTIFACTS = Path(os.environ.get("DEEPCOVID_TEST_ARTIFACTS", REPO / "test-artifacts")) / "console"
+RESULTS = len(fields(ResultObjects))
+"""Result objects per analysed instance (SC, PM, GSPS, SR)."""
 USERS = {"ada": ("admin", "a long admin passphrase"), "vic": ("viewer", "a long viewer passphrase")}
 
 
@@ -60,7 +64,7 @@ def test_console_in_a_browser(
                 capture_output=True,
             )
         file_a, file_b = make_instances(2, tmp_path / "send")
-        pacs.refuse[str(dcmread(file_b, stop_before_pixels=True).StudyInstanceUID)] = 3
+        pacs.refuse[str(dcmread(file_b, stop_before_pixels=True).StudyInstanceUID)] = RESULTS
         cluster.start_node()
         cluster.start_worker()
         shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -75,6 +79,7 @@ def test_console_in_a_browser(
                 "FILE_B": str(file_b),
                 "UID_A": sop_uid(file_a),
                 "UID_B": sop_uid(file_b),
+                "RESULTS": str(RESULTS),
                 "ADMIN_USER": "ada",
                 "ADMIN_PASSWORD": USERS["ada"][1],
                 "VIEWER_USER": "vic",
@@ -97,9 +102,9 @@ def test_console_in_a_browser(
         jobs = cluster.jobs()
         uid_a, uid_b = sop_uid(file_a), sop_uid(file_b)
         assert {jobs[uid_a].state, jobs[uid_b].state} == {"delivered"}
-        # B's three objects: refused once, then delivered once after the re-analysis.
+        # B's objects: refused once, then delivered once after the re-analysis.
         b_objects = [r for r in _results(cluster, jobs[uid_b].id)]
-        assert len(b_objects) == 3 and all(pacs.received[u] == 2 for u in b_objects)
+        assert len(b_objects) == RESULTS and all(pacs.received[u] == 2 for u in b_objects)
         assert all(pacs.received[u] == 1 for u in _results(cluster, jobs[uid_a].id))
         assert "re-analysis requested by ada (console)" in [
             e.message for e in cluster.store.events(jobs[uid_b].id)
