@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from dicom_client.scu import SendResult
 from store.outbox import Outbox
 from tests.conftest import RedisServer, ServiceProcess, wait_for
 from tests.integration.cluster import Cluster, make_instances, metric, sop_uid
+from worker.results import ResultObjects
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +85,7 @@ def assert_all_delivered_once(cluster: Cluster, uids: set[str]) -> None:
     twice = {uid: n for uid, n in received.items() if n > 1}
     assert not twice, f"results received more than once: {twice}"
     assert cluster.orthanc is not None
-    assert cluster.orthanc.instance_count() == 3 * len(uids)
+    assert cluster.orthanc.instance_count() == len(fields(ResultObjects)) * len(uids)
 
 
 def acknowledged(statuses: dict[str, int | None]) -> set[str]:
