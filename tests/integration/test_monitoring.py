@@ -8,12 +8,14 @@ figures have something to count.
 from __future__ import annotations
 
 import subprocess
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RedisServer, ServiceProcess, wait_for
 from tests.integration.cluster import Cluster, make_instances, metric
+from worker.results import ResultObjects
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +71,8 @@ def test_health_and_metrics_follow_the_node(
     assert metric(text, "deepcovid_jobs_total", stage="analysed") == 2
     assert metric(text, "deepcovid_jobs_total", stage="delivered") == 2
     assert metric(text, "deepcovid_jobs_in_state", state="delivered") == 2
-    assert metric(text, "deepcovid_outbox_objects", state="kept") == 6  # SR, SC, PM each
+    results = len(fields(ResultObjects))  # SC, PM, GSPS, SR for each job
+    assert metric(text, "deepcovid_outbox_objects", state="kept") == 2 * results
     assert metric(text, "deepcovid_outbox_pending") == 0
     for stage in ("queue", "analysis", "build", "delivery"):
         assert metric(text, "deepcovid_stage_duration_seconds_count", stage=stage) == 2
