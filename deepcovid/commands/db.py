@@ -67,7 +67,7 @@ def cmd_current(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Purge (or count) the files past retention."""
     from common.atna import get_auditor
-    from store import JobStore
+    from store.existing import open_existing
     from store.lifecycle import purge_expired
 
     settings = get_settings()
@@ -76,7 +76,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print("retention is off (retention_days = 0): nothing to purge; or pass --days N")
         return 0
     report = purge_expired(
-        JobStore(settings.db_url),
+        open_existing(settings.db_url),  # never creates a store: one line when there is none
         retention_days=days,
         spool_dir=settings.spool,
         results_dir=settings.results,

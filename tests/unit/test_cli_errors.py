@@ -110,6 +110,33 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
             ),
         ],
         "demo": [Case(["demo", "--dicom-dir", str(tmp / "nowhere")], "is not a folder", 2)],
+        "db backup": [Case(["db", "backup", str(tmp / "x.bak")], "no job store at", 1)],
+        "db restore": [Case(["db", "restore", str(tmp / "missing.bak")], "cannot read", 1)],
+        "db purge": [Case(["db", "purge", "--days", "1"], "no job store yet", 1)],
+        "jobs reanalyse": [Case(["jobs", "reanalyse", "1.2.3"], "no job store yet", 1)],
+        "jobs resend": [Case(["jobs", "resend", "1.2.3"], "no job store yet", 1)],
+        "jobs retry-failed": [Case(["jobs", "retry-failed"], "no job store yet", 1)],
+        "users list": [
+            Case(
+                ["users", "list"],
+                "the job store cannot be used",
+                1,
+                {"DEEPCOVID_DATABASE_URL": f"postgresql+psycopg://nobody@{closed}/none"},
+            )
+        ],
+        "users add": [Case(["users", "add", "alice", "--role", "boss"], "invalid choice", 2)],
+        "users remove": [
+            Case(
+                ["users", "remove", "nobody"],
+                "the job store cannot be used",
+                1,
+                {"DEEPCOVID_DATABASE_URL": f"postgresql+psycopg://nobody@{closed}/none"},
+            )
+        ],
+        "models fit-domain": [
+            Case(["models", *reg, "fit-domain", "nope"], "no model version 'nope'", 2)
+        ],
+        "fit-domain": [Case(["fit-domain", *reg, "nope"], "no model version 'nope'", 2)],
         "doctor": [
             Case(["doctor"], "FAIL", 1, {"DEEPCOVID_MODEL_REGISTRY_DIR": str(empty)}),
             Case(["doctor"], "invalid settings", 2, {"DEEPCOVID_MIN_FREE_SPACE_MB": "lots"}),
