@@ -187,27 +187,22 @@ class Console:
             return self._login_redirect(request)
         form = await request.form()
         user, role = session.user.name, session.user.role
+        refusal: tuple[str, str, str] | None = None
         if not self.guard.form_ok(request, session, form):
-            self._record(
-                request,
-                "action",
-                "rejected",
-                user=user,
-                role=role,
-                action=action,
-                target=target,
-                reason="missing or wrong CSRF token",
-            )
-            return self._page(
-                request,
-                session,
-                "error.html",
-                403,
-                title="Refused",
-                message="This form has expired or did not come from this console. Reload the "
+            refusal = (
+                "missing or wrong CSRF token",
+                "Refused",
+                "This form has expired or did not come from this console. Reload the "
                 "page and try again.",
             )
-        if not session.user.is_admin:
+        elif not session.user.is_admin:
+            refusal = (
+                "the viewer role may not run actions",
+                "Not allowed",
+                "Only an admin may do this. Ask an admin, or for an admin account.",
+            )
+        if refusal is not None:
+            reason, title, message = refusal
             self._record(
                 request,
                 "action",
@@ -216,16 +211,9 @@ class Console:
                 role=role,
                 action=action,
                 target=target,
-                reason="the viewer role may not run actions",
+                reason=reason,
             )
-            return self._page(
-                request,
-                session,
-                "error.html",
-                403,
-                title="Not allowed",
-                message="Only an admin may do this. Ask an admin, or for an admin account.",
-            )
+            return self._page(request, session, "error.html", 403, title=title, message=message)
         return session, form
 
     # --- login and logout -------------------------------------------------------------------------
