@@ -193,8 +193,10 @@ def _build_and_write(
     outbox: Outbox,
     settings: Settings,
 ) -> list[NewResult]:
-    """Build SR, SC, PM and GSPS (UIDs derived from source + model version) and write them."""
+    """Build SR, SC, PM (setting ``parametric_map``) and GSPS (UIDs derived from source + model
+    version) and write them."""
     from worker.results import AlgorithmInfo, build_results
+    from worker.results.pmap import wants_parametric_map
 
     algorithm = AlgorithmInfo.from_card(
         predictor.card,
@@ -219,8 +221,9 @@ def _build_and_write(
         previous_sr=previous_sr,
         uids=uids,
         domain=result.domain,
+        parametric_map=wants_parametric_map(settings.parametric_map, ds),
     )
-    # Sending order: SC, PM, GSPS, then the SR that references them.
+    # Sending order: SC, PM (unless left out), GSPS, then the SR that references them.
     return [_write(kind, obj, settings) for kind, obj in objects.items()]
 
 

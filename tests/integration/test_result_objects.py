@@ -30,6 +30,7 @@ from pydicom.uid import generate_uid
 from tests.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
 from worker.gate import check
 from worker.results import AlgorithmInfo, build_rejection_sr, build_results, codes
+from worker.results.pmap import wants_parametric_map
 
 pytestmark = pytest.mark.integration
 
@@ -272,6 +273,28 @@ def test_lossy_source_marks_sc_and_pm_lossy(tmp_path: Path) -> None:
         assert ds.LossyImageCompressionMethod == "ISO_15444_1"
         assert ds.DeviceUID == ALGORITHM.device_uid
         path = tmp_path / f"{name}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        output = _run("dciodvfy", path)
+        assert _errors(output) == [], output
+
+
+def test_results_without_the_map_validate(tmp_path: Path) -> None:
+    """Setting ``parametric_map`` leaves the map out (the NEMA CR states no spacing): the SR
+    that no longer references it is still valid, and so is what is sent with it."""
+    source = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    shape = (int(source.Rows), int(source.Columns))
+    results = build_results(
+        source,
+        probability=0.7,
+        threshold=THRESHOLD,
+        heatmap=_heatmap(shape),
+        display_image=_display_image(source),
+        algorithm=ALGORITHM,
+        parametric_map=wants_parametric_map("with_spacing", source),
+    )
+    assert [kind for kind, _ in results.items()] == ["sc", "pr", "sr"]
+    for kind, ds in results.items():
+        path = tmp_path / f"{kind}.dcm"
         ds.save_as(path, enforce_file_format=True)
         output = _run("dciodvfy", path)
         assert _errors(output) == [], output

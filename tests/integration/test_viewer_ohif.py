@@ -14,10 +14,14 @@ Two copies of the NEMA CR are opened:
   that a fixed OHIF shows up here.
 * with an Imager Pixel Spacing stated (0.175 mm, as a CR reader that states its pitch would):
   the map is drawn over the source without any page or console error.
+* as stored again, as a study of its own, its results built with ``parametric_map =
+  with_spacing`` (no map): OHIF cannot draw the source even alone (stack viewport, camera scale
+  NaN), but the study opens without any error and the overlay SC is drawn
+  (``docs/images/ohif-nema-cr-without-map.png``).
 
 Screenshots go to the test's temporary folder, or to ``DEEPCOVID_SCREENSHOT_DIR`` when set
-(``docs/images/ohif-parametric-map.png`` was made that way). About 2.5 minutes on two cores,
-most of it OHIF starting and drawing in software WebGL, once per study.
+(``docs/images/ohif-parametric-map.png`` was made that way). About 3.5 minutes on two shared
+cores, most of it OHIF starting and drawing in software WebGL, once per page (five).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from tests.conftest import REPO, free_port
 from tests.factories import DICOM_DIR
 from tests.integration.orthanc import DICOMWEB_PLUGIN, Orthanc
 from worker.results import AlgorithmInfo, ResultObjects, build_results
+from worker.results.pmap import ParametricMapPolicy, wants_parametric_map
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -79,7 +84,9 @@ def _display_image(ds: Dataset) -> np.ndarray:
     return 1.0 - pixels if ds.PhotometricInterpretation == "MONOCHROME1" else pixels
 
 
-def _case(name: str, source: Dataset, shots: Path) -> Case:
+def _case(
+    name: str, source: Dataset, shots: Path, parametric_map: ParametricMapPolicy = "always"
+) -> Case:
     shape = (int(source.Rows), int(source.Columns))
     heat = _heatmap(shape)
     results = build_results(
@@ -89,6 +96,7 @@ def _case(name: str, source: Dataset, shots: Path) -> Case:
         heatmap=heat,
         display_image=_display_image(source),
         algorithm=ALGORITHM,
+        parametric_map=wants_parametric_map(parametric_map, source),
     )
     return Case(name, source, results, heat, shots / f"ohif-{name}.png")
 
@@ -96,15 +104,21 @@ def _case(name: str, source: Dataset, shots: Path) -> Case:
 IMAGER_SPACING = [0.175, 0.175]
 
 
-def _with_imager_spacing(source: Dataset) -> Dataset:
-    """The NEMA CR stating a detector pitch instead of ``0\\0``, as a study of its own."""
+def _study_copy(source: Dataset, tag: str) -> Dataset:
+    """The NEMA CR as a study of its own (new Study, Series and SOP Instance UIDs)."""
     copy = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
-    del copy.PixelSpacing
-    copy.ImagerPixelSpacing = IMAGER_SPACING
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        uid = generate_uid(entropy_srcs=[str(source[keyword].value), "imager-spacing"])
+        uid = generate_uid(entropy_srcs=[str(source[keyword].value), tag])
         setattr(copy, keyword, uid)
     copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
+    return copy
+
+
+def _with_imager_spacing(source: Dataset) -> Dataset:
+    """The NEMA CR stating a detector pitch instead of ``0\\0``, as a study of its own."""
+    copy = _study_copy(source, "imager-spacing")
+    del copy.PixelSpacing
+    copy.ImagerPixelSpacing = IMAGER_SPACING
     return copy
 
 
@@ -130,6 +144,10 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
         _case("nema-cr", stored, shots),
         _case("nema-cr-imager-spacing", _with_imager_spacing(stored), shots),
     ]
+    # The stored CR (0\0) again, its results built with parametric_map = with_spacing: no map.
+    without_map = _case(
+        "nema-cr-without-map", _study_copy(stored, "without-map"), shots, "with_spacing"
+    )
     # A PACS only: routes nothing anywhere (no modality is called NONE).
     orthanc = Orthanc(
         work / "orthanc",
@@ -139,7 +157,7 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
         dicomweb=True,
     ).start()
     try:
-        for case in cases:
+        for case in (*cases, without_map):
             for i, ds in enumerate((case.source, *case.results)):
                 path = work / f"{case.name}-{i}.dcm"
                 ds.save_as(path, enforce_file_format=True)
@@ -165,6 +183,17 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
                             "series": cases[1].results.sr.SeriesInstanceUID,
                             "screenshot": str(shots / "ohif-sr.png"),
                         }
+                    ]
+                    + [  # the study without a map: its source alone, then its overlay SC
+                        {
+                            "study": without_map.source.StudyInstanceUID,
+                            "series": without_map.source.SeriesInstanceUID,
+                        },
+                        {
+                            "study": without_map.source.StudyInstanceUID,
+                            "series": without_map.results.sc.SeriesInstanceUID,
+                            "screenshot": str(without_map.screenshot),
+                        },
                     ],
                 }
             )
@@ -180,9 +209,12 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
         orthanc.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    *maps, sr = report["checks"]
+    *maps, sr = report["checks"][:-2]
+    source_alone, overlay = report["checks"][-2:]
     seen_by_name = {case.name: (case, seen) for case, seen in zip(cases, maps, strict=True)}
     seen_by_name["sr"] = (cases[1], sr)
+    seen_by_name["nema-cr-source-alone"] = (without_map, source_alone)
+    seen_by_name["nema-cr-without-map"] = (without_map, overlay)
     return seen_by_name
 
 
@@ -264,3 +296,37 @@ def test_zero_spacing_source_is_what_ohif_cannot_draw(viewer) -> None:
     assert pmap["referencedVolume"]["spacing"] == [0, 0, 0]
     assert pmap["volume"]["spacing"] == [0, 0, 0]
     assert any("Error compiling" in e for e in seen["consoleErrors"]), seen["consoleErrors"]
+
+
+def test_ohif_does_not_draw_the_stored_nema_cr_even_alone(viewer) -> None:
+    """Not a matter of the map: OHIF's stack viewport holds the source but cannot scale it.
+
+    With Pixel Spacing ``0\\0`` the camera's parallel scale is NaN, so nothing is drawn (black
+    viewport and thumbnail). No overlay (map, SEG, SR region) can show over it. When this fails
+    because OHIF now draws the source, update docs/result-objects.md.
+    """
+    case, seen = viewer["nema-cr-source-alone"]
+    assert seen["pageErrors"] == [], seen["pageErrors"]
+    (viewport,) = seen["state"]["viewports"]
+    assert viewport["type"] == "stack"
+    assert case.source.SOPInstanceUID in viewport["imageId"]
+    assert viewport["parallelScale"] is None  # NaN
+
+
+def test_without_the_map_ohif_shows_the_stored_nema_cr_results_without_error(viewer) -> None:
+    """``parametric_map = with_spacing``: the study holds what OHIF displays, nothing that fails.
+
+    The overlay SC (its own pixels, the evidence burned in) is drawn; no map is listed.
+    """
+    case, seen = viewer["nema-cr-without-map"]
+    assert case.results.pmap is None
+    assert seen["pageErrors"] == [], seen["pageErrors"]
+    assert seen["consoleErrors"] == [], seen["consoleErrors"]
+    assert not [n for n in seen["notifications"] if "error" in n.lower()], seen["notifications"]
+    shown = {d["modality"] for d in seen["state"]["displaySets"]}
+    assert "PMAP" not in shown and {"CR", "SR"} <= shown, shown
+    (viewport,) = seen["state"]["viewports"]
+    assert viewport["type"] == "stack"
+    assert case.results.sc.SOPInstanceUID in viewport["imageId"]
+    assert viewport["parallelScale"] > 0  # drawn, unlike the source
+    assert case.screenshot.stat().st_size > 10_000

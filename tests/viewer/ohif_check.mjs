@@ -13,9 +13,10 @@
 // playwright-core, opens /viewer?StudyInstanceUIDs=...&initialSeriesInstanceUID=... and waits until
 // the shown series has loaded (a map) or is drawn (an image), or the time is up. It prints one
 // JSON object with, per check: page errors, console errors, failed requests, OHIF's
-// notifications, the display sets with their load state and, for a Parametric Map, the geometry
-// and value range of the volume OHIF made of it and of the volume of its source; for an SR, the
-// measurements OHIF's SR handler made of it (labels, graphic type, referenced image).
+// notifications, the viewports (type, what they hold, camera scale), the display sets with their
+// load state and, for a Parametric Map, the geometry and value range of the volume OHIF made of
+// it and of the volume of its source; for an SR, the measurements OHIF's SR handler made of it
+// (labels, graphic type, referenced image).
 
 import { readFile } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
@@ -182,7 +183,17 @@ function inspect() {
       } catch (e) {
         actors = [String(e)];
       }
-      viewports.push({ id: vp.id, type: vp.type, actors, imageId: vp.getCurrentImageId?.() ?? null });
+      // The camera's parallel scale is NaN (null in JSON) when the image has no usable spacing:
+      // the viewport then draws nothing although it holds the image.
+      let parallelScale = null;
+      try {
+        parallelScale = Number(vp.getCamera().parallelScale);
+      } catch (e) {
+        parallelScale = String(e);
+      }
+      viewports.push({
+        id: vp.id, type: vp.type, actors, imageId: vp.getCurrentImageId?.() ?? null, parallelScale,
+      });
     }
   }
   return { ready: true, displaySets: sets, viewports };

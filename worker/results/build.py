@@ -2,7 +2,8 @@
 
 Pure: datasets in, datasets out, nothing written or sent. The evidence regions are computed
 once and drawn by all (SR regions, SC outlines, GSPS graphics). The SC and the map are built
-first because the SR references them.
+first because the SR references them. The map may be left out (``parametric_map=False``; the
+worker decides with the setting of that name).
 """
 
 from __future__ import annotations
@@ -31,16 +32,18 @@ Series Descriptions name the source (:func:`source_label`) so a reader can tell 
 
 @dataclass(frozen=True)
 class ResultObjects:
-    """The four result datasets, ready to write (``dcmwrite``) or send."""
+    """The result datasets, ready to write (``dcmwrite``) or send: at most four (the fields),
+    three when the Parametric Map was left out (``pmap`` None)."""
 
     sr: Dataset
     sc: Dataset
-    pmap: Dataset
+    pmap: Dataset | None
     gsps: Dataset
 
     def items(self) -> list[tuple[str, Dataset]]:
         """(kind, dataset) in sending order: SC, PM, GSPS, then the SR that references them."""
-        return [("sc", self.sc), ("pm", self.pmap), ("pr", self.gsps), ("sr", self.sr)]
+        ordered = [("sc", self.sc), ("pm", self.pmap), ("pr", self.gsps), ("sr", self.sr)]
+        return [(kind, ds) for kind, ds in ordered if ds is not None]
 
     def __iter__(self) -> Iterator[Dataset]:
         """SR last, so a receiver never holds a report whose references are missing."""
@@ -83,6 +86,7 @@ def build_results(
     uids: ResultUIDs | None = None,
     series_numbers: tuple[int, int, int, int] = DEFAULT_SERIES_NUMBERS,
     domain: DomainResult | None = None,
+    parametric_map: bool = True,
 ) -> ResultObjects:
     """Build SR, SC, Parametric Map and GSPS for ``source`` (same patient and study, new series).
 
@@ -91,7 +95,8 @@ def build_results(
     fresh UIDs; pass :meth:`ResultUIDs.derive` for idempotent re-analysis. ``previous_sr`` (the
     SR of an earlier model version) is referenced as a predecessor document. ``domain`` is the
     model's domain check of the image (None: the model has none); when it failed, SR and
-    caption say *indeterminate*, with the reason.
+    caption say *indeterminate*, with the reason. ``parametric_map=False`` leaves the map out
+    (``pmap`` None); the SR then neither references nor lists it.
     """
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
@@ -111,13 +116,17 @@ def build_results(
         domain=domain,
         regions=regions,
     )
-    pmap = build_parametric_map(
-        source,
-        heatmap=heatmap,
-        algorithm=algorithm,
-        series_instance_uid=uids.pm_series,
-        sop_instance_uid=uids.pm_instance,
-        series_number=pm_number,
+    pmap = (
+        build_parametric_map(
+            source,
+            heatmap=heatmap,
+            algorithm=algorithm,
+            series_instance_uid=uids.pm_series,
+            sop_instance_uid=uids.pm_instance,
+            series_number=pm_number,
+        )
+        if parametric_map
+        else None
     )
     gsps = build_presentation_state(
         source,
@@ -145,5 +154,6 @@ def build_results(
         regions=regions,
     )
     for ds in (sc, pmap, gsps, sr):
-        _describe(ds, source)
+        if ds is not None:
+            _describe(ds, source)
     return ResultObjects(sr=sr, sc=sc, pmap=pmap, gsps=gsps)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import highdicom as hd
 import numpy as np
@@ -86,14 +87,13 @@ def image_position(source: Dataset) -> list[float]:
     return _numbers(source, "ImagePositionPatient", 3) or list(VIEWER_POSITION)
 
 
-def pixel_spacing(source: Dataset) -> list[float]:
-    """Row/column spacing in mm: what the source states, else a nominal 1 mm.
+def stated_pixel_spacing(source: Dataset) -> list[float] | None:
+    """Row/column spacing in mm as the source states it, or None when it states none.
 
     Pixel Spacing first (for a projection image it is already the spacing in the patient
     plane), then Imager Pixel Spacing (at the detector), divided by the Estimated Radiographic
     Magnification Factor when one above 1 is stated - the choices and the correction
     cornerstone3D makes. Values must be positive: the NEMA CR's ``0\\0`` means "unknown".
-    Where nothing usable is stated, 1 mm, cornerstone3D's default for an image without spacing.
     """
     spacing = _numbers(source, "PixelSpacing", 2)
     if spacing is not None and min(spacing) > 0.0:
@@ -104,7 +104,32 @@ def pixel_spacing(source: Dataset) -> list[float]:
         if magnification is not None and magnification[0] > 1.0:
             return [v / magnification[0] for v in imager]
         return imager
-    return [NOMINAL_SPACING_MM, NOMINAL_SPACING_MM]
+    return None
+
+
+def pixel_spacing(source: Dataset) -> list[float]:
+    """Row/column spacing in mm: what the source states (:func:`stated_pixel_spacing`), else a
+    nominal 1 mm, cornerstone3D's default for an image without spacing."""
+    return stated_pixel_spacing(source) or [NOMINAL_SPACING_MM, NOMINAL_SPACING_MM]
+
+
+ParametricMapPolicy = Literal["always", "with_spacing", "never"]
+"""When a Parametric Map is built (setting ``parametric_map``)."""
+
+
+def wants_parametric_map(policy: ParametricMapPolicy, source: Dataset) -> bool:
+    """Whether ``source`` gets a Parametric Map under ``policy``.
+
+    ``with_spacing``: only when the source states a positive spacing. OHIF 3.13 draws the map
+    in a volume viewport built from its own volume of the *source*; without a stated spacing
+    that volume has spacing 0 (``0\\0``) or none, and OHIF draws neither map nor source
+    (``docs/result-objects.md``, "In OHIF").
+    """
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    return stated_pixel_spacing(source) is not None
 
 
 def geometry_view(source: Dataset, frame_of_reference_uid: str) -> Dataset:

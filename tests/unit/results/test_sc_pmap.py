@@ -15,6 +15,7 @@ from worker.results.pmap import (
     image_orientation,
     image_position,
     pixel_spacing,
+    wants_parametric_map,
 )
 from worker.results.sc import blend
 
@@ -186,3 +187,49 @@ def test_overlay_colours_only_the_salient_evidence(heatmap, display_image) -> No
     spot = rgb[28:33, 48:53]
     assert np.all(spot[..., 0] > spot[..., 2])  # coloured (red/yellow over gray)
     assert np.all(rgb == CONTOUR_RGB, axis=-1).any()  # the strongest region's contour
+
+
+@pytest.mark.parametrize(
+    ("spacing", "policy", "wanted"),
+    [
+        ({}, "always", True),
+        ({}, "with_spacing", False),
+        ({"PixelSpacing": [0, 0]}, "with_spacing", False),  # the NEMA CR's "unknown"
+        ({"PixelSpacing": [0.2, 0.2]}, "with_spacing", True),
+        ({"ImagerPixelSpacing": [0.175, 0.175]}, "with_spacing", True),
+        ({"PixelSpacing": [0.2, 0.2]}, "never", False),
+    ],
+)
+def test_setting_decides_whether_a_source_gets_a_map(source, spacing, policy, wanted) -> None:
+    for keyword, value in spacing.items():
+        setattr(source, keyword, value)
+    assert wants_parametric_map(policy, source) is wanted
+
+
+def test_results_without_the_map_leave_it_out_of_sending_and_of_the_sr(
+    source, algorithm, heatmap, display_image
+) -> None:
+    results = build_results(
+        source,
+        probability=0.7,
+        threshold=0.42,
+        heatmap=heatmap,
+        display_image=display_image,
+        algorithm=algorithm,
+        parametric_map=False,
+    )
+    assert results.pmap is None
+    assert [kind for kind, _ in results.items()] == ["sc", "pr", "sr"]
+    assert [ds.SOPClassUID for ds in results] == [
+        results.sc.SOPClassUID,
+        results.gsps.SOPClassUID,
+        results.sr.SOPClassUID,
+    ]
+    listed = {
+        item.ReferencedSOPClassUID
+        for study in results.sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert "1.2.840.10008.5.1.4.1.1.30" not in listed
+    assert results.sc.SOPClassUID in listed

@@ -1,0 +1,54 @@
+"""Setting ``parametric_map``: the worker leaves the map out where the setting says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from common.settings import get_settings
+from store import JobStore
+from store.migrate import upgrade
+from store.outbox import Outbox
+from tests.factories import load_cxr, wrap_pixels
+from worker.pipeline import run_job
+
+pytestmark = pytest.mark.integration
+
+PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
+
+
+def test_with_spacing_leaves_the_map_out_for_a_cr_without_spacing(
+    settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A frontal CR stating no spacing: SC, GSPS and SR reach the outbox, in that order; the
+    SR references no map."""
+    monkeypatch.setenv("DEEPCOVID_PARAMETRIC_MAP", "with_spacing")
+    get_settings.cache_clear()
+    settings = get_settings()
+    upgrade(settings.db_url)
+    store = JobStore(settings.db_url)
+    cr = wrap_pixels(load_cxr("images/covid/figure1__covid__COVID-00001.jpg"))
+    assert "PixelSpacing" not in cr and "ImagerPixelSpacing" not in cr
+    path = tmp_path / "cr.dcm"
+    cr.save_as(path, enforce_file_format=True)
+    job_id = store.record_received(
+        sop_instance_uid=str(cr.SOPInstanceUID),
+        sop_class_uid=str(cr.SOPClassUID),
+        study_instance_uid=str(cr.StudyInstanceUID),
+        series_instance_uid=str(cr.SeriesInstanceUID),
+        transfer_syntax_uid=str(cr.file_meta.TransferSyntaxUID),
+        calling_ae="TEST",
+        spool_path=str(path),
+        sha256="0" * 64,
+        size_bytes=path.stat().st_size,
+    ).job_id
+
+    assert run_job(job_id, store, settings) == "delivered"  # no destination: kept only
+    rows = Outbox(store).for_job(job_id)
+    assert [row.kind for row in rows] == ["sc", "pr", "sr"]
+    assert PARAMETRIC_MAP_STORAGE not in {row.sop_class_uid for row in rows}
+    sr = dcmread(rows[-1].path)
+    referenced = {str(e.value) for e in sr.iterall() if e.keyword == "ReferencedSOPClassUID"}
+    assert PARAMETRIC_MAP_STORAGE not in referenced
