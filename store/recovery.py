@@ -10,7 +10,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from store import JobState, JobStore
+from common.states import LEASED_STATES
+from store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def requeue_unfinished(
     tries again); the jobs stay in the store either way.
     """
     waiting = store.unfinished(stale_after_s=stale_after_s)
-    stuck = store.unfinished(stale_after_s=analysis_lease_s, states=[JobState.ANALYSING])
+    stuck = store.unfinished(stale_after_s=analysis_lease_s, states=LEASED_STATES)
     done = 0
     for job_id in [*waiting, *stuck]:
         try:
