@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from common.states import LEASED_STATES
 from store import JobStore
+from store.outage import UNREACHABLE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def start_reconciler(
     long before); returns an event that stops the loop when set.
     """
     stop = threading.Event()
+    outage = OutageLog(log, "reconciler")
 
     def loop() -> None:
         stale = 0.0  # on start: everything the previous run left waiting
@@ -64,6 +66,9 @@ def start_reconciler(
                 requeue_unfinished(
                     store, enqueue, stale_after_s=stale, analysis_lease_s=analysis_lease_s
                 )
+                outage.succeeded()
+            except UNREACHABLE_ERRORS as exc:  # one line per outage, not a traceback each run
+                outage.failed(exc)
             except Exception:
                 log.exception("reconciler run failed")
             stale = 10 * interval_s
