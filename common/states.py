@@ -23,3 +23,8 @@ FINAL_STATES = frozenset({JobState.DELIVERED, JobState.REJECTED, JobState.FAILED
 
 WAITING_STATES = frozenset({JobState.RECEIVED, JobState.QUEUED})
 """States of a job no worker has claimed yet."""
+
+LEASED_STATES = frozenset({JobState.ANALYSING, JobState.ANALYSED})
+"""States of a job a worker holds under a lease (renewed while it works, until its results are
+built); a lease not renewed in time belongs to a dead or cut-off worker and the job is
+claimed and analysed again."""

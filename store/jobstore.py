@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.states import FINAL_STATES, WAITING_STATES, JobState
+from common.states import FINAL_STATES, LEASED_STATES, WAITING_STATES, JobState
 from store.schema import Job, JobEvent, utcnow
 
 #: Attributes a caller may set on a job together with a state change.
@@ -258,18 +258,19 @@ class JobStore:
         """Atomically take a job for analysis; False if it is not ours to take.
 
         A job can be claimed when it waits (``received``/``queued``) or when a previous
-        claim is older than ``lease_s`` (its worker died mid-task). Finished jobs are never
-        claimed again, so a redelivered or duplicated task message does nothing.
+        claim (``analysing``/``analysed``) is older than ``lease_s``: its worker died, or lost
+        the database, mid-task. Finished jobs are never claimed again, so a redelivered or
+        duplicated task message does nothing.
         """
         cutoff = utcnow() - dt.timedelta(seconds=lease_s)
         waiting = [str(s) for s in WAITING_STATES]
+        leased = [str(s) for s in LEASED_STATES]
         with self.session() as s:
             stmt = (
                 update(Job)
                 .where(Job.id == job_id)
                 .where(
-                    Job.state.in_(waiting)
-                    | ((Job.state == str(JobState.ANALYSING)) & (Job.updated_at <= cutoff))
+                    Job.state.in_(waiting) | (Job.state.in_(leased) & (Job.updated_at <= cutoff))
                 )
                 .values(
                     state=str(JobState.ANALYSING), updated_at=utcnow(), attempts=Job.attempts + 1
@@ -287,7 +288,7 @@ class JobStore:
         with self.session() as s:
             stmt = (
                 update(Job)
-                .where(Job.id == job_id, Job.state == str(JobState.ANALYSING))
+                .where(Job.id == job_id, Job.state.in_([str(s) for s in LEASED_STATES]))
                 .values(updated_at=utcnow())
             )
             return bool(s.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]  # a CursorResult at run time

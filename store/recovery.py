@@ -10,7 +10,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from store import JobState, JobStore
+from common.states import LEASED_STATES
+from store import JobStore
+from store.outage import UNREACHABLE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ def requeue_unfinished(
     tries again); the jobs stay in the store either way.
     """
     waiting = store.unfinished(stale_after_s=stale_after_s)
-    stuck = store.unfinished(stale_after_s=analysis_lease_s, states=[JobState.ANALYSING])
+    stuck = store.unfinished(stale_after_s=analysis_lease_s, states=LEASED_STATES)
     done = 0
     for job_id in [*waiting, *stuck]:
         try:
@@ -55,6 +57,7 @@ def start_reconciler(
     long before); returns an event that stops the loop when set.
     """
     stop = threading.Event()
+    outage = OutageLog(log, "reconciler")
 
     def loop() -> None:
         stale = 0.0  # on start: everything the previous run left waiting
@@ -63,6 +66,9 @@ def start_reconciler(
                 requeue_unfinished(
                     store, enqueue, stale_after_s=stale, analysis_lease_s=analysis_lease_s
                 )
+                outage.succeeded()
+            except UNREACHABLE_ERRORS as exc:  # one line per outage, not a traceback each run
+                outage.failed(exc)
             except Exception:
                 log.exception("reconciler run failed")
             stale = 10 * interval_s

@@ -23,6 +23,7 @@ from common.settings import Settings
 from dicom_client.scu import Destination, Sender
 from dicom_client.tls import destination_context
 from dicom_client.verify import find_instances
+from store.outage import UNREACHABLE_ERRORS, OutageLog
 from store.outbox import Outbox, ResultView
 from store.schema import DeliveryState
 
@@ -222,11 +223,15 @@ def start_dispatcher(
 ) -> threading.Event:
     """Deliver due objects every ``interval_s`` in a daemon thread; set the event to stop."""
     stop = threading.Event()
+    outage = OutageLog(log, "dispatcher")
 
     def loop() -> None:
         while not stop.is_set():
             try:
                 deliver_due(outbox, settings)
+                outage.succeeded()
+            except UNREACHABLE_ERRORS as exc:  # one line per outage, not a traceback a second
+                outage.failed(exc)
             except Exception:
                 log.exception("dispatcher run failed")
             stop.wait(interval_s)

@@ -11,6 +11,7 @@ else ends the job ``failed`` with the reason.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from pathlib import Path
@@ -227,11 +228,36 @@ def _build_and_write(
     return [_write(kind, obj, settings) for kind, obj in objects.items()]
 
 
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Write errors that mean "no room in the results folder": the job fails with that reason."""
+
+
 def _write(kind: str, obj: Dataset, settings: Settings) -> NewResult:
-    """Write one result object durably to the results folder and describe it for the outbox."""
+    """Write one result object durably to the results folder and describe it for the outbox.
+
+    A full results disk fails the job with a reason that says so (no traceback: nothing is
+    wrong with the code); the operator frees space and re-analyses it, which writes the same
+    objects (same UIDs) again.
+    """
     from worker.resultfiles import write_result
 
-    path = write_result(settings.results, obj)
+    try:
+        path = write_result(settings.results, obj)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        code = errno.errorcode.get(exc.errno or 0, "?")
+        log.warning(
+            "results folder %s full: %s %s not written (%s)",
+            settings.results,
+            kind.upper(),
+            obj.SOPInstanceUID,
+            code,
+        )
+        raise JobFailed(
+            f"results folder full: the {kind.upper()} could not be written ({code}); "
+            "free space there, then re-analyse the job"
+        ) from exc
     return NewResult(
         kind=kind,
         sop_instance_uid=str(obj.SOPInstanceUID),

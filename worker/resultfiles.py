@@ -1,7 +1,8 @@
 """Result objects on disk: ``results_dir/<StudyInstanceUID>/<SOPInstanceUID>.dcm``.
 
 Written durably (temp file, fsync, rename) with mode 0600 before they enter the outbox, so the
-outbox never points at a half-written file. The folder is the delivery when no destination is
+outbox never points at a half-written file; a write that fails (a full disk) removes its temp
+file, so nothing half-written is left either. The folder is the delivery when no destination is
 configured.
 """
 
@@ -34,11 +35,15 @@ def write_result(results_dir: Path, ds: Dataset) -> Path:
     ds.save_as(buffer, enforce_file_format=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buffer.getbuffer())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buffer.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())  # a full disk may only show here (delayed allocation)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -76,6 +76,7 @@ class Cluster:
         self.workers: list[ServiceProcess] = []
         self.orthanc: Orthanc | None = None
         self._logs = 0
+        self._store: JobStore | None = None
 
     @property
     def port(self) -> int:
@@ -84,8 +85,13 @@ class Cluster:
 
     @property
     def store(self) -> JobStore:
-        """The node's job store (SQLite in the data folder)."""
-        return JobStore(f"sqlite:///{Path(self.env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}")
+        """The node's job store: ``DEEPCOVID_DATABASE_URL``, else SQLite in the data folder."""
+        if self._store is None:
+            url = self.env.get("DEEPCOVID_DATABASE_URL") or (
+                f"sqlite:///{Path(self.env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}"
+            )
+            self._store = JobStore(url)
+        return self._store
 
     # --- processes ------------------------------------------------------------------------
     def _start(self, args: list[str], extra: dict[str, str] | None = None) -> ServiceProcess:

@@ -1,5 +1,6 @@
-"""The job store on SQLite, in the fast layer: receipts, claims and leases, the state guard,
-re-enqueueing, the outbox settling a job, and the schema agreeing with its migrations.
+"""The job store on SQLite, in the fast layer: receipts, claims and leases (a job left
+``analysed`` included), the state guard, re-enqueueing, the outbox settling a job, and the
+schema agreeing with its migrations.
 
 The same rules run on PostgreSQL in ``tests/integration/test_jobstore.py``.
 """
@@ -95,6 +96,27 @@ def test_requeue_takes_waiting_jobs_and_expired_analyses_only(store: JobStore) -
     sent: list[int] = []
     n = requeue_unfinished(store, sent.append, stale_after_s=30, analysis_lease_s=900)
     assert n == 2 and sorted(sent) == sorted([waiting, dead])
+
+
+def test_a_job_left_analysed_is_retaken_once_its_lease_runs_out(store: JobStore) -> None:
+    # The worker recorded the analysis, then lost the database (or died) before its results
+    # were built: its task retry finds the job claimed; once the lease runs out the job is
+    # claimed and requeued again instead of staying "analysed" for ever.
+    job_id = receive(store, "1.2.3.450")
+    assert store.claim(job_id, lease_s=900)
+    assert store.set_state(job_id, JobState.ANALYSED, expect=[JobState.ANALYSING])
+    assert store.renew(job_id), "the lease is renewed while the results are built"
+    assert not store.claim(job_id, lease_s=900), "a live lease is exclusive"
+    sent: list[int] = []
+    assert requeue_unfinished(store, sent.append, stale_after_s=30, analysis_lease_s=900) == 0
+    age(store, job_id, 1000)
+    assert requeue_unfinished(store, sent.append, stale_after_s=30, analysis_lease_s=900) == 1
+    assert sent == [job_id]
+    assert store.claim(job_id, lease_s=900)
+    job = store.get(job_id)
+    assert job is not None and job.state == JobState.ANALYSING and job.attempts == 2
+    store.set_state(job_id, JobState.RESULTS_BUILT)
+    assert not store.renew(job_id), "the lease ends once the results are built"
 
 
 def test_requeue_stops_at_the_first_broker_failure(store: JobStore) -> None:
