@@ -170,6 +170,27 @@ class Outbox:
                     claimed.append(ResultView.of(row))
         return claimed
 
+    def wake(self, destination: str | None) -> int:
+        """Make every result waiting out a back-off for ``destination`` due now; returns how many.
+
+        Called when a send to ``destination`` has just succeeded: the destination is back, so
+        results that failed while it was down need not wait out the rest of their (doubling)
+        delays, which after a long outage could hold them for minutes more. Only the due time
+        changes: attempts, errors and the claim rules stay as they are, so nothing is sent twice.
+        """
+        now = utcnow()
+        with self.store.session() as s:
+            stmt = (
+                update(ResultObject)
+                .where(
+                    ResultObject.delivery_state == str(DeliveryState.PENDING),
+                    ResultObject.destination == destination,
+                    ResultObject.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
+            return int(s.execute(stmt).rowcount)  # type: ignore[attr-defined]  # a CursorResult at run time
+
     def mark(
         self,
         result_id: int,

@@ -96,6 +96,9 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
             _failed(outbox, settings, row, "stored, but C-FIND does not find it at the destination")
     _audit_sent(settings, destination, ok_rows)
     log.info("delivered %d object(s) to %s", len(ok_rows), destination)
+    woken = outbox.wake(dest_text)
+    if woken:
+        log.info("%s answers again: %d waiting object(s) due now", destination, woken)
     return len(ok_rows) + len(already)
 
 

@@ -107,3 +107,32 @@ def test_a_first_attempt_is_sent_without_asking(
     assert delivery._deliver(outbox, Settings(destination=DEST), DEST, rows) == 3
     assert sorted(FakeSender.sent) == ["/r/0", "/r/1", "/r/2"]
     assert len(calls) == 1, "one C-FIND: the confirmation after sending, none before"
+
+
+def test_a_success_makes_the_results_waiting_for_that_destination_due_again(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage, one object that gets through wakes the others waiting out a back-off."""
+    FakeSender.sent = []
+    monkeypatch.setattr(delivery, "Sender", FakeSender)
+    monkeypatch.setattr(delivery, "find_instances", lambda d, keys, **_: {k[2] for k in keys})
+    settings = Settings(destination=DEST, delivery_backoff_s=300)
+    rows = outbox.claim_due(lease_s=60)
+    first, waiting = rows[0], rows[1:]
+    for row in waiting:  # failed while the destination was down: due in 5 minutes
+        delivery._failed(outbox, settings, row, "connection refused")
+    assert outbox.claim_due(lease_s=60) == [], "nothing due while they wait"
+    assert delivery._deliver(outbox, settings, DEST, [first]) == 1
+    again = outbox.claim_due(lease_s=60)
+    assert sorted(r.sop_instance_uid for r in again) == sorted(r.sop_instance_uid for r in waiting)
+    assert {r.attempts for r in again} == {2}, "attempts are counted as before"
+
+
+def test_a_success_wakes_only_its_own_destination(outbox: Outbox) -> None:
+    rows = outbox.claim_due(lease_s=60)
+    for row in rows:
+        outbox.mark(row.id, delivery.DeliveryState.PENDING, error="down", retry_in_s=300)
+    assert outbox.wake("OTHER@127.0.0.1:11112") == 0
+    assert outbox.claim_due(lease_s=60) == []
+    assert outbox.wake(DEST) == len(rows)
+    assert len(outbox.claim_due(lease_s=60)) == len(rows)
