@@ -71,11 +71,29 @@ def test_sr_region_group_has_contour_finding_verdict_and_probability(
     assert np.allclose(region.value[0], region.value[-1])
     (image,) = [item for item in region.ContentSequence if item.ValueType == "IMAGE"]
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    values = {m.name.meaning: m.value for m in group.get_measurements()}
-    assert values == {"Probability": 0.8, "Threshold Value": 0.42}
+    values = {m.name: m.value for m in group.get_measurements()}
+    assert values == {codes.PATTERN_PROBABILITY: 0.8, codes.THRESHOLD: 0.42}
     (evaluation,) = group.get_qualitative_evaluations()
     assert evaluation.value == codes.PRESENT
     assert group.tracking_identifier == "COVID-19 evidence region 1"
+
+
+def test_region_probability_names_the_finding_in_a_declared_local_scheme(
+    source: Dataset, algorithm: AlgorithmInfo, heatmap, display_image
+) -> None:
+    """Viewers label a region with its NUM concepts (OHIF 3.13): the first one names the
+    finding; its private scheme (PS3.16 ``99...``) is declared in the SR's header."""
+    sr = _build(source, algorithm, heatmap, display_image).sr
+    (group,) = _planar_groups(sr)
+    first = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
+    name = first.ConceptNameCodeSequence[0]
+    assert name.CodeMeaning == "COVID-19 pattern probability"
+    assert name.CodingSchemeDesignator == codes.LOCAL_SCHEME
+    assert len(name.CodeValue) <= 16  # SH
+    assert codes.LOCAL_SCHEME.startswith("99")
+    (scheme,) = sr.CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == codes.LOCAL_SCHEME
+    assert scheme.CodingSchemeName and scheme.CodingSchemeResponsibleOrganization
 
 
 def test_no_evidence_the_region_is_the_image_outline(
