@@ -285,7 +285,7 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
 
     OHIF 3.13.2 labels a TID 1410 region with its NUM items' concept meanings only (not with
     the group's Finding or verdict, which the group holds all the same, checked here): the
-    region's probability NUM is "COVID-19 pattern probability", so the label names the finding.
+    region's probability NUM is "COVID-19 probability", so the label names the finding.
     """
     node = shutil.which("node")
     assert node, "node is missing: scripts/test-services.sh installs it"
@@ -303,7 +303,7 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
     assert seen["withoutRegion"] == 0, seen["shown"]
     shown = seen["shown"]
     assert shown and all(group["scoord"] for group in shown)
-    label = f"COVID-19 pattern probability: {written.probability:.2f} 1"
+    label = f"COVID-19 probability: {written.probability:.2f} 1"
     threshold = f"Threshold Value: {THRESHOLD:.2f} 1"
     # the image-level group's, merged into the first region by their common tracking UID
     image_level = [f"Probability: {written.probability:.2f} 1", threshold]
@@ -315,7 +315,7 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
         # the group states the finding and the verdict (read by consumers of the SR content)
         assert group["finding"] == "COVID-19"
         assert group["evaluation"] == _expected_finding(written.probability)
-        probability = group["numbers"]["COVID-19 pattern probability"]
+        probability = group["numbers"]["COVID-19 probability"]
         assert probability == pytest.approx(written.probability)
         assert group["numbers"]["Threshold Value"] == pytest.approx(THRESHOLD)
         scoord = group["scoord"]

@@ -27,8 +27,8 @@ LOCAL_SCHEME = "99DEEPCOVID"
 the same one the console's audit event codes use, ``common.atna.LOCAL_SCHEME``). The SR
 describes it in its Coding Scheme Identification Sequence."""
 
-PATTERN_PROBABILITY = Code("C19-PATTERN-P", LOCAL_SCHEME, "COVID-19 pattern probability")
-"""("C19-PATTERN-P", 99DEEPCOVID, "COVID-19 pattern probability"): the NUM of the SR's regions.
+COVID19_PROBABILITY = Code("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probability")
+"""("C19-PROBABILITY", 99DEEPCOVID, "COVID-19 probability"): the NUM of the SR's regions.
 
 The same number as :data:`PROBABILITY` in the image-level group, pre-coordinated with what it is
 the probability of, because viewers print a region's NUM items by their concept meaning and

@@ -11,7 +11,7 @@ Content tree (``docs/result-objects.md`` has the table)::
           tracking identifier "COVID-19 evidence region k" + tracking UID, finding type COVID-19
           SCOORD Image Region = POLYLINE contour, SELECTED FROM the radiograph
           algorithm identification (TID 4019)
-          NUM COVID-19 pattern probability (99DEEPCOVID), NUM Threshold Value
+          NUM COVID-19 probability (99DEEPCOVID), NUM Threshold Value
           CODE COVID-19 = Present | Absent | Indeterminate (+ TEXT reason), as below
         Measurement Group (TID 1501): the image-level finding
           tracking identifier + tracking UID, finding type COVID-19
@@ -28,7 +28,7 @@ The TID 1410 groups are what viewers display: OHIF (dcmjs) shows a measurement g
 it holds a SCOORD that references an image, and labels it with the group's NUM items only
 ("<concept meaning>: <value> <unit>"; OHIF 3.13 prints neither the Finding nor the qualitative
 evaluation). So a region's probability NUM names the finding in its concept,
-:data:`codes.PATTERN_PROBABILITY` ("COVID-19 pattern probability", our own coding scheme), where
+:data:`codes.COVID19_PROBABILITY` ("COVID-19 probability", our own coding scheme), where
 the image-level group keeps the standard DCM 122157 Probability. With no positive evidence at
 all, the one region is the image's outline, so the probability is still shown on the image. The
 regions are those of :mod:`worker.results.evidence`, the same ones the overlay and the
@@ -211,7 +211,7 @@ def region_groups(
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """TID 1410 groups, one per evidence region: contour, finding, verdict, probability.
 
-    The probability NUM is :data:`codes.PATTERN_PROBABILITY`, so that a viewer that labels a
+    The probability NUM is :data:`codes.COVID19_PROBABILITY`, so that a viewer that labels a
     region with its NUM items' concept meanings (OHIF) names the finding.
 
     Without regions (no positive evidence), one group whose region is the image's outline.
@@ -246,7 +246,7 @@ def region_groups(
             finding_type=codes.COVID19,
             algorithm_id=algorithm_id,
             measurements=_measurements(
-                probability, threshold, algorithm_id, codes.PATTERN_PROBABILITY
+                probability, threshold, algorithm_id, codes.COVID19_PROBABILITY
             ),
             qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
         )

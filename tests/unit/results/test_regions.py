@@ -72,7 +72,7 @@ def test_sr_region_group_has_contour_finding_verdict_and_probability(
     (image,) = [item for item in region.ContentSequence if item.ValueType == "IMAGE"]
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     values = {m.name: m.value for m in group.get_measurements()}
-    assert values == {codes.PATTERN_PROBABILITY: 0.8, codes.THRESHOLD: 0.42}
+    assert values == {codes.COVID19_PROBABILITY: 0.8, codes.THRESHOLD: 0.42}
     (evaluation,) = group.get_qualitative_evaluations()
     assert evaluation.value == codes.PRESENT
     assert group.tracking_identifier == "COVID-19 evidence region 1"
@@ -87,7 +87,7 @@ def test_region_probability_names_the_finding_in_a_declared_local_scheme(
     (group,) = _planar_groups(sr)
     first = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
     name = first.ConceptNameCodeSequence[0]
-    assert name.CodeMeaning == "COVID-19 pattern probability"
+    assert name.CodeMeaning == "COVID-19 probability"
     assert name.CodingSchemeDesignator == codes.LOCAL_SCHEME
     assert len(name.CodeValue) <= 16  # SH
     assert codes.LOCAL_SCHEME.startswith("99")
