@@ -303,11 +303,12 @@ def test_results_without_the_map_validate(tmp_path: Path) -> None:
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
 
 
-def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> None:
+def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None:
     """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups.
 
-    OHIF 3.13.13 labels a TID 1410 region with its NUM items (probability, threshold), not
-    with the group's Finding or verdict, which the group holds all the same (checked here).
+    OHIF 3.13.2 labels a TID 1410 region with its NUM items' concept meanings only (not with
+    the group's Finding or verdict, which the group holds all the same, checked here): the
+    region's probability NUM is "COVID-19 probability", so the label names the finding.
     """
     node = shutil.which("node")
     assert node, "node is missing: scripts/test-services.sh installs it"
@@ -325,18 +326,20 @@ def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> No
     assert seen["withoutRegion"] == 0, seen["shown"]
     shown = seen["shown"]
     assert shown and all(group["scoord"] for group in shown)
-    numbers = [
-        f"Probability: {written.probability:.2f} 1",
-        f"Threshold Value: {THRESHOLD:.2f} 1",
-    ]
+    label = f"COVID-19 probability: {written.probability:.2f} 1"
+    threshold = f"Threshold Value: {THRESHOLD:.2f} 1"
+    # the image-level group's, merged into the first region by their common tracking UID
+    image_level = [f"Probability: {written.probability:.2f} 1", threshold]
     for index, group in enumerate(shown):
-        # OHIF's text box next to the region: the probability and the threshold (the first
-        # region also carries the image-level group's, merged by their common tracking UID)
-        assert group["textBox"] == (numbers * 2 if index == 0 else numbers)
+        # OHIF's text box next to the region: first the finding's probability, then the
+        # threshold (the first region also the image-level group's standard Probability)
+        assert group["label"] == label
+        assert group["textBox"] == [label, threshold] + (image_level if index == 0 else [])
         # the group states the finding and the verdict (read by consumers of the SR content)
         assert group["finding"] == "COVID-19"
         assert group["evaluation"] == _expected_finding(written.probability)
-        assert group["numbers"]["Probability"] == pytest.approx(written.probability)
+        probability = group["numbers"]["COVID-19 probability"]
+        assert probability == pytest.approx(written.probability)
         assert group["numbers"]["Threshold Value"] == pytest.approx(THRESHOLD)
         scoord = group["scoord"]
         assert scoord["graphicType"] == "POLYLINE"
@@ -352,9 +355,10 @@ def test_ohif_rule_displays_the_regions_with_the_numbers(written: Written) -> No
     assert centre == pytest.approx([0.6, 0.45], abs=0.05)
     # The image-level group stays in the SR, for consumers that read the finding without a
     # region; it shares the first region's tracking UID (one finding).
-    (image_level,) = [g for g in seen["groups"] if g["scoord"] is None]
-    assert image_level["finding"] == "COVID-19"
-    assert image_level["trackingUID"] == seen["groups"][0]["trackingUID"]
+    (image_group,) = [g for g in seen["groups"] if g["scoord"] is None]
+    assert image_group["finding"] == "COVID-19"
+    assert image_group["numbers"]["Probability"] == pytest.approx(written.probability)
+    assert image_group["trackingUID"] == seen["groups"][0]["trackingUID"]
 
 
 @pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])

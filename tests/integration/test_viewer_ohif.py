@@ -242,8 +242,10 @@ def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
     for region in regions:
         assert region["image"] == case.source.SOPInstanceUID
         assert region["trackingIdentifier"].startswith("COVID-19 evidence region")
+        # the text box's first line names the finding: "COVID-19 probability: 0.83 1"
+        first, *_ = region["labels"]
+        assert first == {"label": "COVID-19 probability", "value": "0.83 1"}
         labels = {label["label"]: label["value"] for label in region["labels"]}
-        assert labels["Probability"] == "0.83 1"
         assert labels["Threshold Value"] == "0.50 1"
 
 

@@ -3,21 +3,28 @@
 // Usage: node sr_check.mjs REPORT.dcm  ->  JSON on stdout:
 //   {"groups": [{"trackingIdentifier", "trackingUID", "finding", "evaluation",
 //                "numbers": {name: value}, "textBox": [lines OHIF writes next to the region],
+//                "label": the first of those lines (what names the region on the image),
 //                "scoord": {"graphicType", "points": [[x, y], ...], "referencedSOPInstanceUID",
 //                           "referencedFrameNumber"} | null}, ...],
 //    "displayed": [indexes of the groups OHIF displays],
 //    "shown": [the merged groups OHIF makes measurements of, as above],
 //    "withoutRegion": how many merged groups have no SCOORD (OHIF 3.13's SR viewport fails)}
 //
-// OHIF's rule, as in @ohif/extension-cornerstone-dicom-sr 3.13.13 (getSopClassHandlerModule):
+// OHIF's rule, as in the prebuilt @ohif/app 3.13.2 (tests/viewer/install.sh), bundle
+// dist/7248.bundle.*.js, modules extensions/cornerstone-dicom-sr/src/getSopClassHandlerModule.ts
+// and tools/DICOMSRDisplayTool.ts:
 // the Measurement Groups (DCM 125007) of Imaging Measurements (DCM 126010) are merged by their
-// Tracking Unique Identifier (DCM 112040; a group without one is skipped); a group is displayed
-// on an image only when it holds a SCOORD (or SCOORD3D) whose IMAGE child references the image
-// (Referenced SOP Sequence). Groups without one are dropped from the viewport. The text box next
-// to the drawn region lists at most 5 labels, "<label>: <value>": one per NUM item
-// ("<concept meaning>: <value to 2 decimals> <unit code value>") and the Finding Site
-// (SCT 363698007) if any. The group's Finding (DCM 121071) and qualitative evaluations are not
-// in that text in OHIF 3.13.13; they are reported here for the test to check them in the group.
+// Tracking Unique Identifier (DCM 112040; a group without one makes OHIF throw); a group is
+// displayed on an image only when it holds a SCOORD (or SCOORD3D) whose IMAGE child references
+// the image (Referenced SOP Sequence). Groups without one are dropped from the viewport.
+// _processTID1410Measurement makes the region's labels from the merged group's NUM items, in
+// order ({label: concept CodeMeaning, value: `${NumericValue.toFixed(2)} ${unit CodeValue}`},
+// _getLabelFromMeasuredValueSequence), then the first Finding Site (SCT 363698007:
+// {label: "363698007", value: its CodeMeaning}); DICOMSRDisplayTool's text box is
+// `${_labelToShorthand(label)}: ${value}` for at most 5 labels. Nothing else of the group is
+// read for the text: not the Tracking Identifier, not the Finding (DCM 121071), not the
+// qualitative evaluations, not TEXT items; they are reported here for the test to check them
+// in the group.
 import { readFileSync } from "node:fs";
 import dcmjs from "dcmjs";
 
@@ -28,6 +35,15 @@ const many = (value) => (value === undefined ? [] : Array.isArray(value) ? value
 const concept = (item) => one(item.ConceptNameCodeSequence) ?? {};
 const is = (item, value, scheme) =>
   concept(item).CodeValue === value && concept(item).CodingSchemeDesignator === scheme;
+// DICOMSRDisplayTool's SHORT_HAND_MAP: these labels are printed shortened.
+const SHORT_HAND = {
+  "Short Axis": "W: ",
+  "Long Axis": "L: ",
+  AREA: "Area: ",
+  Length: "",
+  CORNERSTONEFREETEXT: "",
+};
+const shorthand = (label) => SHORT_HAND[label] ?? label;
 
 function scoordOf(group) {
   const scoord = many(group.ContentSequence).find(
@@ -64,16 +80,17 @@ function describe(group) {
     if (measured) {
       const unit = one(measured.MeasurementUnitsCodeSequence)?.CodeValue;
       const value = measured.NumericValue ? Number(measured.NumericValue).toFixed(2) : "";
-      labels.push(`${concept(item).CodeMeaning}: ${value} ${unit}`);
+      labels.push(`${shorthand(concept(item).CodeMeaning)}: ${value} ${unit}`);
     }
   }
-  for (const site of items.filter((item) => is(item, "363698007", "SCT"))) {
-    labels.push(`363698007: ${one(site.ConceptCodeSequence).CodeMeaning}`);
-  }
+  const site = items.find((item) => is(item, "363698007", "SCT"));
+  if (site) labels.push(`${shorthand("363698007")}: ${one(site.ConceptCodeSequence).CodeMeaning}`);
+  const textBox = labels.slice(0, 5);
   return {
     trackingIdentifier: tracking?.TextValue ?? null,
     trackingUID: uid?.UID ?? null,
-    textBox: labels.slice(0, 5),
+    textBox,
+    label: textBox[0] ?? null,
     finding: finding ? one(finding.ConceptCodeSequence).CodeMeaning : null,
     evaluation: evaluation ? one(evaluation.ConceptCodeSequence).CodeMeaning : null,
     numbers,

@@ -22,6 +22,21 @@ ABSENT = codes.SCT.Absent
 PROBABILITY = codes.DCM.Probability
 """DCM 122157 Probability: the model's COVID-19 probability, NUM with unit :data:`UNITLESS`."""
 
+LOCAL_SCHEME = "99DEEPCOVID"
+"""Our own coding scheme, as PS3.16 allows where no standard code exists (designator ``99...``;
+the same one the console's audit event codes use, ``common.atna.LOCAL_SCHEME``). The SR
+describes it in its Coding Scheme Identification Sequence."""
+
+COVID19_PROBABILITY = Code("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probability")
+"""("C19-PROBABILITY", 99DEEPCOVID, "COVID-19 probability"): the NUM of the SR's regions.
+
+The same number as :data:`PROBABILITY` in the image-level group, pre-coordinated with what it is
+the probability of, because viewers print a region's NUM items by their concept meaning and
+nothing else of the group: OHIF 3.13 labels a region "<meaning>: <value> <unit>" from its NUM
+items (and a Finding Site), never from its Finding or qualitative evaluation. No standard code
+names a COVID-19 probability, so the concept is ours; the standard pair (finding type COVID-19,
+DCM 122157 Probability) stays in the image-level group for SR consumers."""
+
 THRESHOLD = codes.DCM.ThresholdValue
 """DCM 122411 Threshold Value: the operating threshold the finding was decided with."""
 

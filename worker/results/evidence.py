@@ -38,6 +38,11 @@ SMOOTHING_FRACTION = 1.0 / 48.0
 """Gaussian sigma as a fraction of the image's shorter side (removes the occlusion grid steps)."""
 MAX_POINTS = 96
 """Contours are thinned to at most this many vertices (enough for a smooth outline)."""
+_MARGIN = 3
+"""Pixels kept around a region's bounding box when it is traced: 2 for the dilation, 1 of zeros
+for the contour to close on. The region's work is done on that box, not on the whole image
+(filling holes and dilating the whole film per region made this the slowest step of building
+the results), with the same outcome."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,11 @@ def _thin(points: np.ndarray) -> np.ndarray:
     return np.vstack([ring, ring[:1]])
 
 
-def _outline(z: np.ndarray) -> np.ndarray | None:
-    """The longest closed contour of ``z`` at the evidence level, in SCOORD coordinates."""
+def _outline(z: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray | None:
+    """The longest closed contour of ``z`` at the evidence level, in SCOORD coordinates.
+
+    ``z`` is the part of an image of ``shape`` (rows, columns) whose top-left pixel is at
+    ``origin`` (row, column); the contour is returned in the image's coordinates."""
     padded = np.pad(z, 1)  # zero border: every contour closes inside the image
     lines = contour_generator(z=padded, line_type=LineType.Separate).lines(EVIDENCE_LEVEL)
     arrays = [np.asarray(line, dtype=np.float64) for line in lines]
@@ -85,10 +93,19 @@ def _outline(z: np.ndarray) -> np.ndarray | None:
     if not closed:
         return None
     outline = max(closed, key=len) - 1.0 + 0.5  # undo the padding; pixel centres at +0.5
-    rows, columns = z.shape
-    outline[:, 0] = np.clip(outline[:, 0], 0.0, columns)
-    outline[:, 1] = np.clip(outline[:, 1], 0.0, rows)
+    rows, columns = shape
+    outline[:, 0] = np.clip(outline[:, 0] + origin[1], 0.0, columns)
+    outline[:, 1] = np.clip(outline[:, 1] + origin[0], 0.0, rows)
     return _thin(outline)
+
+
+def _box(found: tuple[slice, slice], shape: tuple[int, int]) -> tuple[slice, slice]:
+    """A bounding box grown by :data:`_MARGIN` on every side, within the image."""
+    rows, columns = found
+    return (
+        slice(max(0, rows.start - _MARGIN), min(shape[0], rows.stop + _MARGIN)),
+        slice(max(0, columns.start - _MARGIN), min(shape[1], columns.stop + _MARGIN)),
+    )
 
 
 def evidence_regions(heatmap: np.ndarray) -> list[EvidenceRegion]:
@@ -100,25 +117,28 @@ def evidence_regions(heatmap: np.ndarray) -> list[EvidenceRegion]:
         return []
     sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
     order = np.argsort(sizes)[::-1]
+    boxes = ndimage.find_objects(labels)
+    shape = (int(evidence.shape[0]), int(evidence.shape[1]))
     regions: list[EvidenceRegion] = []
     for index in order[:MAX_REGIONS]:
-        component = labels == index + 1
+        box = _box(boxes[index], shape)
+        component = labels[box] == index + 1
         filled = ndimage.binary_fill_holes(component)
         fraction = float(filled.sum()) / evidence.size
         if fraction < MIN_AREA_FRACTION:
             break
         # This component only, holes lifted above the level: its contour is the outer edge.
         near = ndimage.binary_dilation(component, iterations=2)
-        z = np.where(near, evidence, 0.0)
+        z = np.where(near, evidence[box], 0.0)
         z[filled & ~component] = 1.0
-        points = _outline(z)
+        points = _outline(z, (box[0].start, box[1].start), shape)
         if points is None:
             continue
         regions.append(
             EvidenceRegion(
                 points=points,
                 area_fraction=fraction,
-                peak=float(evidence[component].max()),
+                peak=float(evidence[box][component].max()),
             )
         )
     return regions

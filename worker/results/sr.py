@@ -11,7 +11,7 @@ Content tree (``docs/result-objects.md`` has the table)::
           tracking identifier "COVID-19 evidence region k" + tracking UID, finding type COVID-19
           SCOORD Image Region = POLYLINE contour, SELECTED FROM the radiograph
           algorithm identification (TID 4019)
-          NUM Probability, NUM Threshold Value
+          NUM COVID-19 probability (99DEEPCOVID), NUM Threshold Value
           CODE COVID-19 = Present | Absent | Indeterminate (+ TEXT reason), as below
         Measurement Group (TID 1501): the image-level finding
           tracking identifier + tracking UID, finding type COVID-19
@@ -25,10 +25,14 @@ Content tree (``docs/result-objects.md`` has the table)::
           IMAGE Illustration of Finding = the Parametric Map
 
 The TID 1410 groups are what viewers display: OHIF (dcmjs) shows a measurement group only when
-it holds a SCOORD that references an image, and labels it with the group's Finding (the finding
-type, COVID-19) and its NUM items. With no positive evidence at all, the one region is the
-image's outline, so the verdict is still shown on the image. The regions are those of
-:mod:`worker.results.evidence`, the same ones the overlay and the presentation state draw.
+it holds a SCOORD that references an image, and labels it with the group's NUM items only
+("<concept meaning>: <value> <unit>"; OHIF 3.13 prints neither the Finding nor the qualitative
+evaluation). So a region's probability NUM names the finding in its concept,
+:data:`codes.COVID19_PROBABILITY` ("COVID-19 probability", our own coding scheme), where
+the image-level group keeps the standard DCM 122157 Probability. With no positive evidence at
+all, the one region is the image's outline, so the probability is still shown on the image. The
+regions are those of :mod:`worker.results.evidence`, the same ones the overlay and the
+presentation state draw.
 
 All referenced instances (source, SC, PM) are listed as evidence; a previous SR for the same
 source (an earlier model version) is referenced as a predecessor document.
@@ -41,9 +45,11 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import ImageContentItem, RelationshipTypeValues, TextContentItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from worker.results import codes
@@ -55,6 +61,16 @@ from worker.results.verdict import DomainResult, indeterminate, verdict_code
 
 SERIES_DESCRIPTION = "COVID-19 AI report: research use only"
 TRACKING_IDENTIFIER = "COVID-19 classification"
+
+
+def local_coding_scheme() -> CodingSchemeIdentificationItem:
+    """Coding Scheme Identification Sequence item (PS3.3 C.12.1) declaring our own scheme,
+    :data:`codes.LOCAL_SCHEME`, which the regions' probability concept is drawn from."""
+    return CodingSchemeIdentificationItem(
+        designator=codes.LOCAL_SCHEME,
+        name="deepcovid-node local codes",
+        responsible_organization="deepcovid-node",
+    )
 
 
 def check_probability(name: str, value: float) -> float:
@@ -165,11 +181,15 @@ def measurement_group(
 
 
 def _measurements(
-    probability: float, threshold: float, algorithm_id: hd.sr.AlgorithmIdentification
+    probability: float,
+    threshold: float,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+    probability_name: Code = codes.PROBABILITY,
 ) -> list[hd.sr.Measurement]:
+    """NUM probability (first: OHIF's region label starts with it), NUM threshold."""
     return [
         hd.sr.Measurement(
-            name=codes.PROBABILITY,
+            name=probability_name,
             value=probability,
             unit=codes.UNITLESS,
             algorithm_id=algorithm_id,
@@ -190,6 +210,9 @@ def region_groups(
     first_tracking_uid: str | None = None,
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """TID 1410 groups, one per evidence region: contour, finding, verdict, probability.
+
+    The probability NUM is :data:`codes.COVID19_PROBABILITY`, so that a viewer that labels a
+    region with its NUM items' concept meanings (OHIF) names the finding.
 
     Without regions (no positive evidence), one group whose region is the image's outline.
     ``first_tracking_uid``: the Tracking Unique Identifier of the first region, the one of the
@@ -222,7 +245,9 @@ def region_groups(
             ),
             finding_type=codes.COVID19,
             algorithm_id=algorithm_id,
-            measurements=_measurements(probability, threshold, algorithm_id),
+            measurements=_measurements(
+                probability, threshold, algorithm_id, codes.COVID19_PROBABILITY
+            ),
             qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
         )
         group[0].ContinuityOfContent = "SEPARATE"
@@ -308,6 +333,7 @@ def build_report_sr(
         previous_versions=[header_only(previous_sr)] if previous_sr is not None else None,
         series_description=SERIES_DESCRIPTION,
         device_serial_number=algorithm.version,
+        coding_schemes=[local_coding_scheme()],
     )
     copy_identity(source, sr)
     return sr

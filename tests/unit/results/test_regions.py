@@ -71,11 +71,29 @@ def test_sr_region_group_has_contour_finding_verdict_and_probability(
     assert np.allclose(region.value[0], region.value[-1])
     (image,) = [item for item in region.ContentSequence if item.ValueType == "IMAGE"]
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    values = {m.name.meaning: m.value for m in group.get_measurements()}
-    assert values == {"Probability": 0.8, "Threshold Value": 0.42}
+    values = {m.name: m.value for m in group.get_measurements()}
+    assert values == {codes.COVID19_PROBABILITY: 0.8, codes.THRESHOLD: 0.42}
     (evaluation,) = group.get_qualitative_evaluations()
     assert evaluation.value == codes.PRESENT
     assert group.tracking_identifier == "COVID-19 evidence region 1"
+
+
+def test_region_probability_names_the_finding_in_a_declared_local_scheme(
+    source: Dataset, algorithm: AlgorithmInfo, heatmap, display_image
+) -> None:
+    """Viewers label a region with its NUM concepts (OHIF 3.13): the first one names the
+    finding; its private scheme (PS3.16 ``99...``) is declared in the SR's header."""
+    sr = _build(source, algorithm, heatmap, display_image).sr
+    (group,) = _planar_groups(sr)
+    first = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
+    name = first.ConceptNameCodeSequence[0]
+    assert name.CodeMeaning == "COVID-19 probability"
+    assert name.CodingSchemeDesignator == codes.LOCAL_SCHEME
+    assert len(name.CodeValue) <= 16  # SH
+    assert codes.LOCAL_SCHEME.startswith("99")
+    (scheme,) = sr.CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == codes.LOCAL_SCHEME
+    assert scheme.CodingSchemeName and scheme.CodingSchemeResponsibleOrganization
 
 
 def test_no_evidence_the_region_is_the_image_outline(
@@ -108,3 +126,28 @@ def test_library_modality_is_the_source_attribute(source: Dataset) -> None:
         if item.ConceptNameCodeSequence[0].CodeMeaning == "Modality"
     ]
     assert modality.ConceptCodeSequence[0].CodeValue == "DX"
+
+
+def test_regions_at_the_border_and_around_a_hole() -> None:
+    """Each region is traced on its own bounding box: a region cut by the image border is
+    closed along it, a ring's hole is filled (one outer contour), in image coordinates."""
+    yy, xx = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
+    corner = np.exp(-((yy - 0.0) ** 2 + (xx - 0.0) ** 2) / 200.0)
+    radius = np.hypot(yy - 60.0, xx - 60.0)
+    ring = 0.95 * np.exp(-((radius - 14.0) ** 2) / 8.0)
+    regions = evidence_regions((corner + ring).astype(np.float32))
+    assert len(regions) == 2
+    for region in regions:
+        points = region.points
+        assert np.allclose(points[0], points[-1])
+        assert points.min() >= 0.0
+        assert points[:, 0].max() <= SHAPE[1] and points[:, 1].max() <= SHAPE[0]
+    by_centre = sorted(regions, key=lambda region: float(region.points[:-1, 0].mean()))
+    near_corner, around_hole = by_centre
+    # closed along the border: within the first pixel (centre 0.5) of both edges
+    assert near_corner.points[:, 0].min() < 0.5 and near_corner.points[:, 1].min() < 0.5
+    centre = around_hole.points[:-1].mean(axis=0)
+    assert np.allclose(centre, [60.5, 60.5], atol=1.5)
+    # the outer edge only: every vertex is outside the hole
+    distances = np.hypot(*(around_hole.points - 60.5).T)
+    assert distances.min() > 14.0
