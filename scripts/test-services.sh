@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Install (when missing) and start what the test suite talks to: dcmtk, dicom3tools, Orthanc
 # (with its DICOMweb plugin), redis-server, PostgreSQL, and for the browser tests Debian's
-# chromium, Node.js and npm with the npm packages of the console test (playwright-core, root
-# package-lock.json) and of the OHIF viewer test (tests/viewer: playwright-core, the prebuilt
-# viewer). Safe to run again; starts nothing that already runs.
+# chromium, Node.js and npm with the npm packages of the console and OHIF viewer tests
+# (playwright-core, dcmjs, the prebuilt viewer: scripts/install-npm.sh). Safe to run again; starts nothing that already runs.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null || need+=(dcmtk)
@@ -22,12 +21,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-# npm packages of the viewer test (npm ci when node_modules is missing; OHIF's dist once).
-"$(dirname "${BASH_SOURCE[0]}")/../tests/viewer/install.sh"
-# playwright-core for tests/browser/ (it drives the chromium above; it downloads no browser).
-if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+# npm packages of the browser and viewer tests (npm ci when missing or stale; OHIF's dist once).
+"$(dirname "${BASH_SOURCE[0]}")/install-npm.sh"
 # The shared Redis on 127.0.0.1:6379 (tests that kill Redis start their own on a free port).
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   mkdir -p /tmp/deepcovid-redis

@@ -312,7 +312,7 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
     """
     node = shutil.which("node")
     assert node, "node is missing: scripts/test-services.sh installs it"
-    assert (VIEWER_DIR / "node_modules" / "dcmjs").is_dir(), "run tests/viewer/install.sh"
+    assert (VIEWER_DIR.parents[1] / "node_modules" / "dcmjs").is_dir(), "run scripts/install-npm.sh"
     proc = subprocess.run(
         [node, str(VIEWER_DIR / "sr_check.mjs"), str(written.sr)],
         capture_output=True,

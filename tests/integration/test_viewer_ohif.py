@@ -49,7 +49,7 @@ from worker.results.pmap import ParametricMapPolicy, wants_parametric_map
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VIEWER = REPO / "tests" / "viewer"
-OHIF_DIST = VIEWER / "node_modules" / "@ohif" / "app" / "dist"
+OHIF_DIST = REPO / "node_modules" / "@ohif" / "app" / "dist"
 CHROMIUM = "/usr/bin/chromium"
 ALGORITHM = AlgorithmInfo(
     name="Deep-COVID",
@@ -131,7 +131,7 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
             ("chromium", Path(CHROMIUM).exists()),
             ("node", shutil.which("node") is not None),
             ("orthanc-dicomweb", DICOMWEB_PLUGIN.exists()),
-            ("OHIF (tests/viewer/install.sh)", (OHIF_DIST / "index.html").exists()),
+            ("OHIF (scripts/install-npm.sh)", (OHIF_DIST / "index.html").exists()),
         )
         if not ok
     ]

@@ -10,7 +10,7 @@
 //    "shown": [the merged groups OHIF makes measurements of, as above],
 //    "withoutRegion": how many merged groups have no SCOORD (OHIF 3.13's SR viewport fails)}
 //
-// OHIF's rule, as in the prebuilt @ohif/app 3.13.2 (tests/viewer/install.sh), bundle
+// OHIF's rule, as in the prebuilt @ohif/app 3.13.2 (scripts/install-npm.sh), bundle
 // dist/7248.bundle.*.js, modules extensions/cornerstone-dicom-sr/src/getSopClassHandlerModule.ts
 // and tools/DICOMSRDisplayTool.ts:
 // the Measurement Groups (DCM 125007) of Imaging Measurements (DCM 126010) are merged by their
