@@ -38,7 +38,7 @@ def _browser_tools() -> str:
     assert chromium, "chromium is not installed (scripts/test-services.sh installs it)"
     assert shutil.which("node"), "node is not installed (scripts/test-services.sh installs it)"
     assert (REPO / "node_modules" / "playwright-core").is_dir(), (
-        "playwright-core is not installed: scripts/install-npm.sh (scripts/test-services.sh runs it)"
+        "playwright-core is not installed: run scripts/install-npm.sh (test-services.sh does)"
     )
     return chromium
 
