@@ -62,7 +62,12 @@ def monitoring_engine(url: str) -> Engine:
     if url.startswith("postgresql"):
         connect_args = {"connect_timeout": int(CONNECT_TIMEOUT_S)}
     return create_engine(
-        url, pool_pre_ping=True, pool_size=2, max_overflow=2, connect_args=connect_args
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=2,
+        connect_args=connect_args,
+        hide_parameters=True,  # as the job store's engine: no bound values in logged errors
     )
 
 

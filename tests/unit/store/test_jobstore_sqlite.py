@@ -204,3 +204,17 @@ def test_upgrading_a_store_in_use_keeps_its_jobs_events_and_results(tmp_path: Pa
     assert job.accession_number is None
     with store.session() as s:
         assert s.query(ResultObject).count() == 1
+
+
+def test_database_errors_name_no_bound_values(tmp_path: Path) -> None:
+    """An error's text (logged by retries and warnings) carries the SQL, never the values."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from store.jobstore import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    with pytest.raises(SQLAlchemyError) as caught, engine.connect() as conn:
+        conn.execute(text("INSERT INTO no_such_table VALUES (:v)"), {"v": "ACC-SECRET-0042"})
+    assert "no_such_table" in str(caught.value)
+    assert "ACC-SECRET-0042" not in str(caught.value)
