@@ -25,6 +25,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_soak.py --rate 0.3 --stride 16 --out /tmp/soak
     .venv/bin/python benchmarks/bench_soak.py --duration 600 --rate 0.2 --redis --orthanc
+    .venv/bin/python benchmarks/bench_soak.py --replot /tmp/soak/soak.csv   # redraw only
 """
 
 from __future__ import annotations
@@ -142,37 +143,64 @@ def write_csv(path: Path, cols: list[str], rows: list[dict[str, float]]) -> None
         w.writerows(rows)
 
 
-def plot(path: Path, sampler: Sampler, title: str, warmup_s: float) -> None:
-    """One panel per quantity: RSS, open FDs, job store, spool (+ results), against minutes."""
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, float]]]:
+    """The columns and rows of a CSV this bench wrote."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = [{k: float(v) for k, v in row.items()} for row in reader]
+        return list(reader.fieldnames or []), rows
+
+
+def plot(
+    path: Path, cols: list[str], rows: list[dict[str, float]], title: str, warmup_s: float
+) -> None:
+    """One panel per quantity against minutes: RSS (small processes, pool children), open
+    FDs, job store and broker, spool and results, bytes on disk per job, jobs not yet final."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sampler.rows
     minutes = [r["t_s"] / 60 for r in rows]
-    rss_cols = [c for c in sampler.columns() if c.endswith("_rss_mib")]
-    fd_cols = [c for c in sampler.columns() if c.endswith("_fds")]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), dpi=80, sharex=True)
+    rss = [c for c in cols if c.endswith("_rss_mib")]
+    series: dict[str, list[float]] = {c: [r[c] for r in rows] for c in cols}
+    # The job store and spool hold every job received; results, every job delivered.
+    for col, per in (("store", "jobs"), ("spool", "jobs"), ("results", "delivered")):
+        series[f"{col} per job"] = [
+            r[f"{col}_mib"] * 1024 / r[per] if r[per] else float("nan") for r in rows
+        ]
+    series["not final"] = [r["jobs"] - r["final"] for r in rows]
     panels = [
-        (axes[0][0], "resident memory (MiB)", rss_cols),
-        (axes[0][1], "open file descriptors", fd_cols),
-        (axes[1][0], "job store on disk (MiB)", ["store_mib", "broker_mib"]),
-        (axes[1][1], "spool and results (MiB)", ["spool_mib", "results_mib"]),
+        ("resident memory, node and Celery main (MiB)", [c for c in rss if "_pool_" not in c]),
+        ("resident memory, pool children (MiB)", [c for c in rss if "_pool_" in c]),
+        ("open file descriptors", [c for c in cols if c.endswith("_fds")]),
+        ("jobs received, not yet final", ["not final"]),
+        ("job store and broker on disk (MiB)", ["store_mib", "broker_mib"]),
+        ("spool and results on disk (MiB)", ["spool_mib", "results_mib"]),
+        ("on disk per job (KiB)", ["store per job", "spool per job", "results per job"]),
     ]
-    for ax, label, cols in panels:
-        for col in cols:
-            name = col.removesuffix("_rss_mib").removesuffix("_fds").removesuffix("_mib")
-            ax.plot(minutes, [r[col] for r in rows], marker=".", markersize=3, label=name)
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6), dpi=64, sharex=True)
+    flat = [ax for line in axes for ax in line]
+    for ax, (label, names) in zip(flat, panels, strict=False):
+        for name in names:
+            short = name.removesuffix("_rss_mib").removesuffix("_fds").removesuffix("_mib")
+            ax.plot(minutes, series[name], marker=".", markersize=3, label=short)
         ax.axvline(warmup_s / 60, color="grey", linestyle=":", linewidth=1)
         ax.set_title(label, fontsize=10)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    axes[0][0].set_ylim(bottom=0)
-    axes[0][1].set_ylim(bottom=0)
+        ax.legend(fontsize=7, loc="lower right")
+    flat[-1].axis("off")
+    flat[-1].text(
+        0.0,
+        0.5,
+        "dotted line: end of the warm-up;\ngrowth counts after it",
+        fontsize=9,
+        transform=flat[-1].transAxes,
+    )
     for ax in axes[1]:
         ax.set_xlabel("minutes")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -272,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(2)
         end = sampler.sample(time.monotonic() - t0, len(sent))
         write_csv(csv_path, cols, sampler.rows)
-        plot(png_path, sampler, title, args.warmup)
+        plot(png_path, cols, sampler.rows, title, args.warmup)
 
         # --- outcome --------------------------------------------------------------------
         jobs = {j.sop_instance_uid: j for j in store.list(limit=1_000_000)}
@@ -307,10 +335,12 @@ def run(args: argparse.Namespace) -> int:
         for col in cols[5:]:
             print(f"{col:<22} {at_warmup[col]:>11.1f} {end[col]:>10.1f} "
                   f"{slope_per_hour(rows, col, args.warmup):>+14.2f}")  # fmt: skip
-        for col in ("store_mib", "spool_mib", "results_mib"):
-            per = [r[col] / r["jobs"] * 1024 for r in rows if r["jobs"]]
+        for col, of in (("store_mib", "jobs"), ("spool_mib", "jobs"), ("results_mib", "delivered")):
+            per = [r[col] / r[of] * 1024 for r in rows if r[of]]
             if per:
-                print(f"{col} per job (KiB)   first {per[0]:.0f}, last {per[-1]:.0f}")
+                after = [r[col] / r[of] * 1024 for r in rows if r[of] and r["t_s"] >= args.warmup]
+                print(f"{col} per job (KiB)   first {per[0]:.0f}, at warm-up "
+                      f"{after[0] if after else 0:.0f}, last {per[-1]:.0f}")  # fmt: skip
         ok = not missing and refused == 0 and states == Counter({"delivered": len(sent)})
         ok = ok and received_twice == 0 and delivered_twice == 0
         if args.orthanc:
@@ -354,7 +384,16 @@ def main() -> int:
     parser.add_argument("--torch-threads", type=int, default=1, help="per worker process")
     parser.add_argument("--drain-timeout", type=float, default=1800, help="seconds to wait")
     parser.add_argument("--out", help="folder for soak.csv and soak.png (default: work folder)")
+    parser.add_argument("--replot", help="only redraw the plot from this soak.csv")
+    parser.add_argument("--title", help="the plot's title with --replot")
     args = parser.parse_args()
+    if args.replot:
+        csv_path = Path(args.replot)
+        png_path = Path(args.out) / "soak.png" if args.out else csv_path.with_suffix(".png")
+        cols, rows = read_csv(csv_path)
+        plot(png_path, cols, rows, args.title or f"soak ({csv_path})", args.warmup)
+        print(f"wrote {png_path}")
+        return 0
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(args)
 
