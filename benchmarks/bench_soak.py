@@ -23,7 +23,7 @@ the figure to watch is the bytes per instance received, which must stay flat.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_soak.py --rate 0.3 --stride 16 --out /tmp/soak
+    .venv/bin/python benchmarks/bench_soak.py --rate 0.25 --stride 16 --out /tmp/soak
     .venv/bin/python benchmarks/bench_soak.py --duration 600 --rate 0.2 --redis --orthanc
     .venv/bin/python benchmarks/bench_soak.py --replot /tmp/soak/soak.csv   # redraw only
 """
@@ -370,8 +370,8 @@ def main() -> int:
     parser.add_argument(
         "--rate",
         type=float,
-        default=0.3,
-        help="instances per second (default 0.3: about half the two workers' throughput "
+        default=0.25,
+        help="instances per second (default 0.25: about half the two workers' throughput "
         "measured by bench_load.py at stride 16 on the 2-core development machine)",
     )
     parser.add_argument("--interval", type=float, default=60, help="seconds between samples")
