@@ -1,22 +1,29 @@
 """Load: concurrent ``storescu`` senders against the node and two workers (not a test).
 
-Starts our node and ``--workers`` worker processes (embedded broker by default, ``--redis`` for
-a private redis-server, ``--orthanc`` to deliver the results to a real Orthanc), sends
-``--count`` chest CRs (real radiographs of the manifest's test split, fresh UIDs) from
-``--senders`` concurrent ``storescu`` processes, and waits until every job is final. Then it
-checks that all of them reached ``delivered`` and none is missing (and, with Orthanc, that each
-result arrived exactly once), and prints:
+Starts our node and ``--workers`` worker processes (embedded broker and SQLite job store by
+default; ``--redis`` for a private redis-server as broker, ``--postgres`` for a fresh database on
+the local PostgreSQL server as job store, dropped afterwards; ``--orthanc`` to deliver the
+results to a real Orthanc), sends ``--count`` chest CRs (real radiographs of the manifest's test
+split, fresh UIDs) from ``--senders`` concurrent ``storescu`` processes, and waits until every
+job is final. Then it checks that every instance sent has a job, that all reached ``delivered``,
+that none was received or delivered twice (the jobs' timelines) and, with Orthanc, that each
+result object arrived exactly once (Orthanc logs every reception, so a duplicate shows even
+though it keeps one copy), and prints:
 
 - intake rate (instances acknowledged per second of sending) and end-to-end throughput
   (instances delivered per second, first receipt to last delivery);
 - receipt-to-delivery latency p50 / p95 / max, from the jobs' timelines;
 - the peak resident memory (VmHWM) of the node and of each worker (Celery main process plus
-  its pool child), read from ``/proc``.
+  its pool child), read from ``/proc``;
+- the machine's load average before and after (the figures depend on it).
 
 The model is a randomly initialised ``--arch`` (speed does not depend on the weights). Usage::
 
     .venv/bin/python benchmarks/bench_load.py                       # 500 instances, embedded
-    .venv/bin/python benchmarks/bench_load.py --count 100 --redis --orthanc --stride 16
+    .venv/bin/python benchmarks/bench_load.py --count 500 --redis --postgres --orthanc --stride 16
+
+``--postgres`` connects with ``DEEPCOVID_TEST_PG_URL`` (an administrative URL, default
+``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) to create and drop its database.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,9 +46,11 @@ sys.path.insert(0, str(REPO))
 
 from pydicom.uid import generate_uid  # noqa: E402
 
-from tests.conftest import RedisServer, ServiceProcess, free_port  # noqa: E402
+from store import JobStore  # noqa: E402
+from tests.conftest import PG_ADMIN_URL, RedisServer, ServiceProcess, free_port  # noqa: E402
 from tests.factories import CXR_DIR, load_cxr, random_registry, wrap_pixels  # noqa: E402
-from tests.integration.cluster import Cluster  # noqa: E402
+from tests.integration.cluster import Cluster, sop_uid  # noqa: E402
+from worker.results import ResultObjects  # noqa: E402
 
 
 def split_images(limit: int = 24) -> list[str]:
@@ -60,6 +73,28 @@ def make_instances(count: int, out: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
+    """A new, empty PostgreSQL database (uniquely named) for one run; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"deepcovid_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``uptime`` prints them."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def storescu(port: int, files: list[Path], log: Path) -> int:
@@ -141,23 +176,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def latencies(cluster: Cluster) -> tuple[list[float], float, float]:
-    """Receipt-to-delivery seconds per job, and the first receipt / last delivery times."""
-    store = cluster.store
-    out, firsts, lasts = [], [], []
+def latencies(store: JobStore) -> tuple[list[float], float, float, int]:
+    """Receipt-to-delivery seconds per delivered job, the first receipt / last delivery times,
+    and how many jobs were delivered more than once (``delivered`` twice in the timeline)."""
+    out, firsts, lasts, twice = [], [], [], 0
     for job in store.list(limit=1_000_000):
         events = store.events(job.id)
+        deliveries = [e.at for e in events if e.state == "delivered"]
+        twice += len(deliveries) > 1
+        if not deliveries:
+            continue
         received = next(e.at for e in events if e.state == "received")
-        delivered = next(e.at for e in reversed(events) if e.state == "delivered")
-        out.append((delivered - received).total_seconds())
+        out.append((deliveries[-1] - received).total_seconds())
         firsts.append(received.timestamp())
-        lasts.append(delivered.timestamp())
-    return out, min(firsts), max(lasts)
+        lasts.append(deliveries[-1].timestamp())
+    return out, min(firsts), max(lasts), twice
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.postgres:
+        return run_on(args, None)
+    with fresh_postgres_database() as url:
+        return run_on(args, url)
+
+
+def run_on(args: argparse.Namespace, database_url: str | None) -> int:
+    load_before = load_average()
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    print(f"work folder: {work}", flush=True)
+    print(f"work folder: {work}; load average {load_before}", flush=True)
     registry = random_registry(work / "registry", args.arch)
     files = make_instances(args.count, work / "send")
     env = {
@@ -170,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
         "DEEPCOVID_OCCLUSION_STRIDE": str(args.stride),
         "DEEPCOVID_LOG_LEVEL": "WARNING",
     }
+    if database_url is not None:
+        env["DEEPCOVID_DATABASE_URL"] = database_url
+    store = JobStore(database_url or f"sqlite:///{work / 'data' / 'jobs.sqlite'}")
     services: list[ServiceProcess] = []
     redis: RedisServer | None = None
     cluster = Cluster(env, work, services)
@@ -205,7 +254,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"sent {len(files)} instances from {args.senders} senders in {send_s:.1f} s "
               f"(storescu exit codes {codes})", flush=True)  # fmt: skip
 
-        store = cluster.store
         deadline = time.monotonic() + args.timeout
         last_report = 0.0
         while True:
@@ -221,18 +269,25 @@ def run(args: argparse.Namespace) -> int:
                 last_report = time.monotonic()
             time.sleep(1)
         memory.stop()
+        load_after = load_average()
 
         counts = store.counts()
-        lost = len(files) - sum(counts.values())
-        lat, first, last = latencies(cluster)
+        jobs = {j.sop_instance_uid: j for j in store.list(limit=1_000_000)}
+        sent = {sop_uid(p) for p in files}
+        lost = len(sent - jobs.keys())
+        received_twice = sum(1 for u in sent if u in jobs and jobs[u].times_received > 1)
+        lat, first, last, delivered_twice = latencies(store)
         span = last - first
         print("\n== load benchmark ==")
         print(f"instances           {len(files)} ({args.senders} concurrent storescu senders)")
         print(f"workers             {args.workers} processes, torch threads {args.torch_threads}")
         print(f"broker              {'redis-server' if args.redis else 'embedded (SQLite)'}")
+        print(f"job store           {'PostgreSQL' if database_url else 'SQLite'}")
         print(f"destination         {'Orthanc' if args.orthanc else 'results folder'}")
         print(f"model               {args.arch} (random weights), occlusion stride {args.stride}")
-        print(f"final states        {counts}; lost {lost}")
+        print(f"final states        {counts}; lost {lost} (sent, without a job)")
+        print(f"twice               {received_twice} received twice, "
+              f"{delivered_twice} delivered twice (job timelines)")  # fmt: skip
         print(f"intake rate         {len(files) / send_s:.1f} instances/s")
         print(f"throughput          {len(files) / span:.2f} instances/s "
               f"({span:.0f} s first receipt to last delivery)")  # fmt: skip
@@ -243,14 +298,19 @@ def run(args: argparse.Namespace) -> int:
             detail = " + ".join(f"{kb / 1024:.0f}" for kb in hwm.values())
             print(f"peak RSS {name:<10} {memory.peak_sum_kb[name] / 1024:.0f} MiB sampled sum; "
                   f"VmHWM per process {detail} MiB")  # fmt: skip
+        print(f"load average        before {load_before}; after {load_after} (1, 5, 15 min)")
         ok = lost == 0 and counts == {"delivered": len(files)}
+        ok = ok and received_twice == 0 and delivered_twice == 0
         if args.orthanc:
-            received = cluster.receptions()
-            twice = sum(1 for n in received.values() if n > 1)
+            receptions = cluster.receptions()
+            twice = sum(1 for n in receptions.values() if n > 1)
             assert cluster.orthanc is not None
             stored = cluster.orthanc.instance_count()
-            print(f"orthanc             {stored} objects stored, {twice} received more than once")
-            ok = ok and twice == 0 and stored == 3 * len(files)
+            expected = len(fields(ResultObjects)) * len(files)
+            print(f"orthanc             {stored} objects stored (expected {expected}), "
+                  f"{sum(receptions.values())} receptions, "
+                  f"{twice} objects received more than once")  # fmt: skip
+            ok = ok and twice == 0 and stored == expected and len(receptions) == expected
         print("RESULT", "OK: all delivered, none lost" if ok else "FAILED")
         return 0 if ok else 1
     finally:
@@ -268,6 +328,9 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=4, help="concurrent storescu processes")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--redis", action="store_true", help="a private redis-server as broker")
+    parser.add_argument(
+        "--postgres", action="store_true", help="a fresh PostgreSQL database as job store"
+    )
     parser.add_argument("--orthanc", action="store_true", help="deliver to a real Orthanc")
     parser.add_argument("--arch", default="squeezenet1_1", help="model architecture")
     parser.add_argument("--stride", type=int, default=8, help="occlusion stride (default 8)")
