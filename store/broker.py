@@ -11,7 +11,12 @@ broker, is the final record: :mod:`store.recovery` re-enqueues any job the broke
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import threading
+
 from celery import Celery
+from sqlalchemy import create_engine, inspect, text
 
 from common.settings import Settings, get_settings
 from common.tasks import ANALYSIS_QUEUE
@@ -58,6 +63,65 @@ def _transport_options(broker: str) -> dict[str, object]:
     # Redis: a task a dead worker held comes back after an hour at the latest; the job
     # store's lease brings it back sooner.
     return {"visibility_timeout": 3600}
+
+
+CONSUMED_KEPT_S = 3600.0
+"""How long a consumed message of the SQLAlchemy transport is kept before it is deleted."""
+PRUNE_INTERVAL_S = 3600.0
+
+log = logging.getLogger(__name__)
+
+
+def prune_consumed(broker: str, *, older_than_s: float = CONSUMED_KEPT_S) -> int:
+    """Delete the task messages kombu's SQLAlchemy transport has handed out; returns how many.
+
+    That transport (the embedded default, ``sqla+sqlite:///``) marks a message it hands to a
+    worker ``visible = false`` and never deletes it (celery/kombu#276), so its file grows by
+    about 1 KiB per job forever (measured by ``benchmarks/bench_soak.py``). Such a message is
+    never delivered again -- the transport has no redelivery; the job store's reconciler
+    re-enqueues a job whose worker died -- so deleting it loses nothing. Only messages consumed
+    more than ``older_than_s`` ago go (kombu stamps the row's ``timestamp``, local time, when it
+    hides it). Other brokers: nothing to do, 0.
+    """
+    if not broker.startswith("sqla+"):
+        return 0
+    engine = create_engine(broker.removeprefix("sqla+"), hide_parameters=True)
+    try:
+        with engine.begin() as conn:
+            if not inspect(conn).has_table("kombu_message"):
+                return 0
+            cutoff = dt.datetime.now() - dt.timedelta(seconds=older_than_s)
+            result = conn.execute(
+                text(
+                    "DELETE FROM kombu_message WHERE visible = :hidden "
+                    "AND (timestamp IS NULL OR timestamp < :cutoff)"
+                ),
+                {"hidden": False, "cutoff": cutoff},
+            )
+            return int(result.rowcount)
+    finally:
+        engine.dispose()
+
+
+def start_broker_pruner(broker: str, *, interval_s: float = PRUNE_INTERVAL_S) -> threading.Event:
+    """Run :func:`prune_consumed` now and every ``interval_s`` in a daemon thread (SQLAlchemy
+    brokers only); returns an event that stops the loop when set."""
+    stop = threading.Event()
+    if not broker.startswith("sqla+"):
+        return stop
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                removed = prune_consumed(broker)
+                if removed:
+                    log.info("broker: %d consumed task message(s) deleted", removed)
+            except Exception as exc:  # the broker's database is away: try again next time
+                log.warning("broker pruning failed: %s", type(exc).__name__)
+            stop.wait(interval_s)
+
+    threading.Thread(target=loop, name="broker-pruner", daemon=True).start()
+    return stop
 
 
 _apps: dict[str, Celery] = {}

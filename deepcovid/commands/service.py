@@ -57,9 +57,11 @@ def _banner(settings: Any) -> None:
 
 def _start_background(settings: Any) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
-    the health and metrics endpoints; remove files past ``retention_days``."""
+    the health and metrics endpoints; remove files past ``retention_days``; delete the embedded
+    broker's consumed task messages."""
     from common.atna import get_auditor
     from dicom_node.ops.server import start_monitoring
+    from store.broker import start_broker_pruner
     from store.lifecycle import start_purger
     from store.outbox import Outbox
     from store.queue import default_store, enqueue_analysis
@@ -74,6 +76,7 @@ def _start_background(settings: Any) -> None:
         interval_s=settings.reconcile_interval_s,
         analysis_lease_s=settings.analysis_lease_s,
     )
+    start_broker_pruner(settings.broker)
     start_purger(
         default_store(),
         retention_days=settings.retention_days,
