@@ -133,14 +133,13 @@ class Settings(BaseSettings):
         description="Where results are C-STOREd, as `AE@host:port` (e.g. `ORTHANC@pacs:4242`). "
         "Empty: results stay in `results_dir` only.",
     )
-    parametric_map: Literal["always", "viewable", "with_spacing", "never"] = Field(
-        "viewable",
+    parametric_map: Literal["always", "with_spacing", "never"] = Field(
+        "always",
         description="When the Parametric Map (the raw heatmap as floats) is sent with the SR, SC "
-        "and GSPS. `viewable`: unless the source states a spacing viewers cannot use (Pixel "
-        "Spacing `0\\0`, as the NEMA CR: OHIF 3.13 then draws neither the source nor the map); "
-        "`always`; `with_spacing`: only for a source that states a positive Pixel Spacing or "
-        "Imager Pixel Spacing; `never`. Without the map the SR does not reference it; the SC "
-        "and the GSPS show the evidence. See docs/result-objects.md.",
+        "and GSPS: `always`; `with_spacing`: only for a source that states a positive Pixel "
+        "Spacing or Imager Pixel Spacing (OHIF 3.13 can draw the map only then); "
+        "`never`. Without the map the SR does not reference it; the SC and the GSPS show the "
+        "evidence. See docs/result-objects.md.",
     )
     send_rejection_sr: bool = Field(
         False,

@@ -113,41 +113,22 @@ def pixel_spacing(source: Dataset) -> list[float]:
     return stated_pixel_spacing(source) or [NOMINAL_SPACING_MM, NOMINAL_SPACING_MM]
 
 
-ParametricMapPolicy = Literal["always", "viewable", "with_spacing", "never"]
+ParametricMapPolicy = Literal["always", "with_spacing", "never"]
 """When a Parametric Map is built (setting ``parametric_map``)."""
-
-
-def states_unusable_spacing(source: Dataset) -> bool:
-    """Whether the spacing a viewer would take for ``source`` is stated but unusable.
-
-    A viewer takes Pixel Spacing when present, else Imager Pixel Spacing (cornerstone3D). When
-    that attribute is present but not two positive finite numbers -- the NEMA CR's ``0\\0``,
-    "unknown" -- the viewer builds the source's geometry with it and draws nothing (OHIF 3.13:
-    a NaN camera scale). An image stating no spacing at all is drawn at 1 mm per pixel.
-    """
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        if source.get(keyword) is not None:
-            numbers = _numbers(source, keyword, 2)
-            return numbers is None or min(numbers) <= 0.0
-    return False
 
 
 def wants_parametric_map(policy: ParametricMapPolicy, source: Dataset) -> bool:
     """Whether ``source`` gets a Parametric Map under ``policy``.
 
-    ``viewable`` (the default): unless the source states a spacing a viewer cannot use
-    (:func:`states_unusable_spacing`): OHIF 3.13 draws the map in a volume viewport built from
-    its own volume of the *source*, and with spacing ``0\\0`` it draws neither map nor source
-    (``docs/result-objects.md``, "In OHIF"); a map there is data no viewer shows. A source that
-    states no spacing at all gets the map at 1 mm, the viewer's own choice for the source.
-    ``with_spacing``: only when the source states a positive spacing.
+    ``with_spacing``: only when the source states a positive spacing. OHIF 3.13 draws the map
+    in a volume viewport built from its own volume of the *source*; without a stated spacing
+    that volume has spacing 0 (``0\\0``) or none, and OHIF draws neither map nor source
+    (``docs/result-objects.md``, "In OHIF").
     """
     if policy == "always":
         return True
     if policy == "never":
         return False
-    if policy == "viewable":
-        return not states_unusable_spacing(source)
     return stated_pixel_spacing(source) is not None
 
 
