@@ -134,12 +134,12 @@ class Settings(BaseSettings):
         "Empty: results stay in `results_dir` only.",
     )
     parametric_map: Literal["always", "with_spacing", "never"] = Field(
-        "always",
+        "with_spacing",
         description="When the Parametric Map (the raw heatmap as floats) is sent with the SR, SC "
-        "and GSPS: `always`; `with_spacing`: only for a source that states a positive Pixel "
-        "Spacing or Imager Pixel Spacing (OHIF 3.13 can draw the map only then); "
-        "`never`. Without the map the SR does not reference it; the SC and the GSPS show the "
-        "evidence. See docs/result-objects.md.",
+        "and GSPS: `with_spacing` (the default): only for a source that states a positive "
+        "Pixel Spacing or Imager Pixel Spacing (OHIF 3.13 can draw the map only then); "
+        "`always`; `never`. Without the map the SR does not reference it; the SC and the "
+        "GSPS show the evidence. See docs/result-objects.md.",
     )
     send_rejection_sr: bool = Field(
         False,

@@ -38,6 +38,7 @@ def wrap_pixels(
     window: tuple[float, float] | None = None,
     view_position: str | None = "PA",
     body_part: str | None = "CHEST",
+    imager_pixel_spacing: tuple[float, float] | None = (0.2, 0.2),
     patient_name: str = "Test^Patient",
     patient_id: str = "TEST0001",
     study_instance_uid: str | None = None,
@@ -46,6 +47,8 @@ def wrap_pixels(
     """A CR/DX-like dataset holding ``pixels`` (2-D uint8/uint16/int16) unchanged.
 
     ``rescale`` is (slope, intercept) for the Modality LUT; ``window`` is (center, width).
+    ``imager_pixel_spacing`` (mm at the detector; None: not stated) is what real CR and DX films
+    state, and what decides whether a Parametric Map is sent (setting ``parametric_map``).
     """
     if pixels.ndim != 2:
         raise ValueError("pixels must be 2-D")
@@ -78,6 +81,8 @@ def wrap_pixels(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = (int(v) for v in pixels.shape)
+    if imager_pixel_spacing is not None:
+        ds.ImagerPixelSpacing = list(imager_pixel_spacing)
     ds.BitsAllocated = bits_allocated
     ds.BitsStored = bits_stored or bits_allocated
     ds.HighBit = ds.BitsStored - 1
@@ -93,7 +98,6 @@ def wrap_pixels(
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
         ds.DetectorType = "DIRECT"
-        ds.ImagerPixelSpacing = [0.2, 0.2]
         ds.PixelIntensityRelationship = "LIN"
         ds.PixelIntensityRelationshipSign = 1
         ds.RescaleSlope = ds.get("RescaleSlope", "1")

@@ -29,7 +29,9 @@ def test_with_spacing_leaves_the_map_out_for_a_cr_without_spacing(
     settings = get_settings()
     upgrade(settings.db_url)
     store = JobStore(settings.db_url)
-    cr = wrap_pixels(load_cxr("images/covid/figure1__covid__COVID-00001.jpg"))
+    cr = wrap_pixels(
+        load_cxr("images/covid/figure1__covid__COVID-00001.jpg"), imager_pixel_spacing=None
+    )
     assert "PixelSpacing" not in cr and "ImagerPixelSpacing" not in cr
     path = tmp_path / "cr.dcm"
     cr.save_as(path, enforce_file_format=True)

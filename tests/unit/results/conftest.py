@@ -18,7 +18,7 @@ def source() -> Dataset:
     """A 12-bit MONOCHROME1 CR without ImagerPixelSpacing, like the NEMA chest CR."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 4096, size=SHAPE, dtype=np.uint16)
-    ds = wrap_pixels(pixels, photometric="MONOCHROME1", bits_stored=12)
+    ds = wrap_pixels(pixels, photometric="MONOCHROME1", bits_stored=12, imager_pixel_spacing=None)
     ds.PatientOrientation = ["L", "F"]
     ds.StudyDescription = "CHEST PA"
     return ds
