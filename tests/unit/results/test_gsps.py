@@ -5,26 +5,15 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
-from worker.results import AlgorithmInfo, build_results
+from tests.unit.results.builders import build
+from worker.results import AlgorithmInfo
 from worker.results.build import source_label
-
-
-def _build(source, algorithm, heatmap, display, **kwargs):
-    return build_results(
-        source,
-        probability=0.8,
-        threshold=0.42,
-        heatmap=heatmap,
-        display_image=display,
-        algorithm=algorithm,
-        **kwargs,
-    )
 
 
 def test_gsps_references_source_and_draws_regions_and_verdict(
     source: Dataset, algorithm: AlgorithmInfo, heatmap, display_image
 ) -> None:
-    results = _build(source, algorithm, heatmap, display_image)
+    results = build(source, algorithm, heatmap, display_image)
     pr = results.gsps
     assert pr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1"
     (series,) = pr.ReferencedSeriesSequence
@@ -48,7 +37,7 @@ def test_gsps_references_source_and_draws_regions_and_verdict(
 
 
 def test_sending_order_sc_pm_gsps_sr(source, algorithm, heatmap, display_image) -> None:
-    results = _build(source, algorithm, heatmap, display_image)
+    results = build(source, algorithm, heatmap, display_image)
     assert [kind for kind, _ in results.items()] == ["sc", "pm", "pr", "sr"]
     assert [ds.Modality for ds in results] == ["OT", "OT", "PR", "SR"]
 
@@ -58,7 +47,7 @@ def test_series_descriptions_name_the_source(source, algorithm, heatmap, display
     source.SeriesNumber = 3
     source.InstanceNumber = 2
     assert source_label(source) == "AP s3 i2"
-    results = _build(source, algorithm, heatmap, display_image)
+    results = build(source, algorithm, heatmap, display_image)
     for ds in results:
         assert "(AP s3 i2): " in ds.SeriesDescription
         assert "research use only" in ds.SeriesDescription

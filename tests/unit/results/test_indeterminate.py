@@ -17,25 +17,14 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 
+from tests.unit.results.builders import build
 from worker.analysis import Analysis
-from worker.results import OUTSIDE_DOMAIN, AlgorithmInfo, DomainResult, build_results, codes
+from worker.results import OUTSIDE_DOMAIN, AlgorithmInfo, DomainResult, codes
 from worker.results.sc import caption_lines
 from worker.results.verdict import verdict_words
 
 FAILED = DomainResult(score=41.25, threshold=17.15)
 PASSED = DomainResult(score=12.0, threshold=17.15)
-
-
-def _build(source, algorithm, heatmap, display, *, probability=0.8, domain=None):  # type: ignore[no-untyped-def]
-    return build_results(
-        source,
-        probability=probability,
-        threshold=0.42,
-        heatmap=heatmap,
-        display_image=display,
-        algorithm=algorithm,
-        domain=domain,
-    )
 
 
 def _evaluation(sr: Dataset) -> hd.sr.QualitativeEvaluation:
@@ -62,7 +51,7 @@ def _code_items(sr: Dataset, meaning: str) -> list[Dataset]:
 def test_indeterminate_sr_has_the_code_the_reason_and_the_probability(
     source, algorithm, heatmap, display_image
 ) -> None:
-    sr = _build(source, algorithm, heatmap, display_image, probability=0.8, domain=FAILED).sr
+    sr = build(source, algorithm, heatmap, display_image, probability=0.8, domain=FAILED).sr
     evaluation = _evaluation(sr)
     assert evaluation.name == codes.COVID19
     assert evaluation.value == codes.INDETERMINATE
@@ -96,9 +85,7 @@ def test_indeterminate_sr_has_the_code_the_reason_and_the_probability(
 def test_a_passed_domain_check_leaves_the_finding_alone(
     source, algorithm, heatmap, display_image, probability, expected
 ) -> None:
-    sr = _build(
-        source, algorithm, heatmap, display_image, probability=probability, domain=PASSED
-    ).sr
+    sr = build(source, algorithm, heatmap, display_image, probability=probability, domain=PASSED).sr
     assert _evaluation(sr).value == expected
     for item in _code_items(sr, "COVID-19"):
         assert "ContentSequence" not in item  # no reason text
@@ -127,7 +114,7 @@ def test_overlay_of_an_indeterminate_image_burns_that_caption(
         return real(rgb, lines)
 
     monkeypatch.setattr(sc_module, "burn_caption", spy)
-    results = _build(source, algorithm, heatmap, display_image, domain=FAILED)
+    results = build(source, algorithm, heatmap, display_image, domain=FAILED)
     assert burned == [caption_lines(0.8, 0.42, algorithm, FAILED)]
     assert results.sc.ImageComments.startswith(
         "COVID-19 pattern: INDETERMINATE (outside the model's validated domain); "
@@ -179,7 +166,7 @@ def test_algorithm_parameters_name_the_domain_threshold() -> None:
 def test_dciodvfy_accepts_the_indeterminate_sr(
     source, algorithm, heatmap, display_image, tmp_path: Path
 ) -> None:
-    results = _build(source, algorithm, heatmap, display_image, domain=FAILED)
+    results = build(source, algorithm, heatmap, display_image, domain=FAILED)
     path = tmp_path / "sr.dcm"
     results.sr.save_as(path, enforce_file_format=True)
     proc = subprocess.run(

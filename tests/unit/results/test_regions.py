@@ -6,8 +6,9 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
+from tests.unit.results.builders import build
 from tests.unit.results.conftest import SHAPE
-from worker.results import AlgorithmInfo, build_results, codes
+from worker.results import AlgorithmInfo, codes
 from worker.results.evidence import evidence_regions, smooth_evidence
 from worker.results.library import image_library
 
@@ -48,21 +49,10 @@ def test_grid_steps_are_smoothed_away() -> None:
     assert float(np.abs(np.diff(smooth, axis=1)).max()) < 0.1  # no jump at the cell borders
 
 
-def _build(source, algorithm, heatmap, display, probability=0.8):
-    return build_results(
-        source,
-        probability=probability,
-        threshold=0.42,
-        heatmap=heatmap,
-        display_image=display,
-        algorithm=algorithm,
-    )
-
-
 def test_sr_region_group_has_contour_finding_verdict_and_probability(
     source: Dataset, algorithm: AlgorithmInfo, heatmap, display_image
 ) -> None:
-    sr = _build(source, algorithm, heatmap, display_image).sr
+    sr = build(source, algorithm, heatmap, display_image).sr
     (group,) = _planar_groups(sr)
     assert group.finding_type == codes.COVID19
     region = group.roi
@@ -83,7 +73,7 @@ def test_region_probability_names_the_finding_in_a_declared_local_scheme(
 ) -> None:
     """Viewers label a region with its NUM concepts (OHIF 3.13): the first one names the
     finding; its private scheme (PS3.16 ``99...``) is declared in the SR's header."""
-    sr = _build(source, algorithm, heatmap, display_image).sr
+    sr = build(source, algorithm, heatmap, display_image).sr
     (group,) = _planar_groups(sr)
     first = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
     name = first.ConceptNameCodeSequence[0]
@@ -100,7 +90,7 @@ def test_no_evidence_the_region_is_the_image_outline(
     source: Dataset, algorithm: AlgorithmInfo, display_image
 ) -> None:
     flat = np.full(SHAPE, -0.01, dtype=np.float32)
-    sr = _build(source, algorithm, flat, display_image, probability=0.1).sr
+    sr = build(source, algorithm, flat, display_image, probability=0.1).sr
     (group,) = _planar_groups(sr)
     points = group.roi.value
     assert points[:, 0].max() == SHAPE[1] and points[:, 1].max() == SHAPE[0]
@@ -108,7 +98,7 @@ def test_no_evidence_the_region_is_the_image_outline(
 
 
 def test_procedure_reported_is_from_cid_100(source, algorithm, heatmap, display_image) -> None:
-    sr = _build(source, algorithm, heatmap, display_image).sr
+    sr = build(source, algorithm, heatmap, display_image).sr
     (procedure,) = [
         item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121058"
     ]

@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import highdicom as hd
-import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 
-from worker.results import AlgorithmInfo, ResultUIDs, build_results, codes
+from tests.unit.results.builders import build
+from worker.results import ResultUIDs, codes
 from worker.results.library import image_library
-
-
-def _build(
-    source: Dataset,
-    algorithm: AlgorithmInfo,
-    heatmap: np.ndarray,
-    display: np.ndarray,
-    probability: float = 0.8,
-    threshold: float = 0.42,
-    **kwargs: object,
-):
-    return build_results(
-        source,
-        probability=probability,
-        threshold=threshold,
-        heatmap=heatmap,
-        display_image=display,
-        algorithm=algorithm,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 def _group(sr: Dataset) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -51,7 +31,7 @@ def _find(group: hd.sr.MeasurementsAndQualitativeEvaluations, code: object) -> l
 def test_finding_follows_threshold(
     source, algorithm, heatmap, display_image, probability, expected
 ) -> None:
-    sr = _build(source, algorithm, heatmap, display_image, probability=probability).sr
+    sr = build(source, algorithm, heatmap, display_image, probability=probability).sr
     (evaluation,) = _group(sr).get_qualitative_evaluations()
     assert evaluation.name == codes.COVID19
     assert evaluation.value == expected
@@ -60,7 +40,7 @@ def test_finding_follows_threshold(
 def test_probability_threshold_and_algorithm_read_back(
     source, algorithm, heatmap, display_image
 ) -> None:
-    sr = _build(source, algorithm, heatmap, display_image, probability=0.8125).sr
+    sr = build(source, algorithm, heatmap, display_image, probability=0.8125).sr
     group = _group(sr)
     values = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
     assert values == {"Probability": (0.8125, "1"), "Threshold Value": (0.42, "1")}
@@ -74,7 +54,7 @@ def test_probability_threshold_and_algorithm_read_back(
 
 
 def test_device_observer_is_the_model(source, algorithm, heatmap, display_image) -> None:
-    sr = _build(source, algorithm, heatmap, display_image).sr
+    sr = build(source, algorithm, heatmap, display_image).sr
     report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
     (observer,) = report.get_observer_contexts()
     attributes = observer.observer_identifying_attributes
@@ -85,7 +65,7 @@ def test_device_observer_is_the_model(source, algorithm, heatmap, display_image)
 
 
 def test_references_source_sc_and_map(source, algorithm, heatmap, display_image) -> None:
-    results = _build(source, algorithm, heatmap, display_image)
+    results = build(source, algorithm, heatmap, display_image)
     group = _group(results.sr)
     assert [i.referenced_sop_instance_uid for i in group.source_images] == [source.SOPInstanceUID]
     illustrations = {
@@ -131,29 +111,29 @@ def test_image_library_with_imager_pixel_spacing(source) -> None:
 
 
 def test_previous_sr_becomes_predecessor(source, algorithm, heatmap, display_image) -> None:
-    first = _build(source, algorithm, heatmap, display_image).sr
-    second = _build(source, algorithm, heatmap, display_image, previous_sr=first).sr
+    first = build(source, algorithm, heatmap, display_image).sr
+    second = build(source, algorithm, heatmap, display_image, previous_sr=first).sr
     (study,) = second.PredecessorDocumentsSequence
     (series,) = study.ReferencedSeriesSequence
     assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
 
 
 def test_previous_sr_from_other_study_is_refused(source, algorithm, heatmap, display_image) -> None:
-    first = _build(source, algorithm, heatmap, display_image).sr
+    first = build(source, algorithm, heatmap, display_image).sr
     first.StudyInstanceUID = "1.2.3.4"
     with pytest.raises(ValueError, match="another study"):
-        _build(source, algorithm, heatmap, display_image, previous_sr=first)
+        build(source, algorithm, heatmap, display_image, previous_sr=first)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_invalid_probability_is_refused(source, algorithm, heatmap, display_image, bad) -> None:
     with pytest.raises(ValueError, match="probability"):
-        _build(source, algorithm, heatmap, display_image, probability=bad)
+        build(source, algorithm, heatmap, display_image, probability=bad)
 
 
 def test_explicit_uids_are_used(source, algorithm, heatmap, display_image) -> None:
     uids = ResultUIDs.derive(source.SOPInstanceUID, algorithm.version)
-    results = _build(source, algorithm, heatmap, display_image, uids=uids)
+    results = build(source, algorithm, heatmap, display_image, uids=uids)
     assert (results.sr.SOPInstanceUID, results.sr.SeriesInstanceUID) == (
         uids.sr_instance,
         uids.sr_series,
