@@ -18,6 +18,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -29,7 +30,7 @@ from pydicom.uid import generate_uid
 
 from tests.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
 from worker.gate import check
-from worker.results import AlgorithmInfo, build_rejection_sr, build_results, codes
+from worker.results import AlgorithmInfo, ResultObjects, build_rejection_sr, build_results, codes
 from worker.results.pmap import wants_parametric_map
 
 pytestmark = pytest.mark.integration
@@ -69,6 +70,27 @@ def _heatmap(shape: tuple[int, int]) -> np.ndarray:
     cy, cx = shape[0] * 0.45, shape[1] * 0.6
     blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (shape[0] / 8) ** 2))
     return (0.25 * blob - 0.02).astype(np.float32)
+
+
+def _build(source: Dataset, probability: float, **kwargs: Any) -> ResultObjects:
+    """Results for ``source`` with the synthetic heatmap on its grid and its display image."""
+    shape = (int(source.Rows), int(source.Columns))
+    return build_results(
+        source,
+        probability=probability,
+        threshold=THRESHOLD,
+        heatmap=_heatmap(shape),
+        display_image=_display_image(source),
+        algorithm=ALGORITHM,
+        **kwargs,
+    )
+
+
+def _assert_valid(ds: Dataset, path: Path) -> None:
+    """``ds`` saved to ``path`` passes dciodvfy without errors."""
+    ds.save_as(path, enforce_file_format=True)
+    output = _run("dciodvfy", path)
+    assert _errors(output) == [], output
 
 
 def _wrapped_jpeg() -> Dataset:
@@ -115,15 +137,7 @@ def written(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp(request.param)
     source_path = out / "source.dcm"
     source.save_as(source_path)
-    shape = (int(source.Rows), int(source.Columns))
-    results = build_results(
-        source,
-        probability=probability,
-        threshold=THRESHOLD,
-        heatmap=_heatmap(shape),
-        display_image=_display_image(source),
-        algorithm=ALGORITHM,
-    )
+    results = _build(source, probability)
     paths = {}
     for name, ds in results.items():
         paths[name] = out / f"{name}.dcm"
@@ -257,47 +271,23 @@ def test_dcmp2pgm_applies_the_presentation_state(written: Written, tmp_path: Pat
 
 def test_lossy_source_marks_sc_and_pm_lossy(tmp_path: Path) -> None:
     """RG1_J2KI (JPEG 2000, "01", ratio 10): its SC and map say so, with the method."""
-    source = pydicom.dcmread(DICOM_DIR / "RG1_J2KI.dcm")
-    shape = (int(source.Rows), int(source.Columns))
-    results = build_results(
-        source,
-        probability=0.7,
-        threshold=THRESHOLD,
-        heatmap=_heatmap(shape),
-        display_image=_display_image(source),
-        algorithm=ALGORITHM,
-    )
+    results = _build(pydicom.dcmread(DICOM_DIR / "RG1_J2KI.dcm"), 0.7)
     for name, ds in (("sc", results.sc), ("pm", results.pmap)):
         assert ds.LossyImageCompression == "01"
         assert float(ds.LossyImageCompressionRatio) == 10.0
         assert ds.LossyImageCompressionMethod == "ISO_15444_1"
         assert ds.DeviceUID == ALGORITHM.device_uid
-        path = tmp_path / f"{name}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        output = _run("dciodvfy", path)
-        assert _errors(output) == [], output
+        _assert_valid(ds, tmp_path / f"{name}.dcm")
 
 
 def test_results_without_the_map_validate(tmp_path: Path) -> None:
     """Setting ``parametric_map`` leaves the map out (the NEMA CR states no spacing): the SR
     that no longer references it is still valid, and so is what is sent with it."""
     source = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
-    shape = (int(source.Rows), int(source.Columns))
-    results = build_results(
-        source,
-        probability=0.7,
-        threshold=THRESHOLD,
-        heatmap=_heatmap(shape),
-        display_image=_display_image(source),
-        algorithm=ALGORITHM,
-        parametric_map=wants_parametric_map("with_spacing", source),
-    )
+    results = _build(source, 0.7, parametric_map=wants_parametric_map("with_spacing", source))
     assert [kind for kind, _ in results.items()] == ["sc", "pr", "sr"]
     for kind, ds in results.items():
-        path = tmp_path / f"{kind}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        output = _run("dciodvfy", path)
-        assert _errors(output) == [], output
+        _assert_valid(ds, tmp_path / f"{kind}.dcm")
 
 
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
@@ -432,7 +422,6 @@ def test_rejection_sr_for_a_lateral_copy_validates(tmp_path: Path) -> None:
         series_number=9004,
     )
     path = tmp_path / "rejection.dcm"
-    sr.save_as(path, enforce_file_format=True)
-    assert _errors(_run("dciodvfy", path)) == []
+    _assert_valid(sr, path)
     assert _errors(_run("dcentvfy", DICOM_DIR / "RG1_UNCR.dcm", path)) == []
     assert f"Not analysed: {reason}"[:40] in _run("dsrdump", "+Pl", path)
