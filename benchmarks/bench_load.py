@@ -36,9 +36,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 from pydicom.uid import generate_uid  # noqa: E402
 
-from store import JobStore  # noqa: E402
+from store import JobStore, JobView  # noqa: E402
 from tests.conftest import PG_ADMIN_URL, RedisServer, ServiceProcess, free_port  # noqa: E402
 from tests.factories import CXR_DIR, load_cxr, random_registry, wrap_pixels  # noqa: E402
 from tests.integration.cluster import Cluster, sop_uid  # noqa: E402
@@ -103,6 +103,49 @@ def storescu(port: int, files: list[Path], log: Path) -> int:
     with log.open("w") as fh:
         res = subprocess.run([*cmd, *map(str, files)], stdout=fh, stderr=subprocess.STDOUT)
     return res.returncode
+
+
+@contextmanager
+def fleet(
+    args: argparse.Namespace, work: Path, registry: Path, database_url: str | None = None
+) -> Iterator[tuple[Cluster, dict[str, int]]]:
+    """The node and ``args.workers`` workers (with a private redis-server and Orthanc when
+    ``args.redis`` / ``args.orthanc``), data under ``work/data``; yields the cluster and the
+    process roots to watch (node, worker1, ...). Everything is stopped afterwards."""
+    env = {
+        "DEEPCOVID_DATA_DIR": str(work / "data"),
+        "DEEPCOVID_MODEL_REGISTRY_DIR": str(registry),
+        "DEEPCOVID_PORT": str(free_port()),
+        "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",
+        "DEEPCOVID_MIN_FREE_SPACE_MB": "50",
+        "DEEPCOVID_TORCH_THREADS": str(args.torch_threads),
+        "DEEPCOVID_OCCLUSION_STRIDE": str(args.stride),
+        "DEEPCOVID_LOG_LEVEL": "WARNING",
+    }
+    if database_url is not None:
+        env["DEEPCOVID_DATABASE_URL"] = database_url
+    services: list[ServiceProcess] = []
+    redis: RedisServer | None = None
+    cluster = Cluster(env, work, services)
+    try:
+        if args.redis:
+            redis = RedisServer(work)
+            redis.start()
+            cluster.env["DEEPCOVID_BROKER_URL"] = redis.url
+        if args.orthanc:
+            cluster.with_orthanc()
+        node = cluster.start_node()
+        workers = [cluster.start_worker() for _ in range(args.workers)]
+        roots = {"node": node.proc.pid}  # type: ignore[union-attr]
+        roots.update({f"worker{i + 1}": w.proc.pid for i, w in enumerate(workers)})  # type: ignore[union-attr]
+        yield cluster, roots
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+        if cluster.orthanc is not None:
+            cluster.orthanc.stop()
+        if redis is not None:
+            redis.stop()
 
 
 # --- memory ------------------------------------------------------------------------------
@@ -176,21 +219,62 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def latencies(store: JobStore) -> tuple[list[float], float, float, int]:
-    """Receipt-to-delivery seconds per delivered job, the first receipt / last delivery times,
-    and how many jobs were delivered more than once (``delivered`` twice in the timeline)."""
-    out, firsts, lasts, twice = [], [], [], 0
-    for job in store.list(limit=1_000_000):
+@dataclass
+class Outcome:
+    """What the job store says became of the instances sent."""
+
+    jobs: dict[str, JobView]
+    """SOP Instance UID -> job, for the sent instances that have one."""
+    missing: int
+    """Sent and acknowledged, but without a job."""
+    received_twice: int
+    delivered_twice: int
+    """Jobs whose timeline says ``delivered`` more than once."""
+    latencies: list[float] = field(default_factory=list)
+    """Receipt-to-delivery seconds of each delivered job."""
+    first_receipt: float = float("nan")
+    last_delivery: float = float("nan")
+
+
+def outcome(store: JobStore, sent: Iterable[str]) -> Outcome:
+    """Look up every sent instance's job and timeline."""
+    everything = {j.sop_instance_uid: j for j in store.list(limit=1_000_000)}
+    uids = list(sent)
+    jobs = {u: everything[u] for u in uids if u in everything}
+    result = Outcome(
+        jobs=jobs,
+        missing=len(uids) - len(jobs),
+        received_twice=sum(1 for j in jobs.values() if j.times_received > 1),
+        delivered_twice=0,
+    )
+    firsts, lasts = [], []
+    for job in jobs.values():
         events = store.events(job.id)
         deliveries = [e.at for e in events if e.state == "delivered"]
-        twice += len(deliveries) > 1
+        result.delivered_twice += len(deliveries) > 1
         if not deliveries:
             continue
         received = next(e.at for e in events if e.state == "received")
-        out.append((deliveries[-1] - received).total_seconds())
+        result.latencies.append((deliveries[-1] - received).total_seconds())
         firsts.append(received.timestamp())
         lasts.append(deliveries[-1].timestamp())
-    return out, min(firsts), max(lasts), twice
+    if firsts:
+        result.first_receipt, result.last_delivery = min(firsts), max(lasts)
+    return result
+
+
+def orthanc_check(cluster: Cluster, instances: int) -> bool:
+    """Print what Orthanc holds; True when it has every result object of ``instances``
+    exactly once (stored, and received once each)."""
+    receptions = cluster.receptions()
+    twice = sum(1 for n in receptions.values() if n > 1)
+    assert cluster.orthanc is not None
+    stored = cluster.orthanc.instance_count()
+    expected = len(fields(ResultObjects)) * instances
+    print(f"orthanc             {stored} objects stored (expected {expected}), "
+          f"{sum(receptions.values())} receptions, "
+          f"{twice} objects received more than once")  # fmt: skip
+    return twice == 0 and stored == expected and len(receptions) == expected
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,33 +290,8 @@ def run_on(args: argparse.Namespace, database_url: str | None) -> int:
     print(f"work folder: {work}; load average {load_before}", flush=True)
     registry = random_registry(work / "registry", args.arch)
     files = make_instances(args.count, work / "send")
-    env = {
-        "DEEPCOVID_DATA_DIR": str(work / "data"),
-        "DEEPCOVID_MODEL_REGISTRY_DIR": str(registry),
-        "DEEPCOVID_PORT": str(free_port()),
-        "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",
-        "DEEPCOVID_MIN_FREE_SPACE_MB": "50",
-        "DEEPCOVID_TORCH_THREADS": str(args.torch_threads),
-        "DEEPCOVID_OCCLUSION_STRIDE": str(args.stride),
-        "DEEPCOVID_LOG_LEVEL": "WARNING",
-    }
-    if database_url is not None:
-        env["DEEPCOVID_DATABASE_URL"] = database_url
     store = JobStore(database_url or f"sqlite:///{work / 'data' / 'jobs.sqlite'}")
-    services: list[ServiceProcess] = []
-    redis: RedisServer | None = None
-    cluster = Cluster(env, work, services)
-    try:
-        if args.redis:
-            redis = RedisServer(work)
-            redis.start()
-            cluster.env["DEEPCOVID_BROKER_URL"] = redis.url
-        if args.orthanc:
-            cluster.with_orthanc()
-        node = cluster.start_node()
-        workers = [cluster.start_worker() for _ in range(args.workers)]
-        roots = {"node": node.proc.pid}  # type: ignore[union-attr]
-        roots.update({f"worker{i + 1}": w.proc.pid for i, w in enumerate(workers)})  # type: ignore[union-attr]
+    with fleet(args, work, registry, database_url) as (cluster, roots):
         memory = MemoryWatch(roots)
 
         chunks = [files[i :: args.senders] for i in range(args.senders)]
@@ -272,12 +331,9 @@ def run_on(args: argparse.Namespace, database_url: str | None) -> int:
         load_after = load_average()
 
         counts = store.counts()
-        jobs = {j.sop_instance_uid: j for j in store.list(limit=1_000_000)}
-        sent = {sop_uid(p) for p in files}
-        lost = len(sent - jobs.keys())
-        received_twice = sum(1 for u in sent if u in jobs and jobs[u].times_received > 1)
-        lat, first, last, delivered_twice = latencies(store)
-        span = last - first
+        seen = outcome(store, (sop_uid(p) for p in files))
+        lat = seen.latencies
+        span = seen.last_delivery - seen.first_receipt
         print("\n== load benchmark ==")
         print(f"instances           {len(files)} ({args.senders} concurrent storescu senders)")
         print(f"workers             {args.workers} processes, torch threads {args.torch_threads}")
@@ -285,9 +341,9 @@ def run_on(args: argparse.Namespace, database_url: str | None) -> int:
         print(f"job store           {'PostgreSQL' if database_url else 'SQLite'}")
         print(f"destination         {'Orthanc' if args.orthanc else 'results folder'}")
         print(f"model               {args.arch} (random weights), occlusion stride {args.stride}")
-        print(f"final states        {counts}; lost {lost} (sent, without a job)")
-        print(f"twice               {received_twice} received twice, "
-              f"{delivered_twice} delivered twice (job timelines)")  # fmt: skip
+        print(f"final states        {counts}; lost {seen.missing} (sent, without a job)")
+        print(f"twice               {seen.received_twice} received twice, "
+              f"{seen.delivered_twice} delivered twice (job timelines)")  # fmt: skip
         print(f"intake rate         {len(files) / send_s:.1f} instances/s")
         print(f"throughput          {len(files) / span:.2f} instances/s "
               f"({span:.0f} s first receipt to last delivery)")  # fmt: skip
@@ -299,27 +355,12 @@ def run_on(args: argparse.Namespace, database_url: str | None) -> int:
             print(f"peak RSS {name:<10} {memory.peak_sum_kb[name] / 1024:.0f} MiB sampled sum; "
                   f"VmHWM per process {detail} MiB")  # fmt: skip
         print(f"load average        before {load_before}; after {load_after} (1, 5, 15 min)")
-        ok = lost == 0 and counts == {"delivered": len(files)}
-        ok = ok and received_twice == 0 and delivered_twice == 0
+        ok = seen.missing == 0 and counts == {"delivered": len(files)}
+        ok = ok and seen.received_twice == 0 and seen.delivered_twice == 0
         if args.orthanc:
-            receptions = cluster.receptions()
-            twice = sum(1 for n in receptions.values() if n > 1)
-            assert cluster.orthanc is not None
-            stored = cluster.orthanc.instance_count()
-            expected = len(fields(ResultObjects)) * len(files)
-            print(f"orthanc             {stored} objects stored (expected {expected}), "
-                  f"{sum(receptions.values())} receptions, "
-                  f"{twice} objects received more than once")  # fmt: skip
-            ok = ok and twice == 0 and stored == expected and len(receptions) == expected
+            ok = orthanc_check(cluster, len(files)) and ok
         print("RESULT", "OK: all delivered, none lost" if ok else "FAILED")
         return 0 if ok else 1
-    finally:
-        for svc in reversed(services):
-            svc.stop()
-        if cluster.orthanc is not None:
-            cluster.orthanc.stop()
-        if redis is not None:
-            redis.stop()
 
 
 def main() -> int:

@@ -39,21 +39,25 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_load import _status_kb, percentile, process_tree, split_images  # noqa: E402
+from bench_load import (  # noqa: E402
+    _status_kb,
+    fleet,
+    orthanc_check,
+    outcome,
+    percentile,
+    process_tree,
+    split_images,
+)
 from pydicom.uid import generate_uid  # noqa: E402
 
 from store import FINAL_STATES, JobStore  # noqa: E402
-from tests.conftest import RedisServer, ServiceProcess, free_port  # noqa: E402
 from tests.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
-from tests.integration.cluster import Cluster  # noqa: E402
-from worker.results import ResultObjects  # noqa: E402
 
 
 # --- what is sampled -----------------------------------------------------------------------
@@ -215,30 +219,7 @@ def run(args: argparse.Namespace) -> int:
     registry = random_registry(work / "registry", args.arch)
     images = [load_cxr(p) for p in split_images()]
     data = work / "data"
-    env = {
-        "DEEPCOVID_DATA_DIR": str(data),
-        "DEEPCOVID_MODEL_REGISTRY_DIR": str(registry),
-        "DEEPCOVID_PORT": str(free_port()),
-        "DEEPCOVID_BIND_ADDRESS": "127.0.0.1",
-        "DEEPCOVID_MIN_FREE_SPACE_MB": "50",
-        "DEEPCOVID_TORCH_THREADS": str(args.torch_threads),
-        "DEEPCOVID_OCCLUSION_STRIDE": str(args.stride),
-        "DEEPCOVID_LOG_LEVEL": "WARNING",
-    }
-    services: list[ServiceProcess] = []
-    redis: RedisServer | None = None
-    cluster = Cluster(env, work, services)
-    try:
-        if args.redis:
-            redis = RedisServer(work)
-            redis.start()
-            cluster.env["DEEPCOVID_BROKER_URL"] = redis.url
-        if args.orthanc:
-            cluster.with_orthanc()
-        node = cluster.start_node()
-        workers = [cluster.start_worker() for _ in range(args.workers)]
-        roots = {"node": node.proc.pid}  # type: ignore[union-attr]
-        roots.update({f"worker{i + 1}": w.proc.pid for i, w in enumerate(workers)})  # type: ignore[union-attr]
+    with fleet(args, work, registry) as (cluster, roots):
         store = JobStore(f"sqlite:///{data / 'jobs.sqlite'}")
         sampler = Sampler(roots, data, store)
         cols = sampler.columns()
@@ -303,29 +284,18 @@ def run(args: argparse.Namespace) -> int:
         plot(png_path, cols, sampler.rows, title, args.warmup)
 
         # --- outcome --------------------------------------------------------------------
-        jobs = {j.sop_instance_uid: j for j in store.list(limit=1_000_000)}
         refused = sum(1 for code in sent.values() if code != 0)
-        missing = [u for u in sent if u not in jobs]
-        states = Counter(jobs[u].state for u in sent if u in jobs)
-        received_twice = sum(1 for u in sent if u in jobs and jobs[u].times_received > 1)
-        delivered_twice = 0
-        lat = []
-        for u in sent:
-            if u not in jobs:
-                continue
-            events = store.events(jobs[u].id)
-            deliveries = [e.at for e in events if e.state == "delivered"]
-            delivered_twice += len(deliveries) > 1
-            if deliveries:
-                received = next(e.at for e in events if e.state == "received")
-                lat.append((deliveries[-1] - received).total_seconds())
+        seen = outcome(store, sent)
+        states = Counter(job.state for job in seen.jobs.values())
+        lat = seen.latencies
 
         print("\n== soak ==")
         print(f"setup               {title}")
         print(f"sent                {len(sent)} instances in {send_s:.0f} s "
               f"({len(sent) / send_s:.3f}/s); storescu failures {refused}")  # fmt: skip
-        print(f"final states        {dict(states)}; without a job {len(missing)}")
-        print(f"received twice      {received_twice}; delivered twice {delivered_twice}")
+        print(f"final states        {dict(states)}; without a job {seen.missing}")
+        print(f"received twice      {seen.received_twice}; "
+              f"delivered twice {seen.delivered_twice}")  # fmt: skip
         if lat:
             print(f"receipt->delivered  p50 {percentile(lat, 0.5):.1f} s, "
                   f"p95 {percentile(lat, 0.95):.1f} s, max {max(lat):.1f} s")  # fmt: skip
@@ -341,27 +311,13 @@ def run(args: argparse.Namespace) -> int:
                 after = [r[col] / r[of] * 1024 for r in rows if r[of] and r["t_s"] >= args.warmup]
                 print(f"{col} per job (KiB)   first {per[0]:.0f}, at warm-up "
                       f"{after[0] if after else 0:.0f}, last {per[-1]:.0f}")  # fmt: skip
-        ok = not missing and refused == 0 and states == Counter({"delivered": len(sent)})
-        ok = ok and received_twice == 0 and delivered_twice == 0
+        ok = not seen.missing and refused == 0 and states == Counter({"delivered": len(sent)})
+        ok = ok and seen.received_twice == 0 and seen.delivered_twice == 0
         if args.orthanc:
-            receptions = cluster.receptions()
-            twice = sum(1 for n in receptions.values() if n > 1)
-            assert cluster.orthanc is not None
-            stored = cluster.orthanc.instance_count()
-            expected = len(fields(ResultObjects)) * len(sent)
-            print(f"orthanc             {stored} objects stored (expected {expected}), "
-                  f"{twice} received more than once")  # fmt: skip
-            ok = ok and twice == 0 and stored == expected
+            ok = orthanc_check(cluster, len(sent)) and ok
         print(f"wrote {csv_path} and {png_path}")
         print("RESULT", "OK: all delivered, none lost, none twice" if ok else "FAILED")
         return 0 if ok else 1
-    finally:
-        for svc in reversed(services):
-            svc.stop()
-        if cluster.orthanc is not None:
-            cluster.orthanc.stop()
-        if redis is not None:
-            redis.stop()
 
 
 def main() -> int:
