@@ -165,3 +165,23 @@ def record_job(store: Any, uid: str, *, sha256: str = "0" * 64, calling_ae: str 
         size_bytes=10,
     )
     return int(outcome.job_id)
+
+
+def spool_dataset(
+    store: Any, ds: Dataset, path: Path, *, sha256: str = "0" * 64, calling_ae: str = "TEST"
+) -> int:
+    """Save ``ds`` at ``path`` and record its receipt with its own UIDs, as the listener would;
+    returns the job id. For tests that run the worker's pipeline on a real file."""
+    ds.save_as(path, enforce_file_format=True)
+    outcome = store.record_received(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        calling_ae=calling_ae,
+        spool_path=str(path),
+        sha256=sha256,
+        size_bytes=path.stat().st_size,
+    )
+    return int(outcome.job_id)

@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 from common.settings import Settings
 from tests import badinput as bad
 from tests.conftest import ServiceProcess
+from tests.factories import spool_dataset
 from tests.integration.cluster import Cluster, make_instances
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -152,18 +153,7 @@ def test_content_replaced_mid_analysis_is_analysed_again(
     path = tmp_path / f"{uid}.dcm"
 
     def receive(ds: Dataset, sha256: str) -> int:
-        ds.save_as(path, enforce_file_format=True)
-        return store.record_received(
-            sop_instance_uid=uid,
-            sop_class_uid=str(ds.SOPClassUID),
-            study_instance_uid=str(ds.StudyInstanceUID),
-            series_instance_uid=str(ds.SeriesInstanceUID),
-            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-            calling_ae="TESTSCU",
-            spool_path=str(path),
-            sha256=sha256,
-            size_bytes=path.stat().st_size,
-        ).job_id
+        return spool_dataset(store, ds, path, sha256=sha256, calling_ae="TESTSCU")
 
     job_id = receive(bad.good(view_position="LL", sop_instance_uid=uid), "a" * 64)
     real_check = gate.check

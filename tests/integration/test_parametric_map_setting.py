@@ -11,7 +11,7 @@ from common.settings import get_settings
 from store import JobStore
 from store.migrate import upgrade
 from store.outbox import Outbox
-from tests.factories import load_cxr, wrap_pixels
+from tests.factories import load_cxr, spool_dataset, wrap_pixels
 from worker.pipeline import run_job
 
 pytestmark = pytest.mark.integration
@@ -33,19 +33,7 @@ def test_with_spacing_leaves_the_map_out_for_a_cr_without_spacing(
         load_cxr("images/covid/figure1__covid__COVID-00001.jpg"), imager_pixel_spacing=None
     )
     assert "PixelSpacing" not in cr and "ImagerPixelSpacing" not in cr
-    path = tmp_path / "cr.dcm"
-    cr.save_as(path, enforce_file_format=True)
-    job_id = store.record_received(
-        sop_instance_uid=str(cr.SOPInstanceUID),
-        sop_class_uid=str(cr.SOPClassUID),
-        study_instance_uid=str(cr.StudyInstanceUID),
-        series_instance_uid=str(cr.SeriesInstanceUID),
-        transfer_syntax_uid=str(cr.file_meta.TransferSyntaxUID),
-        calling_ae="TEST",
-        spool_path=str(path),
-        sha256="0" * 64,
-        size_bytes=path.stat().st_size,
-    ).job_id
+    job_id = spool_dataset(store, cr, tmp_path / "cr.dcm")
 
     assert run_job(job_id, store, settings) == "delivered"  # no destination: kept only
     rows = Outbox(store).for_job(job_id)

@@ -11,7 +11,7 @@ from common.settings import get_settings
 from store import JobStore
 from store.migrate import upgrade
 from store.outbox import Outbox
-from tests.factories import load_cxr, wrap_pixels
+from tests.factories import load_cxr, spool_dataset, wrap_pixels
 from worker.pipeline import run_job
 
 pytestmark = pytest.mark.integration
@@ -28,19 +28,7 @@ def test_rejected_instance_gets_a_rejection_sr(
     lateral = wrap_pixels(
         load_cxr("images/covid/figure1__covid__COVID-00001.jpg"), view_position="LL"
     )
-    path = tmp_path / "lateral.dcm"
-    lateral.save_as(path, enforce_file_format=True)
-    job_id = store.record_received(
-        sop_instance_uid=str(lateral.SOPInstanceUID),
-        sop_class_uid=str(lateral.SOPClassUID),
-        study_instance_uid=str(lateral.StudyInstanceUID),
-        series_instance_uid=str(lateral.SeriesInstanceUID),
-        transfer_syntax_uid=str(lateral.file_meta.TransferSyntaxUID),
-        calling_ae="TEST",
-        spool_path=str(path),
-        sha256="0" * 64,
-        size_bytes=path.stat().st_size,
-    ).job_id
+    job_id = spool_dataset(store, lateral, tmp_path / "lateral.dcm")
 
     assert run_job(job_id, store, settings) == "rejected"
     (row,) = Outbox(store).for_job(job_id)
