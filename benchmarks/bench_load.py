@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -47,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from pydicom.uid import generate_uid  # noqa: E402
 
 from store import JobStore, JobView  # noqa: E402
-from tests.conftest import PG_ADMIN_URL, RedisServer, ServiceProcess, free_port  # noqa: E402
+from tests.conftest import RedisServer, ServiceProcess, free_port, fresh_pg_database  # noqa: E402
 from tests.factories import CXR_DIR, load_cxr, random_registry, wrap_pixels  # noqa: E402
 from tests.integration.cluster import Cluster, sop_uid  # noqa: E402
 from worker.results import ResultObjects  # noqa: E402
@@ -73,23 +72,6 @@ def make_instances(count: int, out: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
-
-
-@contextmanager
-def fresh_postgres_database(admin_url: str = PG_ADMIN_URL) -> Iterator[str]:
-    """A new, empty PostgreSQL database (uniquely named) for one run; dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    name = f"deepcovid_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def load_average() -> str:
@@ -280,7 +262,7 @@ def orthanc_check(cluster: Cluster, instances: int) -> bool:
 def run(args: argparse.Namespace) -> int:
     if not args.postgres:
         return run_on(args, None)
-    with fresh_postgres_database() as url:
+    with fresh_pg_database("deepcovid_bench") as url:
         return run_on(args, url)
 
 

@@ -6,6 +6,7 @@ Orthanc) on loopback ports picked free at run time, and always stop them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -94,12 +95,13 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "deepcovid_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database (uniquely named) on the server of ``PG_ADMIN_URL``;
+    yields its URL and drops it afterwards. Used by tests and by ``benchmarks/bench_load.py``."""
     from sqlalchemy import create_engine, text
 
-    name = f"deepcovid_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -110,6 +112,13 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
