@@ -8,7 +8,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 
-from worker.results import build_results
+from tests.unit.results.builders import build
 from worker.results.pmap import (
     NOMINAL_SPACING_MM,
     VIEWER_ORIENTATION,
@@ -20,15 +20,8 @@ from worker.results.pmap import (
 from worker.results.sc import blend
 
 
-def _results(source, algorithm, heatmap, display_image):
-    return build_results(
-        source,
-        probability=0.7,
-        threshold=0.42,
-        heatmap=heatmap,
-        display_image=display_image,
-        algorithm=algorithm,
-    )
+def _results(source, algorithm, heatmap, display_image, **kwargs):
+    return build(source, algorithm, heatmap, display_image, probability=0.7, **kwargs)
 
 
 def _roundtrip(ds):
@@ -209,15 +202,7 @@ def test_setting_decides_whether_a_source_gets_a_map(source, spacing, policy, wa
 def test_results_without_the_map_leave_it_out_of_sending_and_of_the_sr(
     source, algorithm, heatmap, display_image
 ) -> None:
-    results = build_results(
-        source,
-        probability=0.7,
-        threshold=0.42,
-        heatmap=heatmap,
-        display_image=display_image,
-        algorithm=algorithm,
-        parametric_map=False,
-    )
+    results = _results(source, algorithm, heatmap, display_image, parametric_map=False)
     assert results.pmap is None
     assert [kind for kind, _ in results.items()] == ["sc", "pr", "sr"]
     assert [ds.SOPClassUID for ds in results] == [
