@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from models.architectures import ARCHITECTURES, CLASSES
 from models.domain import DomainCheckSpec
+from models.files import WEIGHTS_DTYPES
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
 CARD_SCHEMA_VERSION = 1
@@ -114,6 +115,9 @@ class ModelCard:
     computes it from the manifest) and omitted from the JSON when empty, so such cards stay
     byte-identical."""
     schema_version: int = CARD_SCHEMA_VERSION
+    weights_dtype: str = "float32"
+    """Format of the floating-point tensors in ``weights.pt`` (:data:`models.files.WEIGHTS_DTYPES`);
+    loading gives float32 either way. Omitted from the JSON when float32 (older cards)."""
     domain_check: DomainCheckSpec | None = None
     """Out-of-domain check on the model's features (:mod:`models.domain`): its threshold and
     the statistics file beside the weights. ``None`` (cards written before it existed, or
@@ -156,6 +160,11 @@ class ModelCard:
                     f"got {key!r}: {share}"
                 )
         object.__setattr__(self, "source_prevalence", prevalence)
+        if self.weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(
+                f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, "
+                f"got {self.weights_dtype!r}"
+            )
         if self.schema_version > CARD_SCHEMA_VERSION:
             raise ValueError(
                 f"model card schema {self.schema_version} is newer than this code understands "
@@ -200,6 +209,8 @@ class ModelCard:
         if not self.source_prevalence:
             # Optional and newer than most cards: leave it out rather than write an empty object.
             del data["source_prevalence"]
+        if data["weights_dtype"] == "float32":
+            del data["weights_dtype"]  # the format every card before the field had
         if data["domain_check"] is None:
             del data["domain_check"]  # readers that predate the field still read such cards
         return data

@@ -31,7 +31,7 @@ from torch import nn
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
 from models.domain import DomainCheckError, load_domain_check
-from models.files import atomic_write_bytes
+from models.files import WEIGHTS_DTYPES, atomic_write_bytes
 
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "model_card.json"
@@ -209,7 +209,7 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
         try:
-            state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            state_dict = stored_state_dict(model, card.weights_dtype)
             weights = tmp / WEIGHTS_FILE
             with open(weights, "wb") as fh:
                 torch.save(state_dict, fh)
@@ -236,6 +236,33 @@ class Registry:
             raise
         _fsync_dir(self.root)
         return version
+
+
+def round_to_dtype(model: nn.Module, dtype: str) -> nn.Module:
+    """Round ``model``'s floating-point parameters and buffers in place to what ``dtype`` holds.
+
+    The values stay float32; they become exactly those a ``weights.pt`` stored as ``dtype`` loads
+    back, so a model measured after this is the model serving will run.
+    """
+    if dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {dtype!r}")
+    target = getattr(torch, dtype)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(target))
+    return model
+
+
+def stored_state_dict(model: nn.Module, dtype: str = "float32") -> dict[str, torch.Tensor]:
+    """``model``'s state dict on the CPU with floating-point tensors as ``dtype`` (for saving)."""
+    if dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {dtype!r}")
+    target = getattr(torch, dtype)
+    return {
+        k: (v.detach().cpu().to(target) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
 
 
 def _version_sort_key(name: str) -> tuple[int, int, str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import UsageError, UserError
+from models.files import WEIGHTS_DTYPES
 from training.config import SELECT_BY, SOURCE_SAMPLING, AugmentSpec, TrainConfig
 from training.manifest import Manifest, ManifestRow, read_manifest
 from training.portable import Anchors, portable_card, portable_path
@@ -138,6 +139,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "recognition), or loss (default auc)",
     )
     parser.add_argument("--patience", type=int, default=d.patience, help="early stop (0: off)")
+    parser.add_argument(
+        "--weights-dtype",
+        default=d.weights_dtype,
+        choices=WEIGHTS_DTYPES,
+        help="how the registry stores the weights; float16 halves the file, and the model is "
+        "rounded to it before the threshold and val metrics are computed (default float32)",
+    )
     parser.add_argument("--time-limit-s", type=float, default=None, help="training time budget")
     parser.add_argument(
         "--fit-epochs-to-time",
@@ -353,6 +361,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_batch_size=args.eval_batch_size,
         load_workers=args.load_workers,
         threads=args.threads,
+        weights_dtype=args.weights_dtype,
     )
 
 
@@ -398,6 +407,9 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
         progress=not args.no_progress,
         log=_log,
     )
+    from models.registry import round_to_dtype
+
+    round_to_dtype(result.model, cfg.weights_dtype)  # the card describes the stored network
     device = _setup_device(cfg.device, cfg.threads)  # IEEE fp32 for the threshold, as serving
     logits = predict_logits(result.model.to(device), val_data.gray, spec, device)
     result.model.cpu()

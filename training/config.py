@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from models.files import WEIGHTS_DTYPES
+
 if TYPE_CHECKING:  # torch is imported only when a spec is built: the CLI parses without it
     from models.preprocessing import PreprocessSpec
 
@@ -157,6 +159,10 @@ class TrainConfig:
     load_workers: int = 4
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
+    weights_dtype: str = "float32"
+    """How the registry stores the weights (:data:`models.card.WEIGHTS_DTYPES`). ``float16``
+    halves the file; the trained model is rounded to it before the threshold, the val metrics
+    and the domain check are computed, so the card describes exactly the stored network."""
 
     def __post_init__(self) -> None:
         choices = {
@@ -167,6 +173,7 @@ class TrainConfig:
             "select_by": SELECT_BY,
             "device": ("auto", "cpu", "cuda"),
             "source_sampling": SOURCE_SAMPLING,
+            "weights_dtype": WEIGHTS_DTYPES,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

@@ -121,6 +121,7 @@ def make_card(
             "COVID-19 when probability >= threshold"
         ),
         init=init,
+        weights_dtype=cfg.weights_dtype,
         training_manifest=str(cfg.manifest),
         training_manifest_sha256=manifest.sha256,
         training_command=command,

@@ -57,6 +57,7 @@ def test_card_json_round_trip() -> None:
         ({"threshold": 1.5}, "threshold"),
         ({"device_uid": "1.2.abc"}, "device_uid"),
         ({"weights_sha256": "xyz"}, "weights_sha256"),
+        ({"weights_dtype": "int8"}, "weights_dtype must be one of float32, float16"),
         ({"colour": "blue"}, "unknown model card fields: colour"),
     ],
 )
@@ -65,6 +66,14 @@ def test_card_refuses_invalid_values(change: dict[str, object], message: str) ->
     data.update(change)
     with pytest.raises(ValueError, match=message):
         ModelCard.from_dict(data)
+
+
+def test_weights_dtype_is_written_only_when_not_float32() -> None:
+    """Cards from before the field stay byte-identical; a float16 card says so and round-trips."""
+    assert "weights_dtype" not in json.loads(_card().to_json())
+    half = _card(weights_dtype="float16")
+    assert json.loads(half.to_json())["weights_dtype"] == "float16"
+    assert ModelCard.from_json(half.to_json()).weights_dtype == "float16"
 
 
 def test_metric_interval_must_be_ordered() -> None:

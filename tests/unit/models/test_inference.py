@@ -13,7 +13,7 @@ from models.architectures import build_model
 from models.card import ModelCard
 from models.inference import AUTO_ENGINE, Predictor, resolve_device, resolve_engine
 from models.preprocessing import PreprocessSpec, to_model_input
-from models.registry import Registry
+from models.registry import Registry, round_to_dtype
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +123,27 @@ def test_compile_matches_eager(registry_root: Path, images: list[np.ndarray]) ->
     eager = Predictor.from_registry(registry_root, engine="eager", device="cpu").predict(images)
     compiled = Predictor.from_registry(registry_root, engine="compile", device="cpu")
     assert float(np.abs(compiled.predict(images) - eager).max()) <= 1e-4
+
+
+def test_efficientnet_lite0_stored_as_float16_serves_exactly_on_onnx(
+    tmp_path: Path, images: list[np.ndarray]
+) -> None:
+    """The ImageNet-initialised EfficientNet-Lite0, rounded to and stored as float16 (the shipped
+    format): the file is half size, loads back to the very network that was measured, and the
+    CPU's default engine (ONNX, with the TF-style padding exported) matches eager."""
+    model = build_model("efficientnet_lite0", init="imagenet")
+    with torch.no_grad():
+        model._fc.weight.mul_(40.0)  # spread the probabilities so differences would show
+    round_to_dtype(model, "float16")
+    registry = Registry(tmp_path)
+    card = ModelCard(architecture="efficientnet_lite0", weights_dtype="float16")
+    registry.activate(registry.save_version(model, card))
+    weights = tmp_path / "v0001" / "weights.pt"
+    assert 6e6 < weights.stat().st_size < 8e6  # float32 would be 13.5 MB
+    loaded, _ = registry.load()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    eager = Predictor.from_registry(tmp_path, engine="eager", device="cpu").predict(images)
+    assert float(eager.std()) > 1e-3
+    onnx = Predictor.from_registry(tmp_path, engine="onnx", device="cpu").predict(images)
+    assert float(np.abs(onnx - eager).max()) <= 1e-4
