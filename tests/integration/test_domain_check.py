@@ -1,8 +1,8 @@
 """An image the gate accepts but the model was never validated on: the service says indeterminate.
 
 A DX "chest" whose pixels are uniform noise passes every input-gate check (DX, CHEST, PA,
-grayscale, 8-bit). The shipped model calls it COVID-19 with a probability near 1; its domain
-check (Mahalanobis distance of the penultimate features, about 150 against a limit of 17)
+grayscale, 8-bit). The shipped model calls it COVID-19 (p about 0.86); its domain
+check (Mahalanobis distance of the penultimate features, about 172 against a limit of 71)
 flags it. Sent with ``storescu`` to a node and a worker running the shipped model, it must come
 back as an SR whose finding is Indeterminate with the reason, an overlay that says so, a job
 whose finding is ``indeterminate`` with a timeline entry that says why, and a ``/metrics``
@@ -10,8 +10,8 @@ count of indeterminate findings. A real chest DX sent with it is analysed as usu
 
 The same holds for a real image: a CT head slice from pydicom's test files that arrives
 labelled as a chest CR (a mislabelled or mis-routed study; the gate trusts the header). The
-model alone calls it COVID-19 (p about 0.98, far above the threshold); the domain check
-(about 29 against 17) makes it indeterminate.
+model alone calls it COVID-19 (p about 0.62, above the threshold 0.32); the domain check
+(about 92 against 71) makes it indeterminate.
 """
 
 from __future__ import annotations

@@ -269,10 +269,25 @@ def test_shipped_model_card_gives_identical_inputs(cxr: tuple[Path, np.ndarray])
     image = load_image_file(cxr[0])
     for path in cards:
         card = ModelCard.load(path)
-        from_dict = PreprocessSpec.from_dict(card.to_dict())  # the whole card's dict
-        assert from_dict == card.preprocess and from_dict.is_plain
+        if not card.preprocessing:  # the paper's steps: resize and normalise, nothing else
+            from_dict = PreprocessSpec.from_dict(card.to_dict())  # the whole card's dict
+            assert from_dict == card.preprocess and from_dict.is_plain
+            x = to_model_input(image, card.preprocess)
+            assert torch.equal(x, normalise(resize_image(image, card.input_size), card.preprocess))
+            continue
+        # Optional steps (the EfficientNet's lung crop and CLAHE): serving's spec is the one
+        # the trainer recorded, and serving's input is the trainer's cached gray, normalised.
+        trained = PreprocessSpec.from_dict(
+            {
+                **card.training_parameters["preprocess"],
+                "input_size": card.training_parameters["input_size"],
+                "mean": card.mean,
+                "std": card.std,
+            }
+        )
+        assert trained == card.preprocess and not trained.is_plain
         x = to_model_input(image, card.preprocess)
-        assert torch.equal(x, normalise(resize_image(image, card.input_size), card.preprocess))
+        assert torch.equal(x, normalise(prepare_gray(image, trained), trained))
 
 
 def test_bad_options_are_refused() -> None:
