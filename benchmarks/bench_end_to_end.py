@@ -13,7 +13,7 @@ the C-FIND confirmation, which overlaps the end of the round trip; it is reporte
 Speed does not depend on the weights, so each architecture runs with randomly initialised
 weights in a temporary registry. Usage::
 
-    .venv/bin/python benchmarks/bench_end_to_end.py --arch squeezenet1_1 resnet18 --runs 10
+    .venv/bin/python benchmarks/bench_end_to_end.py --arch efficientnet_lite0 squeezenet1_1
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def run(arch: str, runs: int, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", nargs="+", default=["squeezenet1_1", "resnet18"])
+    parser.add_argument("--arch", nargs="+", default=["efficientnet_lite0", "squeezenet1_1"])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     for arch in args.arch:

@@ -21,7 +21,10 @@ their operands onto the union rectangle. After the last spatial layer the full m
 and the network's head runs as usual.
 
 Supported: torchvision ResNet (BasicBlock, Bottleneck; BatchNorm folded into the convolutions
-first), SqueezeNet (Fire), DenseNet, and plain ``nn.Sequential`` CNNs. The same code, run on the
+first), SqueezeNet (Fire), DenseNet, EfficientNet-Lite0 (MBConv, BatchNorm folded too; TensorFlow
+``SAME`` padding, one more row/column at the bottom/right than at the top/left at stride 2, is
+run as its top/left padding, the bottom/right following from the output size) and plain
+``nn.Sequential`` CNNs. The same code, run on the
 ``meta`` device, counts the multiply-accumulates for :func:`count_flops`.
 """
 
@@ -41,6 +44,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.squeezenet import Fire, SqueezeNet
 
 from models.architectures import covid_probability
+from models.efficientnet_lite import EfficientNetLite0, MBConv, SameConv2d
 from models.occlusion.grid import OcclusionGrid
 
 _SPATIAL_LAYERS = (
@@ -70,7 +74,7 @@ def supports(model: nn.Module) -> bool:
     DenseNet, or an ``nn.Sequential`` that starts with convolution/pooling/point-wise layers."""
     if isinstance(model, nn.Sequential):
         return _sequential_split(model) > 0
-    return isinstance(model, ResNet | SqueezeNet | DenseNet)
+    return isinstance(model, ResNet | SqueezeNet | DenseNet | EfficientNetLite0)
 
 
 @dataclass
@@ -258,10 +262,21 @@ def _conv(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> _Inc:
     return _conv_with_crop(v, m, ctx)[0]
 
 
+def _same_padding(m: SameConv2d, in_hw: tuple[int, int]) -> tuple[int, int]:
+    """Top/left padding of a TensorFlow ``SAME`` convolution on an input of ``in_hw``: half the
+    total, rounded down (the extra row/column goes to the bottom/right)."""
+    kh, kw = _pair(m.kernel_size)
+    sh, sw = _pair(m.stride)
+    total_h = max((-(-in_hw[0] // sh) - 1) * sh + kh - in_hw[0], 0)
+    total_w = max((-(-in_hw[1] // sw) - 1) * sw + kw - in_hw[1], 0)
+    return total_h // 2, total_w // 2
+
+
 def _conv_with_crop(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> tuple[_Inc, torch.Tensor]:
     if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise NotImplementedError("incremental conv supports dilation 1 and numeric zero padding")
     kh, kw = _pair(m.kernel_size)
+    padding = _same_padding(m, v.full_hw) if isinstance(m, SameConv2d) else _pair(m.padding)
     macs = m.out_channels * (m.in_channels // m.groups) * kh * kw
     return _windowed_op(
         v,
@@ -270,7 +285,7 @@ def _conv_with_crop(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> tuple[_Inc, torch.Tenso
         lambda crop: F.conv2d(crop, m.weight, m.bias, stride=m.stride, padding=0, groups=m.groups),
         (kh, kw),
         _pair(m.stride),
-        _pair(m.padding),
+        padding,
         0.0,
         macs,
     )
@@ -397,8 +412,19 @@ def _full(v: _Inc) -> torch.Tensor:
 
 
 # --- architectures ------------------------------------------------------------------------------
+class _Stage(nn.Module):
+    """A step of a network's spatial part that is not one module (EfficientNet's stem and last
+    convolution apply ReLU6 as a function)."""
+
+    def __init__(self, step: Callable[[_Inc, _Ctx], _Inc]) -> None:
+        super().__init__()
+        self.step = step
+
+
 def _run(module: nn.Module, v: _Inc, ctx: _Ctx) -> _Inc:
     """Incremental forward of one module of a supported network's spatial part."""
+    if isinstance(module, _Stage):
+        return module.step(v, ctx)
     if isinstance(module, nn.Conv2d):
         return _conv(v, module, ctx)
     if isinstance(module, nn.Identity):
@@ -410,6 +436,8 @@ def _run(module: nn.Module, v: _Inc, ctx: _Ctx) -> _Inc:
     if isinstance(module, nn.ReLU):
         # Every ReLU here follows a layer whose fresh output nothing else reads: in place is safe.
         return _pointwise(v, torch.relu_, ctx)
+    if isinstance(module, nn.ReLU6):
+        return _pointwise(v, _relu6_, ctx)
     if isinstance(module, nn.Dropout):
         return v  # eval mode: identity
     if isinstance(module, nn.MaxPool2d):
@@ -429,6 +457,13 @@ def _run(module: nn.Module, v: _Inc, ctx: _Ctx) -> _Inc:
         return _pointwise(_add(out, identity, ctx), torch.relu_, ctx)
     if isinstance(module, Fire):
         return _fire(module, v, ctx)
+    if isinstance(module, MBConv):
+        out = v
+        if module.expand:
+            out = _conv_bn_relu6(module._expand_conv, module._bn0, out, ctx)
+        out = _conv_bn_relu6(module._depthwise_conv, module._bn1, out, ctx)
+        out = _run(module._bn2, _run(module._project_conv, out, ctx), ctx)
+        return _add(out, v, ctx) if module.skip else out
     if isinstance(module, _DenseBlock):
         features = [v]
         for layer in module.values():
@@ -439,6 +474,16 @@ def _run(module: nn.Module, v: _Inc, ctx: _Ctx) -> _Inc:
             v = _run(child, v, ctx)
         return v
     raise NotImplementedError(f"no incremental rule for {type(module).__name__}")
+
+
+def _relu6_(t: torch.Tensor) -> torch.Tensor:
+    """ReLU6 in place (EfficientNet-Lite's activation; it too follows a fresh output)."""
+    return F.hardtanh_(t, 0.0, 6.0)
+
+
+def _conv_bn_relu6(conv: nn.Module, bn: nn.Module, v: _Inc, ctx: _Ctx) -> _Inc:
+    """EfficientNet-Lite's convolution, BatchNorm (an identity once folded), ReLU6."""
+    return _pointwise(_run(bn, _run(conv, v, ctx), ctx), _relu6_, ctx)
 
 
 def _run_dense_layer(layer: nn.Module, inputs: list[_Inc], ctx: _Ctx) -> _Inc:
@@ -453,14 +498,42 @@ def _run_dense_layer(layer: nn.Module, inputs: list[_Inc], ctx: _Ctx) -> _Inc:
 _FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]] = weakref.WeakKeyDictionary()
 
 
+def _fold_resnet(model: nn.Module, fold: Callable[[nn.Module, str, str], None]) -> None:
+    """Fold every BatchNorm of a ResNet copy into its convolution, in place."""
+    fold(model, "conv1", "bn1")
+    for block in model.modules():
+        if isinstance(block, BasicBlock | Bottleneck):
+            fold(block, "conv1", "bn1")
+            fold(block, "conv2", "bn2")
+            if isinstance(block, Bottleneck):
+                fold(block, "conv3", "bn3")
+            if block.downsample is not None:
+                fold(block.downsample, "0", "1")
+
+
+def _fold_efficientnet(
+    model: EfficientNetLite0, fold: Callable[[nn.Module, str, str], None]
+) -> None:
+    """Fold every BatchNorm of an EfficientNet-Lite0 copy into its convolution, in place."""
+    fold(model, "_conv_stem", "_bn0")
+    fold(model, "_conv_head", "_bn1")
+    for block in model._blocks:
+        if isinstance(block, MBConv):
+            if block.expand:
+                fold(block, "_expand_conv", "_bn0")
+            fold(block, "_depthwise_conv", "_bn1")
+            fold(block, "_project_conv", "_bn2")
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of a ResNet with every eval-mode BatchNorm folded into the convolution before it.
+    """A copy of a ResNet or EfficientNet-Lite0 with every eval-mode BatchNorm folded into the
+    convolution before it.
 
     Exact up to rounding (~1e-6 relative); saves a memory pass per convolution.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    if not isinstance(model, ResNet):
+    if not isinstance(model, ResNet | EfficientNetLite0):
         return model
     # Serving folds the same model for every image: keep the fold while no weight changed
     # (in-place updates, e.g. an optimiser step, bump the tensors' version counters).
@@ -479,15 +552,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
         setattr(parent, bn_name, nn.Identity())
 
-    fold(folded, "conv1", "bn1")
-    for block in folded.modules():
-        if isinstance(block, BasicBlock | Bottleneck):
-            fold(block, "conv1", "bn1")
-            fold(block, "conv2", "bn2")
-            if isinstance(block, Bottleneck):
-                fold(block, "conv3", "bn3")
-            if block.downsample is not None:
-                fold(block.downsample, "0", "1")
+    if isinstance(folded, EfficientNetLite0):
+        _fold_efficientnet(folded, fold)
+    else:
+        _fold_resnet(folded, fold)
     folded = folded.to(memory_format=torch.channels_last)
     _FOLDED[model] = (fingerprint, folded)
     return folded
@@ -518,6 +586,19 @@ def _spatial_and_head(
             return model.classifier(torch.flatten(pooled, 1))
 
         return [model.features], densenet_head
+    if isinstance(model, EfficientNetLite0):
+        lite = model
+
+        def stem(v: _Inc, ctx: _Ctx) -> _Inc:
+            return _conv_bn_relu6(lite._conv_stem, lite._bn0, v, ctx)
+
+        def last(v: _Inc, ctx: _Ctx) -> _Inc:
+            return _conv_bn_relu6(lite._conv_head, lite._bn1, v, ctx)
+
+        def efficientnet_head(t: torch.Tensor) -> torch.Tensor:
+            return lite.classify(torch.flatten(F.adaptive_avg_pool2d(t, 1), 1))
+
+        return [_Stage(stem), *lite._blocks, _Stage(last)], efficientnet_head
     if isinstance(model, nn.Sequential) and _sequential_split(model) > 0:
         split = _sequential_split(model)
         return list(model)[:split], nn.Sequential(*list(model)[split:])

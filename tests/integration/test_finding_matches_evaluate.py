@@ -50,7 +50,7 @@ def test_sr_finding_matches_deepcovid_evaluate(
         "--manifest", str(manifest), "--data-root", str(CXR_DIR), "--out", str(report),
         "--bootstrap", "20", "--occlusion-images", "0", "--no-probes",
         "--localisation-sample", "0",
-    ]  # fmt: skip  # the finding is the point: no probes, no heatmaps (reference occlusion)
+    ]  # fmt: skip  # the finding is the point: no probes, no heatmaps
     res = subprocess.run(
         cmd, env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=600
     )
