@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from models.preprocessing import PreprocessSpec
     from models.registry import Registry
     from training.dataset import SplitData
+    from training.evaluate import Scored
+    from training.shortcuts import ShortcutChecks
 
 _DEFAULTS = TrainConfig(manifest="")
 
@@ -441,22 +443,9 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
     return 0
 
 
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``evaluate``."""
-    parser.add_argument("--model", default=None, help="version to evaluate (default: active)")
-    parser.add_argument(
-        "--split",
-        default="test",
-        help="a split of the manifest: train, val, test or any other it names (default test)",
-    )
-    parser.add_argument(
-        "--manifest", default=None, help="manifest CSV (default: the one named in the model card)"
-    )
-    parser.add_argument("--data-root", default=None, help="folder image paths are relative to")
-    parser.add_argument("--out", type=Path, default=None, help="report folder")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="AUC bootstrap resamples")
-    parser.add_argument("--occlusion-images", type=int, default=12, help="heatmaps in the grid")
+def add_shortcut_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the shortcut checks (probes, heatmap localisation) that ``evaluate`` and
+    ``compare`` share."""
     parser.add_argument("--occlusion-window", type=int, default=32)
     parser.add_argument("--occlusion-stride", type=int, default=8)
     parser.add_argument(
@@ -476,6 +465,25 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--localisation-seed", type=int, default=0, help="seed of the localisation sample"
     )
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``evaluate``."""
+    parser.add_argument("--model", default=None, help="version to evaluate (default: active)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="a split of the manifest: train, val, test or any other it names (default test)",
+    )
+    parser.add_argument(
+        "--manifest", default=None, help="manifest CSV (default: the one named in the model card)"
+    )
+    parser.add_argument("--data-root", default=None, help="folder image paths are relative to")
+    parser.add_argument("--out", type=Path, default=None, help="report folder")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="AUC bootstrap resamples")
+    parser.add_argument("--occlusion-images", type=int, default=12, help="heatmaps in the grid")
+    add_shortcut_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--load-workers", type=int, default=4)
     parser.add_argument(
@@ -568,6 +576,35 @@ def _setup_device(name: str, threads: int | None) -> torch.device:
     return device
 
 
+def _shortcut_checks(
+    args: argparse.Namespace,
+    model: nn.Module,
+    card: ModelCard,
+    data: SplitData,
+    scored: Scored,
+    device: torch.device,
+) -> ShortcutChecks:
+    """The probes and the localisation sample as the shortcut flags ask, timed in the log."""
+    from training.shortcuts import shortcut_checks
+
+    t0 = time.perf_counter()
+    checks = shortcut_checks(
+        model,
+        card,
+        data,
+        scored,
+        device,
+        probes=not args.no_probes,
+        localisation_sample=args.localisation_sample,
+        localisation_seed=args.localisation_seed,
+        window=args.occlusion_window,
+        stride=args.occlusion_stride,
+        log=_log,
+    )
+    _log(f"{card.version}: shortcut probes and localisation in {time.perf_counter() - t0:.1f} s")
+    return checks
+
+
 def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """``evaluate``: score a split with a version and write the report folder."""
     from models.registry import Registry
@@ -575,7 +612,6 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     from training.evaluate import compute_metrics, json_safe, score_split
     from training.heatmaps import occlusion_examples
     from training.report import write_predictions, write_report
-    from training.shortcuts import shortcut_checks
 
     registry = Registry(registry_root)
     model, card = _load_version(registry, args.model)
@@ -592,22 +628,8 @@ def run_evaluate(args: argparse.Namespace, registry_root: Path, argv0: str = "de
     metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
     anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
     metrics["manifest"] = portable_path(manifest.path, anchors, manifest=False)
-    t0 = time.perf_counter()
-    shortcuts = shortcut_checks(
-        model,
-        card,
-        data,
-        scored,
-        device,
-        probes=not args.no_probes,
-        localisation_sample=args.localisation_sample,
-        localisation_seed=args.localisation_seed,
-        window=args.occlusion_window,
-        stride=args.occlusion_stride,
-        log=_log,
-    )
+    shortcuts = _shortcut_checks(args, model, card, data, scored, device)
     metrics.update(json_safe({"probes": shortcuts.probes, "localisation": shortcuts.localisation}))
-    _log(f"shortcut probes and localisation in {time.perf_counter() - t0:.1f} s")
     occ = occlusion_examples(
         model,
         card,
@@ -652,6 +674,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--load-workers", type=int, default=4)
+    add_shortcut_arguments(parser)
     add_registry_argument(parser)
 
 
@@ -676,6 +699,7 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
         if card.preprocess not in cache:
             cache[card.preprocess] = load_split(rows_meta, card.preprocess, args.load_workers)
         scored = score_split(model, card, cache[card.preprocess], device)
+        checks = _shortcut_checks(args, model, card, cache[card.preprocess], scored, device)
         rows.append(
             compare_row(
                 version,
@@ -684,6 +708,8 @@ def run_compare(args: argparse.Namespace, registry_root: Path, argv0: str = "dee
                 scored,
                 args.bootstrap,
                 trained_sources=card.source_prevalence or None,
+                probes=checks.probes,
+                localisation=checks.localisation,
             )
         )
     out = args.out or Path("runs") / "reports" / ("compare-" + "-".join(args.versions))

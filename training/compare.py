@@ -6,7 +6,11 @@ classes, and per such source: the numbers the source cannot explain), average pr
 sensitivity / specificity at the version's own operating threshold with Wilson intervals. When a
 version's training data lacked some sources of the split (a leave-one-source-out model, see
 :mod:`training.loso`; known from the card's ``source_prevalence``), a column gives its AUC on the
-images of those unseen sources.
+images of those unseen sources. Two more columns come from the shortcut checks (``compare`` runs
+them as ``evaluate`` does): the within-source AUC with the lung fields hidden and with only the
+lung fields shown (:mod:`training.probes`), and the share of the positive occlusion evidence inside
+the lung fields for the COVID-19 calls of a stratified sample, beside the lungs' share of the
+image (:mod:`training.localisation`).
 """
 
 from __future__ import annotations
@@ -63,8 +67,12 @@ def compare_row(
     scored: Scored,
     n_boot: int,
     trained_sources: Collection[str] | None = None,
+    probes: dict[str, Any] | None = None,
+    localisation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One line of Table 6, with the within-source AUC and the unseen-source AUC beside it."""
+    """One line of Table 6, with the within-source AUC and the unseen-source AUC beside it, and
+    the shortcut checks' headline figures where ``probes`` / ``localisation`` (the summaries
+    ``evaluate`` writes to metrics.json) are given."""
     y, s = scored.labels, scored.probs
     summary = confusion_at(y, s, threshold).summary()
     sources = [source_name(r) for r in scored.rows]
@@ -79,6 +87,8 @@ def compare_row(
         "within_source_auc_ci_bootstrap": within["pooled_auc_ci_bootstrap"],
         "within_source": {k: v["auc"] for k, v in within["sources"].items()},
         "unseen_sources": unseen_sources(scored, trained_sources),
+        "probes": probe_columns(probes),
+        "localisation": localisation_columns(localisation),
         "average_precision": average_precision(y, s),
         **{
             k: summary[k]
@@ -98,6 +108,49 @@ def compare_row(
         "roc": roc_points(y, s),
         "pr": pr_points(y, s),
     }
+
+
+def probe_columns(probes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Pooled and within-source AUC of each probe (lungs hidden, lungs only); None when the
+    probes did not run."""
+    if not probes or "skipped" in probes:
+        return None
+    return {
+        key: {"auc": p["auc"], "within_source_auc": p["within_source_auc"]}
+        for key, p in probes["probes"].items()
+        if key != "original"
+    }
+
+
+def localisation_columns(localisation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Mean share of the positive evidence inside the lung fields: the COVID-19 calls' and every
+    sampled image's, with the lungs' share of the image (what evenly spread evidence would give);
+    None when the sample was not taken."""
+    if not localisation or "skipped" in localisation:
+        return None
+    return {
+        "covid_calls": localisation["covid_calls"],
+        "all": localisation["all"],
+        "uniform_share": localisation["uniform_share"],
+        "sample_size": localisation["sample_size"],
+    }
+
+
+def _probe_cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    hidden, only = entry.get("lungs_hidden", {}), entry.get("lungs_only", {})
+    return f"{_f(hidden.get('within_source_auc'))} / {_f(only.get('within_source_auc'))}"
+
+
+def _localisation_cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    calls = entry["covid_calls"]
+    return (
+        f"{_f(calls['mean'], True)} of {calls['n']} calls "
+        f"(lungs {_f(entry['uniform_share'], True)} of the image)"
+    )
 
 
 def _f(value: float | None, pct: bool = False) -> str:
@@ -140,6 +193,8 @@ def write_comparison(
     plots.pr_figure(pr, out_dir / "pr_compare.png")
     mixed = sorted({name for r in rows for name in r.get("within_source", {})})
     show_unseen = any(r.get("unseen_sources") for r in rows)
+    show_probes = any(r.get("probes") for r in rows)
+    show_loc = any(r.get("localisation") for r in rows)
     lines = [
         f"# Model comparison on the {split} split ({n_images} images)",
         "",
@@ -147,14 +202,30 @@ def write_comparison(
         "95 % intervals: AUC stratified bootstrap, rates Wilson (paper's normal approx. in "
         "compare.json). The pooled AUC rewards recognising the image collection; the "
         "within-source AUC (pairs of one source, over the sources with both classes: "
-        f"{', '.join(mixed) or 'none'}) does not.",
+        f"{', '.join(mixed) or 'none'}) does not."
+        + (
+            " Probes: the within-source AUC with the lung fields hidden / with only the lung "
+            "fields shown (a model that reads the lungs keeps it on lungs only and drops towards "
+            "0.5 with them hidden)."
+            if show_probes
+            else ""
+        )
+        + (
+            " Evidence in lungs: the mean share of the positive occlusion evidence inside the "
+            "lung fields for the COVID-19 calls of a stratified sample, beside the lungs' share "
+            "of the image (evidence spread evenly would give that)."
+            if show_loc
+            else ""
+        ),
         "",
         "| version | architecture | AUC pooled (95 % CI) | AUC within source (95 % CI) | "
         + "".join(f"AUC {m} | " for m in mixed)
         + ("AUC on sources unseen in training | " if show_unseen else "")
+        + ("within-source AUC, lungs hidden / lungs only | " if show_probes else "")
+        + ("evidence in lungs, COVID-19 calls | " if show_loc else "")
         + "AP | threshold | sensitivity (95 % CI) | specificity (95 % CI) |",
         "| --- | --- | --- | --- | "
-        + "--- | " * (len(mixed) + int(show_unseen))
+        + "--- | " * (len(mixed) + int(show_unseen) + int(show_probes) + int(show_loc))
         + "--- | --- | --- | --- |",
     ]
     for r in rows:
@@ -165,6 +236,8 @@ def write_comparison(
             f"({_ci(r.get('within_source_auc_ci_bootstrap') or [math.nan, math.nan])}) | "
             + "".join(f"{_f(r.get('within_source', {}).get(m))} | " for m in mixed)
             + (f"{_unseen(r.get('unseen_sources'))} | " if show_unseen else "")
+            + (f"{_probe_cell(r.get('probes'))} | " if show_probes else "")
+            + (f"{_localisation_cell(r.get('localisation'))} | " if show_loc else "")
             + f"{_f(r['average_precision'])} | {r['threshold']:.4f} "
             f"| {_f(r['sensitivity'], True)} ({_ci(r['sensitivity_ci_wilson'], True)}) "
             f"| {_f(r['specificity'], True)} ({_ci(r['specificity_ci_wilson'], True)}) |"

@@ -267,13 +267,20 @@ def test_compare_writes_table_and_curves(trained: dict[str, Path]) -> None:
             "cpu",
             "--bootstrap",
             "100",
+            *("--localisation-sample", "4", "--occlusion-window", "16"),
+            *("--occlusion-stride", "16"),
         ]
     )
     assert status == 0
     data = json.loads((out / "compare.json").read_text())
     assert [m["version"] for m in data["models"]] == ["two", "three"]
+    for model in data["models"]:  # the shortcut checks ran for each version
+        assert set(model["probes"]) == {"lungs_hidden", "lungs_only"}
+        assert model["localisation"]["sample_size"] == 4
     table = (out / "compare.md").read_text()
     assert "| two | resnet18 |" in table and "| three | resnet18 |" in table
+    assert "within-source AUC, lungs hidden / lungs only" in table
+    assert "evidence in lungs, COVID-19 calls" in table
     assert (out / "roc_compare.png").stat().st_size > 1000
 
 

@@ -1,4 +1,5 @@
-"""Within-source headline numbers and the compare columns, on a hand-checkable example.
+"""Within-source headline numbers and the compare columns (with the shortcut checks'), on a
+hand-checkable example.
 
 Source A: COVID-19 scores 0.9, 0.4; non-COVID 0.6, 0.1 -> 3 of 4 pairs ordered, AUC 0.75.
 Source B: COVID-19 0.2; non-COVID 0.3, 0.1 -> 1 of 2 pairs, AUC 0.5.
@@ -16,7 +17,9 @@ import pytest
 
 from training.compare import compare_row, unseen_sources, write_comparison
 from training.evaluate import Scored, pooled_within_source_interval, within_source
+from training.localisation import summarise_shares
 from training.manifest import ManifestRow
+from training.probes import summarise_probes
 
 LABELS = np.array([1, 1, 0, 0, 1, 0, 0, 0])
 SCORES = np.array([0.9, 0.4, 0.6, 0.1, 0.2, 0.3, 0.1, 0.05])
@@ -90,3 +93,40 @@ def test_compare_row_has_within_source_and_unseen_columns(tmp_path: Path) -> Non
 def test_unseen_sources_none_when_training_saw_everything() -> None:
     assert unseen_sources(_scored(), {"A", "B", "C"}) is None
     assert unseen_sources(_scored(), None) is None
+
+
+def test_compare_row_carries_the_shortcut_columns(tmp_path: Path) -> None:
+    """The probes' within-source AUCs and the localisation share reach the row and the table;
+    versions without them show "-"."""
+    probes = {
+        "probes": summarise_probes(
+            LABELS,
+            SOURCES,
+            {"original": SCORES, "lungs_hidden": SCORES, "lungs_only": 1.0 - SCORES},
+        )
+    }
+    shares = np.array([0.9, 0.5, 0.2, np.nan, 0.4, 0.1, 0.3, 0.6])
+    called = SCORES >= 0.5  # images 0 (share 0.9) and 2 (share 0.2)
+    localisation = {
+        **summarise_shares(shares, LABELS, SOURCES, called),
+        "uniform_share": 0.3,
+        "sample_size": 8,
+    }
+    row = compare_row(
+        "v1", "resnet18", 0.5, _scored(), 100, probes=probes, localisation=localisation
+    )
+    assert row["probes"]["lungs_hidden"]["within_source_auc"] == pytest.approx(2 / 3)
+    assert row["probes"]["lungs_only"]["within_source_auc"] == pytest.approx(1 / 3)
+    assert "original" not in row["probes"]
+    assert row["localisation"]["covid_calls"]["mean"] == pytest.approx(0.55)
+    assert row["localisation"]["covid_calls"]["n"] == 2
+    plain = compare_row("v2", "resnet18", 0.5, _scored(), 100, probes={"skipped": "off"})
+    assert plain["probes"] is None and plain["localisation"] is None
+    write_comparison(tmp_path, "test", [row, plain], len(LABELS))
+    table = (tmp_path / "compare.md").read_text()
+    assert "within-source AUC, lungs hidden / lungs only" in table
+    v1 = next(line for line in table.splitlines() if line.startswith("| v1 |"))
+    assert "| 0.667 / 0.333 |" in v1
+    assert "| 55.0 % of 2 calls (lungs 30.0 % of the image) |" in v1
+    v2 = next(line for line in table.splitlines() if line.startswith("| v2 |"))
+    assert "| - | - |" in v2
