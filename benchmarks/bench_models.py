@@ -364,7 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precisions", default=None, help="default: fp32 (CPU); fp32,bf16 (CUDA)")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--heatmap-archs", default="resnet18,squeezenet1_1")
+    parser.add_argument("--heatmap-archs", default="efficientnet_lite0,squeezenet1_1,resnet18")
     parser.add_argument("--heatmap-repeats", type=int, default=2)
     parser.add_argument("--heatmap-batch", type=int, default=64)
     parser.add_argument("--skip-throughput", action="store_true")
