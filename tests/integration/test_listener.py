@@ -285,6 +285,19 @@ def test_maximum_associations_is_enforced(tmp_path: Path) -> None:
         ae.add_requested_context(sop_class.Verification)
         first = ae.associate("127.0.0.1", node.port, ae_title="DEEPCOVID")
         assert first.is_established
+
+        def free_the_slot(_seconds: float) -> None:
+            """The sender's back-off: release the first association, then wait until the node's
+            thread for it has ended (the release answer is sent before the thread exits, and a
+            retry that arrives in between is still over the limit)."""
+            first.release()
+            wait_for(
+                lambda: not node.listener.server.active_associations,
+                timeout=10,
+                interval=0.01,
+                what="the released association's thread to end",
+            )
+
         try:
             second = ae.associate("127.0.0.1", node.port, ae_title="DEEPCOVID")
             assert second.is_rejected  # transient: "local limit exceeded"
@@ -295,7 +308,7 @@ def test_maximum_associations_is_enforced(tmp_path: Path) -> None:
                 node.port,
                 calling_ae="TESTSCU",
                 max_attempts=2,
-                sleep=lambda _s: first.release(),  # frees the slot, then retry
+                sleep=free_the_slot,  # frees the slot, then retry
             )
         finally:
             if first.is_established:
