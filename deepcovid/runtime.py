@@ -1,5 +1,6 @@
-"""Start-up steps shared by every service (umask, folders, logging, database schema), and
-stopping a service started as a child process (``serve``'s worker, ``demo``'s service)."""
+"""Start-up steps shared by every service (umask, folders, logging, database schema, broker
+queue), and stopping a service started as a child process (``serve``'s worker, ``demo``'s
+service)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 
 from common.logs import setup_logging
 from common.settings import Settings
+from store.broker import declare_queue
 from store.migrate import upgrade
 
 UMASK = 0o077
@@ -18,12 +20,14 @@ results, logs and the job store all concern patients."""
 
 
 def prepare(settings: Settings, service: str) -> None:
-    """Umask, folders, logging and the job-store schema, in that order, before a service runs."""
+    """Umask, folders, logging, the job-store schema and the embedded broker's queue, in that
+    order, before a service runs."""
     os.umask(UMASK)
     settings.ensure_dirs()
     setup_logging(settings, service)
     revision = upgrade(settings.db_url)
     logging.getLogger(__name__).info("%s: job store at revision %s", service, revision)
+    declare_queue(settings.broker)
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:

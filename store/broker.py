@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 
 from celery import Celery
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from common.settings import Settings, get_settings
 from common.tasks import ANALYSIS_QUEUE
@@ -63,6 +65,32 @@ def _transport_options(broker: str) -> dict[str, object]:
     # Redis: a task a dead worker held comes back after an hour at the latest; the job
     # store's lease brings it back sooner.
     return {"visibility_timeout": 3600}
+
+
+def declare_queue(broker: str, *, attempts: int = 10) -> None:
+    """Create the analysis queue in an SQLAlchemy broker (the embedded default) before a service
+    starts; other brokers: nothing to do.
+
+    kombu's SQLAlchemy transport creates its tables and a queue's row lazily, check then insert,
+    guarded by a lock of one process only. The node and a worker starting together on a fresh
+    data folder can both insert: the loser's INSERT fails on the queue name's UNIQUE constraint
+    (or its CREATE TABLE on the table the other just made), and a Celery worker that meets this
+    while starting exits with "Unrecoverable error" (seen once in CI). Declared here first, with
+    a retry that then finds the row, there is nothing left for kombu to create.
+    """
+    if not broker.startswith("sqla+"):
+        return
+    from kombu import Connection
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with Connection(broker, transport_options=_transport_options(broker)) as conn:
+                conn.default_channel.queue_declare(queue=ANALYSIS_QUEUE)
+            return
+        except (IntegrityError, OperationalError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)  # the other process's row or table is there by then
 
 
 CONSUMED_KEPT_S = 3600.0
