@@ -40,18 +40,21 @@ BN_EPS = 1e-3
 """BatchNorm epsilon of the TensorFlow original (PyTorch's default is 1e-5)."""
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow ``SAME`` padding of one axis: (before, after), the odd one extra after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 class SameConv2d(nn.Conv2d):
     """A convolution padded like TensorFlow's ``SAME``: output size ``ceil(input / stride)``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad (more on the bottom/right when the total is odd), then convolve unpadded."""
-        ih, iw = int(x.shape[-2]), int(x.shape[-1])
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        top, bottom = same_padding(int(x.shape[-2]), self.kernel_size[0], self.stride[0])
+        left, right = same_padding(int(x.shape[-1]), self.kernel_size[1], self.stride[1])
+        if top or bottom or left or right:
+            x = F.pad(x, [left, right, top, bottom])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

@@ -44,7 +44,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.squeezenet import Fire, SqueezeNet
 
 from models.architectures import covid_probability
-from models.efficientnet_lite import EfficientNetLite0, MBConv, SameConv2d
+from models.efficientnet_lite import EfficientNetLite0, MBConv, SameConv2d, same_padding
 from models.occlusion.grid import OcclusionGrid
 
 _SPATIAL_LAYERS = (
@@ -265,11 +265,8 @@ def _conv(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> _Inc:
 def _same_padding(m: SameConv2d, in_hw: tuple[int, int]) -> tuple[int, int]:
     """Top/left padding of a TensorFlow ``SAME`` convolution on an input of ``in_hw``: half the
     total, rounded down (the extra row/column goes to the bottom/right)."""
-    kh, kw = _pair(m.kernel_size)
-    sh, sw = _pair(m.stride)
-    total_h = max((-(-in_hw[0] // sh) - 1) * sh + kh - in_hw[0], 0)
-    total_w = max((-(-in_hw[1] // sw) - 1) * sw + kw - in_hw[1], 0)
-    return total_h // 2, total_w // 2
+    (kh, kw), (sh, sw) = _pair(m.kernel_size), _pair(m.stride)
+    return same_padding(in_hw[0], kh, sh)[0], same_padding(in_hw[1], kw, sw)[0]
 
 
 def _conv_with_crop(v: _Inc, m: nn.Conv2d, ctx: _Ctx) -> tuple[_Inc, torch.Tensor]:
