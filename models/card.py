@@ -19,7 +19,7 @@ from typing import Any
 from pydicom.uid import generate_uid
 
 from models.architectures import ARCHITECTURES, CLASSES
-from models.domain import DomainCheckSpec
+from models.ood import DomainCheckSpec
 from models.files import WEIGHTS_DTYPES
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
@@ -119,7 +119,7 @@ class ModelCard:
     """Format of the floating-point tensors in ``weights.pt`` (:data:`models.files.WEIGHTS_DTYPES`);
     loading gives float32 either way. Omitted from the JSON when float32 (older cards)."""
     domain_check: DomainCheckSpec | None = None
-    """Out-of-domain check on the model's features (:mod:`models.domain`): its threshold and
+    """Out-of-domain check on the model's features (:mod:`models.ood`): its threshold and
     the statistics file beside the weights. ``None`` (cards written before it existed, or
     not fitted): no domain check, every image is scored as in the domain."""
 

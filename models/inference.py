@@ -12,7 +12,7 @@ Engines (all fp32 unless ``precision="bf16"`` is asked for):
 - ``auto``: the fastest engine that keeps fp32 probabilities within 1e-4 of eager, per device, as
   measured on this project's machines (see ``docs/models.md``; :data:`AUTO_ENGINE`).
 
-Every engine runs the network as :class:`models.domain.FeaturesAndLogits` (ONNX: one graph with
+Every engine runs the network as :class:`models.ood.FeaturesAndLogits` (ONNX: one graph with
 ``logits`` and ``features`` outputs), so a model card with a domain check gets its domain score
 from the same forward pass as the probability (:meth:`Predictor.score`).
 
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from models.card import ModelCard
-from models.domain import DomainCheck, FeaturesAndLogits, load_domain_check
+from models.ood import DomainCheck, FeaturesAndLogits, load_domain_check
 from models.preprocessing import to_model_input
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def export_onnx(
     """Export ``model`` (CPU, fp32) to ONNX with a dynamic batch axis; atomic write to ``path``.
 
     ``output_names`` names the model's outputs in order (the predictor exports
-    :class:`models.domain.FeaturesAndLogits`: ``logits`` and ``features``).
+    :class:`models.ood.FeaturesAndLogits`: ``logits`` and ``features``).
     """
     cpu_model = model.eval().to("cpu").to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(1, 3, input_size, input_size)
@@ -182,7 +182,7 @@ class Scores:
     probabilities: np.ndarray
     """COVID-19 probability, float32 ``[N]``."""
     domain_scores: np.ndarray
-    """Domain score (:mod:`models.domain`), float64 ``[N]``; NaN when the model has no check."""
+    """Domain score (:mod:`models.ood`), float64 ``[N]``; NaN when the model has no check."""
     in_domain: np.ndarray
     """Bool ``[N]``: the image passed the domain check (True when the model has no check)."""
     domain_threshold: float | None
@@ -194,7 +194,7 @@ class Predictor:
 
     When the card has a domain check (``domain``, loaded by :meth:`from_registry`),
     :meth:`score` also says whether each image is like those the model was validated on. The
-    network runs as :class:`models.domain.FeaturesAndLogits` in every engine, so the features
+    network runs as :class:`models.ood.FeaturesAndLogits` in every engine, so the features
     the check needs come out of the same forward pass as the logits.
     """
 

@@ -7,7 +7,7 @@ Layout::
       v0001/
         weights.pt            # state_dict only (torch.save), read with weights_only=True
         model_card.json       # models.card.ModelCard, with the sha256 of weights.pt
-        domain-<sha>.npz      # optional: domain check statistics (models.domain), sha in card
+        domain-<sha>.npz      # optional: domain check statistics (models.ood), sha in card
       v0002/ ...
 
 Versions are written to a hidden temporary folder and renamed into place, so a reader never sees
@@ -30,7 +30,7 @@ from torch import nn
 
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
-from models.domain import DomainCheckError, load_domain_check
+from models.ood import DomainCheckError, load_domain_check
 from models.files import WEIGHTS_DTYPES, atomic_write_bytes
 
 WEIGHTS_FILE = "weights.pt"

@@ -425,7 +425,7 @@ def run_train(args: argparse.Namespace, registry_root: Path, argv0: str = "deepc
         version=args.version,
         notes=args.notes,
     )
-    from training.domain import fit_for_release  # the domain check is saved with the version
+    from training.ood_fit import fit_for_release  # the domain check is saved with the version
 
     anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
     card = portable_card(card, anchors, manifest.path)
@@ -816,7 +816,7 @@ def register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     )
     add_threshold_arguments(p)
     p.set_defaults(func=run_threshold)
-    from training.domain import add_fit_domain_arguments, run_fit_domain
+    from training.ood_fit import add_fit_domain_arguments, run_fit_domain
 
     p = subparsers.add_parser(
         "fit-domain",

@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
     p_act.add_argument("version")
     p_act.set_defaults(func=_activate)
 
-    from training.domain import add_fit_domain_arguments
+    from training.ood_fit import add_fit_domain_arguments
 
     p_fit = sub.add_parser(
         "fit-domain",
@@ -114,7 +114,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _fit_domain(args: argparse.Namespace) -> int:
-    from training.domain import run_fit_domain
+    from training.ood_fit import run_fit_domain
 
     return run_fit_domain(args, _registry(args).root, "deepcovid models")
 

@@ -142,7 +142,7 @@ def test_analysis_says_indeterminate_outside_the_domain() -> None:
 
 def test_algorithm_parameters_name_the_domain_threshold() -> None:
     from models.card import ModelCard
-    from models.domain import DomainCheckSpec
+    from models.ood import DomainCheckSpec
 
     card = ModelCard(
         architecture="squeezenet1_1",

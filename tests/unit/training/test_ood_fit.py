@@ -14,10 +14,10 @@ import torch
 
 from models.card import ModelCard
 from models.registry import Registry
-from tests.factories import CXR_DIR, random_registry
+from tests.harness.factories import CXR_DIR, random_registry
 from training.__main__ import main as training_main
 from training.dataset import SplitData
-from training.domain import fit_for_release
+from training.ood_fit import fit_for_release
 from training.manifest import read_manifest
 
 PER_CLASS = {"train": 6, "val": 4}

@@ -1,7 +1,7 @@
 """The domain check at training time, and ``fit-domain`` for versions saved without one.
 
 :func:`fit_for_release` is the hook ``train`` calls before saving a version: it fits the check
-(:func:`models.domain.fit_domain_check`: statistics on the train split, threshold on val) and
+(:func:`models.ood.fit_domain_check`: statistics on the train split, threshold on val) and
 returns the card with its ``domain_check`` entry plus the statistics file to save beside the
 weights, so the version appears in the registry complete. ``fit-domain VERSION`` adds (or
 replaces) the check of an existing version from a manifest.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from models.card import ModelCard
-    from models.domain import FittedDomainCheck
+    from models.ood import FittedDomainCheck
     from training.dataset import SplitData
     from training.manifest import Manifest
 
@@ -41,7 +41,7 @@ def fit_on_splits(
 ) -> FittedDomainCheck:
     """Fit the check of ``model`` on a manifest's train split, threshold on its val split."""
     from models.card import utc_now_iso
-    from models.domain import fit_domain_check
+    from models.ood import fit_domain_check
 
     fitted_on = (
         f"{manifest.path.name} (sha256 {manifest.sha256[:12]}): statistics on the train split "
@@ -102,7 +102,7 @@ def add_fit_domain_arguments(parser: argparse.ArgumentParser, *, registry: bool 
 
 def run_fit_domain(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """``fit-domain``: fit a version's domain check and store it beside its weights."""
-    from models.domain import remove_stale_domain_files, save_domain_check
+    from models.ood import remove_stale_domain_files, save_domain_check
     from models.registry import CARD_FILE, Registry, _atomic_write_text
     from training.cli import _open_manifest, _setup_device
     from training.dataset import load_split

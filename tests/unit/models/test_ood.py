@@ -16,7 +16,7 @@ import torch
 
 from models.architectures import ARCHITECTURES, build_model
 from models.card import ModelCard
-from models.domain import (
+from models.ood import (
     ClassGaussians,
     DomainCheckError,
     DomainCheckSpec,
