@@ -36,9 +36,10 @@ from pydicom import dcmread  # noqa: E402
 
 from store import JobStore  # noqa: E402
 from store.jobstore import EventView  # noqa: E402
-from tests.conftest import ServiceProcess, free_port, wait_for  # noqa: E402
-from tests.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
-from tests.integration.orthanc import Orthanc  # noqa: E402
+from tests.harness.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
+from tests.harness.net import free_port, wait_for  # noqa: E402
+from tests.harness.orthanc import Orthanc  # noqa: E402
+from tests.harness.services import ServiceProcess  # noqa: E402
 
 RESULT_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.34",

@@ -43,7 +43,7 @@ from common.settings import Settings  # noqa: E402
 from dicom_node.scp import start_server  # noqa: E402
 from store import JobStore  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
-from tests.factories import DICOM_DIR  # noqa: E402
+from tests.harness.factories import DICOM_DIR  # noqa: E402
 
 SOURCE = DICOM_DIR / "RG1_UNCR.dcm"
 MB = 1e6

@@ -46,9 +46,12 @@ sys.path.insert(0, str(REPO))
 from pydicom.uid import generate_uid  # noqa: E402
 
 from store import JobStore, JobView  # noqa: E402
-from tests.conftest import RedisServer, ServiceProcess, free_port, fresh_pg_database  # noqa: E402
-from tests.factories import CXR_DIR, load_cxr, random_registry, wrap_pixels  # noqa: E402
-from tests.integration.cluster import Cluster, sop_uid  # noqa: E402
+from tests.harness.cluster import Cluster, sop_uid  # noqa: E402
+from tests.harness.factories import CXR_DIR, load_cxr, random_registry, wrap_pixels  # noqa: E402
+from tests.harness.net import free_port  # noqa: E402
+from tests.harness.pgdatabase import fresh_pg_database  # noqa: E402
+from tests.harness.redisserver import RedisServer  # noqa: E402
+from tests.harness.services import ServiceProcess  # noqa: E402
 from worker.results import ResultObjects  # noqa: E402
 
 

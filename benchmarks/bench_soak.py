@@ -57,7 +57,7 @@ from bench_load import (  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from store import FINAL_STATES, JobStore  # noqa: E402
-from tests.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
+from tests.harness.factories import load_cxr, random_registry, wrap_pixels  # noqa: E402
 
 
 # --- what is sampled -----------------------------------------------------------------------

@@ -41,7 +41,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from tests.factories import CR_IMAGE_STORAGE, CXR_DIR, load_cxr, wrap_pixels
+from tests.harness.factories import CR_IMAGE_STORAGE, CXR_DIR, load_cxr, wrap_pixels
 
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -1,46 +1,24 @@
 """Fixtures shared by the unit and integration layers.
 
 Integration fixtures start real servers (redis-server, Celery worker processes, our node,
-Orthanc) on loopback ports picked free at run time, and always stop them.
+Orthanc) on loopback ports picked free at run time, and always stop them. The servers
+themselves live in :mod:`tests.harness`, which benchmarks import too; this file holds only
+the fixtures.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from common.settings import Settings, get_settings
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+from tests.harness.factories import random_registry
+from tests.harness.net import free_port
+from tests.harness.pgdatabase import fresh_pg_database
+from tests.harness.redisserver import RedisServer
+from tests.harness.services import ServiceProcess
 
 
 @pytest.fixture
@@ -54,8 +32,6 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A registry with one active, randomly initialised SqueezeNet 1.1 (seeded)."""
-    from tests.factories import random_registry
-
     return random_registry(tmp_path_factory.mktemp("registry"))
 
 
@@ -90,30 +66,6 @@ def settings(settings_env: dict[str, str]) -> Settings:
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
-PG_ADMIN_URL = os.environ.get(
-    "DEEPCOVID_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-@contextlib.contextmanager
-def fresh_pg_database(prefix: str = "deepcovid_test") -> Iterator[str]:
-    """A new, empty PostgreSQL database (uniquely named) on the server of ``PG_ADMIN_URL``;
-    yields its URL and drops it afterwards. Used by tests and by ``benchmarks/bench_load.py``."""
-    from sqlalchemy import create_engine, text
-
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
@@ -130,56 +82,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 # --- Redis --------------------------------------------------------------------------------
-class RedisServer:
-    """A private ``redis-server`` with persistence (AOF), so tests may stop and restart it."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is not installed (scripts/test-services.sh installs it)"
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._ping, timeout=20, what="redis-server")
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running private redis-server."""
@@ -205,48 +107,6 @@ def broker_env(
 
 
 # --- our processes ------------------------------------------------------------------------
-class ServiceProcess:
-    """One of our services (``deepcovid node`` / ``worker``) as a subprocess with a log file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.args = args
-        self.env = {**os.environ, **env}
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServiceProcess:
-        self._fh = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deepcovid.cli", *self.args],
-            env=self.env,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            start_new_session=True,
-        )
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (Celery's children too)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=20)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 20 s."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if hasattr(self, "_fh"):
-            self._fh.close()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[list[ServiceProcess]]:
     """A list to register started services in; all are stopped at the end of the test."""

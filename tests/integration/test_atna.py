@@ -39,8 +39,8 @@ from dicom_node.scp import start_server
 from store import JobState, JobStore
 from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
-from tests.conftest import wait_for
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
+from tests.harness.net import wait_for
 from worker import delivery
 
 pytestmark = pytest.mark.integration

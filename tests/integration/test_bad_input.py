@@ -17,9 +17,9 @@ from pydicom.uid import generate_uid
 
 from common.settings import Settings
 from tests import badinput as bad
-from tests.conftest import ServiceProcess
-from tests.factories import spool_dataset
-from tests.integration.cluster import Cluster, make_instances
+from tests.harness.cluster import Cluster, make_instances
+from tests.harness.factories import spool_dataset
+from tests.harness.services import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
 

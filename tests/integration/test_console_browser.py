@@ -19,9 +19,10 @@ import pytest
 from pydicom import dcmread
 
 from dicom_node.audit import read_events
-from tests.conftest import REPO, ServiceProcess, free_port
-from tests.integration.cluster import Cluster, make_instances, sop_uid
-from tests.integration.pacs import SmallPacs
+from tests.harness.cluster import Cluster, make_instances, sop_uid
+from tests.harness.net import REPO, free_port
+from tests.harness.pacs import SmallPacs
+from tests.harness.services import ServiceProcess
 from worker.results import ResultObjects
 
 pytestmark = pytest.mark.integration

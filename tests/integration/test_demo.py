@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
+from tests.harness.net import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,10 @@ from pydicom import dcmread
 
 from store import JobStore
 from store.outbox import Outbox
-from tests.conftest import ServiceProcess, wait_for
-from tests.factories import CT_IMAGE_STORAGE, load_cxr, wrap_pixels
-from tests.integration.orthanc import Orthanc
+from tests.harness.factories import CT_IMAGE_STORAGE, load_cxr, wrap_pixels
+from tests.harness.net import wait_for
+from tests.harness.orthanc import Orthanc
+from tests.harness.services import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

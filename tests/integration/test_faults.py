@@ -43,9 +43,11 @@ from pydicom import dcmread
 from common.settings import Settings
 from dicom_client.scu import SendResult
 from store.outbox import Outbox
-from tests.conftest import REPO, RedisServer, ServiceProcess, wait_for
-from tests.integration.cluster import Cluster, make_instances, metric, sop_uid
-from tests.integration.pgserver import PostgresServer, pg_bin
+from tests.harness.cluster import Cluster, make_instances, metric, sop_uid
+from tests.harness.net import REPO, wait_for
+from tests.harness.pgserver import PostgresServer, pg_bin
+from tests.harness.redisserver import RedisServer
+from tests.harness.services import ServiceProcess
 from worker.results import ResultObjects
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,9 @@ from pydicom import dcmread
 from common.paths import SHIPPED_REGISTRY
 from store import JobStore
 from store.outbox import Outbox
-from tests.conftest import REPO, ServiceProcess, wait_for
-from tests.factories import CXR_DIR, load_cxr, wrap_pixels
+from tests.harness.factories import CXR_DIR, load_cxr, wrap_pixels
+from tests.harness.net import REPO, wait_for
+from tests.harness.services import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

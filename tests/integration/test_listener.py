@@ -35,8 +35,8 @@ from dicom_client.scu import send_datasets, send_files
 from dicom_node.scp import Listener, start_server
 from store import JobStore
 from store.migrate import upgrade
-from tests.conftest import REPO, wait_for
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
+from tests.harness.net import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 

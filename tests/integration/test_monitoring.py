@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RedisServer, ServiceProcess, wait_for
-from tests.integration.cluster import Cluster, make_instances, metric
+from tests.harness.cluster import Cluster, make_instances, metric
+from tests.harness.net import wait_for
+from tests.harness.redisserver import RedisServer
+from tests.harness.services import ServiceProcess
 from worker.results import ResultObjects
 
 pytestmark = pytest.mark.integration

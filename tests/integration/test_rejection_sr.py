@@ -11,7 +11,7 @@ from common.settings import get_settings
 from store import JobStore
 from store.migrate import upgrade
 from store.outbox import Outbox
-from tests.factories import load_cxr, spool_dataset, wrap_pixels
+from tests.harness.factories import load_cxr, spool_dataset, wrap_pixels
 from worker.pipeline import run_job
 
 pytestmark = pytest.mark.integration

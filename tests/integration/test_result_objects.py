@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 from pydicom.uid import generate_uid
 
-from tests.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
+from tests.harness.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
 from worker.gate import check
 from worker.results import AlgorithmInfo, ResultObjects, build_rejection_sr, build_results, codes
 from worker.results.pmap import wants_parametric_map

@@ -38,8 +38,9 @@ from dicom_node.scp import Listener, _host_allowed, start_server
 from store import JobStore
 from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
-from tests.conftest import ServiceProcess, wait_for
-from tests.factories import DICOM_DIR, load_cxr, wrap_pixels
+from tests.harness.factories import DICOM_DIR, load_cxr, wrap_pixels
+from tests.harness.net import wait_for
+from tests.harness.services import ServiceProcess
 from worker.delivery import deliver_due
 
 pytestmark = pytest.mark.integration

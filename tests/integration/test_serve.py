@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from store import JobStore
-from tests.conftest import ServiceProcess, wait_for
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
+from tests.harness.net import wait_for
+from tests.harness.services import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

@@ -42,9 +42,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.conftest import REPO, free_port
-from tests.factories import DICOM_DIR
-from tests.integration.orthanc import DICOMWEB_PLUGIN, Orthanc
+from tests.harness.factories import DICOM_DIR
+from tests.harness.net import REPO, free_port
+from tests.harness.orthanc import DICOMWEB_PLUGIN, Orthanc
 from worker.results import AlgorithmInfo, ResultObjects, build_results
 from worker.results.pmap import ParametricMapPolicy, wants_parametric_map
 

@@ -21,8 +21,8 @@ import pytest
 
 from common.settings import get_settings
 from deepcovid.cli import build_parser, main
-from tests.conftest import REPO, free_port
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
+from tests.harness.net import REPO, free_port
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from pynetdicom.sop_class import (
 from common.settings import Settings
 from deepcovid.cli import build_parser
 from dicom_client.scu import Destination
-from tests.conftest import REPO, free_port, wait_for
-from tests.factories import CR_IMAGE_STORAGE, CT_IMAGE_STORAGE, SHARED, wrap_pixels
+from tests.harness.factories import CR_IMAGE_STORAGE, CT_IMAGE_STORAGE, SHARED, wrap_pixels
+from tests.harness.net import REPO, free_port, wait_for
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / "deploy" / "env.example"

@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import UsageError
 from deepcovid.demo import Outcome, describe, overlay_png, sample_files, service_environment
-from tests.factories import DICOM_DIR, wrap_pixels
+from tests.harness.factories import DICOM_DIR, wrap_pixels
 
 
 def test_the_service_never_sees_a_real_destination_or_data_folder(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from common.settings import Settings
 from deepcovid.doctor import Finding, check_dcmtk, run_checks
 from store.migrate import upgrade
-from tests.conftest import free_port
+from tests.harness.net import free_port
 from tests.unit.dicom_node.conftest import FakeStore
 
 

@@ -40,7 +40,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from dicom_node.intake import Intake, Status
 from dicom_node.spool import Spool
 from models.dicom_pixels import PixelDataError, dicom_to_array
-from tests.factories import CR_IMAGE_STORAGE, wrap_pixels
+from tests.harness.factories import CR_IMAGE_STORAGE, wrap_pixels
 from tests.unit.dicom_node.conftest import FakeStore
 from worker import gate
 from worker.pipeline import JobFailed, _attributes, _read

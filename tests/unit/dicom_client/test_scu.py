@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from dicom_client import scu
 from dicom_client.scu import Destination, Sender, SendResult
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
 from tests.unit.dicom_node.conftest import small_cr
 
 

@@ -13,7 +13,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tests.factories import wrap_pixels
+from tests.harness.factories import wrap_pixels
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
 from store.schema import DeliveryState
 from store.users import Users
-from tests.factories import record_job, wrap_pixels
+from tests.harness.factories import record_job, wrap_pixels
 
 PASSWORD = "correct horse battery"
 PATIENT_NAME = "Doe^Jane"
@@ -538,7 +538,7 @@ def test_the_console_shares_the_monitoring_port_or_has_its_own(
     import urllib.request
 
     from dicom_node.ops.server import start_monitoring
-    from tests.conftest import free_port
+    from tests.harness.net import free_port
 
     def status(port: int, path: str) -> int:
         try:

@@ -21,8 +21,8 @@ from dicom_node.ops.metrics import Histogram, JobStoreCollector, stage_durations
 from dicom_node.ops.server import start_monitoring
 from store import JobState, JobStore
 from store.migrate import upgrade
-from tests.conftest import free_port
-from tests.factories import record_job
+from tests.harness.factories import record_job
+from tests.harness.net import free_port
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)
 

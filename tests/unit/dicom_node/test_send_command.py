@@ -11,7 +11,7 @@ import pytest
 from deepcovid.cli import main
 from deepcovid.commands import send as send_command
 from dicom_client.scu import Sender, SendReport, SendResult
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
 
 
 def test_directories_are_searched_for_dicom_files(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.structure import StructureError, check_structure
-from tests.factories import DICOM_DIR
+from tests.harness.factories import DICOM_DIR
 from tests.unit.dicom_node.conftest import encode, small_cr
 
 EXPLICIT, IMPLICIT = ExplicitVRLittleEndian, ImplicitVRLittleEndian

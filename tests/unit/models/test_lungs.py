@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from models.lungs import LungFields, dilate_mask, find_lung_fields, prior_mask
 from models.preprocessing import load_image_file
-from tests.factories import CXR_DIR
+from tests.harness.factories import CXR_DIR
 
 # Clean frontal films of three sources and both classes, where both lungs are visible.
 REAL = (

@@ -32,7 +32,7 @@ from models.preprocessing import (
     resize_image,
     to_model_input,
 )
-from tests.factories import CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
+from tests.harness.factories import CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
 
 TOL = 1.0 / 255.0
 

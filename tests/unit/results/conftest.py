@@ -7,7 +7,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.factories import wrap_pixels
+from tests.harness.factories import wrap_pixels
 from worker.results import AlgorithmInfo
 
 SHAPE = (96, 80)

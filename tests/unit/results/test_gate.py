@@ -9,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless
 
-from tests.factories import CT_IMAGE_STORAGE, DX_PRESENTATION_STORAGE, wrap_pixels
+from tests.harness.factories import CT_IMAGE_STORAGE, DX_PRESENTATION_STORAGE, wrap_pixels
 from worker.gate import MAX_DIMENSION, GateResult, check
 
 SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from common.tasks import ANALYSIS_QUEUE
 from store.broker import declare_queue
-from tests.conftest import REPO
+from tests.harness.net import REPO
 
 
 def _queues(path: Path) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from common.errors import UserError
 from store.existing import head_revision, open_existing, schema_status
 from store.migrate import upgrade
-from tests.conftest import free_port
+from tests.harness.net import free_port
 
 
 def test_a_missing_sqlite_store_is_missing_and_stays_missing(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
 from store.recovery import requeue_unfinished
 from store.schema import Base, DeliveryState, Job, ResultObject
-from tests.factories import record_job
+from tests.harness.factories import record_job
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 

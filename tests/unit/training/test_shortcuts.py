@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models.preprocessing import PreprocessSpec
-from tests.factories import CXR_DIR
+from tests.harness.factories import CXR_DIR
 from training import trainer as trainer_module
 from training.augment import (
     _affine_matrices,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models.registry import Registry
-from tests.factories import CXR_DIR
+from tests.harness.factories import CXR_DIR
 from training.__main__ import main as training_main
 from training.portable import absolute_paths
 from training.report import FIGURES, METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE

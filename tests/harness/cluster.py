@@ -24,9 +24,10 @@ from pydicom.uid import generate_uid
 
 from dicom_client.scu import SendResult, send_files
 from store import FINAL_STATES, JobStore, JobView
-from tests.conftest import ServiceProcess, free_port, wait_for
-from tests.factories import load_cxr, wrap_pixels
-from tests.integration.orthanc import Orthanc
+from tests.harness.factories import load_cxr, wrap_pixels
+from tests.harness.net import free_port, wait_for
+from tests.harness.orthanc import Orthanc
+from tests.harness.services import ServiceProcess
 
 IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
 RECEPTION_LUA = """

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, free_port, wait_for
+from tests.harness.net import REPO, free_port, wait_for
 
 LUA_SCRIPT = REPO / "deploy" / "orthanc" / "autorouting.lua"
 PLUGIN_DIR = Path("/usr/share/orthanc/plugins")
