@@ -37,6 +37,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
+from common.atomic import TEMP_SUFFIX, atomic_file, fsync_dir
 from common.uids import validate_uid
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 """Mode of the spool folder when this module creates it."""
 SUFFIX = ".dcm"
-_TMP_SUFFIX = ".tmp"
 _BAK_SUFFIX = ".bak"
 _LOCK_STRIPES = 64
 
@@ -147,52 +147,38 @@ class Spool:
         """Write ``chunks`` durably as the instance's file and return the pending write.
 
         On any error nothing new is left behind (the temporary file is removed, a previous
-        version is untouched) and the ``OSError`` propagates.
+        version is untouched) and the ``OSError`` propagates. The SHA-256 is computed on
+        another thread while this one writes and syncs: ``hashlib``, the write and
+        ``fdatasync`` all release the GIL on large buffers, so the hash costs no wall time
+        (about 10 ms for a 7 MB CR on the development machine).
         """
         final = self.path_for(sop_instance_uid)
         data = list(chunks)  # hashed and written from two threads
-        tmp = self._temp_path(final)
-        try:
-            digest, size = _write_synced(tmp, data)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        return self._publish(tmp, final, digest, size)
-
-    def _temp_path(self, final: Path) -> Path:
-        return self.root / f".{final.stem}.{secrets.token_hex(6)}{_TMP_SUFFIX}"
-
-    def _publish(self, tmp: Path, final: Path, digest: str, size: int) -> PendingWrite:
-        """Rename a synced temporary file to ``final``, keeping a previous version aside."""
+        hashed = _HASHER.submit(_sha256, data)
         backup: Path | None = None
         try:
-            if final.exists():
-                backup = tmp.with_suffix(_BAK_SUFFIX)
-                os.link(final, backup)
-            os.replace(tmp, final)
-            self.sync_dir()
+            with atomic_file(final, mode=FILE_MODE, data_only=True) as fh:
+                for chunk in data:
+                    fh.write(chunk)
+                if final.exists():  # keep the previous version for a rollback
+                    backup = final.with_name(f".{final.name}.{secrets.token_hex(6)}{_BAK_SUFFIX}")
+                    os.link(final, backup)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
             if backup is not None:
                 with contextlib.suppress(OSError):
                     backup.unlink()
             raise
-        return PendingWrite(self, SpooledFile(final, digest, size), backup)
+        size = sum(len(chunk) for chunk in data)
+        return PendingWrite(self, SpooledFile(final, hashed.result(), size), backup)
 
     def sync_dir(self) -> None:
         """fsync the spool folder so renames and unlinks in it are durable."""
-        fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.root)
 
     def clean_stale(self) -> int:
         """Remove temporary files and kept previous versions left by a crash; return how many."""
         removed = 0
-        for pattern in (f".*{_TMP_SUFFIX}", f".*{_BAK_SUFFIX}"):
+        for pattern in (f".*{TEMP_SUFFIX}", f".*{_BAK_SUFFIX}"):
             for path in self.root.glob(pattern):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -200,10 +186,6 @@ class Spool:
         if removed:
             log.info("spool: removed %d leftover temporary file(s) from %s", removed, self.root)
         return removed
-
-
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-_CREATE_FLAGS |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
@@ -222,31 +204,6 @@ def part10_header(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]  # pydicom stubs want a DicomFileLike
     return buffer.getvalue()
-
-
-def datasync(fd: int) -> None:
-    """fdatasync where the platform has it, else fsync."""
-    getattr(os, "fdatasync", os.fsync)(fd)
-
-
-def _write_synced(path: Path, chunks: Sequence[bytes]) -> tuple[str, int]:
-    """Create ``path`` (0600, must not exist), write ``chunks``, fdatasync; (sha256, size).
-
-    The SHA-256 is computed on another thread while this one writes and syncs: ``hashlib``,
-    ``os.write`` and ``fdatasync`` all release the GIL on large buffers, so the hash costs
-    no wall time (about 10 ms for a 7 MB CR on the development machine).
-    """
-    hashed = _HASHER.submit(_sha256, chunks)
-    fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
-    try:
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-        datasync(fd)
-    finally:
-        os.close(fd)
-    return hashed.result(), sum(len(chunk) for chunk in chunks)
 
 
 def _sha256(chunks: Sequence[bytes]) -> str:
