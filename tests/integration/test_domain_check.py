@@ -29,8 +29,9 @@ from common.paths import SHIPPED_REGISTRY
 from models.dicom_pixels import dicom_to_array
 from store import JobStore
 from store.outbox import Outbox
-from tests.conftest import ServiceProcess, wait_for
-from tests.factories import DICOM_DIR, DX_PRESENTATION_STORAGE, wrap_pixels
+from tests.harness.factories import DICOM_DIR, DX_PRESENTATION_STORAGE, wrap_pixels
+from tests.harness.net import wait_for
+from tests.harness.services import ServiceProcess
 from worker.results import OUTSIDE_DOMAIN, codes
 
 pytestmark = pytest.mark.integration
