@@ -1,19 +1,18 @@
 """Result objects on disk: ``results_dir/<StudyInstanceUID>/<SOPInstanceUID>.dcm``.
 
-Written durably (temp file, fsync, rename) with mode 0600 before they enter the outbox, so the
-outbox never points at a half-written file; a write that fails (a full disk) removes its temp
-file, so nothing half-written is left either. The folder is the delivery when no destination is
-configured.
+Written durably (:mod:`common.atomic`: temp file, fsync, rename) with mode 0600 before they
+enter the outbox, so the outbox never points at a half-written file; a write that fails (a full
+disk) removes its temp file, so nothing half-written is left either. The folder is the delivery
+when no destination is configured.
 """
 
 from __future__ import annotations
 
-import os
-from io import BytesIO
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from common.atomic import atomic_file
 from common.uids import uid_problem
 
 
@@ -31,22 +30,6 @@ def write_result(results_dir: Path, ds: Dataset) -> Path:
     """Write ``ds`` durably and return its path (an existing identical object is replaced)."""
     path = result_path(results_dir, ds)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())  # a full disk may only show here (delayed allocation)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_file(path, mode=0o600) as fh:  # fsync reports a full disk (delayed allocation)
+        ds.save_as(fh, enforce_file_format=True)
     return path

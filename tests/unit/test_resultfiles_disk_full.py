@@ -38,7 +38,7 @@ def _no_space(fd: int) -> None:
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(resultfiles.os, "fsync", _no_space)
+    monkeypatch.setattr(os, "fsync", _no_space)
     with pytest.raises(OSError) as info:
         resultfiles.write_result(tmp_path, _dataset())
     assert info.value.errno == errno.ENOSPC
@@ -50,7 +50,7 @@ def test_failed_write_keeps_the_previous_copy(
 ) -> None:
     path = resultfiles.write_result(tmp_path, _dataset())
     before = path.read_bytes()
-    monkeypatch.setattr(resultfiles.os, "fsync", _no_space)
+    monkeypatch.setattr(os, "fsync", _no_space)
     with pytest.raises(OSError):
         resultfiles.write_result(tmp_path, _dataset())
     assert list(path.parent.iterdir()) == [path]
