@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.harness.net import REPO
 
 
 def test_start_up_logs_the_revision_and_nothing_of_alembic(tmp_path: Path) -> None:

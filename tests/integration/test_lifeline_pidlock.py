@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from common.pidlock import PidLock, stop_holder
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.harness.net import REPO
 
 
 def alive(pid: int) -> bool:
