@@ -3,9 +3,9 @@ and the number formats a weights file may hold."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from common.atomic import atomic_write
 
 WEIGHTS_DTYPES: tuple[str, ...] = ("float32", "float16")
 """Formats of the floating-point tensors in ``weights.pt``. Loading always gives float32
@@ -13,17 +13,16 @@ parameters; ``float16`` halves the file (EfficientNet-Lite0: 13.5 -> 6.8 MB, und
 repository's 10 MB limit for committed files). Torch-free, so the training CLI can validate it."""
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename."""
+MODEL_FILE_MODE = 0o644
+"""Mode of the registry's files: they hold no patient data, and the worker that reads them may
+run as another account than the trainer that wrote them."""
+
+
+def write_model_file(path: Path, data: bytes) -> None:
+    """Write a registry file (card, ``ACTIVE``, domain statistics) durably and atomically.
+
+    Mode :data:`MODEL_FILE_MODE`; the folder is created when missing. See
+    :func:`common.atomic.atomic_write` for the steps and why each is there.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=MODEL_FILE_MODE)

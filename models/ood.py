@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.files import atomic_write_bytes
+from models.files import write_model_file
 
 if TYPE_CHECKING:
     from models.card import ModelCard
@@ -558,7 +558,7 @@ def save_domain_check(folder: str | Path, fitted: FittedDomainCheck, card: Model
     """
     folder = Path(folder)
     path = folder / fitted.spec.file
-    atomic_write_bytes(path, fitted.data)
+    write_model_file(path, fitted.data)
     return card.replace(domain_check=fitted.spec.to_dict())
 
 

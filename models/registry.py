@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.atomic import atomic_file, fsync_dir
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
+from models.files import MODEL_FILE_MODE, WEIGHTS_DTYPES, write_model_file
 from models.ood import DomainCheckError, load_domain_check
-from models.files import WEIGHTS_DTYPES, atomic_write_bytes
 
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "model_card.json"
@@ -118,7 +119,15 @@ class Registry:
         """Make ``version`` the active one (checks that it exists and its weights are intact)."""
         folder = self.path(version)
         self.verify(version)
-        _atomic_write_text(self.root / ACTIVE_FILE, folder.name + "\n")
+        write_model_file(self.root / ACTIVE_FILE, f"{folder.name}\n".encode())
+
+    def replace_card(self, card: ModelCard) -> None:
+        """Replace the card of the existing version ``card.version`` (atomically).
+
+        For a change that adds a file the card names (a domain check): write the file first,
+        then the card, so a reader never sees a card naming a file that is not there.
+        """
+        write_model_file(self.path(card.version) / CARD_FILE, card.to_json().encode("utf-8"))
 
     def _resolve(self, version: str | None) -> str:
         if version is not None:
@@ -211,30 +220,25 @@ class Registry:
         try:
             state_dict = stored_state_dict(model, card.weights_dtype)
             weights = tmp / WEIGHTS_FILE
-            with open(weights, "wb") as fh:
+            with atomic_file(weights, mode=MODEL_FILE_MODE) as fh:
                 torch.save(state_dict, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
             for name, data in (extra_files or {}).items():
                 if name in {WEIGHTS_FILE, CARD_FILE} or Path(name).name != name:
                     raise ValueError(f"extra file name {name!r} is not allowed")
-                with open(tmp / name, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                write_model_file(tmp / name, data)
             final = card.replace(
                 version=version,
                 weights_sha256=sha256_file(weights),
                 device_uid=new_device_uid(),
                 created=card.created or utc_now_iso(),
             )
-            _atomic_write_text(tmp / CARD_FILE, final.to_json())
+            write_model_file(tmp / CARD_FILE, final.to_json().encode("utf-8"))
             os.chmod(tmp, 0o755)
             os.rename(tmp, self.root / version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)  # the folder's rename, durable
         return version
 
 
@@ -262,16 +266,3 @@ def stored_state_dict(model: nn.Module, dtype: str = "float32") -> dict[str, tor
 def _version_sort_key(name: str) -> tuple[int, int, str]:
     match = _AUTO_RE.match(name)
     return (0, int(match.group(1)), name) if match else (1, 0, name)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, fsync and rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))

@@ -103,7 +103,7 @@ def add_fit_domain_arguments(parser: argparse.ArgumentParser, *, registry: bool 
 def run_fit_domain(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """``fit-domain``: fit a version's domain check and store it beside its weights."""
     from models.ood import remove_stale_domain_files, save_domain_check
-    from models.registry import CARD_FILE, Registry, _atomic_write_text
+    from models.registry import Registry
     from training.cli import _open_manifest, _setup_device
     from training.dataset import load_split
 
@@ -121,7 +121,7 @@ def run_fit_domain(args: argparse.Namespace, registry_root: Path, argv0: str = "
     fitted = fit_on_splits(model, card, train, val, manifest, device)
     folder = registry.path(card.version)
     updated = save_domain_check(folder, fitted, card)
-    _atomic_write_text(folder / CARD_FILE, updated.to_json())  # the file first, then the card
+    registry.replace_card(updated)  # the file first, then the card
     remove_stale_domain_files(folder, keep=fitted.spec.file)
     spec = fitted.spec
     print(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from models.card import Metric, ModelCard
-from models.registry import CARD_FILE, Registry
+from models.registry import Registry
 from training.baseline import source_prevalence
 from training.config import TrainConfig
 from training.evaluate import Scored
@@ -164,7 +164,7 @@ def record_metrics(
             )
         )
     updated = card.replace(metrics={k: vars(v) for k, v in metrics.items()})
-    updated.save(registry.path(card.version) / CARD_FILE)
+    registry.replace_card(updated)
     return updated
 
 

@@ -4,6 +4,7 @@ corrupted or mismatched weights with a clear error; `deepcovid models` drives it
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,26 @@ def test_every_version_gets_a_new_device_uid(tmp_path: Path) -> None:
     assert len(uids) == 3
     with pytest.raises(RegistryError, match="already exists"):
         registry.save_version(model, _card(version="v0001"))
+
+
+def test_registry_files_are_readable_by_the_worker_and_cards_replace_atomically(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path)
+    version = registry.save_version(
+        build_model("squeezenet1_1"), _card(), extra_files={"extra.bin": b"stats"}
+    )
+    registry.activate(version)
+    folder = registry.path(version)
+    written = [folder / "weights.pt", folder / "model_card.json", folder / "extra.bin"]
+    for path in [*written, tmp_path / "ACTIVE"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+    registry.replace_card(registry.card(version).replace(threshold=0.5))
+    assert registry.card(version).threshold == 0.5
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in written)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    with pytest.raises(RegistryError, match="no model version 'v0009'"):
+        registry.replace_card(registry.card(version).replace(version="v0009"))
 
 
 def test_corrupted_weights_give_a_clear_error(tmp_path: Path) -> None:
