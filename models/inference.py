@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_path
 from models.card import ModelCard
 from models.ood import DomainCheck, FeaturesAndLogits, load_domain_check
 from models.preprocessing import to_model_input
@@ -119,27 +120,20 @@ def export_onnx(
     cpu_model = model.eval().to("cpu").to(memory_format=torch.contiguous_format)
     dummy = torch.zeros(1, 3, input_size, input_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
-            # onnxscript; it still exports these convolutional networks exactly.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                cpu_model,
-                (dummy,),
-                tmp,
-                dynamo=False,
-                input_names=["input"],
-                output_names=list(output_names),
-                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
-                opset_version=ONNX_OPSET,
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript; it still exports these convolutional networks exactly.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            cpu_model,
+            (dummy,),
+            tmp,
+            dynamo=False,
+            input_names=["input"],
+            output_names=list(output_names),
+            dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
+            opset_version=ONNX_OPSET,
+        )
     return path
 
 

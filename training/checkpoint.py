@@ -8,12 +8,12 @@ and JSON-like values, written to a temporary file and renamed, and read with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common.atomic import atomic_file
 
 CHECKPOINT_FORMAT = 1
 LAST = "last.pt"
@@ -21,18 +21,10 @@ BEST = "best.pt"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically (temp file, fsync, rename)."""
+    """Write ``payload`` durably and atomically (:func:`common.atomic.atomic_file`, mode 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, handle)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
