@@ -30,7 +30,14 @@ from pydicom.uid import generate_uid
 
 from tests.harness.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
 from worker.gate import check
-from worker.results import AlgorithmInfo, ResultObjects, build_rejection_sr, build_results, codes
+from worker.results import (
+    AlgorithmInfo,
+    DomainResult,
+    ResultObjects,
+    build_rejection_sr,
+    build_results,
+    codes,
+)
 from worker.results.pmap import wants_parametric_map
 
 pytestmark = pytest.mark.integration
@@ -288,6 +295,16 @@ def test_results_without_the_map_validate(tmp_path: Path) -> None:
     assert [kind for kind, _ in results.items()] == ["sc", "pr", "sr"]
     for kind, ds in results.items():
         _assert_valid(ds, tmp_path / f"{kind}.dcm")
+
+
+def test_indeterminate_sr_validates(tmp_path: Path) -> None:
+    """An image outside the model's validated domain: the SR that codes the finding
+    Indeterminate (SCT 82334004, pydicom's own code for it) with its reason is still valid."""
+    assert pydicom_codes.SCT.Indeterminate == codes.INDETERMINATE
+    source = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    results = _build(source, 0.83, domain=DomainResult(score=41.25, threshold=17.15))
+    _assert_valid(results.sr, tmp_path / "sr.dcm")
+    assert "82334004" in _run("dsrdump", tmp_path / "sr.dcm")
 
 
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"

@@ -4,16 +4,13 @@ Each case runs ``main()`` in this process with the test's own settings (an empty
 random model registry, free ports): user errors print ``deepcovid <command>: <problem>; <fix>``
 on stderr, exit 2 for a wrong argument and 1 for an environment that is not right, and never a
 traceback. A new command without a case here fails :func:`test_every_command_has_a_bad_input_case`.
-Two cases also run as real processes, as a newcomer's shell sees them, and ``--debug`` brings the
-traceback back.
+``--debug`` brings the traceback back. Two cases also run as real processes, as a newcomer's shell
+sees them, in ``tests/integration/test_cli_console.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import pytest
 from common.settings import get_settings
 from deepcovid.cli import build_parser, main
 from tests.harness.factories import DICOM_DIR
-from tests.harness.net import REPO, free_port
+from tests.harness.net import free_port
 
 
 @dataclass(frozen=True)
@@ -246,34 +243,6 @@ def test_invalid_settings_are_named_with_their_variable(
     assert "setting port = 'x' (DEEPCOVID_PORT)" in text
     assert "unknown setting 'prot'" in text
     assert "\n" not in text
-
-
-def _console(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deepcovid.cli", *argv],
-        env={**os.environ, **env, "OMP_NUM_THREADS": "1"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-@pytest.mark.parametrize(
-    ("argv", "says", "status"),
-    [
-        (["jobs", "list"], "deepcovid jobs list: no job store yet", 1),
-        (["evaluate", "--model", "nope"], "deepcovid evaluate: no model version 'nope'", 2),
-    ],
-)
-def test_the_console_sees_one_line(
-    settings_env: dict[str, str], argv: list[str], says: str, status: int
-) -> None:
-    done = _console(argv, settings_env)
-    assert done.returncode == status
-    assert done.stderr.startswith(says) and done.stderr.count("\n") == 1, done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_python_m_training_prints_one_line_too(
