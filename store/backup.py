@@ -29,6 +29,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import URL, make_url
 
+from common.atomic import atomic_path
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_CUSTOM_MAGIC = b"PGDMP"
 FILE_MODE = 0o600
@@ -51,19 +53,12 @@ def backup(url: str, dest: Path) -> Path:
     kind = backend(url)
     dest = dest.expanduser().absolute()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    _create_private(tmp)
-    try:
+    with atomic_path(dest, mode=FILE_MODE) as tmp:
         if kind == "sqlite":
             _sqlite_copy(_sqlite_file(url, must_exist=True), tmp)
         else:
             _run(["pg_dump", "--format=custom", "--no-owner", "--no-privileges",
                   f"--file={tmp}", _conninfo(url)], url)  # fmt: skip
-        _fsync(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
 
 
@@ -204,14 +199,6 @@ def _create_private(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     os.close(fd)
     os.chmod(path, FILE_MODE)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _head(path: Path) -> bytes:
