@@ -303,14 +303,6 @@ class JobStore:
             )
             return bool(s.execute(stmt).rowcount == 1)  # type: ignore[attr-defined]  # a CursorResult at run time
 
-    def add_event(self, job_id: int, message: str) -> None:
-        """Add a timeline entry without changing the state."""
-        with self.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise KeyError(job_id)
-            s.add(JobEvent(job_id=job_id, state=job.state, message=message))
-
     # --- queries --------------------------------------------------------------------------
     def get(self, job_id: int) -> JobView | None:
         """The job with this id, or None."""
