@@ -1,33 +1,41 @@
-"""One typed settings object for every service.
+"""One typed settings object for every service, grouped by concern.
 
-Values come, in order of precedence, from environment variables prefixed ``DEEPCOVID_``
-(``DEEPCOVID_PORT=11113``), from a TOML file named by ``DEEPCOVID_CONFIG`` (keys are the field
-names: ``port = 11113``; a ``DEEPCOVID_CONFIG`` that names no readable TOML file is an error, not a
-silent fall-back to the defaults), and from the defaults below. The defaults are the *embedded*
-setup: one machine, SQLite job store, a serverless durable broker, results kept in a local folder.
+``Settings`` holds one sub-model per concern -- ``storage``, ``listener``, ``tls``, ``delivery``,
+``model``, ``worker``, ``audit``, ``monitoring``, ``console`` -- so a reader sees which options
+belong together and a service can be handed the group it needs (``settings.listener.port``).
 
-Every field carries a description; ``docs/configuration.md`` is generated from them
-(``deepcovid config docs``) and a test checks the two never drift.
+Values come, in order of precedence, from environment variables, from a TOML file named by
+``DEEPCOVID_CONFIG`` (a ``DEEPCOVID_CONFIG`` that names no readable TOML file is an error, not a
+silent fall-back to the defaults), and from the defaults below. Each option has one *name*, the
+field's name before settings were grouped: it is the environment variable ``DEEPCOVID_<NAME>``
+(``DEEPCOVID_PORT=11113``) and a top-level TOML key (``port = 11113``); the TOML file may also use
+the group tables (``[listener]`` then ``port = 11113``). Keyword arguments take either form too
+(``Settings(port=11113)`` or ``Settings(listener={"port": 11113})``). The name is the field's name,
+or the one given by :class:`Name` where the group's prefix is dropped inside the group
+(``console_port`` is ``console.port``); :data:`OPTIONS` is the table of them all.
+
+The defaults are the *embedded* setup: one machine, SQLite job store, a serverless durable broker,
+results kept in a local folder. Every field carries a description; ``docs/configuration.md`` is
+generated from them (``deepcovid config docs``) and a test checks the two never drift.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from common import tls
 from common.errors import UsageError
 from common.paths import SHIPPED_REGISTRY
 
@@ -35,46 +43,61 @@ DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" /
     "deepcovid-node"
 )
 
+ENV_PREFIX = "DEEPCOVID_"
 
-class Settings(BaseSettings):
-    """Configuration of the node, the worker and the command line."""
 
-    model_config = SettingsConfigDict(env_prefix="DEEPCOVID_", extra="forbid")
+@dataclass(frozen=True)
+class Name:
+    """A field's option name where it differs from the field's name (``console.port`` is
+    ``console_port``): the ``DEEPCOVID_<NAME>`` variable and the top-level TOML key."""
 
-    # --- storage -------------------------------------------------------------------------
+    name: str
+
+
+class _Group(BaseModel):
+    """A group of settings: unknown keys are errors, so a typo cannot pass unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageSettings(_Group):
+    """Where the service keeps what it receives and writes, and how long."""
+
     data_dir: Path = Field(
-        DEFAULT_DATA_DIR,
+        default=DEFAULT_DATA_DIR,
         description="Folder for everything the service writes (spool, results, SQLite files, "
         "logs).",
     )
     spool_dir: Path | None = Field(
-        None, description="Where received instances are written durably. Default: `data_dir/spool`."
+        default=None,
+        description="Where received instances are written durably. Default: `data_dir/spool`.",
     )
     results_dir: Path | None = Field(
-        None,
+        default=None,
         description="Where result objects are kept (always), one folder per study. "
         "Default: `data_dir/results`.",
     )
     log_dir: Path | None = Field(
-        None, description="Folder for the application and audit logs. Default: `data_dir/logs`."
+        default=None,
+        description="Folder for the application and audit logs. Default: `data_dir/logs`.",
     )
     database_url: str | None = Field(
-        None,
+        default=None,
         description="SQLAlchemy URL of the job store, e.g. "
         "`postgresql+psycopg://user@db/deepcovid`. Default: SQLite file `data_dir/jobs.sqlite`.",
     )
     broker_url: str | None = Field(
-        None,
+        default=None,
         description="Celery broker URL, e.g. `redis://redis:6379/0`. Default: a durable broker "
         "that needs no server, kombu's SQLAlchemy transport on `data_dir/broker.sqlite`.",
     )
     min_free_space_mb: int = Field(
-        200,
+        default=200,
         description="Free-space watermark of the spool's disk in MiB: below it, C-STORE answers "
         "0xA700 (out of resources) instead of accepting what it cannot keep.",
     )
     retention_days: int = Field(
-        0,
+        default=0,
         ge=0,
         description="Days after which the received instance and the result files of a "
         "delivered (or gate-rejected) job are removed; the job row and its timeline stay. "
@@ -82,202 +105,93 @@ class Settings(BaseSettings):
         "`deepcovid db purge` runs it on demand. 0: files are kept forever.",
     )
 
-    # --- listener (SCP) --------------------------------------------------------------------
-    ae_title: str = Field("DEEPCOVID", description="Called AE title the listener answers to.")
-    bind_address: str = Field("0.0.0.0", description="Address the listener binds to.")
-    port: int = Field(11112, description="TCP port of the DICOM listener.")
-    allowed_calling_aes: Annotated[list[str], NoDecode] = Field(
+    @model_validator(mode="after")
+    def _derive_paths(self) -> StorageSettings:
+        """Fill the paths that default to places under ``data_dir``."""
+        self.data_dir = self.data_dir.expanduser()
+        if self.spool_dir is None:
+            self.spool_dir = self.data_dir / "spool"
+        if self.results_dir is None:
+            self.results_dir = self.data_dir / "results"
+        if self.log_dir is None:
+            self.log_dir = self.data_dir / "logs"
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'jobs.sqlite'}"
+        if self.broker_url is None:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+        return self
+
+    # Typed accessors for the derived values (never None after validation).
+    @property
+    def spool(self) -> Path:
+        """The spool folder."""
+        assert self.spool_dir is not None
+        return self.spool_dir
+
+    @property
+    def results(self) -> Path:
+        """The results folder."""
+        assert self.results_dir is not None
+        return self.results_dir
+
+    @property
+    def logs(self) -> Path:
+        """The log folder."""
+        assert self.log_dir is not None
+        return self.log_dir
+
+    @property
+    def db_url(self) -> str:
+        """The job store URL."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def broker(self) -> str:
+        """The broker URL."""
+        assert self.broker_url is not None
+        return self.broker_url
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the services write to, readable by the owner only."""
+        for path in (self.data_dir, self.spool, self.results, self.logs):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if path.stat().st_uid == os.getuid():
+                path.chmod(0o700)  # an existing folder too: it holds patient data
+
+
+class ListenerSettings(_Group):
+    """The DICOM listener (SCP): who it answers to and how much it takes on."""
+
+    ae_title: str = Field(
+        default="DEEPCOVID", description="Called AE title the listener answers to."
+    )
+    bind_address: str = Field(default="0.0.0.0", description="Address the listener binds to.")
+    port: int = Field(default=11112, description="TCP port of the DICOM listener.")
+    allowed_calling_aes: list[str] = Field(
         default_factory=list,
         description="Calling AE titles allowed to associate (comma-separated in the environment). "
         "Empty: any calling AE is accepted.",
     )
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+    allowed_hosts: list[str] = Field(
         default_factory=list,
         description="IP addresses or networks (CIDR, e.g. `10.1.0.0/16`) allowed to associate "
         "(comma-separated in the environment). Empty: any host. Others are rejected and audited.",
     )
-    max_associations: int = Field(10, description="Maximum number of concurrent associations.")
+    max_associations: int = Field(
+        default=10, description="Maximum number of concurrent associations."
+    )
     max_pdu: int = Field(
-        0, description="Maximum PDU length we receive, in bytes; 0 means unlimited (fastest)."
+        default=0,
+        description="Maximum PDU length we receive, in bytes; 0 means unlimited (fastest).",
     )
-    network_timeout_s: float = Field(60.0, description="DIMSE/ACSE/network timeout in seconds.")
-
-    # --- DICOM TLS (listener and sender) -----------------------------------------------------
-    tls_cert: Path | None = Field(
-        None,
-        description="PEM certificate (chain) of this node. Set: the listener accepts DICOM TLS "
-        "only, and the sender presents it to destinations that ask for a client certificate.",
+    network_timeout_s: float = Field(
+        default=60.0, description="DIMSE/ACSE/network timeout in seconds."
     )
-    tls_key: Path | None = Field(
-        None, description="PEM private key of `tls_cert` (omit when `tls_cert` holds the key)."
-    )
-    tls_ca: Path | None = Field(
-        None,
-        description="PEM CA certificate(s) trusted to sign peers' certificates: clients of the "
-        "listener, and TLS destinations (default there: the system's CAs).",
-    )
-    tls_require_client_cert: bool | None = Field(
-        None,
-        description="Whether the listener refuses TLS clients without a certificate signed by "
-        "`tls_ca`. Default: true when `tls_ca` is set.",
-    )
-    destination_tls: bool = Field(
-        False,
-        description="Deliver results to `destination` over DICOM TLS (verifying its certificate "
-        "and host name against `tls_ca`; presenting `tls_cert` when set).",
-    )
-
-    # --- results destination (SCU) --------------------------------------------------------
-    destination: str | None = Field(
-        None,
-        description="Where results are C-STOREd, as `AE@host:port` (e.g. `ORTHANC@pacs:4242`). "
-        "Empty: results stay in `results_dir` only.",
-    )
-    parametric_map: Literal["always", "with_spacing", "never"] = Field(
-        "with_spacing",
-        description="When the Parametric Map (the raw heatmap as floats) is sent with the SR, SC "
-        "and GSPS: `with_spacing` (the default): only for a source that states a positive "
-        "Pixel Spacing or Imager Pixel Spacing (OHIF 3.13 can draw the map only then); "
-        "`always`; `never`. Without the map the SR does not reference it; the SC and the "
-        "GSPS show the evidence. See docs/result-objects.md.",
-    )
-    send_rejection_sr: bool = Field(
-        False,
-        description="Send a 'not analysed: reason' SR back for instances the input gate rejects.",
-    )
-    delivery_max_attempts: int = Field(
-        12, description="Attempts to deliver a result before the job is marked failed."
-    )
-    delivery_backoff_s: float = Field(
-        5.0, description="First retry delay in seconds; doubles on each attempt (capped at 10 min)."
-    )
-    delivery_verify: bool = Field(
-        True,
-        description="After C-STORE Success, confirm with C-FIND (IMAGE level) that the "
-        "destination holds the objects, where it supports C-FIND.",
-    )
-
-    # --- model and inference ----------------------------------------------------------------
-    model_registry_dir: Path = Field(
-        SHIPPED_REGISTRY,
-        description="Model registry folder (one sub-folder per version, `ACTIVE` names the "
-        "active one). Default: the registry shipped with the package.",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where inference runs: `auto` picks CUDA when available."
-    )
-    engine: Literal["auto", "eager", "onnx", "compile"] = Field(
-        "auto", description="Inference engine; `auto` picks the fastest exact one per device."
-    )
-    torch_threads: int | None = Field(
-        None, description="Threads PyTorch may use per worker process. Default: all cores."
-    )
-    occlusion_window: int = Field(32, description="Occluder size N in model-input pixels.")
-    occlusion_stride: int = Field(8, description="Occluder stride S in model-input pixels.")
-    occlusion_fill: Literal["zero", "mean", "gray"] = Field(
-        "gray", description="Value the occluder paints: zero, image mean, or the normalised gray."
-    )
-
-    # --- worker -----------------------------------------------------------------------------
-    worker_concurrency: int = Field(1, description="Celery worker processes started by `serve`.")
-    analysis_lease_s: float = Field(
-        120.0,
-        description="A worker renews its claim on a job every quarter of this; a claim not "
-        "renewed for this long belongs to a dead worker and the job is analysed again.",
-    )
-    reconcile_interval_s: float = Field(
-        60.0,
-        description="How often the node re-enqueues jobs the broker may have lost (waiting "
-        "jobs older than 10 intervals, analyses whose lease expired).",
-    )
-    log_level: str = Field("INFO", description="Python logging level.")
-
-    # --- audit trail (ATNA) ------------------------------------------------------------------
-    audit_syslog_host: str | None = Field(
-        None,
-        description="Audit Record Repository (a syslog collector) that receives DICOM audit "
-        "messages (PS3.15 A.5, IHE ATNA) of association decisions, received instances and "
-        "delivered results. Empty: none are sent; the JSON audit log is written either way.",
-    )
-    audit_syslog_port: int | None = Field(
-        None, description="Port of `audit_syslog_host`. Default: 514 (udp, tcp), 6514 (tls)."
-    )
-    audit_syslog_protocol: Literal["udp", "tcp", "tls"] = Field(
-        "tls",
-        description="Syslog transport: `udp` (RFC 5426), `tcp` (octet counting, RFC 6587) or "
-        "`tls` (RFC 5425; the collector's certificate and host name are verified against "
-        "`tls_ca`, or the system CAs; `tls_cert` is presented when set).",
-    )
-
-    # --- operations -------------------------------------------------------------------------
-    monitoring_port: int = Field(
-        8088,
-        description="TCP port of the node's HTTP endpoints `/health/live`, `/health/ready` and "
-        "`/metrics` (Prometheus); 0 turns them off.",
-    )
-    monitoring_bind: str = Field(
-        "127.0.0.1",
-        description="Address the health and metrics endpoints bind to (`0.0.0.0` in a "
-        "container that Prometheus scrapes from outside).",
-    )
-
-    # --- operator console -------------------------------------------------------------------
-    console_enabled: bool = Field(
-        True,
-        description="Serve the operator console (dashboard, jobs, models, settings; login "
-        "required, users from `deepcovid users add`).",
-    )
-    console_port: int | None = Field(
-        None,
-        description="TCP port of the operator console. Default: `monitoring_port`, one server "
-        "for the console, `/health` and `/metrics`.",
-    )
-    console_bind: str | None = Field(
-        None, description="Address the operator console binds to. Default: `monitoring_bind`."
-    )
-    console_tls: bool = Field(
-        False,
-        description="Serve the console over HTTPS with the node's `tls_cert`/`tls_key` (session "
-        "cookies then marked Secure). When the console shares `monitoring_port`, `/health` and "
-        "`/metrics` are HTTPS too.",
-    )
-    console_session_idle_min: float = Field(
-        30.0,
-        description="A console session ends after this many minutes without a request (an "
-        "open page polls, so it keeps its session).",
-    )
-    console_session_max_h: float = Field(
-        12.0, description="A console session ends this many hours after its login, however active."
-    )
-    console_login_max_failures: int = Field(
-        5,
-        description="Failed console logins allowed per client address and per user name within "
-        "`console_login_window_s`; further attempts are refused (HTTP 429) until the window "
-        "has passed.",
-    )
-    console_login_window_s: float = Field(
-        300.0, description="The window of `console_login_max_failures`, in seconds."
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment beats the TOML file named by ``DEEPCOVID_CONFIG``, which beats defaults."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("DEEPCOVID_CONFIG")
-        if config_file:
-            sources.append(_toml_source(settings_cls, Path(config_file)))
-        return tuple(sources)
 
     @field_validator("allowed_calling_aes", "allowed_hosts", mode="before")
     @classmethod
-    def _split_aes(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         """Accept ``"PACS1,PACS2"`` from the environment as well as a TOML list."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
@@ -295,88 +209,435 @@ class Settings(BaseSettings):
                 raise ValueError(message) from exc
         return value
 
-    @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:
-        """Fill the paths that default to places under ``data_dir``."""
-        self.data_dir = self.data_dir.expanduser()
-        if self.spool_dir is None:
-            self.spool_dir = self.data_dir / "spool"
-        if self.results_dir is None:
-            self.results_dir = self.data_dir / "results"
-        if self.log_dir is None:
-            self.log_dir = self.data_dir / "logs"
-        if self.database_url is None:
-            self.database_url = f"sqlite:///{self.data_dir / 'jobs.sqlite'}"
-        if self.broker_url is None:
-            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
-        if len(self.ae_title) > 16 or not self.ae_title.strip():
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        """An AE title is 1 to 16 characters (PS3.5 AE value representation)."""
+        if len(value) > 16 or not value.strip():
             raise ValueError("ae_title must be 1 to 16 characters")
-        if self.tls_key is not None and self.tls_cert is None:
+        return value
+
+
+class TlsSettings(_Group):
+    """This node's certificate and the CAs it trusts: DICOM TLS of the listener and the sender,
+    the audit syslog over TLS, the console over HTTPS."""
+
+    cert: Annotated[Path | None, Name("tls_cert")] = Field(
+        default=None,
+        description="PEM certificate (chain) of this node. Set: the listener accepts DICOM TLS "
+        "only, and the sender presents it to destinations that ask for a client certificate.",
+    )
+    key: Annotated[Path | None, Name("tls_key")] = Field(
+        default=None,
+        description="PEM private key of `tls.cert` (omit when `tls.cert` holds the key).",
+    )
+    ca: Annotated[Path | None, Name("tls_ca")] = Field(
+        default=None,
+        description="PEM CA certificate(s) trusted to sign peers' certificates: clients of the "
+        "listener, and TLS destinations (default there: the system's CAs).",
+    )
+    require_client_cert: Annotated[bool | None, Name("tls_require_client_cert")] = Field(
+        default=None,
+        description="Whether the listener refuses TLS clients without a certificate signed by "
+        "`tls.ca`. Default: true when `tls.ca` is set.",
+    )
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> TlsSettings:
+        """A key needs its certificate; requiring client certificates needs a CA to check them."""
+        if self.key is not None and self.cert is None:
             raise ValueError("tls_key is set but tls_cert is not")
-        if self.console_tls and self.tls_cert is None:
-            raise ValueError("console_tls needs tls_cert (and tls_key) for HTTPS")
-        if self.tls_require_client_cert and self.tls_ca is None:
+        if self.require_client_cert and self.ca is None:
             raise ValueError("tls_require_client_cert needs tls_ca to verify client certificates")
         return self
 
     @property
     def client_cert_required(self) -> bool:
         """Whether the TLS listener requires a verified client certificate."""
-        if self.tls_require_client_cert is None:
-            return self.tls_ca is not None
-        return self.tls_require_client_cert
+        if self.require_client_cert is None:
+            return self.ca is not None
+        return self.require_client_cert
+
+    def server_context(self) -> ssl.SSLContext | None:
+        """The listener's context (:func:`common.tls.server_context`); ``None`` without ``cert``
+        (plain TCP)."""
+        if self.cert is None:
+            return None
+        return tls.server_context(
+            cert=self.cert, key=self.key, ca=self.ca, require_client_cert=self.client_cert_required
+        )
+
+    def client_context(self) -> ssl.SSLContext:
+        """A context for connecting to a peer (:func:`common.tls.client_context`): verify it
+        against ``ca`` (or the system's CAs), present ``cert`` when set."""
+        return tls.client_context(cert=self.cert, key=self.key, ca=self.ca)
+
+
+class DeliverySettings(_Group):
+    """Where results go and how hard the node tries to get them there."""
+
+    destination: str | None = Field(
+        default=None,
+        description="Where results are C-STOREd, as `AE@host:port` (e.g. `ORTHANC@pacs:4242`). "
+        "Empty: results stay in `storage.results_dir` only.",
+    )
+    destination_tls: bool = Field(
+        default=False,
+        description="Deliver results to `destination` over DICOM TLS (verifying its certificate "
+        "and host name against `tls.ca`; presenting `tls.cert` when set).",
+    )
+    parametric_map: Literal["always", "with_spacing", "never"] = Field(
+        default="with_spacing",
+        description="When the Parametric Map (the raw heatmap as floats) is sent with the SR, SC "
+        "and GSPS: `with_spacing` (the default): only for a source that states a positive "
+        "Pixel Spacing or Imager Pixel Spacing (OHIF 3.13 can draw the map only then); "
+        "`always`; `never`. Without the map the SR does not reference it; the SC and the "
+        "GSPS show the evidence. See docs/result-objects.md.",
+    )
+    send_rejection_sr: bool = Field(
+        default=False,
+        description="Send a 'not analysed: reason' SR back for instances the input gate rejects.",
+    )
+    max_attempts: Annotated[int, Name("delivery_max_attempts")] = Field(
+        default=12, description="Attempts to deliver a result before the job is marked failed."
+    )
+    backoff_s: Annotated[float, Name("delivery_backoff_s")] = Field(
+        default=5.0,
+        description="First retry delay in seconds; doubles on each attempt (capped at 10 min).",
+    )
+    verify: Annotated[bool, Name("delivery_verify")] = Field(
+        default=True,
+        description="After C-STORE Success, confirm with C-FIND (IMAGE level) that the "
+        "destination holds the objects, where it supports C-FIND.",
+    )
+
+
+class ModelSettings(_Group):
+    """Which model analyses the images, where, and how its evidence map is drawn."""
+
+    registry_dir: Annotated[Path, Name("model_registry_dir")] = Field(
+        default=SHIPPED_REGISTRY,
+        description="Model registry folder (one sub-folder per version, `ACTIVE` names the "
+        "active one). Default: the registry shipped with the package.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where inference runs: `auto` picks CUDA when available."
+    )
+    engine: Literal["auto", "eager", "onnx", "compile"] = Field(
+        default="auto",
+        description="Inference engine; `auto` picks the fastest exact one per device.",
+    )
+    torch_threads: int | None = Field(
+        default=None, description="Threads PyTorch may use per worker process. Default: all cores."
+    )
+    occlusion_window: int = Field(default=32, description="Occluder size N in model-input pixels.")
+    occlusion_stride: int = Field(default=8, description="Occluder stride S in model-input pixels.")
+    occlusion_fill: Literal["zero", "mean", "gray"] = Field(
+        default="gray",
+        description="Value the occluder paints: zero, image mean, or the normalised gray.",
+    )
+
+
+class WorkerSettings(_Group):
+    """The analysis workers and how the node keeps their jobs moving."""
+
+    concurrency: Annotated[int, Name("worker_concurrency")] = Field(
+        default=1, description="Celery worker processes started by `serve`."
+    )
+    analysis_lease_s: float = Field(
+        default=120.0,
+        description="A worker renews its claim on a job every quarter of this; a claim not "
+        "renewed for this long belongs to a dead worker and the job is analysed again.",
+    )
+    reconcile_interval_s: float = Field(
+        default=60.0,
+        description="How often the node re-enqueues jobs the broker may have lost (waiting "
+        "jobs older than 10 intervals, analyses whose lease expired).",
+    )
+
+
+class AuditSettings(_Group):
+    """The audit trail sent to an Audit Record Repository (IHE ATNA)."""
+
+    syslog_host: Annotated[str | None, Name("audit_syslog_host")] = Field(
+        default=None,
+        description="Audit Record Repository (a syslog collector) that receives DICOM audit "
+        "messages (PS3.15 A.5, IHE ATNA) of association decisions, received instances and "
+        "delivered results. Empty: none are sent; the JSON audit log is written either way.",
+    )
+    syslog_port: Annotated[int | None, Name("audit_syslog_port")] = Field(
+        default=None,
+        description="Port of `audit.syslog_host`. Default: 514 (udp, tcp), 6514 (tls).",
+    )
+    syslog_protocol: Annotated[Literal["udp", "tcp", "tls"], Name("audit_syslog_protocol")] = Field(
+        default="tls",
+        description="Syslog transport: `udp` (RFC 5426), `tcp` (octet counting, RFC 6587) or "
+        "`tls` (RFC 5425; the collector's certificate and host name are verified against "
+        "`tls.ca`, or the system CAs; `tls.cert` is presented when set).",
+    )
+
+
+class MonitoringSettings(_Group):
+    """What an operator watches: health and metrics endpoints, and the log's level."""
+
+    port: Annotated[int, Name("monitoring_port")] = Field(
+        default=8088,
+        description="TCP port of the node's HTTP endpoints `/health/live`, `/health/ready` and "
+        "`/metrics` (Prometheus); 0 turns them off.",
+    )
+    bind: Annotated[str, Name("monitoring_bind")] = Field(
+        default="127.0.0.1",
+        description="Address the health and metrics endpoints bind to (`0.0.0.0` in a "
+        "container that Prometheus scrapes from outside).",
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+
+class ConsoleSettings(_Group):
+    """The operator console: where it is served and how its sessions and logins are limited."""
+
+    enabled: Annotated[bool, Name("console_enabled")] = Field(
+        default=True,
+        description="Serve the operator console (dashboard, jobs, models, settings; login "
+        "required, users from `deepcovid users add`).",
+    )
+    port: Annotated[int | None, Name("console_port")] = Field(
+        default=None,
+        description="TCP port of the operator console. Default: `monitoring.port`, one server "
+        "for the console, `/health` and `/metrics`.",
+    )
+    bind: Annotated[str | None, Name("console_bind")] = Field(
+        default=None,
+        description="Address the operator console binds to. Default: `monitoring.bind`.",
+    )
+    tls: Annotated[bool, Name("console_tls")] = Field(
+        default=False,
+        description="Serve the console over HTTPS with the node's `tls.cert`/`tls.key` (session "
+        "cookies then marked Secure). When the console shares `monitoring.port`, `/health` and "
+        "`/metrics` are HTTPS too.",
+    )
+    session_idle_min: Annotated[float, Name("console_session_idle_min")] = Field(
+        default=30.0,
+        description="A console session ends after this many minutes without a request (an "
+        "open page polls, so it keeps its session).",
+    )
+    session_max_h: Annotated[float, Name("console_session_max_h")] = Field(
+        default=12.0,
+        description="A console session ends this many hours after its login, however active.",
+    )
+    login_max_failures: Annotated[int, Name("console_login_max_failures")] = Field(
+        default=5,
+        description="Failed console logins allowed per client address and per user name within "
+        "`console.login_window_s`; further attempts are refused (HTTP 429) until the window "
+        "has passed.",
+    )
+    login_window_s: Annotated[float, Name("console_login_window_s")] = Field(
+        default=300.0, description="The window of `console.login_max_failures`, in seconds."
+    )
+
+
+#: Set to ``False`` (``mypy --always-false _FLAT_ATTRIBUTES``) to list the access sites left.
+_FLAT_ATTRIBUTES = True
+
+
+class Settings(BaseSettings):
+    """Configuration of the node, the worker and the command line, one group per concern."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings,
+        description="Storage: folders, job store and broker.",
+    )
+    listener: ListenerSettings = Field(
+        default_factory=ListenerSettings, description="The DICOM listener (SCP)."
+    )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="Certificates: DICOM TLS, syslog TLS, HTTPS.",
+    )
+    delivery: DeliverySettings = Field(
+        default_factory=DeliverySettings, description="Results destination (SCU)."
+    )
+    model: ModelSettings = Field(default_factory=ModelSettings, description="Model and inference.")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, description="Workers.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="Audit trail (ATNA).")
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Health, metrics and logging."
+    )
+    console: ConsoleSettings = Field(
+        default_factory=ConsoleSettings, description="Operator console."
+    )
+
+    def __init__(self, **values: Any) -> None:
+        """Settings from keyword arguments (option names or groups), environment, TOML file."""
+        super().__init__(**_nest(values, origin="keyword arguments"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment beats the TOML file named by ``DEEPCOVID_CONFIG``, which beats defaults."""
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _GroupedSource(settings_cls, _environment()),
+        ]
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config_file:
+            sources.append(_GroupedSource(settings_cls, _toml_file(Path(config_file))))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_across_groups(self) -> Settings:
+        """Checks that need two groups: the console's HTTPS needs the node's certificate."""
+        if self.console.tls and self.tls.cert is None:
+            raise ValueError("console_tls needs tls_cert (and tls_key) for HTTPS")
+        return self
 
     @property
     def console_address(self) -> tuple[str, int]:
-        """Where the console listens (``monitoring_bind``/``monitoring_port`` by default)."""
-        port = self.monitoring_port if self.console_port is None else self.console_port
-        return (self.console_bind or self.monitoring_bind, port)
+        """Where the console listens (``monitoring.bind``/``monitoring.port`` by default)."""
+        port = self.monitoring.port if self.console.port is None else self.console.port
+        return (self.console.bind or self.monitoring.bind, port)
 
-    # Typed accessors for the derived paths (never None after validation).
+    def values(self) -> dict[str, Any]:
+        """Option name -> effective value, in the order of :data:`OPTIONS` (``config show``)."""
+        return {name: self.value(name) for name in OPTIONS}
+
+    def value(self, name: str) -> Any:
+        """The effective value of the option ``name`` (``"port"``, ``"tls_cert"``)."""
+        option = OPTIONS[name]
+        return getattr(getattr(self, option.group), option.field)
+
+    if _FLAT_ATTRIBUTES:
+        # TEMPORARY: removed once every access site uses the groups
+        def __getattr__(self, name: str) -> Any:
+            """``settings.port`` -> ``settings.listener.port`` while access sites move over."""
+            if name in OPTIONS:
+                return self.value(name)
+            moved = _MOVED_MEMBERS.get(name)
+            if moved is not None:
+                return getattr(getattr(self, moved), name)
+            return super().__getattr__(name)  # type: ignore[misc]  # pydantic's private attributes
+
+
+# TEMPORARY: removed with Settings.__getattr__ (members that moved into a group).
+_MOVED_MEMBERS = {
+    "spool": "storage",
+    "results": "storage",
+    "db_url": "storage",
+    "broker": "storage",
+    "ensure_dirs": "storage",
+    "client_cert_required": "tls",
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its name (environment variable, top-level TOML key) and where it lives."""
+
+    name: str
+    group: str
+    field: str
+    info: FieldInfo
+
     @property
-    def spool(self) -> Path:
-        """The spool folder."""
-        assert self.spool_dir is not None
-        return self.spool_dir
+    def env(self) -> str:
+        """The environment variable, e.g. ``DEEPCOVID_TLS_CERT``."""
+        return f"{ENV_PREFIX}{self.name.upper()}"
 
     @property
-    def results(self) -> Path:
-        """The results folder."""
-        assert self.results_dir is not None
-        return self.results_dir
-
-    @property
-    def db_url(self) -> str:
-        """The job store URL."""
-        assert self.database_url is not None
-        return self.database_url
-
-    @property
-    def broker(self) -> str:
-        """The broker URL."""
-        assert self.broker_url is not None
-        return self.broker_url
-
-    def ensure_dirs(self) -> None:
-        """Create the folders the services write to, readable by the owner only."""
-        for path in (self.data_dir, self.spool, self.results, self.log_dir):
-            assert path is not None
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if path.stat().st_uid == os.getuid():
-                path.chmod(0o700)  # an existing folder too: it holds patient data
+    def key(self) -> str:
+        """The grouped TOML key and attribute path, e.g. ``tls.cert``."""
+        return f"{self.group}.{self.field}"
 
 
-def _toml_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
-    """The TOML file named by ``DEEPCOVID_CONFIG``; a missing or unreadable file is an error
-    (pydantic-settings would silently run on the defaults: a typo must not move the port or
-    drop the destination)."""
+def _options() -> dict[str, Option]:
+    """Every option, read off the groups' fields (their :class:`Name` or the field's name)."""
+    options: dict[str, Option] = {}
+    for group, group_info in Settings.model_fields.items():
+        model = group_info.annotation
+        assert isinstance(model, type) and issubclass(model, _Group)
+        for field, info in model.model_fields.items():
+            name = next((m.name for m in info.metadata if isinstance(m, Name)), field)
+            assert name not in options and name not in Settings.model_fields, name
+            options[name] = Option(name, group, field, info)
+    return options
+
+
+#: Option name -> (group, field), for every setting; the one table of names.
+OPTIONS: Mapping[str, Option] = _options()
+_BY_PLACE = {(option.group, option.field): option for option in OPTIONS.values()}
+
+
+def _nest(values: Mapping[str, Any], *, origin: str) -> dict[str, Any]:
+    """``values`` with each option name moved into its group (``port`` -> ``listener.port``).
+
+    Group tables (``listener = {...}``, or a group's model) are taken as they are; a value given
+    both ways is an error. Other keys are left for validation to refuse.
+    """
+    nested: dict[str, Any] = {}
+    flat: list[tuple[str, Option, Any]] = []
+    for key, value in values.items():
+        if key in Settings.model_fields:
+            if isinstance(value, BaseModel):
+                value = value.model_dump(exclude_unset=True)
+            nested[key] = dict(value) if isinstance(value, Mapping) else value
+        elif key in OPTIONS:
+            flat.append((key, OPTIONS[key], value))
+        else:
+            nested[key] = value
+    for key, option, value in flat:
+        group = nested.setdefault(option.group, {})
+        if not isinstance(group, dict):
+            raise UsageError(f"{origin}: {key} given beside a whole [{option.group}]", _FIX)
+        if option.field in group:
+            raise UsageError(f"{origin}: {key} given twice, as {key} and in [{option.group}]", _FIX)
+        group[option.field] = value
+    return nested
+
+
+class _GroupedSource(PydanticBaseSettingsSource):
+    """A settings source whose values are read up front, option names moved into groups."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` hands over all values at once."""
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+def _environment() -> dict[str, Any]:
+    """The ``DEEPCOVID_<NAME>`` variables that name an option (any case), grouped."""
+    found: dict[str, Any] = {}
+    for variable, value in os.environ.items():
+        name = variable.lower().removeprefix(ENV_PREFIX.lower())
+        if len(name) < len(variable) and name in OPTIONS:
+            found[name] = value
+    return _nest(found, origin="environment")
+
+
+def _toml_file(path: Path) -> dict[str, Any]:
+    """The TOML file named by ``DEEPCOVID_CONFIG``, grouped; a missing or unreadable file is an
+    error (running on the defaults instead could move the port or drop the destination)."""
     fix = "correct the path or unset DEEPCOVID_CONFIG"
     if not path.is_file():
         raise UsageError(f"DEEPCOVID_CONFIG names {path}, which is not a file", fix)
     try:
-        return TomlConfigSettingsSource(settings_cls, toml_file=path)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"DEEPCOVID_CONFIG file {path} cannot be read: {exc}", fix) from exc
+    return _nest(data, origin=f"DEEPCOVID_CONFIG file {path}")
 
 
 def settings_problem(exc: ValidationError) -> str:
@@ -388,21 +649,19 @@ def settings_problem(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        loc = error.get("loc") or ()
-        if not loc:  # a check across fields (model validator): the message names them
+        loc = tuple(str(part) for part in error.get("loc") or ())
+        if error.get("type") == "extra_forbidden":
+            parts.append(f"unknown setting {'.'.join(loc)!r} (in the DEEPCOVID_CONFIG file)")
+            continue
+        option = _BY_PLACE.get((loc[0], loc[1])) if len(loc) >= 2 else None
+        if option is None:  # a check across fields (model validator): the message names them
             parts.append(message)
             continue
-        name = str(loc[0])
-        if error.get("type") == "extra_forbidden":
-            parts.append(f"unknown setting {name!r} (in the DEEPCOVID_CONFIG file)")
-            continue
-        parts.append(
-            f"setting {name} = {error.get('input')!r} (DEEPCOVID_{name.upper()}): {message}"
-        )
+        parts.append(f"setting {option.name} = {error.get('input')!r} ({option.env}): {message}")
     return "; ".join(parts)
 
 
-SETTINGS_FIX = (
+_FIX = SETTINGS_FIX = (
     "fix the environment variable or the DEEPCOVID_CONFIG file "
     "(`deepcovid config docs` lists every setting)"
 )
