@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepcovid",
         description="DICOM node that screens chest X-rays for COVID-19 (Deep-COVID) and sends "
-        "SR, heatmap and Parametric Map results back to the PACS.",
+        "SR, heatmap overlay, presentation state and Parametric Map results back to the PACS.",
     )
     parser.add_argument("--version", action="version", version=f"deepcovid-node {__version__}")
     parser.add_argument(
