@@ -43,8 +43,6 @@ from tests.harness.factories import DICOM_DIR
 from tests.harness.net import wait_for
 from worker import delivery
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = etree.RelaxNG(etree.parse(str(REPO / "docs" / "schemas" / "dicom-audit-message.rng")))
 FILE = DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm"

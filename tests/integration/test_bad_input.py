@@ -21,7 +21,7 @@ from tests.harness.cluster import Cluster, make_instances
 from tests.harness.factories import spool_dataset
 from tests.harness.services import ServiceProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 ECHO_EVERY = 5
 RSS_GROWTH_LIMIT_MB = 300

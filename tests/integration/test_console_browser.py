@@ -15,7 +15,6 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 
 from dicom_node.audit import read_events
@@ -24,8 +23,6 @@ from tests.harness.net import REPO, free_port
 from tests.harness.pacs import SmallPacs
 from tests.harness.services import ServiceProcess
 from worker.results import ResultObjects
-
-pytestmark = pytest.mark.integration
 
 SCRIPT = REPO / "tests" / "browser" / "console.mjs"
 ARTIFACTS = Path(os.environ.get("DEEPCOVID_TEST_ARTIFACTS", REPO / "test-artifacts")) / "console"

@@ -25,8 +25,6 @@ from store.migrate import current, upgrade
 from store.outbox import NewResult, Outbox
 from store.schema import DeliveryState, Job, ResultObject
 
-pytestmark = pytest.mark.integration
-
 OLD = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
 SR = "1.2.840.10008.5.1.4.1.1.88.22"
 

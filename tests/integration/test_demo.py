@@ -15,12 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.harness.factories import DICOM_DIR
 from tests.harness.net import REPO
-
-pytestmark = pytest.mark.integration
 
 
 def test_demo_shows_each_result_and_stops_the_service(tmp_path: Path) -> None:

@@ -34,8 +34,6 @@ from tests.harness.net import wait_for
 from tests.harness.services import ServiceProcess
 from worker.results import OUTSIDE_DOMAIN, codes
 
-pytestmark = pytest.mark.integration
-
 
 def noise_dx(path: Path) -> Path:
     """A DX chest PA in every header respect, with uniform noise for pixels."""

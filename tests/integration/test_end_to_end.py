@@ -21,8 +21,6 @@ from tests.harness.net import wait_for
 from tests.harness.orthanc import Orthanc
 from tests.harness.services import ServiceProcess
 
-pytestmark = pytest.mark.integration
-
 SR = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 SC = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
 PM = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map

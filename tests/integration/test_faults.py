@@ -50,8 +50,6 @@ from tests.harness.redisserver import RedisServer
 from tests.harness.services import ServiceProcess
 from worker.results import ResultObjects
 
-pytestmark = pytest.mark.integration
-
 BATCH = 8
 SETTLE_TIMEOUT = 300.0
 RESULTS_FS_KIB = 1200

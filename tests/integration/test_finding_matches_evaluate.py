@@ -25,8 +25,6 @@ from tests.harness.factories import CXR_DIR, load_cxr, wrap_pixels
 from tests.harness.net import REPO, wait_for
 from tests.harness.services import ServiceProcess
 
-pytestmark = pytest.mark.integration
-
 
 def pick_images() -> list[dict[str, str]]:
     """The first COVID-19 and the first non-COVID image of the test split."""

@@ -11,8 +11,6 @@ from sqlalchemy import create_engine, inspect
 from store import JobState, JobStore
 from store.migrate import current, upgrade
 
-pytestmark = pytest.mark.integration
-
 
 def receipt(uid: str, sha: str = "a" * 64) -> dict[str, object]:
     return {

@@ -38,8 +38,6 @@ from store.migrate import upgrade
 from tests.harness.factories import DICOM_DIR
 from tests.harness.net import REPO, wait_for
 
-pytestmark = pytest.mark.integration
-
 ALLOWED = ["STORESCU", "ECHOSCU", "TESTSCU"]
 FILES = sorted(DICOM_DIR.glob("*.dcm"))
 PATIENT_SECRETS = ("CompressedSamples", "9RG1", "19400305", "Covid0000")

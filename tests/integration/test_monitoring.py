@@ -11,15 +11,11 @@ import subprocess
 from dataclasses import fields
 from pathlib import Path
 
-import pytest
-
 from tests.harness.cluster import Cluster, make_instances, metric
 from tests.harness.net import wait_for
 from tests.harness.redisserver import RedisServer
 from tests.harness.services import ServiceProcess
 from worker.results import ResultObjects
-
-pytestmark = pytest.mark.integration
 
 
 def test_health_and_metrics_follow_the_node(

@@ -14,8 +14,6 @@ from store.outbox import Outbox
 from tests.harness.factories import load_cxr, spool_dataset, wrap_pixels
 from worker.pipeline import run_job
 
-pytestmark = pytest.mark.integration
-
 PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 
 

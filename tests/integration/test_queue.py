@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
@@ -19,8 +18,6 @@ from store import JobStore
 from tests.harness.factories import DICOM_DIR
 from tests.harness.net import wait_for
 from tests.harness.services import ServiceProcess
-
-pytestmark = pytest.mark.integration
 
 
 def start(services: list[ServiceProcess], args: list[str], env: dict[str, str], log: Path):  # type: ignore[no-untyped-def]

@@ -14,8 +14,6 @@ from store.outbox import Outbox
 from tests.harness.factories import load_cxr, spool_dataset, wrap_pixels
 from worker.pipeline import run_job
 
-pytestmark = pytest.mark.integration
-
 
 def test_rejected_instance_gets_a_rejection_sr(
     settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -40,8 +40,6 @@ from worker.results import (
 )
 from worker.results.pmap import wants_parametric_map
 
-pytestmark = pytest.mark.integration
-
 TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html", "dcmp2pgm")
 THRESHOLD = 0.5
 REAL_DICOMS = sorted(DICOM_DIR.glob("*.dcm"))

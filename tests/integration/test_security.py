@@ -43,8 +43,6 @@ from tests.harness.net import wait_for
 from tests.harness.services import ServiceProcess
 from worker.delivery import deliver_due
 
-pytestmark = pytest.mark.integration
-
 FILE = DICOM_DIR / "nih_chestxray_DX_nhsx_test.dcm"
 COVID_IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
 

@@ -11,14 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from store import JobStore
 from tests.harness.factories import DICOM_DIR
 from tests.harness.net import wait_for
 from tests.harness.services import ServiceProcess
-
-pytestmark = pytest.mark.integration
 
 
 def our_processes(data_dir: str) -> list[int]:

@@ -48,7 +48,7 @@ from tests.harness.orthanc import DICOMWEB_PLUGIN, Orthanc
 from worker.results import AlgorithmInfo, ResultObjects, build_results
 from worker.results.pmap import ParametricMapPolicy, wants_parametric_map
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 VIEWER = REPO / "tests" / "viewer"
 OHIF_DIST = REPO / "node_modules" / "@ohif" / "app" / "dist"
