@@ -14,7 +14,7 @@ folder on the same file system. Prints images/s, MB/s and the ratios; it is not 
 
     .venv/bin/python benchmarks/bench_intake.py [--count 200] [--rounds 2] [--scratch DIR]
 
-Goals (issue 2): ours >= 1.2x storescp, and >= 60 % of the synced-write bandwidth.
+Goals: ours >= 1.2x storescp, and >= 60 % of the synced-write bandwidth.
 The analysis queue is replaced by a no-op here (enqueueing runs on a background thread after
 Success anyway); the figure is what the listener itself sustains.
 """

@@ -3,7 +3,7 @@ card, then re-save it in place (the weights and their sha256 are unchanged).
 
     python scripts/finish_candidate.py REGISTRY VERSION MANIFEST
 
-Used once for the CPU-trained candidates of issue 10, whose training run predates the card's
+Used once for the first CPU-trained candidates, whose training run predates the card's
 ``source_prevalence`` field and the portable paths; kept because a site that trained with an
 older release meets the same gap.
 """

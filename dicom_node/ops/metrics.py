@@ -52,7 +52,7 @@ STAGES = ("queue", "analysis", "build", "delivery")
 FINAL = tuple(str(s) for s in JobState if s in FINAL_STATES)
 WAITING = tuple(str(s) for s in JobState if s in WAITING_STATES)
 PENDING_DELIVERY = (str(DeliveryState.PENDING), str(DeliveryState.SENDING))
-# Totals named in the issue: jobs that got as far as each of these.
+# Totals an operator follows: jobs that got as far as each of these.
 TOTALS = ("received", "analysed", "rejected", "delivered", "failed")
 # Findings of analysed jobs (indeterminate: the image failed the model's domain check).
 FINDINGS = ("present", "absent", "indeterminate")

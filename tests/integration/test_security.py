@@ -1,4 +1,4 @@
-"""Security measures of issue 6: who may associate, DICOM TLS, no patient data in logs, modes.
+"""Security measures: who may associate, DICOM TLS, no patient data in logs, file modes.
 
 - Access control: calling-AE and host allow-lists reject associations; every decision lands in
   the audit log (``log_dir/audit.log``, JSON lines), never in the application log.
