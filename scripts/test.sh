@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 source scripts/test-services.sh
 scripts/setup.sh
 scripts/lint.sh
-exec .venv/bin/python -m pytest "$@"
+# The 25 slowest tests are listed at the end, so that a test growing slow is seen in CI's log.
+exec .venv/bin/python -m pytest --durations=25 "$@"
