@@ -14,7 +14,7 @@ from deepcovid.cli import main
 from models.architectures import ARCHITECTURES, build_model
 from models.card import Metric, ModelCard
 from models.preprocessing import PreprocessSpec
-from models.registry import Registry, RegistryError, WeightsIntegrityError
+from models.registry import Registry, RegistryError, WeightsIntegrityError, sha256_file
 
 
 @pytest.fixture(autouse=True)
@@ -149,29 +149,26 @@ def test_corrupted_weights_give_a_clear_error(tmp_path: Path) -> None:
         registry.activate(version)
 
 
+def _version_with_weights(registry: Registry, stored: object) -> str:
+    """A squeezenet1_1 version whose ``weights.pt`` is ``stored``, the card's sha256 matching."""
+    version = registry.save_version(build_model("squeezenet1_1"), _card())
+    torch.save(stored, registry.path(version) / "weights.pt")
+    weights_sha256 = sha256_file(registry.path(version) / "weights.pt")
+    registry.replace_card(registry.card(version).replace(weights_sha256=weights_sha256))
+    return version
+
+
 def test_weights_of_another_architecture_give_a_clear_error(tmp_path: Path) -> None:
     """Even with a matching sha256 (card edited), weights that do not fit are refused."""
     registry = Registry(tmp_path)
-    version = registry.save_version(build_model("squeezenet1_1"), _card())
-    folder = registry.path(version)
-    torch.save(build_model("squeezenet1_0").state_dict(), folder / "weights.pt")
-    from models.registry import sha256_file
-
-    card = registry.card(version).replace(weights_sha256=sha256_file(folder / "weights.pt"))
-    card.save(folder / "model_card.json")
+    version = _version_with_weights(registry, build_model("squeezenet1_0").state_dict())
     with pytest.raises(WeightsIntegrityError, match="do not fit architecture squeezenet1_1"):
         registry.load(version)
 
 
 def test_pickled_objects_are_not_loaded(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
-    version = registry.save_version(build_model("squeezenet1_1"), _card())
-    folder = registry.path(version)
-    torch.save(build_model("squeezenet1_1"), folder / "weights.pt")  # a whole-model pickle
-    from models.registry import sha256_file
-
-    card = registry.card(version).replace(weights_sha256=sha256_file(folder / "weights.pt"))
-    card.save(folder / "model_card.json")
+    version = _version_with_weights(registry, build_model("squeezenet1_1"))  # a whole-model pickle
     with pytest.raises(WeightsIntegrityError, match="not a readable state dict"):
         registry.load(version)
 
