@@ -13,16 +13,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from models.card import ModelCard
-from models.registry import CARD_FILE
+from models.registry import Registry
 from training.baseline import source_prevalence
 from training.manifest import read_manifest
 from training.portable import Anchors, portable_card
 
 
 def main(registry: str, version: str, manifest_path: str) -> None:
-    card_path = Path(registry) / version / CARD_FILE
-    card = ModelCard.load(card_path)
+    card = Registry(Path(registry)).card(version)
     manifest = read_manifest(manifest_path)
     if manifest.sha256 != card.training_manifest_sha256:
         raise SystemExit("the manifest differs from the one the version was trained on")
@@ -31,7 +29,7 @@ def main(registry: str, version: str, manifest_path: str) -> None:
         card = card.replace(source_prevalence=shares)
     anchors = Anchors(registry=Path(registry), manifest_dir=manifest.path.parent)
     card = portable_card(card, anchors, manifest.path)
-    card.save(card_path)
+    Registry(Path(registry)).replace_card(card)
     print(f"{version}: card finished ({card.training_manifest})")
 
 
