@@ -553,8 +553,8 @@ def save_domain_check(folder: str | Path, fitted: FittedDomainCheck, card: Model
 
     The file is content-addressed (``domain-<sha256 prefix>.npz``) and written atomically
     before the card, so a reader never sees a card naming a file that is not there; the
-    caller saves the card (:meth:`models.registry.Registry.replace_card`). A previous domain file the
-    card no longer names is removed after that, by :func:`remove_stale_domain_files`.
+    caller saves the card (:meth:`models.registry.Registry.replace_card`). A previous domain
+    file the card no longer names is removed after that, by :func:`remove_stale_domain_files`.
     """
     folder = Path(folder)
     path = folder / fitted.spec.file
