@@ -20,7 +20,8 @@ from training.portable import Anchors, portable_card
 
 
 def main(registry: str, version: str, manifest_path: str) -> None:
-    card = Registry(Path(registry)).card(version)
+    versions = Registry(Path(registry))
+    card = versions.card(version)
     manifest = read_manifest(manifest_path)
     if manifest.sha256 != card.training_manifest_sha256:
         raise SystemExit("the manifest differs from the one the version was trained on")
@@ -29,7 +30,7 @@ def main(registry: str, version: str, manifest_path: str) -> None:
         card = card.replace(source_prevalence=shares)
     anchors = Anchors(registry=Path(registry), manifest_dir=manifest.path.parent)
     card = portable_card(card, anchors, manifest.path)
-    Registry(Path(registry)).replace_card(card)
+    versions.replace_card(card)
     print(f"{version}: card finished ({card.training_manifest})")
 
 
