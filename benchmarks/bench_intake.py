@@ -120,7 +120,7 @@ def run_ours(files: list[Path], scratch: Path) -> float:
     finally:
         listener.shutdown()
     jobs = sum(store.counts().values())
-    spooled = len(list(settings.spool.glob("*.dcm")))
+    spooled = len(list(settings.storage.spool.glob("*.dcm")))
     store.engine.dispose()
     if jobs != len(files) or spooled != len(files):
         raise RuntimeError(f"ours: {jobs} jobs and {spooled} files for {len(files)} sent")

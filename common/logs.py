@@ -28,14 +28,14 @@ def setup_logging(settings: Settings, service: str) -> None:
     root = logging.getLogger()
     if getattr(root, "_deepcovid_configured", False):
         return
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(settings.monitoring.log_level.upper())
     formatter = SafeFormatter(LOG_FORMAT)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)
-    assert settings.log_dir is not None
-    settings.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = settings.log_dir / f"{service}.log"
+    assert settings.storage.log_dir is not None
+    settings.storage.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = settings.storage.log_dir / f"{service}.log"
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # owner-only file
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=20_000_000, backupCount=5)
     handler.setFormatter(formatter)

@@ -58,7 +58,8 @@ class Finding:
 
 
 def _calling_ae(settings: Settings) -> str:
-    return settings.allowed_calling_aes[0] if settings.allowed_calling_aes else DOCTOR_AE
+    allowed = settings.listener.allowed_calling_aes
+    return allowed[0] if allowed else DOCTOR_AE
 
 
 def _connect_host(bind_address: str) -> str:
@@ -128,28 +129,29 @@ def check_dicom_port(settings: Settings) -> Finding:
         from dicom_client.echo import echo
         from dicom_client.scu import Destination
 
-        if settings.tls_cert is not None:
+        if settings.tls.cert is not None:
             return None  # a TLS listener: doctor has no client certificate to prove it is ours
-        host = _connect_host(settings.bind_address)
+        host = _connect_host(settings.listener.bind_address)
         reply = echo(
-            Destination(settings.ae_title, host, settings.port),
+            Destination(settings.listener.ae_title, host, settings.listener.port),
             calling_ae=_calling_ae(settings),
             timeout_s=5.0,
         )
-        return f"answers C-ECHO as {settings.ae_title}" if reply.ok else None
+        return f"answers C-ECHO as {settings.listener.ae_title}" if reply.ok else None
 
-    return check_port("dicom port", settings.bind_address, settings.port, "DEEPCOVID_PORT", ours)
+    listener = settings.listener
+    return check_port("dicom port", listener.bind_address, listener.port, "DEEPCOVID_PORT", ours)
 
 
 def check_monitoring_port(settings: Settings) -> Finding:
     """The health/metrics port: off, free, or taken by this node's ``/health/live``."""
-    if settings.monitoring_port == 0:
+    if settings.monitoring.port == 0:
         return Finding("monitoring port", "ok", "health and metrics endpoints are off")
 
     def ours() -> str | None:
-        host = _connect_host(settings.monitoring_bind)
+        host = _connect_host(settings.monitoring.bind)
         host = f"[{host}]" if ":" in host else host
-        url = f"http://{host}:{settings.monitoring_port}/health/live"
+        url = f"http://{host}:{settings.monitoring.port}/health/live"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 body = json.loads(response.read().decode())
@@ -159,8 +161,8 @@ def check_monitoring_port(settings: Settings) -> Finding:
 
     return check_port(
         "monitoring port",
-        settings.monitoring_bind,
-        settings.monitoring_port,
+        settings.monitoring.bind,
+        settings.monitoring.port,
         "DEEPCOVID_MONITORING_PORT",
         ours,
     )
@@ -170,7 +172,7 @@ def check_job_store(settings: Settings) -> Finding:
     """Reachable and migrated (see the module docstring for what only warns)."""
     from store.existing import UPGRADE_FIX, schema_status
 
-    status = schema_status(settings.db_url)
+    status = schema_status(settings.storage.db_url)
     if status.ok:
         return Finding("job store", "ok", status.detail)
     if status.state in {"missing", "empty", "behind"}:
@@ -189,7 +191,7 @@ def check_broker(settings: Settings) -> Finding:
     """The task broker accepts a connection; the embedded one may not exist yet."""
     from dicom_node.ops.health import check_broker as probe
 
-    url = settings.broker
+    url = settings.storage.broker
     if url.startswith("sqla+sqlite:///"):
         path = Path(url.removeprefix("sqla+sqlite:///"))
         if not path.is_file():
@@ -209,7 +211,7 @@ def check_model(settings: Settings) -> Finding:
     """The active version loads, its weights matching the card's sha256."""
     from models.registry import Registry, RegistryError
 
-    root = Path(settings.model_registry_dir)
+    root = Path(settings.model.registry_dir)
     registry = Registry(root)
     try:
         version = registry.active_version()
@@ -247,9 +249,9 @@ def check_spool(settings: Settings) -> Finding:
     """Free space above the watermark, and a folder the node can write."""
     from dicom_node.ops.health import check_spool as probe
 
-    spool = settings.spool
+    spool = settings.storage.spool
     folder = _existing_ancestor(spool)
-    result = probe(folder, settings.min_free_space_mb)
+    result = probe(folder, settings.storage.min_free_space_mb)
     if not result.ok:
         return Finding(
             "spool",
@@ -267,7 +269,7 @@ def check_spool(settings: Settings) -> Finding:
 
 def check_tls(settings: Settings) -> Finding | None:
     """The listener's certificate and key load (None when the listener has no TLS)."""
-    if settings.tls_cert is None:
+    if settings.tls.cert is None:
         return None
     import ssl
 
@@ -282,7 +284,7 @@ def check_tls(settings: Settings) -> Finding | None:
             f"the listener's certificate, key or CA cannot be loaded: {exc}",
             "check DEEPCOVID_TLS_CERT, DEEPCOVID_TLS_KEY and DEEPCOVID_TLS_CA",
         )
-    return Finding("tls", "ok", f"listener certificate {settings.tls_cert} loads")
+    return Finding("tls", "ok", f"listener certificate {settings.tls.cert} loads")
 
 
 def check_destination(settings: Settings) -> Finding:
@@ -290,16 +292,16 @@ def check_destination(settings: Settings) -> Finding:
     from dicom_client.echo import echo, tls_handshake
     from dicom_client.scu import Destination
 
-    if not settings.destination:
+    if not settings.delivery.destination:
         return Finding(
-            "destination", "ok", f"none configured: results are kept in {settings.results}"
+            "destination", "ok", f"none configured: results are kept in {settings.storage.results}"
         )
     try:
-        destination = Destination.parse(settings.destination)
+        destination = Destination.parse(settings.delivery.destination)
     except ValueError as exc:
         return Finding("destination", "fail", str(exc), "set DEEPCOVID_DESTINATION=AE@host:port")
     context = None
-    if settings.destination_tls:
+    if settings.delivery.destination_tls:
         import ssl
 
         from dicom_client.tls import client_context
@@ -321,14 +323,14 @@ def check_destination(settings: Settings) -> Finding:
                 handshake.detail,
                 "check the destination's certificate against DEEPCOVID_TLS_CA and its host name",
             )
-    reply = echo(destination, calling_ae=settings.ae_title, tls=context)
+    reply = echo(destination, calling_ae=settings.listener.ae_title, tls=context)
     if not reply.ok:
         return Finding(
             "destination",
             "fail",
             reply.detail,
             f"check DEEPCOVID_DESTINATION, that the PACS runs and that it knows AE "
-            f"{settings.ae_title} at this machine",
+            f"{settings.listener.ae_title} at this machine",
         )
     over = " over TLS" if context is not None else ""
     return Finding("destination", "ok", reply.detail + over)

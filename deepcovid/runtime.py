@@ -23,11 +23,11 @@ def prepare(settings: Settings, service: str) -> None:
     """Umask, folders, logging, the job-store schema and the embedded broker's queue, in that
     order, before a service runs."""
     os.umask(UMASK)
-    settings.ensure_dirs()
+    settings.storage.ensure_dirs()
     setup_logging(settings, service)
-    revision = upgrade(settings.db_url)
+    revision = upgrade(settings.storage.db_url)
     logging.getLogger(__name__).info("%s: job store at revision %s", service, revision)
-    declare_queue(settings.broker)
+    declare_queue(settings.storage.broker)
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:

@@ -269,39 +269,40 @@ def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> N
 
     Creates the spool folder (0700) and removes temporary files a crash left in it.
     """
-    spool = Spool(settings.spool, min_free_bytes=settings.min_free_space_mb * MIB)
+    spool = Spool(settings.storage.spool, min_free_bytes=settings.storage.min_free_space_mb * MIB)
     spool.ensure()
     spool.clean_stale()
     assert settings.log_dir is not None
     ae = NodeAE(
-        settings.ae_title,
+        settings.listener.ae_title,
         Intake(spool, store),
         Enqueuer(enqueue),
-        audit=AuditLog.in_dir(settings.log_dir),
-        allowed_hosts=settings.allowed_hosts,
+        audit=AuditLog.in_dir(settings.storage.log_dir),
+        allowed_hosts=settings.listener.allowed_hosts,
         ssl_context=server_context(settings),
         atna=get_auditor(settings),
     )
     for abstract_syntax, transfer_syntaxes in supported_contexts():
         ae.add_supported_context(abstract_syntax, list(transfer_syntaxes))
     ae.require_called_aet = True
-    ae.require_calling_aet = list(settings.allowed_calling_aes)
-    ae.maximum_associations = settings.max_associations
-    ae.maximum_pdu_size = settings.max_pdu
-    ae.network_timeout = settings.network_timeout_s
-    ae.acse_timeout = settings.network_timeout_s
-    ae.dimse_timeout = settings.network_timeout_s
+    ae.require_calling_aet = list(settings.listener.allowed_calling_aes)
+    ae.maximum_associations = settings.listener.max_associations
+    ae.maximum_pdu_size = settings.listener.max_pdu
+    ae.network_timeout = settings.listener.network_timeout_s
+    ae.acse_timeout = settings.listener.network_timeout_s
+    ae.dimse_timeout = settings.listener.network_timeout_s
     return ae
 
 
 def start_server(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> Listener:
     """Build the AE and start listening without blocking; call ``.shutdown()`` to stop."""
     ae = build_ae(settings, store=store, enqueue=enqueue)
-    server = ae.start_server((settings.bind_address, settings.port), block=False)
+    server = ae.start_server((settings.listener.bind_address, settings.listener.port), block=False)
     assert server is not None
     listener = Listener(ae, server)
     host, port = listener.address
-    log.info("DICOM listener %s on %s:%d, spool %s", settings.ae_title, host, port, settings.spool)
+    ae_title, spool = settings.listener.ae_title, settings.storage.spool
+    log.info("DICOM listener %s on %s:%d, spool %s", ae_title, host, port, spool)
     return listener
 
 
@@ -313,19 +314,19 @@ def serve_forever(settings: Settings) -> None:
     from store import JobStore
     from store.queue import enqueue_analysis
 
-    settings.ensure_dirs()
-    store = JobStore(settings.db_url)
+    settings.storage.ensure_dirs()
+    store = JobStore(settings.storage.db_url)
     ae = build_ae(settings, store=store, enqueue=enqueue_analysis)
     log.info(
         "DICOM listener %s on %s:%d, spool %s",
-        settings.ae_title,
-        settings.bind_address,
-        settings.port,
-        settings.spool,
+        settings.listener.ae_title,
+        settings.listener.bind_address,
+        settings.listener.port,
+        settings.storage.spool,
     )
     ae.atna.emit_application(started=True)
     try:
-        ae.start_server((settings.bind_address, settings.port), block=True)
+        ae.start_server((settings.listener.bind_address, settings.listener.port), block=True)
     except KeyboardInterrupt:
         log.info("DICOM listener stopping")
     finally:

@@ -26,9 +26,9 @@ from common.tasks import ANALYSIS_QUEUE
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
-    broker = settings.broker
+    broker = settings.storage.broker
     if broker.startswith("sqla+sqlite:///"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
     app = Celery("deepcovid", broker=broker, include=["worker.tasks"])
     app.conf.update(
         task_acks_late=True,
@@ -162,6 +162,6 @@ def get_app(settings: Settings | None = None) -> Celery:
     change (tests, tools) never publishes to a stale broker.
     """
     settings = settings or get_settings()
-    if settings.broker not in _apps:
-        _apps[settings.broker] = make_celery(settings)
-    return _apps[settings.broker]
+    if settings.storage.broker not in _apps:
+        _apps[settings.storage.broker] = make_celery(settings)
+    return _apps[settings.storage.broker]

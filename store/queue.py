@@ -30,7 +30,7 @@ _stores: dict[str, JobStore] = {}
 
 def default_store() -> JobStore:
     """The process-wide job store for the current settings (created on first use)."""
-    url = get_settings().db_url
+    url = get_settings().storage.db_url
     if url not in _stores:
         _stores[url] = JobStore(url)
     return _stores[url]

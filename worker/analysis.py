@@ -27,21 +27,21 @@ _cache: dict[tuple[str, str], Predictor] = {}
 
 def active_predictor(settings: Settings) -> Predictor:
     """The predictor of the registry's active version, loaded on first use and kept."""
-    registry = Registry(settings.model_registry_dir)
+    registry = Registry(settings.model.registry_dir)
     version = registry.active_version()
     if version is None:
         raise RuntimeError(
-            f"no active model in {settings.model_registry_dir}: run `deepcovid models activate V`"
+            f"no active model in {settings.model.registry_dir}: run `deepcovid models activate V`"
         )
-    key = (str(settings.model_registry_dir), version)
+    key = (str(settings.model.registry_dir), version)
     if key not in _cache:
         _cache.clear()
         _cache[key] = Predictor.from_registry(
-            settings.model_registry_dir,
+            settings.model.registry_dir,
             version,
-            device=settings.device,
-            engine=settings.engine,
-            threads=settings.torch_threads,
+            device=settings.model.device,
+            engine=settings.model.engine,
+            threads=settings.model.torch_threads,
         )
     return _cache[key]
 
@@ -107,9 +107,9 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
         grid = occlusion_map(
             model,
             x.to(next(model.parameters()).device),
-            window=settings.occlusion_window,
-            stride=settings.occlusion_stride,
-            fill=settings.occlusion_fill,
+            window=settings.model.occlusion_window,
+            stride=settings.model.occlusion_stride,
+            fill=settings.model.occlusion_fill,
             spec=predictor.spec,
         )
     # The model may see only the lung fields' box (a lung crop): its map belongs there, and the
@@ -119,8 +119,8 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
     heatmap[top:bottom, left:right] = resample_to_image(
         grid,
         (bottom - top, right - left),
-        window=settings.occlusion_window,
-        stride=settings.occlusion_stride,
+        window=settings.model.occlusion_window,
+        stride=settings.model.occlusion_stride,
         input_size=predictor.spec.input_size,
     )
     timings["heatmap_s"] = time.perf_counter() - t1

@@ -35,12 +35,13 @@ PATIENT_ID = Tag(0x0010, 0x0020)
 
 def retry_delay(settings: Settings, attempts: int) -> float:
     """Exponential back-off: ``delivery_backoff_s * 2**(attempts-1)``, capped at 10 minutes."""
-    return float(min(settings.delivery_backoff_s * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S))
+    return float(min(settings.delivery.backoff_s * 2 ** max(attempts - 1, 0), MAX_BACKOFF_S))
 
 
 def deliver_due(outbox: Outbox, settings: Settings, *, job_id: int | None = None) -> int:
     """Send every due object (of ``job_id`` only, if given); returns how many were stored."""
-    due = outbox.claim_due(job_id=job_id, lease_s=max(settings.network_timeout_s * 5, 60.0))
+    lease_s = max(settings.listener.network_timeout_s * 5, 60.0)
+    due = outbox.claim_due(job_id=job_id, lease_s=lease_s)
     by_destination: dict[str, list[ResultView]] = defaultdict(list)
     for row in due:
         by_destination[row.destination or ""].append(row)
@@ -60,9 +61,9 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
     tls = destination_context(settings)
     sender = Sender(
         destination,
-        calling_ae=settings.ae_title,
+        calling_ae=settings.listener.ae_title,
         max_attempts=1,  # the outbox does the retrying, across restarts
-        timeout_s=settings.network_timeout_s,
+        timeout_s=settings.listener.network_timeout_s,
         tls=tls,
     )
     already = _already_there(outbox, settings, destination, rows, tls)
@@ -82,7 +83,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
     if not ok_rows:
         return len(already)
     found: set[str] | None = None
-    if settings.delivery_verify:
+    if settings.delivery.verify:
         try:
             found = _find(destination, settings, ok_rows, tls)
         except Exception as exc:  # confirmation is best effort; the store already succeeded
@@ -112,8 +113,8 @@ def _find(
     return find_instances(
         destination,
         [(r.study_instance_uid or "", r.series_instance_uid, r.sop_instance_uid) for r in rows],
-        calling_ae=settings.ae_title,
-        timeout_s=settings.network_timeout_s,
+        calling_ae=settings.listener.ae_title,
+        timeout_s=settings.listener.network_timeout_s,
         tls=tls,
     )
 
@@ -133,7 +134,7 @@ def _already_there(
     First attempts are sent straight away: the normal path costs no extra query.
     """
     retried = [row for row in rows if row.attempts > 1]
-    if not retried or not settings.delivery_verify:
+    if not retried or not settings.delivery.verify:
         return set()
     try:
         found = _find(destination, settings, retried, tls)
@@ -154,7 +155,7 @@ def _already_there(
 
 
 def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> None:
-    if row.attempts >= settings.delivery_max_attempts:
+    if row.attempts >= settings.delivery.max_attempts:
         log.error(
             "result %s: giving up after %d attempts: %s", row.sop_instance_uid, row.attempts, error
         )

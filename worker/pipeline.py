@@ -50,10 +50,10 @@ _WORKING = (JobState.ANALYSING, JobState.ANALYSED, JobState.RESULTS_BUILT)
 
 def run_job(job_id: int, store: JobStore, settings: Settings) -> str:
     """Process one job; returns the state it ended in (or ``skipped`` if not ours)."""
-    if not store.claim(job_id, lease_s=settings.analysis_lease_s):
+    if not store.claim(job_id, lease_s=settings.worker.analysis_lease_s):
         log.info("job %s: not claimable (already taken or finished); nothing to do", job_id)
         return "skipped"
-    with LeaseKeeper(store, job_id, settings.analysis_lease_s):
+    with LeaseKeeper(store, job_id, settings.worker.analysis_lease_s):
         try:
             return _analyse(job_id, store, settings)
         except OperationalError:
@@ -125,7 +125,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
         ):
             return _superseded(job_id)
         log.info("job %s (%s): rejected by the input gate: %s", job_id, uid, reason)
-        if settings.send_rejection_sr:
+        if settings.delivery.send_rejection_sr:
             _send_rejection_sr(job_id, ds, reason, store, settings)
         return JobState.REJECTED
 
@@ -163,7 +163,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
         job_id,
         paths,
         model_version=result.model_version,
-        destination=settings.destination,
+        destination=settings.delivery.destination,
     )
     if not store.set_state(
         job_id,
@@ -174,7 +174,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     ):
         return _superseded(job_id)
     outbox.settle(job_id)
-    if settings.destination:
+    if settings.delivery.destination:
         from worker.delivery import deliver_due
 
         deliver_due(outbox, settings, job_id=job_id)
@@ -203,9 +203,9 @@ def _build_and_write(
         predictor.card,
         version=result.model_version,
         parameters={
-            "occlusion_window": settings.occlusion_window,
-            "occlusion_stride": settings.occlusion_stride,
-            "occlusion_fill": settings.occlusion_fill,
+            "occlusion_window": settings.model.occlusion_window,
+            "occlusion_stride": settings.model.occlusion_stride,
+            "occlusion_fill": settings.model.occlusion_fill,
         },
     )
     previous = outbox.previous_sr(job_id, result.model_version)
@@ -222,7 +222,7 @@ def _build_and_write(
         previous_sr=previous_sr,
         uids=uids,
         domain=result.domain,
-        parametric_map=wants_parametric_map(settings.parametric_map, ds),
+        parametric_map=wants_parametric_map(settings.delivery.parametric_map, ds),
     )
     # Sending order: SC, PM (unless left out), GSPS, then the SR that references them.
     return [_write(kind, obj, settings) for kind, obj in objects.items()]
@@ -242,14 +242,14 @@ def _write(kind: str, obj: Dataset, settings: Settings) -> NewResult:
     from worker.resultfiles import write_result
 
     try:
-        path = write_result(settings.results, obj)
+        path = write_result(settings.storage.results, obj)
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
         code = errno.errorcode.get(exc.errno or 0, "?")
         log.warning(
             "results folder %s full: %s %s not written (%s)",
-            settings.results,
+            settings.storage.results,
             kind.upper(),
             obj.SOPInstanceUID,
             code,
@@ -298,5 +298,5 @@ def _send_rejection_sr(
         job_id,
         [_write("rejection_sr", sr, settings)],
         model_version=version,
-        destination=settings.destination,
+        destination=settings.delivery.destination,
     )

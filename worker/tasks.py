@@ -40,7 +40,7 @@ def _requeue_on_start(**_: object) -> None:
             default_store(),
             enqueue_analysis,
             stale_after_s=30.0,
-            analysis_lease_s=get_settings().analysis_lease_s,
+            analysis_lease_s=get_settings().worker.analysis_lease_s,
         )
     except Exception:  # never stop a worker from starting
         log.exception("re-enqueue on worker start failed")

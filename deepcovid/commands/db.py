@@ -43,8 +43,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from store.migrate import upgrade
 
     settings = get_settings()
-    settings.ensure_dirs()
-    print(f"job store at revision {upgrade(settings.db_url, args.revision)}")
+    settings.storage.ensure_dirs()
+    print(f"job store at revision {upgrade(settings.storage.db_url, args.revision)}")
     return 0
 
 
@@ -53,7 +53,7 @@ def cmd_current(args: argparse.Namespace) -> int:
     store is at the head."""
     from store.existing import open_existing, schema_status
 
-    url = get_settings().db_url
+    url = get_settings().storage.db_url
     status = schema_status(url)
     if status.state in {"missing", "unreachable"}:
         open_existing(url)  # raises the one-line error with its fix
@@ -71,15 +71,16 @@ def cmd_purge(args: argparse.Namespace) -> int:
     from store.lifecycle import purge_expired
 
     settings = get_settings()
-    days = settings.retention_days if args.days is None else args.days
+    days = settings.storage.retention_days if args.days is None else args.days
     if days <= 0:
         print("retention is off (retention_days = 0): nothing to purge; or pass --days N")
         return 0
     report = purge_expired(
-        open_existing(settings.db_url),  # never creates a store: one line when there is none
+        # never creates a store: one line when there is none
+        open_existing(settings.storage.db_url),
         retention_days=days,
-        spool_dir=settings.spool,
-        results_dir=settings.results,
+        spool_dir=settings.storage.spool,
+        results_dir=settings.storage.results,
         dry_run=args.dry_run,
         auditor=get_auditor(settings),
     )
@@ -92,7 +93,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from store.backup import BackupError, backup
 
     try:
-        path = backup(get_settings().db_url, args.file)
+        path = backup(get_settings().storage.db_url, args.file)
     except BackupError as exc:
         print(f"deepcovid db backup: {exc}", file=sys.stderr)
         return 1
@@ -107,21 +108,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from store.migrate import current
 
     settings = get_settings()
-    running = PidLock(settings.data_dir / SERVE_LOCK).holder()
+    running = PidLock(settings.storage.data_dir / SERVE_LOCK).holder()
     if running is not None:
         print(
             f"deepcovid db restore: deepcovid serve (process {running}) is running on "
-            f"{settings.data_dir}; stop it first",
+            f"{settings.storage.data_dir}; stop it first",
             file=sys.stderr,
         )
         return 1
     try:
-        restore(settings.db_url, args.file)
+        restore(settings.storage.db_url, args.file)
     except BackupError as exc:
         print(f"deepcovid db restore: {exc}", file=sys.stderr)
         return 1
     print(
-        f"job store restored from {args.file} (revision {current(settings.db_url)}); "
+        f"job store restored from {args.file} (revision {current(settings.storage.db_url)}); "
         "services apply newer migrations when they start"
     )
     return 0

@@ -46,7 +46,7 @@ def _store() -> Any:
     """The existing job store; a one-line error naming the fix where there is none yet."""
     from store.existing import open_existing
 
-    return open_existing(get_settings().db_url)
+    return open_existing(get_settings().storage.db_url)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

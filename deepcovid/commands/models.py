@@ -53,7 +53,7 @@ def _registry(args: argparse.Namespace) -> Any:
     from common.settings import get_settings
     from models.registry import Registry
 
-    root = args.registry if args.registry is not None else get_settings().model_registry_dir
+    root = args.registry if args.registry is not None else get_settings().model.registry_dir
     if not Path(root).is_dir():
         where = "--registry" if args.registry is not None else "DEEPCOVID_MODEL_REGISTRY_DIR"
         raise UsageError(f"model registry {root} is not a folder", f"correct {where}")

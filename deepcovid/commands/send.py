@@ -143,4 +143,4 @@ def run(args: argparse.Namespace) -> int:
 def _default_ae_title() -> str:
     from common.settings import get_settings
 
-    return get_settings().ae_title
+    return get_settings().listener.ae_title

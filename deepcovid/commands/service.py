@@ -101,7 +101,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a Celery worker in the foreground until interrupted."""
     settings = get_settings()
-    concurrency = settings.worker_concurrency if args.concurrency is None else args.concurrency
+    concurrency = settings.worker.concurrency if args.concurrency is None else args.concurrency
     if concurrency < 1:
         raise UsageError(f"worker concurrency {concurrency} is below 1", "give 1 or more")
     lock = None
@@ -110,8 +110,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from common.pidlock import SERVE_WORKER_LOCK, PidLock
 
         exit_with_parent(args.parent_pid)  # never outlive `serve`, however it ends
-        settings.ensure_dirs()
-        lock = PidLock(settings.data_dir / SERVE_WORKER_LOCK)
+        settings.storage.ensure_dirs()
+        lock = PidLock(settings.storage.data_dir / SERVE_WORKER_LOCK)
         if not lock.acquire():
             holder = lock.holder()
             print(f"deepcovid worker: {lock.path} is held by process {holder}", file=sys.stderr)
@@ -123,7 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     app.worker_main(
         [
             "worker",
-            f"--loglevel={settings.log_level}",
+            f"--loglevel={settings.monitoring.log_level}",
             f"--concurrency={concurrency}",
             f"--queues={ANALYSIS_QUEUE}",
             "--without-gossip",
@@ -146,16 +146,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     prepare(settings, "node")
     from common.pidlock import SERVE_LOCK, SERVE_WORKER_LOCK, PidLock, stop_holder
 
-    serve_lock = PidLock(settings.data_dir / SERVE_LOCK)
+    serve_lock = PidLock(settings.storage.data_dir / SERVE_LOCK)
     if not serve_lock.acquire():
         print(
             f"deepcovid serve: another serve (process {serve_lock.holder()}) is running on "
-            f"{settings.data_dir}",
+            f"{settings.storage.data_dir}",
             file=sys.stderr,
             flush=True,
         )
         return 1
-    orphan = stop_holder(PidLock(settings.data_dir / SERVE_WORKER_LOCK))
+    orphan = stop_holder(PidLock(settings.storage.data_dir / SERVE_WORKER_LOCK))
     if orphan is not None:
         logging.getLogger(__name__).warning(
             "stopped worker process %s left running by an earlier serve", orphan

@@ -21,7 +21,7 @@ def _registry_root(args: argparse.Namespace) -> Path:
         return Path(args.registry)
     from common.settings import get_settings
 
-    return Path(get_settings().model_registry_dir)
+    return Path(get_settings().model.registry_dir)
 
 
 def _bind(handler: Handler) -> Callable[[argparse.Namespace], int]:

@@ -44,9 +44,9 @@ def _users() -> Any:
     from store.users import Users
 
     settings = get_settings()
-    settings.ensure_dirs()
-    upgrade(settings.db_url)
-    return Users(JobStore(settings.db_url))
+    settings.storage.ensure_dirs()
+    upgrade(settings.storage.db_url)
+    return Users(JobStore(settings.storage.db_url))
 
 
 def _audit(outcome: str, action: str, name: str, reason: str = "") -> None:

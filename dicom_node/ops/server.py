@@ -73,12 +73,13 @@ def monitoring_engine(url: str) -> Engine:
 
 def readiness_for(settings: Settings, engine: Engine) -> Readiness:
     """The four readiness checks of the node (see :mod:`dicom_node.ops.health`)."""
+    storage = settings.storage
     return Readiness(
         {
             "database": lambda: check_database(engine),
-            "broker": lambda: check_broker(settings.broker, CONNECT_TIMEOUT_S),
-            "spool": lambda: check_spool(settings.spool, settings.min_free_space_mb),
-            "model": ModelCheck(settings.model_registry_dir),
+            "broker": lambda: check_broker(storage.broker, CONNECT_TIMEOUT_S),
+            "spool": lambda: check_spool(storage.spool, storage.min_free_space_mb),
+            "model": ModelCheck(settings.model.registry_dir),
         }
     )
 
@@ -111,7 +112,8 @@ def build_registry(settings: Settings, engine: Engine, readiness: Readiness) -> 
     registry = CollectorRegistry()
     registry.register(_Forward(counters.REGISTRY))
     registry.register(JobStoreCollector(engine))
-    registry.register(SpoolCollector(settings.spool, settings.min_free_space_mb * MIB))
+    storage = settings.storage
+    registry.register(SpoolCollector(storage.spool, storage.min_free_space_mb * MIB))
     registry.register(ReadinessCollector(readiness))
     ProcessCollector(registry=registry)
     return registry
@@ -200,7 +202,7 @@ def console_routes(settings: Settings, readiness: Readiness) -> tuple[list[BaseR
     assert settings.log_dir is not None
     audit = AuditLog.in_dir(settings.log_dir)
     # Its own engine and pool: operators' pages never hold up a probe or a scrape.
-    console = Console(settings, store=JobStore(settings.db_url), readiness=readiness, audit=audit)
+    console = Console(settings, store=JobStore(settings.storage.db_url), readiness=readiness, audit=audit)
     return console.routes(), audit
 
 
@@ -212,8 +214,8 @@ def _serve(
             app,
             *address,
             name=name,
-            certfile=settings.tls_cert if tls else None,
-            keyfile=settings.tls_key if tls else None,
+            certfile=settings.tls.cert if tls else None,
+            keyfile=settings.tls.key if tls else None,
         )
     except OSError as exc:
         log.error(
@@ -231,12 +233,12 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
     Returns None when ``monitoring_port`` is 0 or its port is taken (the console, on its own
     port, may still run then: it is returned in neither case, and stops with the process).
     """
-    engine = monitoring_engine(settings.db_url)
+    engine = monitoring_engine(settings.storage.db_url)
     readiness = readiness_for(settings, engine)
-    console_on = settings.console_enabled and settings.console_address[1] != 0
+    console_on = settings.console.enabled and settings.console_address[1] != 0
     shared = console_on and settings.console_address == (
-        settings.monitoring_bind,
-        settings.monitoring_port,
+        settings.monitoring.bind,
+        settings.monitoring.port,
     )
     extra: list[Any] = []
     console_server = None
@@ -244,11 +246,11 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
         routes, audit = console_routes(settings, readiness)
         extra.append(audit)
         console_server = _serve(
-            make_app(routes), settings.console_address, settings, "console", settings.console_tls
+            make_app(routes), settings.console_address, settings, "console", settings.console.tls
         )
         if console_server is not None:
             _announce("operator console", console_server, "/")
-    if settings.monitoring_port == 0:
+    if settings.monitoring.port == 0:
         log.info("operations endpoints off (monitoring_port = 0)")
         return None
     registry = build_registry(settings, engine, readiness)
@@ -257,8 +259,8 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
         more, audit = console_routes(settings, readiness)
         routes += more
         extra.append(audit)
-    address = (settings.monitoring_bind, settings.monitoring_port)
-    http = _serve(make_app(routes), address, settings, "ops-http", shared and settings.console_tls)
+    address = (settings.monitoring.bind, settings.monitoring.port)
+    http = _serve(make_app(routes), address, settings, "ops-http", shared and settings.console.tls)
     if http is None:
         for item in extra:
             item.close()

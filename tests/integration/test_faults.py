@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from common.settings import Settings
+from common.settings import OPTIONS
 from dicom_client.scu import SendResult
 from store.outbox import Outbox
 from tests.harness.cluster import Cluster, make_instances, metric, sop_uid
@@ -109,7 +109,7 @@ def fleet_default_delivery(
     """The fleet with the shipped delivery retry settings (first retry after 5 s, doubling;
     12 attempts), not the cluster's quick 1 s back-off."""
     defaults = {
-        name: str(Settings.model_fields[name].default)
+        name: str(OPTIONS[name].info.default)
         for name in ("delivery_backoff_s", "delivery_max_attempts")
     }
     extra = {f"DEEPCOVID_{name.upper()}": value for name, value in defaults.items()}

@@ -88,7 +88,7 @@ def make_node(tmp_path: Path, **overrides: object) -> Iterator[Node]:
 
     listener = start_server(settings, store=store, enqueue=enqueue)
     try:
-        yield Node(listener, store, settings.spool, db_path, enqueued)
+        yield Node(listener, store, settings.storage.spool, db_path, enqueued)
     finally:
         listener.shutdown()
         store.engine.dispose()

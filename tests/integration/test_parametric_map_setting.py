@@ -25,8 +25,8 @@ def test_with_spacing_leaves_the_map_out_for_a_cr_without_spacing(
     monkeypatch.setenv("DEEPCOVID_PARAMETRIC_MAP", "with_spacing")
     get_settings.cache_clear()
     settings = get_settings()
-    upgrade(settings.db_url)
-    store = JobStore(settings.db_url)
+    upgrade(settings.storage.db_url)
+    store = JobStore(settings.storage.db_url)
     cr = wrap_pixels(
         load_cxr("images/covid/figure1__covid__COVID-00001.jpg"), imager_pixel_spacing=None
     )

@@ -21,8 +21,8 @@ def test_rejected_instance_gets_a_rejection_sr(
     monkeypatch.setenv("DEEPCOVID_SEND_REJECTION_SR", "true")
     get_settings.cache_clear()
     settings = get_settings()
-    upgrade(settings.db_url)
-    store = JobStore(settings.db_url)
+    upgrade(settings.storage.db_url)
+    store = JobStore(settings.storage.db_url)
     lateral = wrap_pixels(
         load_cxr("images/covid/figure1__covid__COVID-00001.jpg"), view_position="LL"
     )

@@ -30,10 +30,11 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.events import Event
 
+from audit import Recorder, open_recorder
+from audit.sinks.json_log import read_events
 from common.settings import Settings
 from dicom_client.scu import Destination, Sender
 from dicom_client.tls import client_context
-from dicom_node.audit import read_events
 from dicom_node.scp import Listener, _host_allowed, start_server
 from store import JobStore
 from store.migrate import upgrade
@@ -137,8 +138,8 @@ class Node:
 
     @property
     def audit(self) -> list[dict[str, object]]:
-        assert self.settings.log_dir is not None
-        return read_events(self.settings.log_dir / "audit.log")
+        assert self.settings.storage.log_dir is not None
+        return read_events(self.settings.storage.log_dir / "audit.log")
 
     def stored(self) -> int:
         return sum(self.store.counts().values())
@@ -148,6 +149,7 @@ class Node:
 def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     """``node_factory(**settings)`` starts a listener on loopback; all are stopped at the end."""
     running: list[Node] = []
+    recorders: list[Recorder] = []
 
     def start(**overrides: object) -> Node:
         root = tmp_path / f"node{len(running)}"
@@ -168,7 +170,11 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         def enqueue(job_id: int) -> None:
             del job_id  # no worker here: the listener's part is what is tested
 
-        node = Node(start_server(settings, store=store, enqueue=enqueue), store, settings)
+        recorder = open_recorder(ae_title=settings.ae_title, log_dir=settings.log_dir)
+        recorders.append(recorder)
+        node = Node(
+            start_server(settings, store=store, enqueue=enqueue, recorder=recorder), store, settings
+        )
         running.append(node)
         return node
 
@@ -176,6 +182,8 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     for node in running:
         node.listener.shutdown()
         node.store.engine.dispose()
+    for recorder in recorders:
+        recorder.close()
 
 
 def dcmtk(tool: str, port: int, *options: str, aet: str = "STORESCU", aec: str = "DEEPCOVID"):  # type: ignore[no-untyped-def]
@@ -261,8 +269,8 @@ def test_tls_settings_that_cannot_work_are_refused(pki: Pki) -> None:
         Settings(tls_key=pki.server_key)
     with pytest.raises(ValueError, match="needs tls_ca"):
         Settings(tls_cert=pki.server_cert, tls_require_client_cert=True)
-    assert Settings(tls_cert=pki.server_cert, tls_ca=pki.ca).client_cert_required
-    assert not Settings(tls_cert=pki.server_cert).client_cert_required
+    assert Settings(tls_cert=pki.server_cert, tls_ca=pki.ca).tls.client_cert_required
+    assert not Settings(tls_cert=pki.server_cert).tls.client_cert_required
 
 
 # --- DICOM TLS ----------------------------------------------------------------------------
@@ -303,7 +311,7 @@ def test_a_client_without_a_valid_certificate_is_refused(
     result = dcmtk("storescu", node.port, *options)
     assert result.returncode != 0
     assert node.stored() == 0
-    assert not any(node.settings.spool.iterdir())
+    assert not any(node.settings.storage.spool.iterdir())
     events = wait_for(lambda: node.audit, timeout=10, what="the audit line")
     assert [(e["event"], e["outcome"]) for e in events] == [("tls_handshake", "rejected")]
     assert str(events[0]["reason"]).startswith("TLS handshake failed")

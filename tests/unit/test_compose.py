@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from common.settings import Settings
+from common.settings import OPTIONS, Settings
 from deepcovid.cli import build_parser
 from dicom_client.scu import Destination
 from tests.harness.factories import SHARED
@@ -182,7 +182,7 @@ def test_the_image_runs_the_cli_as_an_unprivileged_user() -> None:
     assert argv[0] == "deepcovid"
     assert callable(getattr(build_parser().parse_args(argv[1:]), "func", None))
     assert re.search(r"^USER deepcovid$", dockerfile, re.MULTILINE)
-    assert f"EXPOSE {Settings.model_fields['port'].default}" in dockerfile
+    assert f"EXPOSE {OPTIONS['port'].info.default}" in dockerfile
     # The image's registry folder is the one compose mounts the models volume on.
     compose = load_compose()
     env = compose["x-deepcovid-environment"]
@@ -224,7 +224,7 @@ def test_every_deepcovid_variable_is_a_setting() -> None:
     unknown = sorted(
         name
         for name in found - NOT_SETTINGS - LUA_ONLY
-        if name.removeprefix("DEEPCOVID_").lower() not in Settings.model_fields
+        if name.removeprefix("DEEPCOVID_").lower() not in OPTIONS
     )
     assert unknown == [], f"not settings of common.settings.Settings: {unknown}"
     # The Lua script's own variables never reach the node or the workers.
@@ -237,19 +237,19 @@ def test_services_get_valid_production_settings(monkeypatch: pytest.MonkeyPatch)
     services = deepcovid_services(compose)
     for name, service in services.items():
         settings = settings_from(service["environment"], monkeypatch)
-        assert settings.db_url.startswith("postgresql+psycopg://deepcovid:"), name
-        assert "@postgres:5432/" in settings.db_url, name
-        assert settings.broker == "redis://redis:6379/0", name
-        assert settings.destination is not None, name
-    assert settings_from(services["worker"]["environment"], monkeypatch).device == "cuda"
-    assert settings_from(services["worker-cpu"]["environment"], monkeypatch).device == "cpu"
+        assert settings.storage.db_url.startswith("postgresql+psycopg://deepcovid:"), name
+        assert "@postgres:5432/" in settings.storage.db_url, name
+        assert settings.storage.broker == "redis://redis:6379/0", name
+        assert settings.delivery.destination is not None, name
+    assert settings_from(services["worker"]["environment"], monkeypatch).model.device == "cuda"
+    assert settings_from(services["worker-cpu"]["environment"], monkeypatch).model.device == "cpu"
     node = settings_from(services["node"]["environment"], monkeypatch)
-    assert node.allowed_calling_aes == []  # env.example: empty means any calling AE
+    assert node.listener.allowed_calling_aes == []  # env.example: empty means any calling AE
     # The health and metrics endpoints answer from outside the node's container.
-    assert node.monitoring_bind == "0.0.0.0"
-    assert node.monitoring_port != 0
-    assert f"127.0.0.1:8088:{node.monitoring_port}" in services["node"]["ports"]
-    assert node.ae_title == read_env_file(ENV_EXAMPLE)["DEEPCOVID_AE_TITLE"]
+    assert node.monitoring.bind == "0.0.0.0"
+    assert node.monitoring.port != 0
+    assert f"127.0.0.1:8088:{node.monitoring.port}" in services["node"]["ports"]
+    assert node.listener.ae_title == read_env_file(ENV_EXAMPLE)["DEEPCOVID_AE_TITLE"]
 
 
 def test_secrets_are_required_and_not_committed() -> None:
@@ -267,8 +267,8 @@ def test_secrets_are_required_and_not_committed() -> None:
 def test_results_go_to_the_orthanc_of_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     compose = interpolate(load_compose(), example_env())
     settings = settings_from(compose["services"]["node"]["environment"], monkeypatch)
-    assert settings.destination is not None
-    destination = Destination.parse(settings.destination)
+    assert settings.delivery.destination is not None
+    destination = Destination.parse(settings.delivery.destination)
     orthanc = json.loads(ORTHANC_CONFIG.read_text())
     assert destination.host in compose["services"]
     assert destination.host == "orthanc"
@@ -277,7 +277,7 @@ def test_results_go_to_the_orthanc_of_the_stack(monkeypatch: pytest.MonkeyPatch)
     # A site's own PACS instead, from .env.
     own = {**example_env(), "DEEPCOVID_DESTINATION": "MYPACS@pacs.example.org:104"}
     worker = interpolate(load_compose(), own)["services"]["worker"]
-    assert settings_from(worker["environment"], monkeypatch).destination == (
+    assert settings_from(worker["environment"], monkeypatch).delivery.destination == (
         "MYPACS@pacs.example.org:104"
     )
 
@@ -290,10 +290,10 @@ def test_orthanc_routes_to_the_node_it_is_deployed_with(monkeypatch: pytest.Monk
     # The AE title reaches Orthanc (config substitution and the Lua script) from the same
     # variable the node reads.
     assert modality["AET"] == "${DEEPCOVID_AE_TITLE}"
-    assert services["orthanc"]["environment"]["DEEPCOVID_AE_TITLE"] == node.ae_title
+    assert services["orthanc"]["environment"]["DEEPCOVID_AE_TITLE"] == node.listener.ae_title
     assert modality["Host"] == "node"
-    assert modality["Port"] == node.port
-    assert any(port.endswith(f":{node.port}") for port in services["node"]["ports"])
+    assert modality["Port"] == node.listener.port
+    assert any(port.endswith(f":{node.listener.port}") for port in services["node"]["ports"])
     assert "os.getenv('DEEPCOVID_AE_TITLE')" in AUTOROUTING_LUA.read_text()
     # The Lua script Orthanc is told to load is the one mounted from deploy/orthanc.
     (lua_path,) = json.loads(ORTHANC_CONFIG.read_text())["LuaScripts"]
@@ -315,9 +315,9 @@ def test_node_and_workers_share_spool_results_and_registry(
         settings = settings_from(service["environment"], monkeypatch)
         volumes = mounts(service)
         # Jobs record absolute spool paths: the worker must see the file where the node wrote it.
-        assert volumes[str(settings.spool)] == "spool", name
-        assert volumes[str(settings.results)] == "results", name
-        assert volumes[str(settings.model_registry_dir)] == "models", name
+        assert volumes[str(settings.storage.spool)] == "spool", name
+        assert volumes[str(settings.storage.results)] == "results", name
+        assert volumes[str(settings.model.registry_dir)] == "models", name
     for volume in ("spool", "results", "models", "postgres", "redis", "orthanc"):
         assert volume in compose["volumes"]
 
@@ -424,10 +424,9 @@ def test_conformance_statement_lists_every_emitted_code() -> None:
 
 def test_conformance_statement_states_the_defaults_of_the_settings() -> None:
     text = CONFORMANCE.read_text()
-    fields = Settings.model_fields
 
     def default(name: str) -> Any:
-        return fields[name].default
+        return OPTIONS[name].info.default
 
     assert f"`{default('ae_title')}`" in _config_row(text, "ae_title")
     assert f"{default('port')}" in _config_row(text, "port")

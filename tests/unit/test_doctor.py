@@ -28,7 +28,7 @@ def by_name(findings: list[Finding]) -> dict[str, Finding]:
 
 def changed(settings: Settings, **fields: object) -> Settings:
     """``settings`` with some fields replaced (validated again)."""
-    return Settings(**{**settings.model_dump(), **fields})
+    return Settings(**{**settings.values(), **fields})
 
 
 @pytest.fixture
@@ -50,14 +50,14 @@ def test_a_fresh_site_is_ready(settings: Settings) -> None:
     assert found["dicom port"].detail.endswith("is free")
     assert "loads; weights match sha256" in found["model"].detail
     assert "none configured" in found["destination"].detail
-    upgrade(settings.db_url)
+    upgrade(settings.storage.db_url)
     assert by_name(run_checks(settings))["job store"].level == "ok"
 
 
 def test_a_port_taken_by_another_program_fails(settings: Settings) -> None:
     with socket.socket() as other:
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        other.bind((settings.bind_address, settings.port))
+        other.bind((settings.listener.bind_address, settings.listener.port))
         other.listen()
         found = by_name(run_checks(settings))["dicom port"]
     assert found.failed and "another program" in found.detail and "DEEPCOVID_PORT" in found.fix
@@ -72,7 +72,9 @@ def test_the_destination_must_answer(settings: Settings, listener: Settings) -> 
     silent = changed(settings, destination=f"PACS@127.0.0.1:{free_port()}")
     found = by_name(run_checks(silent))["destination"]
     assert found.failed and "DEEPCOVID_DESTINATION" in found.fix
-    ours = changed(settings, destination=f"{settings.ae_title}@127.0.0.1:{settings.port}")
+    ours = changed(
+        settings, destination=f"{settings.listener.ae_title}@127.0.0.1:{settings.listener.port}"
+    )
     found = by_name(run_checks(ours))["destination"]
     assert found.level == "ok" and "answers C-ECHO" in found.detail
 
@@ -80,7 +82,7 @@ def test_the_destination_must_answer(settings: Settings, listener: Settings) -> 
 def test_a_destination_without_tls_fails_the_handshake(listener: Settings) -> None:
     tls = changed(
         listener,
-        destination=f"{listener.ae_title}@127.0.0.1:{listener.port}",
+        destination=f"{listener.listener.ae_title}@127.0.0.1:{listener.listener.port}",
         destination_tls=True,
     )
     found = by_name(run_checks(tls))["destination"]
@@ -89,7 +91,7 @@ def test_a_destination_without_tls_fails_the_handshake(listener: Settings) -> No
 
 def test_a_model_whose_weights_changed_fails(settings: Settings, tmp_path: Path) -> None:
     copy = tmp_path / "registry"
-    shutil.copytree(settings.model_registry_dir, copy)
+    shutil.copytree(settings.model.registry_dir, copy)
     version = (copy / "ACTIVE").read_text().strip()
     with (copy / version / "weights.pt").open("ab") as fh:
         fh.write(b"tampered")

@@ -171,8 +171,8 @@ def test_server_serves_endpoints_and_survives_a_taken_port(
         monitoring_port=free_port(),
         min_free_space_mb=1,
     )
-    settings.ensure_dirs()
-    upgrade(settings.db_url)
+    settings.storage.ensure_dirs()
+    upgrade(settings.storage.db_url)
     server = start_monitoring(settings)
     assert server is not None
     try:

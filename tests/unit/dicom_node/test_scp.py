@@ -24,8 +24,8 @@ def test_build_ae_applies_the_settings(tmp_path: Path) -> None:
         network_timeout_s=12.5,
         min_free_space_mb=7,
     )
-    stale = settings.spool / ".1.2.3.abc.tmp"
-    settings.spool.mkdir(parents=True)
+    stale = settings.storage.spool / ".1.2.3.abc.tmp"
+    settings.storage.spool.mkdir(parents=True)
     stale.write_bytes(b"left by a crash")
     ae = build_ae(settings, store=FakeStore(), enqueue=lambda _job: None)
     try:
@@ -41,7 +41,7 @@ def test_build_ae_applies_the_settings(tmp_path: Path) -> None:
         assert sop_class.ComputedRadiographyImageStorage in supported
         assert sop_class.Verification in supported
         assert not stale.exists()  # crash leftovers removed at start
-        assert oct(os.stat(settings.spool).st_mode & 0o777) == oct(0o700)
+        assert oct(os.stat(settings.storage.spool).st_mode & 0o777) == oct(0o700)
     finally:
         ae.enqueuer.close()
 
