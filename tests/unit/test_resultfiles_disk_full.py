@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from common.settings import Settings
@@ -26,7 +26,7 @@ def _dataset() -> Dataset:
     ds.SOPInstanceUID = "1.2.3.4.5"
     ds.StudyInstanceUID = "1.2.3.4"
     ds.SeriesInstanceUID = "1.2.3.4.6"
-    ds.file_meta = Dataset()
+    ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
