@@ -30,11 +30,10 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.events import Event
 
-from audit import Recorder, open_recorder
-from audit.sinks.json_log import read_events
 from common.settings import Settings
 from dicom_client.scu import Destination, Sender
 from dicom_client.tls import client_context
+from dicom_node.audit import read_events
 from dicom_node.scp import Listener, _host_allowed, start_server
 from store import JobStore
 from store.migrate import upgrade
@@ -149,7 +148,6 @@ class Node:
 def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     """``node_factory(**settings)`` starts a listener on loopback; all are stopped at the end."""
     running: list[Node] = []
-    recorders: list[Recorder] = []
 
     def start(**overrides: object) -> Node:
         root = tmp_path / f"node{len(running)}"
@@ -170,11 +168,7 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         def enqueue(job_id: int) -> None:
             del job_id  # no worker here: the listener's part is what is tested
 
-        recorder = open_recorder(ae_title=settings.ae_title, log_dir=settings.log_dir)
-        recorders.append(recorder)
-        node = Node(
-            start_server(settings, store=store, enqueue=enqueue, recorder=recorder), store, settings
-        )
+        node = Node(start_server(settings, store=store, enqueue=enqueue), store, settings)
         running.append(node)
         return node
 
@@ -182,8 +176,6 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     for node in running:
         node.listener.shutdown()
         node.store.engine.dispose()
-    for recorder in recorders:
-        recorder.close()
 
 
 def dcmtk(tool: str, port: int, *options: str, aet: str = "STORESCU", aec: str = "DEEPCOVID"):  # type: ignore[no-untyped-def]
