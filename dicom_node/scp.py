@@ -7,12 +7,11 @@ What is negotiated lives in :mod:`dicom_node.contexts`, what happens to one inst
 - calling-AE allow-list ``settings.allowed_calling_aes`` (pynetdicom's ``require_calling_aet``;
   empty means any) and host allow-list ``settings.allowed_hosts`` (IP addresses or networks,
   checked when the association is requested; empty means any),
-- DICOM TLS when ``settings.tls_cert`` is set (:mod:`dicom_client.tls`); the handshake runs in the
+- DICOM TLS when ``settings.tls.cert`` is set (:mod:`common.tls`); the handshake runs in the
   connection's own thread, so a peer that stalls it cannot hold up the accept loop,
-- every association decision, and every failed TLS handshake, written to the audit log
-  ``log_dir/audit.log`` (:mod:`dicom_node.audit`), rejections also to the application log,
-- the same decisions, each stored instance, and the listener's start and stop sent as DICOM
-  audit messages to ``audit_syslog_host`` when set (:mod:`common.atna`),
+- every association decision, every failed TLS handshake, each stored instance and the
+  listener's start and stop recorded as audit events (:mod:`audit`: the JSON audit log and the
+  DICOM audit trail), rejections also in the application log,
 - ``max_associations``, ``max_pdu`` (0 = unlimited), ``network_timeout_s`` (network, ACSE and
   DIMSE timeouts),
 - the spool in ``settings.spool`` with the free-space watermark ``settings.min_free_space_mb``.
@@ -39,10 +38,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
-from common.atna import AtnaAuditor, get_auditor
+import audit
+from audit import events
 from common.settings import Settings
-from dicom_client.tls import server_context
-from dicom_node.audit import AuditLog
 from dicom_node.contexts import supported_contexts
 from dicom_node.enqueuer import EnqueueFn, Enqueuer
 from dicom_node.intake import Intake, IntakeResult, JobRecorder, Status
@@ -67,17 +65,15 @@ class NodeAE(AE):
         intake: Intake,
         enqueuer: Enqueuer,
         *,
-        audit: AuditLog | None = None,
+        recorder: audit.Recorder | None = None,
         allowed_hosts: Sequence[str] = (),
         ssl_context: ssl.SSLContext | None = None,
-        atna: AtnaAuditor | None = None,
     ) -> None:
         super().__init__(ae_title=ae_title)
         self.intake = intake
         self.enqueuer = enqueuer
-        self.audit = audit
-        # DICOM audit messages to the site's audit repository (disabled: does nothing).
-        self.atna = atna or AtnaAuditor(None, ae_title=ae_title)
+        # Where audit events go: the process's recorder unless this listener has its own.
+        self.recorder = recorder or audit.current()
         self.allowed_networks = [ipaddress.ip_network(h, strict=False) for h in allowed_hosts]
         self.ssl_context = ssl_context
         # Why we rejected an association ourselves (host check), for the EVT_REJECTED handler.
@@ -129,49 +125,44 @@ class NodeAE(AE):
         """EVT_REJECTED: the application log and the audit log say who was turned away."""
         reason = self._reject_reasons.pop(event.assoc, None) or _rejection_reason(event.assoc)
         log.warning("association from %s rejected: %s", _peer(event), reason)
-        self._audit_association(event.assoc, "rejected", reason)
+        self._audit_association(event.assoc, reason)
 
     def _on_accepted(self, event: Event) -> None:
         """EVT_ACCEPTED: who associated (audit log; debug line in the application log)."""
         log.debug("association from %s accepted", _peer(event))
-        self._audit_association(event.assoc, "accepted", "")
+        self._audit_association(event.assoc, None)
 
-    def _audit_association(self, assoc: Association, outcome: Any, reason: str) -> None:
+    def _audit_association(self, assoc: Association, rejected_for: str | None) -> None:
+        """Record the decision on ``assoc``: accepted (``None``), or rejected for a reason."""
         requestor = assoc.requestor
         primitive = requestor.primitive
         calling_ae = str(requestor.ae_title or getattr(primitive, "calling_ae_title", ""))
-        self.atna.emit_association(
-            accepted=outcome == "accepted",
-            reason=reason,
-            calling_ae=calling_ae,
-            peer_address=str(requestor.address),
-        )
-        if self.audit is None:
-            return
-        self.audit.record(
-            "association",
-            outcome=outcome,
-            reason=reason,
-            calling_ae=calling_ae,
-            called_ae=str(getattr(primitive, "called_ae_title", "") or ""),
-            peer_address=str(requestor.address),
-            peer_port=int(requestor.port) if requestor.port is not None else None,
-        )
+        called_ae = str(getattr(primitive, "called_ae_title", "") or "")
+        address = str(requestor.address)
+        port = int(requestor.port) if requestor.port is not None else None
+        self.recorder.record(
+            events.AssociationAccepted(
+                calling_ae=calling_ae, called_ae=called_ae, peer_address=address, peer_port=port
+            )
+            if rejected_for is None
+            else events.AssociationRejected(
+                calling_ae=calling_ae, called_ae=called_ae, peer_address=address, peer_port=port,
+                reason=rejected_for,
+            )
+        )  # fmt: skip
 
     def tls_failed(self, client_address: Any, exc: BaseException) -> None:
         """A TLS handshake failed (no or untrusted client certificate, not TLS at all...)."""
         address, port = [*client_address, None, None][:2]
         reason = f"TLS handshake failed: {_tls_reason(exc)}"
         log.warning("connection from %s:%s refused: %s", address, port, reason)
-        self.atna.emit_tls_failure(reason=reason, peer_address=str(address))
-        if self.audit is not None:
-            self.audit.record(
-                "tls_handshake",
-                outcome="rejected",
-                reason=reason,
+        self.recorder.record(
+            events.TlsHandshakeFailed(
                 peer_address=str(address),
                 peer_port=port if isinstance(port, int) else None,
+                reason=reason,
             )
+        )
 
     def _handle_store(self, event: Event) -> Dataset:
         """EVT_C_STORE: run the intake sequence, answer its status, then enqueue."""
@@ -191,13 +182,15 @@ class NodeAE(AE):
         if result.ok and result.needs_analysis and result.job_id is not None:
             self.enqueuer.submit(result.job_id)
         if result.ok and result.study_instance_uid:
-            self.atna.emit_instances_received(
-                calling_ae=str(event.assoc.requestor.ae_title),
-                peer_address=str(event.assoc.requestor.address),
-                study_instance_uid=result.study_instance_uid,
-                sop_classes={str(request.AffectedSOPClassUID): 1},
-                patient_id=result.patient_id,
-                action="C" if result.created else "U" if result.changed else "R",
+            self.recorder.record(
+                events.InstancesReceived(
+                    calling_ae=str(event.assoc.requestor.ae_title),
+                    peer_address=str(event.assoc.requestor.address),
+                    study_instance_uid=result.study_instance_uid,
+                    sop_classes={str(request.AffectedSOPClassUID): 1},
+                    patient_id=result.patient_id,
+                    received_as="C" if result.created else "U" if result.changed else "R",
+                )
             )
         return _status_dataset(result)
 
@@ -260,27 +253,31 @@ class Listener:
         """Stop accepting, close associations, publish pending enqueues."""
         self.server.shutdown()
         self.ae.enqueuer.close()
-        if self.ae.audit is not None:
-            self.ae.audit.close()
 
 
-def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> NodeAE:
+def build_ae(
+    settings: Settings,
+    *,
+    store: JobRecorder,
+    enqueue: EnqueueFn,
+    recorder: audit.Recorder | None = None,
+) -> NodeAE:
     """The configured listener AE (not yet listening); ``store``/``enqueue`` are injectable.
+
+    Audit events go to ``recorder``, by default the process's (:func:`audit.configure`).
 
     Creates the spool folder (0700) and removes temporary files a crash left in it.
     """
     spool = Spool(settings.storage.spool, min_free_bytes=settings.storage.min_free_space_mb * MIB)
     spool.ensure()
     spool.clean_stale()
-    assert settings.log_dir is not None
     ae = NodeAE(
         settings.listener.ae_title,
         Intake(spool, store),
         Enqueuer(enqueue),
-        audit=AuditLog.in_dir(settings.storage.log_dir),
+        recorder=recorder,
         allowed_hosts=settings.listener.allowed_hosts,
-        ssl_context=server_context(settings),
-        atna=get_auditor(settings),
+        ssl_context=settings.tls.server_context(),
     )
     for abstract_syntax, transfer_syntaxes in supported_contexts():
         ae.add_supported_context(abstract_syntax, list(transfer_syntaxes))
@@ -294,9 +291,15 @@ def build_ae(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> N
     return ae
 
 
-def start_server(settings: Settings, *, store: JobRecorder, enqueue: EnqueueFn) -> Listener:
+def start_server(
+    settings: Settings,
+    *,
+    store: JobRecorder,
+    enqueue: EnqueueFn,
+    recorder: audit.Recorder | None = None,
+) -> Listener:
     """Build the AE and start listening without blocking; call ``.shutdown()`` to stop."""
-    ae = build_ae(settings, store=store, enqueue=enqueue)
+    ae = build_ae(settings, store=store, enqueue=enqueue, recorder=recorder)
     server = ae.start_server((settings.listener.bind_address, settings.listener.port), block=False)
     assert server is not None
     listener = Listener(ae, server)
@@ -324,17 +327,15 @@ def serve_forever(settings: Settings) -> None:
         settings.listener.port,
         settings.storage.spool,
     )
-    ae.atna.emit_application(started=True)
+    ae.recorder.record(events.ApplicationStarted())
     try:
         ae.start_server((settings.listener.bind_address, settings.listener.port), block=True)
     except KeyboardInterrupt:
         log.info("DICOM listener stopping")
     finally:
-        ae.atna.emit_application(started=False)
+        ae.recorder.record(events.ApplicationStopped())
         ae.shutdown()
         ae.enqueuer.close()
-        if ae.audit is not None:
-            ae.audit.close()
 
 
 def _status_dataset(result: IntakeResult) -> Dataset:

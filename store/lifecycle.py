@@ -27,13 +27,12 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session
 
-from common.atna import AtnaAuditor, count_sop_classes
 from common.states import JobState
 from store.jobstore import JobStore
 from store.schema import DeliveryState, Job, JobEvent, ResultObject, utcnow
@@ -47,6 +46,8 @@ PURGEABLE_STATES = (JobState.DELIVERED, JobState.REJECTED)
 SETTLED_DELIVERY = (DeliveryState.SENT, DeliveryState.CONFIRMED, DeliveryState.KEPT)
 """Delivery states of result objects whose files may go."""
 DEFAULT_INTERVAL_S = 3600.0
+OnPurged = Callable[[str, list[str]], None]
+"""Told of each purged job: its Study Instance UID and the SOP Class UIDs of its files."""
 BATCH = 200
 
 
@@ -75,12 +76,12 @@ def purge_expired(
     results_dir: Path,
     dry_run: bool = False,
     now: dt.datetime | None = None,
-    auditor: AtnaAuditor | None = None,
+    on_purged: OnPurged | None = None,
 ) -> PurgeReport:
     """Remove the files of jobs finished more than ``retention_days`` ago (0: do nothing).
 
-    With an ``auditor``, each purged job is reported as a DICOM Study Deleted audit message
-    (its Study Instance UID and SOP classes; the files that held the Patient ID are gone).
+    ``on_purged`` hears of each job whose files were removed (not in a dry run), with its
+    Study Instance UID and SOP classes: the caller audits it as a deleted study.
     """
     report = PurgeReport(dry_run=dry_run)
     if retention_days <= 0:
@@ -100,12 +101,8 @@ def purge_expired(
                 continue
             report.jobs += 1
             study_uid, sop_classes = purged
-            if auditor is not None and not dry_run and study_uid:
-                auditor.emit_study_deleted(
-                    study_instance_uid=study_uid,
-                    sop_classes=count_sop_classes(sop_classes),
-                    patient_id=None,
-                )
+            if on_purged is not None and not dry_run and study_uid:
+                on_purged(study_uid, sop_classes)
 
 
 def _candidates(cutoff: dt.datetime, *, after_id: int) -> Select[int]:
@@ -242,7 +239,7 @@ def start_purger(
     spool_dir: Path,
     results_dir: Path,
     interval_s: float = DEFAULT_INTERVAL_S,
-    auditor: AtnaAuditor | None = None,
+    on_purged: OnPurged | None = None,
 ) -> threading.Event:
     """Run :func:`purge_expired` now and every ``interval_s`` in a daemon thread.
 
@@ -260,7 +257,7 @@ def start_purger(
                     retention_days=retention_days,
                     spool_dir=spool_dir,
                     results_dir=results_dir,
-                    auditor=auditor,
+                    on_purged=on_purged,
                 )
                 if report.jobs or report.kept:
                     log.info("retention (%g days): %s", retention_days, report)

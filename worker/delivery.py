@@ -3,8 +3,7 @@
 Used by the worker right after it builds results (fast path) and by the node's dispatcher
 loop, which retries what is due. Each object is claimed before it is sent, so two senders
 never send the same object at once; a destination that is down only delays delivery. What
-reached the destination (or was given up) is audited per study when ATNA is on
-(:mod:`common.atna`).
+reached the destination (or was given up) is audited per study (:mod:`audit`).
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
-from common.atna import Outcome, count_sop_classes, get_auditor
+import audit
+from audit.events import InstancesSent, count_sop_classes
 from common.settings import Settings
 from dicom_client.scu import Destination, Sender
-from dicom_client.tls import destination_context
 from dicom_client.verify import find_instances
 from store.outage import UNREACHABLE_ERRORS, OutageLog
 from store.outbox import Outbox, ResultView
@@ -58,7 +57,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         for row in rows:
             outbox.mark(row.id, DeliveryState.FAILED, error=str(exc))
         return 0
-    tls = destination_context(settings)
+    tls = settings.tls.client_context() if settings.delivery.destination_tls else None
     sender = Sender(
         destination,
         calling_ae=settings.listener.ae_title,
@@ -67,7 +66,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
         tls=tls,
     )
     already = _already_there(outbox, settings, destination, rows, tls)
-    _audit_sent(settings, destination, [row for row in rows if row.id in already])
+    _audit_sent(destination, [row for row in rows if row.id in already])
     rows = [row for row in rows if row.id not in already]
     if not rows:
         return len(already)
@@ -95,7 +94,7 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
             outbox.mark(row.id, DeliveryState.CONFIRMED)
         else:
             _failed(outbox, settings, row, "stored, but C-FIND does not find it at the destination")
-    _audit_sent(settings, destination, ok_rows)
+    _audit_sent(destination, ok_rows)
     log.info("delivered %d object(s) to %s", len(ok_rows), destination)
     woken = outbox.wake(dest_text)
     if woken:
@@ -160,7 +159,7 @@ def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> 
             "result %s: giving up after %d attempts: %s", row.sop_instance_uid, row.attempts, error
         )
         outbox.mark(row.id, DeliveryState.FAILED, error=f"after {row.attempts} attempts: {error}")
-        _audit_given_up(settings, row, error)
+        _audit_given_up(row, error)
         return
     delay = retry_delay(settings, row.attempts)
     log.warning(
@@ -173,42 +172,41 @@ def _failed(outbox: Outbox, settings: Settings, row: ResultView, error: str) -> 
     outbox.mark(row.id, DeliveryState.PENDING, error=error, retry_in_s=delay)
 
 
-def _audit_sent(settings: Settings, destination: Destination, rows: list[ResultView]) -> None:
-    """One DICOM Instances Transferred audit message per study of ``rows`` (ATNA, if on)."""
-    auditor = get_auditor(settings)
-    if not auditor.enabled or not rows:
-        return
+def _audit_sent(destination: Destination, rows: list[ResultView]) -> None:
+    """One audit event (instances sent) per study of ``rows``."""
     by_study: dict[str, list[ResultView]] = defaultdict(list)
     for row in rows:
         by_study[row.study_instance_uid or ""].append(row)
     for study_uid, study_rows in by_study.items():
         if study_uid:
-            auditor.emit_instances_sent(
-                destination_ae=destination.ae_title,
-                destination_host=destination.host,
-                study_instance_uid=study_uid,
-                sop_classes=count_sop_classes(r.sop_class_uid for r in study_rows),
-                patient_id=_patient_id(study_rows[0].path),
+            audit.record(
+                InstancesSent(
+                    destination_ae=destination.ae_title,
+                    destination_host=destination.host,
+                    study_instance_uid=study_uid,
+                    sop_classes=count_sop_classes(r.sop_class_uid for r in study_rows),
+                    patient_id=_patient_id(study_rows[0].path),
+                )
             )
 
 
-def _audit_given_up(settings: Settings, row: ResultView, error: str) -> None:
-    """A result that will not be delivered: the transfer's audit message, a serious failure."""
-    auditor = get_auditor(settings)
-    if not auditor.enabled or not row.study_instance_uid:
+def _audit_given_up(row: ResultView, error: str) -> None:
+    """A result that will not be delivered: the transfer's audit event, with the failure."""
+    if not row.study_instance_uid:
         return
     try:
         destination = Destination.parse(row.destination or "")
     except ValueError:
         return
-    auditor.emit_instances_sent(
-        destination_ae=destination.ae_title,
-        destination_host=destination.host,
-        study_instance_uid=row.study_instance_uid,
-        sop_classes={row.sop_class_uid: 1},
-        patient_id=_patient_id(row.path),
-        outcome=Outcome.SERIOUS_FAILURE,
-        reason=f"not delivered after {row.attempts} attempts: {error}",
+    audit.record(
+        InstancesSent(
+            destination_ae=destination.ae_title,
+            destination_host=destination.host,
+            study_instance_uid=row.study_instance_uid,
+            sop_classes={row.sop_class_uid: 1},
+            patient_id=_patient_id(row.path),
+            failure=f"not delivered after {row.attempts} attempts: {error}",
+        )
     )
 
 

@@ -8,7 +8,7 @@ import os
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready
 from sqlalchemy.exc import OperationalError
 
-from common.atna import close_auditors
+import audit
 from common.lifeline import die_with_parent
 from common.settings import get_settings
 from common.tasks import ANALYSE_TASK
@@ -69,4 +69,4 @@ def _die_with_main_process(**_: object) -> None:
 @worker_process_shutdown.connect
 def _send_queued_audit_messages(**_: object) -> None:
     """A pool child ends with ``os._exit`` (no ``atexit``): send its audit messages first."""
-    close_auditors()
+    audit.close()

@@ -66,7 +66,11 @@ def cmd_current(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Purge (or count) the files past retention."""
-    from common.atna import get_auditor
+    import getpass
+
+    import audit
+    from audit.events import UserAction
+    from deepcovid.runtime import audit_purged, configure_audit
     from store.existing import open_existing
     from store.lifecycle import purge_expired
 
@@ -75,6 +79,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     if days <= 0:
         print("retention is off (retention_days = 0): nothing to purge; or pass --days N")
         return 0
+    configure_audit(settings)
     report = purge_expired(
         # never creates a store: one line when there is none
         open_existing(settings.storage.db_url),
@@ -82,8 +87,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
         spool_dir=settings.storage.spool,
         results_dir=settings.storage.results,
         dry_run=args.dry_run,
-        auditor=get_auditor(settings),
+        on_purged=audit_purged,
     )
+    if not args.dry_run:
+        audit.record(
+            UserAction(
+                user=getpass.getuser(), role=None, via="cli", peer_address=None, action="purge",
+                target=f"files older than {days:g} days", reason=str(report),
+            )
+        )  # fmt: skip
     print(f"retention {days:g} days: {report}")
     return 0
 

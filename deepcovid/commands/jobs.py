@@ -110,26 +110,25 @@ def _by() -> str:
     return f"{_os_user()} (cli)"
 
 
-def _report(action: str, target: str, result: Any) -> int:
+def _report(action: str, target: str, result: Any, study_instance_uid: str | None = None) -> int:
     """Print and audit an action's outcome; exit 0 when it changed something, else 1."""
-    from dicom_node.audit import AuditLog
+    import audit
+    from audit.events import UserAction
+    from deepcovid.runtime import configure_audit
 
-    settings = get_settings()
-    assert settings.log_dir is not None
-    settings.ensure_dirs()
-    audit = AuditLog.in_dir(settings.log_dir)
-    try:
-        audit.record_user(
-            "action",
-            outcome="accepted",
+    configure_audit(get_settings())
+    audit.record(
+        UserAction(
             user=_os_user(),
+            role=None,
             via="cli",
+            peer_address=None,
             action=action,
             target=target,
             reason=result.message,
+            study_instance_uid=study_instance_uid,
         )
-    finally:
-        audit.close()
+    )
     print(result.message)
     return 0 if result.changed else 1
 
@@ -150,7 +149,8 @@ def cmd_reanalyse(args: argparse.Namespace) -> int:
     job = _job_or_exit(args.uid)
     if job is None:
         return 1
-    return _report("reanalyse", job.sop_instance_uid, reanalyse(_store(), job.id, by=_by()))
+    result = reanalyse(_store(), job.id, by=_by())
+    return _report("reanalyse", job.sop_instance_uid, result, job.study_instance_uid)
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
@@ -161,7 +161,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
     if job is None:
         return 1
     result = resend(_store(), job.id, by=_by(), destination=get_settings().destination)
-    return _report("resend", job.sop_instance_uid, result)
+    return _report("resend", job.sop_instance_uid, result, job.study_instance_uid)
 
 
 def cmd_retry_failed(args: argparse.Namespace) -> int:

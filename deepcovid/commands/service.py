@@ -13,7 +13,7 @@ from typing import Any
 from common.errors import UsageError
 from common.redact import redact_url
 from common.settings import get_settings
-from deepcovid.runtime import prepare, stop_process_group
+from deepcovid.runtime import audit_purged, prepare, stop_process_group
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +59,6 @@ def _start_background(settings: Any) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
     the health and metrics endpoints; remove files past ``retention_days``; delete the embedded
     broker's consumed task messages."""
-    from common.atna import get_auditor
     from dicom_node.ops.server import start_monitoring
     from store.broker import start_broker_pruner
     from store.lifecycle import start_purger
@@ -82,7 +81,7 @@ def _start_background(settings: Any) -> None:
         retention_days=settings.retention_days,
         spool_dir=settings.spool,
         results_dir=settings.results,
-        auditor=get_auditor(settings),
+        on_purged=audit_purged,
     )
 
 

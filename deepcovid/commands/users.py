@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from common.settings import get_settings
 
@@ -49,24 +49,18 @@ def _users() -> Any:
     return Users(JobStore(settings.storage.db_url))
 
 
-def _audit(outcome: str, action: str, name: str, reason: str = "") -> None:
-    from dicom_node.audit import AuditLog
+def _audit(action: Literal["add", "remove"], name: str, reason: str = "") -> None:
+    """An account added or removed, by the OS account that ran the command."""
+    import audit
+    from audit.events import AccountChanged
+    from deepcovid.runtime import configure_audit
 
-    settings = get_settings()
-    assert settings.log_dir is not None
-    audit = AuditLog.in_dir(settings.log_dir)
-    try:
-        audit.record_user(
-            "user",
-            outcome=outcome,  # type: ignore[arg-type]
-            user=getpass.getuser(),
-            via="cli",
-            action=action,
-            target=name,
-            reason=reason,
+    configure_audit(get_settings())
+    audit.record(
+        AccountChanged(
+            user=getpass.getuser(), via="cli", action=action, account=name, reason=reason
         )
-    finally:
-        audit.close()
+    )
 
 
 def read_password() -> str:
@@ -90,7 +84,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     except (UserError, ValueError) as exc:
         print(f"deepcovid users add: {exc}", file=sys.stderr)
         return 1
-    _audit("accepted", "add", user.name, f"role {user.role}")
+    _audit("add", user.name, f"role {user.role}")
     print(f"user {user.name} added ({user.role})")
     return 0
 
@@ -113,6 +107,6 @@ def cmd_remove(args: argparse.Namespace) -> int:
     if not _users().remove(args.name):
         print(f"deepcovid users remove: no user {args.name!r}", file=sys.stderr)
         return 1
-    _audit("accepted", "remove", args.name)
+    _audit("remove", args.name)
     print(f"user {args.name} removed")
     return 0

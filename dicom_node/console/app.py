@@ -30,10 +30,11 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+import audit
+from audit import events
 from common.redact import redacted_settings
-from common.settings import Settings
+from common.settings import OPTIONS, Settings
 from common.states import JobState
-from dicom_node.audit import AuditLog, Outcome
 from dicom_node.console import queries, registry, render
 from dicom_node.console.auth import SESSION_COOKIE, Guard, LoginLimiter, limiter_keys
 from dicom_node.ops.health import CheckResult, Readiness
@@ -61,15 +62,16 @@ class Console:
         *,
         store: JobStore,
         readiness: Readiness,
-        audit: AuditLog | None,
+        recorder: audit.Recorder | None = None,
         enqueue: actions.Enqueue | None = None,
     ) -> None:
+        """``recorder``: where logins and actions are audited (default: the process's)."""
         self.settings = settings
         self.store = store
         self.outbox = Outbox(store)
         self.users = Users(store)
         self.readiness = readiness
-        self.audit = audit
+        self.recorder = recorder or audit.current()
         self.enqueue = enqueue
         self.guard = Guard(
             self.users,
@@ -145,30 +147,30 @@ class Console:
         if len(self._flashes) > 1000:  # sessions that never came back
             self._flashes.pop(next(iter(self._flashes)))
 
-    def _record(
+    def _action(
         self,
         request: Request,
-        event: str,
-        outcome: Outcome,
+        session: SessionView,
+        action: str,
+        target: str,
+        reason: str,
         *,
-        user: str | None,
-        role: str | None = None,
-        action: str | None = None,
-        target: str | None = None,
-        reason: str = "",
+        accepted: bool = True,
+        study_instance_uid: str | None = None,
     ) -> None:
-        if self.audit is None:
-            return
-        self.audit.record_user(
-            event,
-            outcome=outcome,
-            user=user,
-            role=role,
-            via="console",
-            action=action,
-            target=target,
-            reason=reason,
-            peer_address=request.client.host if request.client else None,
+        """Audit an action of the session's user (refused: ``accepted=False``)."""
+        self.recorder.record(
+            events.UserAction(
+                user=session.user.name,
+                role=session.user.role,
+                via="console",
+                peer_address=_peer(request),
+                action=action,
+                target=target,
+                reason=reason,
+                accepted=accepted,
+                study_instance_uid=study_instance_uid,
+            )
         )
 
     def _readiness(self) -> tuple[bool, list[CheckResult]]:
@@ -179,14 +181,13 @@ class Console:
             return self._ready[1]
 
     async def _admin_form(
-        self, request: Request, action: str, target: str
+        self, request: Request, action: str, target: str, study_instance_uid: str | None = None
     ) -> tuple[SessionView, Any] | Response:
         """The session and form of an admin's POST, or the response refusing it (audited)."""
         session = await self._session(request)
         if session is None:
             return self._login_redirect(request)
         form = await request.form()
-        user, role = session.user.name, session.user.role
         refusal: tuple[str, str, str] | None = None
         if not self.guard.form_ok(request, session, form):
             refusal = (
@@ -203,15 +204,14 @@ class Console:
             )
         if refusal is not None:
             reason, title, message = refusal
-            self._record(
+            self._action(
                 request,
-                "action",
-                "rejected",
-                user=user,
-                role=role,
-                action=action,
-                target=target,
-                reason=reason,
+                session,
+                action,
+                target,
+                reason,
+                accepted=False,
+                study_instance_uid=study_instance_uid,
             )
             return self._page(request, session, "error.html", 403, title=title, message=message)
         return session, form
@@ -235,7 +235,7 @@ class Console:
         name = str(form.get("username", "")).strip()[:64]
         password = str(form.get("password", ""))
         target = _local(str(form.get("next", "")))
-        peer = request.client.host if request.client else None
+        peer = _peer(request)
         keys = limiter_keys(peer, name)
 
         def again(message: str, status: int) -> Response:
@@ -245,7 +245,9 @@ class Console:
             return again("The login form expired; please try again.", 403)
         wait = self.limiter.blocked(keys)
         if wait > 0:
-            self._record(request, "login", "rejected", user=name, reason="too many failed attempts")
+            self.recorder.record(
+                events.LoginFailed(user=name, peer_address=peer, reason="too many failed attempts")
+            )
             response = again(
                 f"Too many failed attempts. Try again in {int(wait) + 1} seconds.", 429
             )
@@ -254,8 +256,10 @@ class Console:
         user = await run_in_threadpool(self.users.authenticate, name, password)
         if user is None:
             self.limiter.failed(keys)
-            self._record(
-                request, "login", "rejected", user=name, reason="wrong user name or password"
+            self.recorder.record(
+                events.LoginFailed(
+                    user=name, peer_address=peer, reason="wrong user name or password"
+                )
             )
             return again("Wrong user name or password.", 401)
         self.limiter.succeeded(keys[1:])
@@ -263,7 +267,9 @@ class Console:
             self.users.purge_sessions, idle_s=self.guard.idle_s, max_age_s=self.guard.max_age_s
         )
         token, _ = await run_in_threadpool(self.users.start_session, user.id)
-        self._record(request, "login", "accepted", user=user.name, role=user.role)
+        self.recorder.record(
+            events.LoginSucceeded(user=user.name, role=user.role, peer_address=peer)
+        )
         response = RedirectResponse(target, status_code=303)
         self.guard.set_session_cookie(response, token)
         return response
@@ -282,7 +288,11 @@ class Console:
             )
         token = request.cookies.get(SESSION_COOKIE, "")
         await run_in_threadpool(self.users.end_session, token)
-        self._record(request, "logout", "accepted", user=session.user.name, role=session.user.role)
+        self.recorder.record(
+            events.LoggedOut(
+                user=session.user.name, role=session.user.role, peer_address=_peer(request)
+            )
+        )
         self.guard.clear_session_cookie(response)
         return response
 
@@ -436,22 +446,14 @@ class Console:
         job_id = request.path_params["job_id"]
         job = await run_in_threadpool(self.store.get, job_id)
         target = job.sop_instance_uid if job else str(job_id)
-        checked = await self._admin_form(request, action, target)
+        study = job.study_instance_uid if job else None
+        checked = await self._admin_form(request, action, target, study)
         if isinstance(checked, Response):
             return checked
         session, _ = checked
         by = f"{session.user.name} (console)"
         result = await run_in_threadpool(run, job_id, by)
-        self._record(
-            request,
-            "action",
-            "accepted",
-            user=session.user.name,
-            role=session.user.role,
-            action=action,
-            target=target,
-            reason=result.message,
-        )
+        self._action(request, session, action, target, result.message, study_instance_uid=study)
         self._flash(session, result.message)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
@@ -481,16 +483,7 @@ class Console:
         session, _ = checked
         by = f"{session.user.name} (console)"
         result = await run_in_threadpool(lambda: actions.retry_failed_deliveries(self.store, by=by))
-        self._record(
-            request,
-            "action",
-            "accepted",
-            user=session.user.name,
-            role=session.user.role,
-            action="retry-failed",
-            target="all failed deliveries",
-            reason=result.message,
-        )
+        self._action(request, session, "retry-failed", "all failed deliveries", result.message)
         self._flash(session, result.message)
         return RedirectResponse("/", status_code=303)
 
@@ -529,28 +522,16 @@ class Console:
             return checked
         session, form = checked
         root = self.settings.model_registry_dir
-        user, role = session.user.name, session.user.role
         if form.get("confirm") != version:
             self._flash(session, f"Not activated: type the version name {version} to confirm.")
             return RedirectResponse(f"/models/{version}/activate", status_code=303)
         try:
             await run_in_threadpool(registry.activate, root, version)
         except (ValueError, OSError) as exc:
-            message = f"version {version} not activated: {exc}"
-            outcome: Outcome = "rejected"
+            message, accepted = f"version {version} not activated: {exc}", False
         else:
-            message = f"version {version} is now the active model"
-            outcome = "accepted"
-        self._record(
-            request,
-            "action",
-            outcome,
-            user=user,
-            role=role,
-            action="activate-model",
-            target=version,
-            reason=message,
-        )
+            message, accepted = f"version {version} is now the active model", True
+        self._action(request, session, "activate-model", version, message, accepted=accepted)
         self._flash(session, message)
         return RedirectResponse("/models", status_code=303)
 
@@ -560,12 +541,9 @@ class Console:
         session = await self._session(request)
         if session is None:
             return self._login_redirect(request)
-        values = redacted_settings(
-            {name: getattr(self.settings, name) for name in type(self.settings).model_fields}
-        )
+        values = redacted_settings(self.settings.values())
         rows = [
-            (name, value, type(self.settings).model_fields[name].description or "")
-            for name, value in values.items()
+            (name, value, OPTIONS[name].info.description or "") for name, value in values.items()
         ]
         return self._page(request, session, "settings.html", title="Settings", rows=rows)
 
@@ -573,6 +551,11 @@ class Console:
 def _newest(results: list[ResultView], kind: str) -> ResultView | None:
     found = [r for r in results if r.kind == kind]
     return found[-1] if found else None
+
+
+def _peer(request: Request) -> str | None:
+    """The client's IP address (as the audit trail names it)."""
+    return request.client.host if request.client else None
 
 
 def _local(target: str | None) -> str:

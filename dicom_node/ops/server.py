@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -177,7 +177,6 @@ class MonitoringServer:
 
     http: ThreadedServer
     console: ThreadedServer | None = None
-    extra: list[Any] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -189,21 +188,16 @@ class MonitoringServer:
         for server in (self.console, self.http):
             if server is not None:
                 server.shutdown()
-        for item in self.extra:
-            item.close()
 
 
-def console_routes(settings: Settings, readiness: Readiness) -> tuple[list[BaseRoute], Any]:
-    """The console's routes and its audit log (to close with the server)."""
-    from dicom_node.audit import AuditLog
+def console_routes(settings: Settings, readiness: Readiness) -> list[BaseRoute]:
+    """The console's routes (its audit events go to the process's recorder)."""
     from dicom_node.console.app import Console
     from store.jobstore import JobStore
 
-    assert settings.log_dir is not None
-    audit = AuditLog.in_dir(settings.log_dir)
     # Its own engine and pool: operators' pages never hold up a probe or a scrape.
-    console = Console(settings, store=JobStore(settings.storage.db_url), readiness=readiness, audit=audit)
-    return console.routes(), audit
+    console = Console(settings, store=JobStore(settings.storage.db_url), readiness=readiness)
+    return console.routes()
 
 
 def _serve(
@@ -240,13 +234,14 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
         settings.monitoring.bind,
         settings.monitoring.port,
     )
-    extra: list[Any] = []
     console_server = None
     if console_on and not shared:
-        routes, audit = console_routes(settings, readiness)
-        extra.append(audit)
         console_server = _serve(
-            make_app(routes), settings.console_address, settings, "console", settings.console.tls
+            make_app(console_routes(settings, readiness)),
+            settings.console_address,
+            settings,
+            "console",
+            settings.console.tls,
         )
         if console_server is not None:
             _announce("operator console", console_server, "/")
@@ -256,21 +251,17 @@ def start_monitoring(settings: Settings) -> MonitoringServer | None:
     registry = build_registry(settings, engine, readiness)
     routes = ops_routes(readiness, registry)
     if shared:
-        more, audit = console_routes(settings, readiness)
-        routes += more
-        extra.append(audit)
+        routes += console_routes(settings, readiness)
     address = (settings.monitoring.bind, settings.monitoring.port)
     http = _serve(make_app(routes), address, settings, "ops-http", shared and settings.console.tls)
     if http is None:
-        for item in extra:
-            item.close()
         return None
     _announce(
         "operations endpoints" + (" and operator console" if shared else ""),
         http,
         "/health/live, /health/ready, /metrics" + (", / (console)" if shared else ""),
     )
-    return MonitoringServer(http, console_server, extra)
+    return MonitoringServer(http, console_server)
 
 
 def _announce(what: str, server: ThreadedServer, paths: str) -> None:

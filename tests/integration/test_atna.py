@@ -5,10 +5,12 @@ datagrams, or RFC 6587/5425 octet-counted frames over TCP or TLS (certificate ma
 ``openssl`` CLI). Every message it gets is checked against RFC 5424's header and validated
 against the A.5.1 schema (``docs/schemas/dicom-audit-message.rng``).
 
-End to end: a listener with ``audit_syslog_*`` set sends User Authentication messages for an
-accepted and a refused association and a DICOM Instances Transferred message for an instance
+End to end: a listener recording to a syslog collector sends User Authentication messages for
+an accepted and a refused association and a DICOM Instances Transferred message for an instance
 it stored (Study Instance UID and Patient ID; the Patient Name of the instance appears in no
-message); result delivery sends one per study. The JSON audit log is written as before.
+message); result delivery sends one per study; the operator console's logins (accepted and
+refused), logout and actions arrive as User Authentication, DICOM Instances Accessed and
+Security Alert messages. The JSON audit log gets the same decisions as before.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from common.atna import AtnaAuditor, get_auditor, syslog_tls_context
+import audit
+from audit import events
+from audit.sinks.json_log import read_events
+from audit.sinks.syslog import SyslogSink
 from common.settings import Settings
 from common.syslog import SyslogSender
+from common.tls import client_context
 from dicom_client.scu import SendReport, SendResult
-from dicom_node.audit import read_events
 from dicom_node.scp import start_server
 from store import JobState, JobStore
 from store.migrate import upgrade
@@ -157,22 +162,28 @@ def test_messages_reach_the_collector(
     protocol: str, collector_cert: tuple[Path, Path], collectors: list[Collector], tmp_path: Path
 ) -> None:
     server_ctx = None
-    settings = Settings(data_dir=tmp_path, tls_ca=collector_cert[0])
     if protocol == "tls":
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ctx.load_cert_chain(*collector_cert)
     collector = Collector(protocol, server_ctx)
     collectors.append(collector)
-    sender = SyslogSender(
+    sink = SyslogSink(
         "127.0.0.1",
         collector.port,
         protocol,  # type: ignore[arg-type]
-        ssl_context=syslog_tls_context(settings) if protocol == "tls" else None,
+        ae_title="DEEPCOVID",
+        ssl_context=client_context(cert=None, key=None, ca=collector_cert[0]),
     )
-    auditor = AtnaAuditor(sender, ae_title="DEEPCOVID")
+    sender = sink.sender
+    recorder = audit.Recorder([sink])
     for i in range(20):
-        auditor.emit_association(accepted=i % 2 == 0, calling_ae=f"AE{i}", peer_address="10.0.0.1")
-    auditor.close()
+        peer = {"calling_ae": f"AE{i}", "called_ae": "DEEPCOVID", "peer_address": "10.0.0.1"}
+        recorder.record(
+            events.AssociationAccepted(**peer, peer_port=None)
+            if i % 2 == 0
+            else events.AssociationRejected(**peer, peer_port=None, reason="host not allowed")
+        )
+    recorder.close()
     wait_for(lambda: len(collector.messages) == 20, timeout=10, what="20 messages")
     docs = collector.documents()
     users = [d.find("ActiveParticipant").get("UserID") for d in docs]
@@ -187,8 +198,8 @@ def test_tls_refuses_a_collector_it_cannot_verify(
     server_ctx.load_cert_chain(*collector_cert)
     collector = Collector("tls", server_ctx)
     collectors.append(collector)
-    # No tls_ca: the system's CAs do not know the collector's self-signed certificate.
-    system_cas = syslog_tls_context(Settings(data_dir=tmp_path))
+    # No CA given: the system's CAs do not know the collector's self-signed certificate.
+    system_cas = client_context(cert=None, key=None, ca=None)
     sender = SyslogSender("127.0.0.1", collector.port, "tls", ssl_context=system_cas)
     sender.send(b"<85>1 - - - - - - x")
     assert not sender.flush(timeout_s=1.5), "nothing may go to an unverified collector"
@@ -234,11 +245,27 @@ def dcmtk(tool: str, port: int, *args: str, aet: str) -> subprocess.CompletedPro
     )
 
 
-def test_listener_audits_associations_and_received_instances(
-    collectors: list[Collector], tmp_path: Path
-) -> None:
+@pytest.fixture
+def configured(collectors: list[Collector], tmp_path: Path) -> Iterator[tuple[Collector, Path]]:
+    """This process records to a UDP collector and a JSON log, as ``deepcovid node`` does."""
     collector = Collector("udp")
     collectors.append(collector)
+    log_dir = tmp_path / "logs"
+    audit.configure(
+        ae_title="DEEPCOVID",
+        log_dir=log_dir,
+        syslog_host="127.0.0.1",
+        syslog_port=collector.port,
+        syslog_protocol="udp",
+    )
+    yield collector, log_dir
+    audit.close()
+
+
+def test_listener_audits_associations_and_received_instances(
+    configured: tuple[Collector, Path], tmp_path: Path
+) -> None:
+    collector, log_dir = configured
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     upgrade(url)
     store = JobStore(url)
@@ -249,9 +276,6 @@ def test_listener_audits_associations_and_received_instances(
         min_free_space_mb=1,
         database_url=url,
         allowed_calling_aes=["STORESCU", "ECHOSCU"],
-        audit_syslog_host="127.0.0.1",
-        audit_syslog_port=collector.port,
-        audit_syslog_protocol="udp",
     )
     sent = dcmread(FILE)
     sent.PatientName, sent.PatientID = "Zyxwvut^Quuxley", "PID-ATNA-1"
@@ -282,9 +306,8 @@ def test_listener_audits_associations_and_received_instances(
     assert refused.findtext("EventIdentification/EventOutcomeDescription") == (
         "calling AE title not allowed"
     )
-    # The JSON audit log is unchanged: three association decisions.
-    assert settings.log_dir is not None
-    assert [e["outcome"] for e in read_events(settings.log_dir / "audit.log")] == [
+    # The JSON audit log has the three association decisions (no transfer: no patient data).
+    assert [e["outcome"] for e in read_events(log_dir / "audit.log")] == [
         "accepted",
         "rejected",
         "accepted",
@@ -314,10 +337,9 @@ def result_file(path: Path, study: str, sop_class: str) -> Path:
 
 
 def test_delivered_results_are_audited_per_study(
-    collectors: list[Collector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    configured: tuple[Collector, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    collector = Collector("udp")
-    collectors.append(collector)
+    collector, _ = configured
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     upgrade(url)
     store = JobStore(url)
@@ -350,14 +372,11 @@ def test_delivered_results_are_audited_per_study(
         database_url=url,
         destination="PACS1@127.0.0.1:104",
         delivery_verify=False,
-        audit_syslog_host="127.0.0.1",
-        audit_syslog_port=collector.port,
-        audit_syslog_protocol="udp",
     )
     monkeypatch.setattr(delivery, "Sender", FakeSender)
     assert delivery.deliver_due(outbox, settings) == 3
     assert store.get(job).state == "delivered"  # type: ignore[union-attr]
-    get_auditor(settings).sender.flush()  # type: ignore[union-attr]
+    assert audit.current().flush()
     wait_for(lambda: len(collector.messages) == 1, timeout=10, what="one message for the study")
     (doc,) = collector.documents()
     assert event_of(doc) == ("110104", "0")
@@ -372,3 +391,78 @@ def test_delivered_results_are_audited_per_study(
     assert sorted(s.get("UID") for s in study_obj.iter("SOPClass")) == sorted(classes.values())
     assert patient.get("ParticipantObjectID") == "PAT-77"
     assert b"Doe" not in collector.messages[0]
+
+
+# --- the operator console --------------------------------------------------------------------
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def console_login(client: Any, name: str, password: str) -> Any:
+    token = CSRF.search(client.get("/login").text)
+    assert token
+    form = {"username": name, "password": password, "csrf_token": token.group(1), "next": "/"}
+    return client.post("/login", data=form)
+
+
+def test_console_logins_and_actions_reach_the_collector(
+    configured: tuple[Collector, Path], tmp_path: Path
+) -> None:
+    from starlette.testclient import TestClient
+
+    from dicom_node.console.app import Console
+    from dicom_node.ops.health import Readiness
+    from dicom_node.ops.server import make_app
+    from store.users import Users
+    from tests.harness.factories import record_job
+
+    collector, log_dir = configured
+    settings = Settings(data_dir=tmp_path / "data", model_registry_dir=tmp_path / "registry")
+    upgrade(settings.db_url)
+    store = JobStore(settings.db_url)
+    Users(store).add("alice", "correct horse battery", "admin")
+    job_id = record_job(store, generate_uid())
+    store.set_state(job_id, JobState.FAILED, "the model could not be loaded")
+    console = Console(settings, store=store, readiness=Readiness({}), enqueue=lambda _: None)
+    client = TestClient(make_app(console.routes()), follow_redirects=False)
+
+    assert console_login(client, "alice", "not the password").status_code == 401
+    assert console_login(client, "alice", "correct horse battery").status_code == 303
+    token = CSRF.search(client.get(f"/jobs/{job_id}").text)
+    assert token
+    response = client.post(f"/jobs/{job_id}/reanalyse", data={"csrf_token": token.group(1)})
+    assert response.status_code == 303
+    client.post("/deliveries/retry-failed", data={"csrf_token": token.group(1)})
+    client.post("/logout", data={"csrf_token": token.group(1)})
+    store.engine.dispose()
+
+    assert audit.current().flush()
+    wait_for(lambda: len(collector.messages) >= 5, timeout=10, what="5 audit messages")
+    docs = collector.documents()  # each one RFC 5424 and valid against the A.5.1 schema
+    summary = [
+        (
+            *event_of(d),
+            d.findall("EventIdentification/EventTypeCode")[-1].get("csd-code"),
+            d.find("ActiveParticipant").get("UserID"),
+        )
+        for d in docs
+    ]
+    assert summary == [
+        ("110114", "4", "110122", "alice"),  # login refused
+        ("110114", "0", "110122", "alice"),  # login
+        ("110103", "0", "reanalyse", "alice"),  # DICOM Instances Accessed, on the study
+        ("110113", "0", "retry-failed", "alice"),  # Security Alert: restricted function
+        ("110114", "0", "110123", "alice"),  # logout
+    ]
+    refused = docs[0].findtext("EventIdentification/EventOutcomeDescription")
+    assert refused == "wrong user name or password"
+    accessed = docs[2].find("ParticipantObjectIdentification")
+    assert accessed.get("ParticipantObjectID") == "1.2.3"  # the job's Study Instance UID
+    assert docs[1].find("ActiveParticipant").get("NetworkAccessPointID") == "testclient"
+    # The JSON audit log has the same five, in its own shape.
+    assert [(e["event"], e["outcome"]) for e in read_events(log_dir / "audit.log")] == [
+        ("login", "rejected"),
+        ("login", "accepted"),
+        ("action", "accepted"),
+        ("action", "accepted"),
+        ("logout", "accepted"),
+    ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from dicom_node.audit import read_events
+from audit.sinks.json_log import read_events
 from tests.harness.cluster import Cluster, make_instances, sop_uid
 from tests.harness.net import REPO, free_port
 from tests.harness.pacs import SmallPacs

@@ -30,10 +30,11 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.events import Event
 
+from audit import Recorder, open_recorder
+from audit.sinks.json_log import read_events
 from common.settings import Settings
 from dicom_client.scu import Destination, Sender
 from dicom_client.tls import client_context
-from dicom_node.audit import read_events
 from dicom_node.scp import Listener, _host_allowed, start_server
 from store import JobStore
 from store.migrate import upgrade
@@ -148,6 +149,7 @@ class Node:
 def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     """``node_factory(**settings)`` starts a listener on loopback; all are stopped at the end."""
     running: list[Node] = []
+    recorders: list[Recorder] = []
 
     def start(**overrides: object) -> Node:
         root = tmp_path / f"node{len(running)}"
@@ -168,7 +170,11 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         def enqueue(job_id: int) -> None:
             del job_id  # no worker here: the listener's part is what is tested
 
-        node = Node(start_server(settings, store=store, enqueue=enqueue), store, settings)
+        recorder = open_recorder(ae_title=settings.ae_title, log_dir=settings.log_dir)
+        recorders.append(recorder)
+        node = Node(
+            start_server(settings, store=store, enqueue=enqueue, recorder=recorder), store, settings
+        )
         running.append(node)
         return node
 
@@ -176,6 +182,8 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     for node in running:
         node.listener.shutdown()
         node.store.engine.dispose()
+    for recorder in recorders:
+        recorder.close()
 
 
 def dcmtk(tool: str, port: int, *options: str, aet: str = "STORESCU", aec: str = "DEEPCOVID"):  # type: ignore[no-untyped-def]

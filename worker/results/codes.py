@@ -24,7 +24,7 @@ PROBABILITY = codes.DCM.Probability
 
 LOCAL_SCHEME = "99DEEPCOVID"
 """Our own coding scheme, as PS3.16 allows where no standard code exists (designator ``99...``;
-the same one the console's audit event codes use, ``common.atna.LOCAL_SCHEME``). The SR
+the same one the console's audit event codes use, ``audit.messages.LOCAL_SCHEME``). The SR
 describes it in its Coding Scheme Identification Sequence."""
 
 COVID19_PROBABILITY = Code("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probability")

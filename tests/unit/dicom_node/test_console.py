@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+import audit
+from audit.recorder import Recorder
+from audit.sinks.json_log import JsonLogSink, read_events
 from common.settings import Settings
 from common.states import JobState
-from dicom_node.audit import AuditLog, read_events
 from dicom_node.console import render
 from dicom_node.console.app import Console
 from dicom_node.console.auth import SESSION_COOKIE, LoginLimiter
@@ -55,13 +58,13 @@ class Env:
         users.add("victor", PASSWORD, "viewer")
         self.enqueued: list[int] = []
         self.audit_path = tmp / "audit.log"
-        self.audit = AuditLog(self.audit_path)
+        self.audit = Recorder([JsonLogSink(self.audit_path)])
         readiness = Readiness({"database": lambda: CheckResult("database", True, "job store ok")})
         self.console = Console(
             self.settings,
             store=self.store,
             readiness=readiness,
-            audit=self.audit,
+            recorder=self.audit,
             enqueue=self.enqueued.append,
         )
         self.app = make_app(self.console.routes())
@@ -107,8 +110,11 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path, model_registry: Path) -> Env:
-    return Env(tmp_path, model_registry)
+def env(tmp_path: Path, model_registry: Path) -> Iterator[Env]:
+    made = Env(tmp_path, model_registry)
+    yield made
+    made.audit.close()
+    audit.close()  # what a command configured for this process
 
 
 def analysed_job(env: Env, *, state: JobState = JobState.DELIVERED) -> int:
