@@ -2,36 +2,38 @@
 
 For machines that have only the training stack (a GPU box with torch, torchvision, scikit-learn,
 matplotlib): ``PYTHONPATH=. python -m training train --manifest ... --registry ...``. The same
-handlers back ``deepcovid train|evaluate|compare|threshold|fit-domain``. Errors a user can fix
-print one line and exit 2 (a wrong argument) or 1; ``DEEPCOVID_LOG_LEVEL=DEBUG`` shows their
-traceback.
+commands (:mod:`training.commands`) back ``deepcovid train|evaluate|compare|threshold`` and
+``deepcovid models fit-domain``, and the same handler (:mod:`common.commandline`) prints the
+errors a user can fix as one line, exit status 2 (a wrong argument) or 1; ``--debug`` or
+``DEEPCOVID_LOG_LEVEL=DEBUG`` shows their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from collections.abc import Sequence
 
-from common.errors import UserError
+from common.commandline import debugging, run_reporting_errors, without_debug_flag
 from common.paths import SHIPPED_REGISTRY
-from training import cli
+from training.commands import register_commands
+
+PROG = "python -m training"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse and dispatch; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m training")
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=PROG)
     sub = parser.add_subparsers(dest="command", required=True)
-    cli.register_commands(sub)
-    args = parser.parse_args(argv)
+    register_commands(sub)
+    args = parser.parse_args(without_debug_flag(args_list))
     registry = args.registry or SHIPPED_REGISTRY
-    try:
-        return int(args.func(args, registry, "python -m training"))
-    except UserError as exc:  # one line, as `deepcovid` prints it (traceback: DEBUG logging)
-        if os.environ.get("DEEPCOVID_LOG_LEVEL", "").upper() == "DEBUG":
-            raise
-        print(f"python -m training {args.command}: {exc}", file=sys.stderr)
-        return exc.status
+    return run_reporting_errors(
+        lambda: args.func(args, registry, PROG),
+        f"{PROG} {args.command}",
+        debug=debugging(args_list),
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from models.files import WEIGHTS_DTYPES
+from training.flags import option
 
 if TYPE_CHECKING:  # torch is imported only when a spec is built: the CLI parses without it
     from models.preprocessing import PreprocessSpec
@@ -26,39 +27,85 @@ SPEC_FROM_CONFIG: frozenset[str] = frozenset({"input_size", "mean", "std"})
 """PreprocessSpec fields set from elsewhere in the config (not through ``preprocess``)."""
 
 
+SHORTCUTS = "training against shortcuts"
+"""The flag group of the options against source shortcuts (docs/training.md)."""
+
+FLAG_GROUPS: dict[str, str] = {
+    SHORTCUTS: "augmentations that erase source cues, source-balanced sampling, hard negatives, "
+    "a source adversary; all off by default (the paper's recipe)",
+}
+"""Descriptions of the flag groups of ``train`` (:func:`training.flags.add_arguments`)."""
+
+
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Ranges of the random transforms (each drawn uniformly in ``[-x, +x]`` or the interval)."""
+    """Ranges of the random transforms (each drawn uniformly in ``[-x, +x]`` or the interval).
 
-    hflip: bool = True
-    """Mirror left-right with probability 1/2 (the paper flips)."""
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    shear_deg: float = 5.0
-    translate: float = 0.05
-    """Shift as a fraction of the image side."""
-    brightness: float = 0.1
-    contrast: float = 0.1
-    gamma: float = 0.15
-    """log-uniform gamma in ``[exp(-g), exp(g)]``."""
+    Every field is a flag of ``train`` (:mod:`training.flags`); its help is in the metadata.
+    """
+
+    hflip: bool = option(True, help="mirror left-right with probability 1/2 (the paper flips)")
+    rotate_deg: float = option(10.0, help="rotation range in degrees (default %(default)s)")
+    scale: tuple[float, float] = option(
+        (0.9, 1.1), help="zoom range (default %(default)s)", metavar=("MIN", "MAX")
+    )
+    shear_deg: float = option(5.0, help="shear range in degrees (default %(default)s)")
+    translate: float = option(
+        0.05, help="shift range as a fraction of the image side (default %(default)s)"
+    )
+    brightness: float = option(0.1, help="brightness change range (default %(default)s)")
+    contrast: float = option(0.1, help="contrast change range (default %(default)s)")
+    gamma: float = option(0.15, help="log-uniform gamma in [exp(-G), exp(G)] (default %(default)s)")
     # Transforms against source shortcuts (training/augment.py); each is off by default so the
     # paper's recipe reproduces, and a disabled one draws no random numbers.
-    border_crop: float = 0.0
-    """Crop up to this fraction at each edge independently, then resize back (0: off)."""
-    border_erase: int = 0
-    """Rectangles per image touching an edge (markers, text), filled with a random gray (0: off)."""
-    border_erase_size: float = 0.15
-    """Largest depth of an erased rectangle as a fraction of the side (its length: twice that)."""
-    downscale: float = 1.0
-    """Resolution change: shrink by a factor log-uniform in ``[downscale, 1]``, enlarge back."""
-    blur_sigma: float = 0.0
-    """Gaussian blur, sigma uniform in ``[0, blur_sigma]`` pixels of the input size (0: off)."""
-    jpeg_quality: int = 0
-    """JPEG re-compression at a quality uniform in ``[jpeg_quality, 95]`` (0: off; CPU, slower)."""
-    jpeg_p: float = 0.5
-    """Probability that an augmented image is re-compressed (with ``jpeg_quality``)."""
-    noise_std: float = 0.0
-    """Gaussian noise, standard deviation uniform in ``[0, noise_std]`` of the [0, 1] range."""
+    border_crop: float = option(
+        0.0,
+        help="crop 0..FRAC at each edge, resize back (0: off)",
+        metavar="FRAC",
+        group=SHORTCUTS,
+    )
+    border_erase: int = option(
+        0,
+        help="N rectangles per image touching the edges (markers, text), filled with random "
+        "gray (0: off)",
+        metavar="N",
+        group=SHORTCUTS,
+    )
+    border_erase_size: float = option(
+        0.15,
+        help="largest depth of an erased rectangle, fraction of the side (%(default)s; its "
+        "length: twice that)",
+        metavar="FRAC",
+        group=SHORTCUTS,
+    )
+    downscale: float = option(
+        1.0,
+        help="resolution change: shrink by a factor log-uniform in [MIN, 1], enlarge back (1: off)",
+        metavar="MIN",
+        group=SHORTCUTS,
+    )
+    blur_sigma: float = option(
+        0.0,
+        help="Gaussian blur, sigma in [0, PX] pixels of the input size (0: off)",
+        metavar="PX",
+        group=SHORTCUTS,
+    )
+    jpeg_quality: int = option(
+        0,
+        help="JPEG re-compression at quality in [Q, 95] (0: off; CPU, slower)",
+        metavar="Q",
+        group=SHORTCUTS,
+    )
+    jpeg_p: float = option(
+        0.5,
+        help="probability of JPEG re-compression per augmented image (%(default)s)",
+        group=SHORTCUTS,
+    )
+    noise_std: float = option(
+        0.0,
+        help="Gaussian noise, std in [0, STD] of the [0, 1] range (0: off)",
+        group=SHORTCUTS,
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.border_crop < 0.5:
@@ -83,102 +130,188 @@ class AugmentSpec:
         return data
 
 
+@dataclass(frozen=True)
+class PreprocessFlags:
+    """The :class:`models.preprocessing.PreprocessSpec` fields ``train`` has flags for; a flag
+    not given (None) keeps the spec's default. :meth:`given` is what ``preprocess`` holds."""
+
+    lung_crop: bool | None = option(
+        None,
+        help="PreprocessSpec.lung_crop: crop to the lung fields (needs a spec that has it)",
+        group=SHORTCUTS,
+    )
+    lung_mask: bool | None = option(
+        None, help="PreprocessSpec.lung_mask (needs a spec that has it)", group=SHORTCUTS
+    )
+    equalise: str | None = option(
+        None,
+        help="PreprocessSpec.equalise (needs a spec that has it)",
+        choices=("none", "hist", "clahe"),
+        group=SHORTCUTS,
+    )
+
+    def given(self) -> dict[str, Any]:
+        """The fields that were set, as ``TrainConfig.preprocess`` holds them."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+HARD_NEGATIVE_SOURCES: tuple[str, ...] = ("ieee8023",)
+"""Default sources of hard negatives (non-COVID pneumonias of the COVID-19 publications)."""
+
+
 @dataclass
 class TrainConfig:
-    """A training run; JSON round trip through :meth:`to_dict` / :meth:`from_dict`."""
+    """A training run; JSON round trip through :meth:`to_dict` / :meth:`from_dict`.
 
-    manifest: str
-    data_root: str | None = None
-    arch: str = "squeezenet1_1"
-    init: str = "none"
-    """``none`` (random), ``imagenet`` (torchvision enum from TORCH_HOME) or a state-dict path."""
-    head_bias: float | None = None
-    """Initial bias of the classification head (None: torchvision's zero). SqueezeNet's head is a
-    1x1 conv followed by a ReLU; trained from scratch, both class channels can fall below zero
-    for every image and never recover (loss stuck at ln 2). A positive start (e.g. 1.0) keeps
-    them active; for heads without a ReLU it changes nothing (softmax ignores a shared offset)."""
-    finetune: str = "auto"
-    """``last`` (head only), ``all``, or ``auto``: last layer with pretrained init, all without."""
-    input_size: int = 224
-    batch_size: int = 20
-    epochs: int = 100
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    schedule: str = "constant"
-    """``constant`` or ``cosine`` (to 1 % of ``lr``), after ``warmup_epochs`` of linear warm-up."""
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    augment: str = "covid"
-    """Which visits are augmented: ``covid`` (the paper), ``all`` or ``none``."""
-    covid_copies: int = 5
-    """Times each COVID-19 image is visited per epoch (the paper's x5)."""
-    oversample: bool = False
-    """Balance the classes by drawing extra images of the smaller class with replacement."""
-    source_sampling: str = "none"
-    """Spread each epoch's visits over image sources: ``none`` (as the class logic gives),
-    ``equal`` (every source equally often) or ``temperature`` (source shares proportional to
-    ``n_images ** (1 / source_temperature)``). The epoch keeps its length; within a source the
+    Every field is a flag of ``train`` (:mod:`training.flags`: ``--input-size`` for
+    ``input_size``), its help and choices in the field's metadata; the choices are checked here
+    too, so a config read from JSON is held to the same rules.
+    """
+
+    manifest: str = field(metadata={"help": "manifest CSV (path,label,split,...)"})
+    data_root: str | None = option(
+        None, help="folder image paths are relative to (default: manifest's)"
+    )
+    arch: str = option("squeezenet1_1", help="architecture (default %(default)s)")
+    init: str = option(
+        "none",
+        help="none (random) | imagenet (torchvision enum from TORCH_HOME) | path of a state dict "
+        "(default none)",
+    )
+    head_bias: float | None = option(
+        None,
+        help="initial bias of the classification head (SqueezeNet from scratch: 1.0 keeps its "
+        "ReLU head alive; default: torchvision's 0)",
+    )
+    """SqueezeNet's head is a 1x1 conv followed by a ReLU; trained from scratch, both class
+    channels can fall below zero for every image and never recover (loss stuck at ln 2). A
+    positive start keeps them active; for heads without a ReLU it changes nothing (softmax
+    ignores a shared offset)."""
+    finetune: str = option(
+        "auto",
+        help="layers trained; auto: last layer with pretrained init, all without (the paper)",
+        choices=("auto", "last", "all"),
+    )
+    input_size: int = option(224, help="input side in pixels (default %(default)s)")
+    batch_size: int = option(20, help="training batch size (default %(default)s)")
+    epochs: int = option(100, help="epochs (default %(default)s)")
+    optimizer: str = option("adam", help="optimizer", choices=("adam", "adamw", "sgd"))
+    lr: float = option(1e-4, help="learning rate (default %(default)s)")
+    weight_decay: float = option(0.0, help="weight decay (default %(default)s)")
+    momentum: float = option(0.9, help="SGD momentum")
+    schedule: str = option(
+        "constant",
+        help="learning rate: constant, or cosine to 1 %% of --lr, after --warmup-epochs",
+        choices=("constant", "cosine"),
+    )
+    warmup_epochs: int = option(0, help="epochs of linear learning-rate warm-up")
+    label_smoothing: float = option(0.0, help="label smoothing of the loss, in [0, 1)")
+    augment: str = option(
+        "covid",
+        help="which images are augmented (the paper: covid)",
+        choices=("covid", "all", "none"),
+    )
+    covid_copies: int = option(
+        5, help="visits of each COVID-19 image per epoch, each differently augmented (paper: 5)"
+    )
+    oversample: bool = option(
+        False, help="balance the classes by resampling the smaller one (with replacement)"
+    )
+    source_sampling: str = option(
+        "none",
+        help="spread each epoch over sources: equally, by --source-temperature, or not (none)",
+        choices=SOURCE_SAMPLING,
+        group=SHORTCUTS,
+    )
+    """``equal``: every source equally often; ``temperature``: source shares proportional to
+    ``n_images ** (1 / source_temperature)``. The epoch keeps its length; within a source the
     visits follow the class logic (COVID-19 copies, hard-negative copies, oversampling)."""
-    source_temperature: float = 1.0
-    """With ``source_sampling="temperature"``: 1 keeps the sources' image shares, larger values
-    flatten them towards ``equal``."""
-    hard_negative_sources: tuple[str, ...] = ("ieee8023",)
-    """Sources whose non-COVID images with a disease finding are *hard negatives*: other
-    pneumonias from the same publications as the COVID-19 images, which no source cue separates."""
-    hard_negative_weight: float = 1.0
-    """Loss weight of a hard negative (others 1; the batch loss is the weighted mean)."""
-    hard_negative_copies: int = 1
-    """Visits of each hard negative per epoch (oversampling, like ``covid_copies``)."""
-    adversary_weight: float = 0.0
-    """Source-adversarial head: a per-class linear source classifier on the features the head
-    sees, behind a gradient reversal of this strength (0: off). Per class, because here the
-    source predicts the label: an unconditional adversary would erase the disease signal too."""
-    preprocess: dict[str, Any] = field(default_factory=dict)
+    source_temperature: float = option(
+        1.0,
+        help="source shares proportional to n_images**(1/T) (1: as the data; larger: flatter)",
+        metavar="T",
+        group=SHORTCUTS,
+    )
+    hard_negative_sources: tuple[str, ...] = option(
+        HARD_NEGATIVE_SOURCES,
+        help=f"sources whose non-COVID pneumonias are hard negatives "
+        f"({' '.join(HARD_NEGATIVE_SOURCES)})",
+        metavar="SOURCE",
+        group=SHORTCUTS,
+    )
+    """Hard negatives: images of these sources with a disease finding other than COVID-19, from
+    the same publications as the COVID-19 images, so no source cue separates them."""
+    hard_negative_weight: float = option(
+        1.0,
+        help="loss weight of hard negatives: non-COVID disease findings of "
+        "--hard-negative-sources (1: as others; the batch loss is the weighted mean)",
+        group=SHORTCUTS,
+    )
+    hard_negative_copies: int = option(
+        1, help="visits of each hard negative per epoch (1: as others)", group=SHORTCUTS
+    )
+    adversary_weight: float = option(
+        0.0,
+        help="source-adversarial head: gradient-reversal strength (0: off)",
+        group=SHORTCUTS,
+    )
+    """A per-class linear source classifier on the features the head sees, behind a gradient
+    reversal of this strength. Per class, because here the source predicts the label: an
+    unconditional adversary would erase the disease signal too."""
+    preprocess: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"flags": PreprocessFlags, "convert": PreprocessFlags.given},
+    )
     """Further :class:`models.preprocessing.PreprocessSpec` fields (e.g. ``lung_crop``,
     ``equalise``), passed through to the spec that loads, trains and serves the model."""
     aug: AugmentSpec = field(default_factory=AugmentSpec)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    """bfloat16 autocast on CUDA (ignored on the CPU)."""
-    channels_last: bool = False
-    target_sensitivity: float = 0.98
-    select_by: str = "auc"
-    """Best checkpoint by validation ``auc`` (ties: lower loss), ``within_source_auc`` (the
-    pooled within-source AUC of :mod:`training.sources`; ties: AUC, then loss) or ``loss``."""
-    patience: int = 0
-    """Stop after this many epochs without a better validation score (0: never)."""
-    time_limit_s: float | None = None
-    """Stop starting epochs once another would end past this many seconds of training."""
-    fit_epochs_to_time: bool = False
-    """With ``time_limit_s``: after epoch 2, lower ``epochs`` to what fits the budget, so a cosine
-    schedule still anneals fully (the card records the epochs actually used)."""
-    eval_batch_size: int = 64
-    load_workers: int = 4
-    threads: int | None = None
-    """torch CPU threads (None: torch's default)."""
-    weights_dtype: str = "float32"
-    """How the registry stores the weights (:data:`models.files.WEIGHTS_DTYPES`). ``float16``
-    halves the file; the trained model is rounded to it before the threshold, the val metrics
-    and the domain check are computed, so the card describes exactly the stored network."""
+    seed: int = option(0, help="seed of every random draw (default %(default)s)")
+    device: str = option("auto", help="auto | cpu | cuda[:N]")
+    amp: bool = option(False, help="bf16 autocast on CUDA (ignored on the CPU)")
+    channels_last: bool = option(False, help="channels-last memory format")
+    target_sensitivity: float = option(0.98, help="operating point chosen on val (paper: 0.98)")
+    select_by: str = option(
+        "auc",
+        help="best checkpoint by val AUC, pooled within-source AUC (robust to source "
+        "recognition), or loss (default auc)",
+        choices=SELECT_BY,
+    )
+    """Ties: ``auc`` by lower loss; ``within_source_auc`` (the pooled within-source AUC of
+    :mod:`training.sources`) by AUC, then loss."""
+    patience: int = option(
+        0, help="early stop after this many epochs without a better val score (0: off)"
+    )
+    time_limit_s: float | None = option(
+        None,
+        help="training time budget: no epoch is started that would end past it (seconds)",
+    )
+    fit_epochs_to_time: bool = option(
+        False,
+        help="with --time-limit-s: after epoch 2 lower --epochs to what fits the budget",
+        negatable=False,
+    )
+    """So a cosine schedule still anneals fully (the card records the epochs actually used)."""
+    eval_batch_size: int = option(64, help="batch size of validation (default %(default)s)")
+    load_workers: int = option(4, help="image-loading threads (default %(default)s)")
+    threads: int | None = option(None, help="torch CPU threads")
+    weights_dtype: str = option(
+        "float32",
+        help="how the registry stores the weights; float16 halves the file, and the model is "
+        "rounded to it before the threshold and val metrics are computed (default float32)",
+        choices=WEIGHTS_DTYPES,
+    )
+    """(:data:`models.files.WEIGHTS_DTYPES`) The domain check is fitted on the rounded model
+    too, so the card describes exactly the stored network."""
 
     def __post_init__(self) -> None:
-        choices = {
-            "finetune": ("auto", "last", "all"),
-            "optimizer": ("adam", "adamw", "sgd"),
-            "schedule": ("constant", "cosine"),
-            "augment": ("covid", "all", "none"),
-            "select_by": SELECT_BY,
-            "device": ("auto", "cpu", "cuda"),
-            "source_sampling": SOURCE_SAMPLING,
-            "weights_dtype": WEIGHTS_DTYPES,
-        }
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            if value not in allowed and not (name == "device" and str(value).startswith("cuda:")):
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed is not None and getattr(self, f.name) not in allowed:
+                raise ValueError(
+                    f"{f.name} must be one of {', '.join(allowed)}, got {getattr(self, f.name)!r}"
+                )
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of auto, cpu, cuda[:N], got {self.device!r}")
         positive = (
             "input_size",
             "batch_size",

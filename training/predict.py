@@ -25,6 +25,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def setup_device(name: str, threads: int | None = None) -> torch.device:
+    """The device of an evaluation (:func:`resolve_device`), with ``threads`` torch CPU threads.
+
+    On CUDA, TF32 is switched off: evaluation runs in IEEE fp32 as serving does (TF32 would move
+    the probabilities, and with them the threshold).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,

@@ -37,14 +37,9 @@ def register(subparsers: Any) -> None:
     p_act.add_argument("version")
     p_act.set_defaults(func=_activate)
 
-    from training.ood_fit import add_fit_domain_arguments
+    from training.commands import fit_domain
 
-    p_fit = sub.add_parser(
-        "fit-domain",
-        help="fit VERSION's domain check (train features, threshold on val) and store it",
-    )
-    add_fit_domain_arguments(p_fit, registry=False)
-    p_fit.set_defaults(func=_fit_domain)
+    fit_domain.register(sub, registry=False).set_defaults(func=_fit_domain)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -114,9 +109,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _fit_domain(args: argparse.Namespace) -> int:
-    from training.ood_fit import run_fit_domain
+    from training.commands import fit_domain
 
-    return run_fit_domain(args, _registry(args).root, "deepcovid models")
+    return fit_domain.run(args, _registry(args).root, "deepcovid models")
 
 
 def _activate(args: argparse.Namespace) -> int:

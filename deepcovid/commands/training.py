@@ -1,9 +1,10 @@
-"""`deepcovid train | evaluate | compare | threshold | fit-domain`: training, reports, comparison,
-threshold, domain check.
+"""`deepcovid train | evaluate | compare | threshold`: training, reports, comparison, threshold.
 
-Argument definitions and handlers live in :mod:`training.cli` (shared with ``python -m training``,
-which runs where the settings object is not installed); this module only registers them and
-resolves the registry folder from the settings when ``--registry`` is not given.
+The commands live in :mod:`training.commands` (one module each, shared with ``python -m
+training``, which runs where the settings object is not installed); this module registers them
+and resolves the registry folder from the settings when ``--registry`` is not given.
+``fit-domain`` is a command of the registry: ``deepcovid models fit-domain``
+(:mod:`deepcovid.commands.models`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ def _bind(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``evaluate``, ``compare``, ``threshold`` and ``fit-domain``."""
-    from training import cli
+    """Add ``train``, ``evaluate``, ``compare`` and ``threshold``."""
+    from training.commands import MODEL_COMMANDS
 
-    cli.register_commands(subparsers)
-    for name in ("train", "evaluate", "compare", "threshold", "fit-domain"):
-        parser = subparsers.choices[name]
+    for command in MODEL_COMMANDS:
+        command.register(subparsers)
+        parser = subparsers.choices[command.NAME]
         parser.set_defaults(func=_bind(parser.get_default("func")))

@@ -133,7 +133,6 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
         "models fit-domain": [
             Case(["models", *reg, "fit-domain", "nope"], "no model version 'nope'", 2)
         ],
-        "fit-domain": [Case(["fit-domain", *reg, "nope"], "no model version 'nope'", 2)],
         "doctor": [
             Case(["doctor"], "FAIL", 1, {"DEEPCOVID_MODEL_REGISTRY_DIR": str(empty)}),
             Case(["doctor"], "invalid settings", 2, {"DEEPCOVID_MIN_FREE_SPACE_MB": "lots"}),

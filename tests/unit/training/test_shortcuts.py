@@ -26,7 +26,8 @@ from training.augment import (
     gaussian_blur,
     jpeg_recompress,
 )
-from training.cli import add_train_arguments, config_from_args
+from training.commands.train import add_arguments as add_train_arguments
+from training.commands.train import config_from_args
 from training.config import AugmentSpec, TrainConfig
 from training.dataset import (
     SplitData,
@@ -425,10 +426,12 @@ def _synthetic_split(n: int, seed: int) -> SplitData:
     return SplitData(torch.rand(n, 1, 32, 32, generator=gen), labels, rows)
 
 
-def test_train_keeps_the_epoch_with_the_best_within_source_auc(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("select_by", "best"), [("auc", 2), ("loss", 3), ("within_source_auc", 4)])
+def test_train_keeps_the_epoch_choose_best_epoch_names(
+    select_by: str, best: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The trainer's own loop, with scripted validation scores (no optimisation needed)."""
+    """The trainer's own loop, with scripted validation scores (no optimisation needed): each
+    score picks another epoch, and the one kept is the one :func:`choose_best_epoch` names."""
     script = iter(SCRIPT)
 
     def fake_epoch(*args: object, **kwargs: object) -> tuple[float, float]:
@@ -446,11 +449,11 @@ def test_train_keeps_the_epoch_with_the_best_within_source_auc(
         input_size=32,
         epochs=5,
         device="cpu",
-        select_by="within_source_auc",
+        select_by=select_by,
     )
     result = train(cfg, _synthetic_split(8, 0), _synthetic_split(8, 1), tmp_path, progress=False)
-    assert result.best_epoch == 4
-    assert trainer_module.load_checkpoint(tmp_path / "best.pt")["epoch"] == 4
+    assert result.best_epoch == best == choose_best_epoch(result.history, select_by)
+    assert trainer_module.load_checkpoint(tmp_path / "best.pt")["epoch"] == best
     saved = json.loads((tmp_path / "history.json").read_text())
     assert [h["val_within_source_auc"] for h in saved] == [s[3] for s in SCRIPT]
     assert result.preprocess == PreprocessSpec(input_size=32)

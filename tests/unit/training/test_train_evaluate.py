@@ -303,5 +303,7 @@ def test_deepcovid_cli_registers_the_commands() -> None:
     parser = build_parser()
     args = parser.parse_args(["train", "--manifest", "m.csv", "--epochs", "3", "--oversample"])
     assert args.epochs == 3 and args.oversample and callable(args.func)
-    for command in (["evaluate"], ["compare", "v1", "v2"], ["threshold"]):
+    for command in (["evaluate"], ["compare", "v1", "v2"], ["threshold"], ["models", "fit-domain"]):
         assert callable(parser.parse_args(command).func)
+    with pytest.raises(SystemExit):  # fit-domain is a command of the registry, registered once
+        parser.parse_args(["fit-domain"])

@@ -1,0 +1,109 @@
+"""``evaluate``: score a split with a model version and write the report folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.commands import checks
+from training.commands.inputs import (
+    add_manifest_arguments,
+    add_registry_argument,
+    load_version,
+    note_other_manifest,
+    open_manifest,
+    split_rows,
+)
+from training.portable import Anchors, portable_card, portable_path
+
+NAME = "evaluate"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``evaluate``; its ``func(args, registry_root, argv0)`` runs it."""
+    parser = subparsers.add_parser(
+        NAME,
+        help="evaluate a model version on a split and write a report folder",
+        description="metrics.json + report.md + figures: sensitivity/specificity over thresholds "
+        "with 95 % CIs, ROC/PR, confusion matrix, score histograms, per-source metrics, "
+        "occlusion heatmaps.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``evaluate``."""
+    parser.add_argument("--model", default=None, help="version to evaluate (default: active)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="a split of the manifest: train, val, test or any other it names (default test)",
+    )
+    add_manifest_arguments(parser)
+    parser.add_argument("--out", type=Path, default=None, help="report folder")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="AUC bootstrap resamples")
+    parser.add_argument("--occlusion-images", type=int, default=12, help="heatmaps in the grid")
+    checks.add_arguments(parser)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--load-workers", type=int, default=4)
+    parser.add_argument(
+        "--record-in-card",
+        action="store_true",
+        help="also store the split's metrics (overall and per source) in the version's card",
+    )
+    add_registry_argument(parser)
+
+
+def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
+    """Score the split, compute the metrics and the shortcut checks, write the report."""
+    from models.registry import Registry
+    from training.dataset import load_split
+    from training.evaluate import compute_metrics, json_safe, score_split
+    from training.heatmaps import occlusion_examples
+    from training.predict import setup_device
+    from training.report import write_predictions, write_report
+
+    registry = Registry(registry_root)
+    model, card = load_version(registry, args.model)
+    manifest = open_manifest(args.manifest, args.data_root, card.training_manifest, registry_root)
+    rows = split_rows(manifest, args.split)
+    note_other_manifest(manifest, card)
+    device = setup_device(args.device, args.threads)
+    data = load_split(rows, card.preprocess, args.load_workers)
+    scored = score_split(model, card, data, device)
+    metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
+    anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
+    metrics["manifest"] = portable_path(manifest.path, anchors, manifest=False)
+    shortcuts = checks.run(args, model, card, data, scored, device)
+    metrics.update(json_safe({"probes": shortcuts.probes, "localisation": shortcuts.localisation}))
+    occ = occlusion_examples(
+        model,
+        card,
+        data,
+        scored.probs,
+        count=args.occlusion_images,
+        window=args.occlusion_window,
+        stride=args.occlusion_stride,
+        device=device,
+        masks=shortcuts.masks,
+        cache=shortcuts.maps,
+    )
+    out = args.out or Path("runs") / "reports" / f"{card.version}-{args.split}"
+    files = write_report(out, metrics, portable_card(card, anchors), occ)
+    files.append(write_predictions(out, scored, card.threshold))
+    if args.record_in_card:
+        from training.release import record_metrics
+
+        record_metrics(registry, card, scored, args.split, args.bootstrap)
+    op = metrics["operating_point"]
+    print(
+        f"{card.version} on {args.split} ({metrics['n']} images): AUC {metrics['auc']:.4f} "
+        f"(95 % CI {metrics['auc_ci_bootstrap'][0]:.4f}-{metrics['auc_ci_bootstrap'][1]:.4f}), "
+        f"within-source AUC {checks.fmt(metrics['within_source']['pooled_auc'])}, source-only "
+        f"baseline AUC {checks.fmt(metrics['source_only_auc'])}, "
+        f"at threshold {card.threshold:.4f}: sensitivity {op['sensitivity']:.4f}, "
+        f"specificity {op['specificity']:.4f}; report {out} ({len(files)} files)"
+    )
+    return 0
