@@ -3,9 +3,9 @@
 One epoch visits the order of :func:`training.dataset.epoch_order` in batches, augments the chosen
 visits on the device (:func:`training.augment.augment_batch`), normalises like serving, and steps
 the optimizer on cross-entropy. After each epoch the validation split gives loss, AUC and the
-pooled within-source AUC (:mod:`training.sources`), ``last.pt`` is written and ``best.pt`` when
-the score chosen by ``select_by`` improved. All randomness derives from ``(seed, epoch)``, so a
-resumed run continues exactly where an uninterrupted one would be.
+pooled within-source AUC (:mod:`training.sources`), ``last.pt`` is written, and ``best.pt`` when
+:func:`choose_best_epoch` names the new epoch (the best by ``select_by``). All randomness derives
+from ``(seed, epoch)``, so a resumed run continues exactly where an uninterrupted one would be.
 
 Against the source shortcut the loop can also weight hard negatives in the loss, and train a
 source adversary: a per-class linear source classifier on the features the head sees, whose
@@ -393,8 +393,7 @@ def train(
         optimizer.add_param_group({"params": list(adversary.classifier.parameters())})
         log(f"source adversary over {', '.join(adversary.sources)} (weight {cfg.adversary_weight})")
     history: list[EpochRecord] = []
-    best_epoch = 0
-    best_score: tuple[float, ...] = (-math.inf,)
+    best_epoch = 0  # choose_best_epoch(history) once there is one
     elapsed = 0.0
     start_epoch = 1
     last_path = run_dir / LAST
@@ -406,8 +405,7 @@ def train(
             adversary.classifier.load_state_dict(state["adversary"])
         optimizer.load_state_dict(state["optimizer"])
         history = [EpochRecord(**h) for h in state["history"]]
-        best_epoch = int(state["best_epoch"])
-        best_score = tuple(state["best_score"])
+        best_epoch = choose_best_epoch(history, cfg.select_by)
         elapsed = float(state["elapsed_s"])
         start_epoch = int(state["epoch"]) + 1
         log(f"resuming {run_dir} after epoch {start_epoch - 1} (best epoch {best_epoch})")
@@ -476,10 +474,9 @@ def train(
                 log(f"fitting the schedule to the time budget: {fitting} epochs, not {cfg.epochs}")
                 cfg.epochs = fitting
                 epochs_bar.total = fitting
-        score = selection_score(record, cfg.select_by)
-        improved = score > best_score
+        improved = choose_best_epoch(history, cfg.select_by) == epoch
         if improved:
-            best_epoch, best_score = epoch, score
+            best_epoch = epoch
             save_checkpoint(run_dir / BEST, {"epoch": epoch, "model": _cpu_state(model)})
         save_checkpoint(
             last_path,
@@ -490,7 +487,6 @@ def train(
                 "config": cfg.to_dict(),
                 "history": [vars(h) for h in history],
                 "best_epoch": best_epoch,
-                "best_score": list(best_score),
                 "elapsed_s": elapsed,
                 **({"adversary": _cpu_state(adversary.classifier)} if adversary else {}),
             },
