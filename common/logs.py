@@ -6,9 +6,8 @@ import logging
 import logging.handlers
 import os
 import sys
+from pathlib import Path
 from typing import ClassVar
-
-from common.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
@@ -23,19 +22,19 @@ class SafeFormatter(logging.Formatter):
         return super().format(record).translate(self._table)
 
 
-def setup_logging(settings: Settings, service: str) -> None:
-    """Log to stderr and to ``log_dir/<service>.log`` (rotated). Messages carry UIDs only."""
+def setup_logging(service: str, *, level: str, log_dir: Path) -> None:
+    """Log at ``level`` (``"INFO"``, any case) to stderr and to ``log_dir/<service>.log``
+    (rotated). Messages carry UIDs only."""
     root = logging.getLogger()
     if getattr(root, "_deepcovid_configured", False):
         return
-    root.setLevel(settings.monitoring.log_level.upper())
+    root.setLevel(level.upper())
     formatter = SafeFormatter(LOG_FORMAT)
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)
-    assert settings.storage.log_dir is not None
-    settings.storage.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = settings.storage.log_dir / f"{service}.log"
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = log_dir / f"{service}.log"
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # owner-only file
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=20_000_000, backupCount=5)
     handler.setFormatter(formatter)

@@ -273,10 +273,8 @@ def check_tls(settings: Settings) -> Finding | None:
         return None
     import ssl
 
-    from dicom_client.tls import server_context
-
     try:
-        server_context(settings)
+        settings.tls.server_context()
     except (OSError, ssl.SSLError) as exc:
         return Finding(
             "tls",
@@ -304,10 +302,8 @@ def check_destination(settings: Settings) -> Finding:
     if settings.delivery.destination_tls:
         import ssl
 
-        from dicom_client.tls import client_context
-
         try:
-            context = client_context(settings)
+            context = settings.tls.client_context()
         except (OSError, ssl.SSLError) as exc:
             return Finding(
                 "destination",

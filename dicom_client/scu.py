@@ -116,7 +116,7 @@ class Sender:
     """Sends to one destination with the retry policy above.
 
     ``sleep`` is injectable so tests do not wait; ``connect_timeout_s`` bounds the TCP connect.
-    ``tls`` (see :func:`dicom_client.tls.client_context`) sends over DICOM TLS, checking the
+    ``tls`` (see :func:`common.tls.client_context`) sends over DICOM TLS, checking the
     destination's certificate against the destination's host name.
     """
 

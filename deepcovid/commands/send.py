@@ -97,9 +97,8 @@ def run(args: argparse.Namespace) -> int:
     tls = None
     if args.tls:
         from common.settings import get_settings
-        from dicom_client.tls import client_context
 
-        tls = client_context(get_settings())
+        tls = get_settings().tls.client_context()
     sender = Sender(
         destination,
         calling_ae=calling_ae,

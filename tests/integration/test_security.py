@@ -34,7 +34,6 @@ from audit import Recorder, open_recorder
 from audit.sinks.json_log import read_events
 from common.settings import Settings
 from dicom_client.scu import Destination, Sender
-from dicom_client.tls import client_context
 from dicom_node.scp import Listener, _host_allowed, start_server
 from store import JobStore
 from store.migrate import upgrade
@@ -286,13 +285,15 @@ def test_our_sender_over_tls_is_stored_and_checks_the_node(pki: Pki, node_factor
     node = node_factory(**tls_settings(pki))
     destination = Destination("DEEPCOVID", "127.0.0.1", node.port)
     ours = Settings(tls_cert=pki.client_cert, tls_key=pki.client_key, tls_ca=pki.ca)
-    report = Sender(destination, calling_ae="TESTSCU", tls=client_context(ours)).send_files([FILE])
+    sender = Sender(destination, calling_ae="TESTSCU", tls=ours.tls.client_context())
+    report = sender.send_files([FILE])
     assert report.ok, report.results
     assert node.stored() == 1
 
     # A sender that does not trust the node's CA does not send to it.
     distrust = Settings(tls_cert=pki.client_cert, tls_key=pki.client_key, tls_ca=pki.rogue_ca)
-    sender = Sender(destination, calling_ae="TESTSCU", tls=client_context(distrust), max_attempts=1)
+    tls = distrust.tls.client_context()
+    sender = Sender(destination, calling_ae="TESTSCU", tls=tls, max_attempts=1)
     copy = wrap_pixels(load_cxr(COVID_IMAGE)[:64, :64])
     assert not sender.send_datasets([copy]).ok
     assert node.stored() == 1
@@ -322,7 +323,8 @@ def test_our_sender_without_a_valid_certificate_is_refused(pki: Pki, node_factor
     node = node_factory(**tls_settings(pki))
     rogue = Settings(tls_cert=pki.rogue_cert, tls_key=pki.rogue_key, tls_ca=pki.ca)
     destination = Destination("DEEPCOVID", "127.0.0.1", node.port)
-    sender = Sender(destination, calling_ae="TESTSCU", tls=client_context(rogue), max_attempts=1)
+    tls = rogue.tls.client_context()
+    sender = Sender(destination, calling_ae="TESTSCU", tls=tls, max_attempts=1)
     assert not sender.send_files([FILE]).ok
     assert node.stored() == 0
 
