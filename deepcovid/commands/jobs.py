@@ -160,7 +160,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
     job = _job_or_exit(args.uid)
     if job is None:
         return 1
-    result = resend(_store(), job.id, by=_by(), destination=get_settings().destination)
+    result = resend(_store(), job.id, by=_by(), destination=get_settings().delivery.destination)
     return _report("resend", job.sop_instance_uid, result, job.study_instance_uid)
 
 
