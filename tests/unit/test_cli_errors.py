@@ -253,3 +253,11 @@ def test_python_m_training_prints_one_line_too(
     err = capsys.readouterr().err
     assert err.startswith("python -m training compare: no model version 'x'")
     assert err.count("\n") == 1
+
+
+def test_python_m_training_shares_the_debug_switch(model_registry: Path) -> None:
+    from common.errors import UsageError
+    from training.__main__ import main as training_main
+
+    with pytest.raises(UsageError, match="no model version 'x'"):
+        training_main(["compare", "--registry", str(model_registry), "x", "--debug"])
