@@ -522,21 +522,6 @@ def test_models_page_and_confirmed_activation(
     assert (root / "ACTIVE").read_text().strip() == second
 
 
-@pytest.mark.slow
-def test_activation_runs_the_registry_code_in_a_child(model_registry: Path, tmp_path: Path) -> None:
-    import shutil
-
-    from dicom_node.console import registry
-
-    root = tmp_path / "registry"
-    shutil.copytree(model_registry, root)
-    version = (root / "ACTIVE").read_text().strip()
-    with (root / version / "weights.pt").open("ab") as fh:
-        fh.write(b"tampered")
-    with pytest.raises(ValueError, match="corrupted or does not belong to this card"):
-        registry.activate(root, version)
-
-
 def test_the_console_shares_the_monitoring_port_or_has_its_own(
     tmp_path: Path, model_registry: Path
 ) -> None:

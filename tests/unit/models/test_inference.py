@@ -118,13 +118,6 @@ def test_bf16_is_an_option_close_to_fp32(registry_root: Path, images: list[np.nd
     assert float(np.abs(bf16.predict(images) - fp32).max()) < 0.05
 
 
-@pytest.mark.slow
-def test_compile_matches_eager(registry_root: Path, images: list[np.ndarray]) -> None:
-    eager = Predictor.from_registry(registry_root, engine="eager", device="cpu").predict(images)
-    compiled = Predictor.from_registry(registry_root, engine="compile", device="cpu")
-    assert float(np.abs(compiled.predict(images) - eager).max()) <= 1e-4
-
-
 def test_efficientnet_lite0_stored_as_float16_serves_exactly_on_onnx(
     tmp_path: Path, images: list[np.ndarray]
 ) -> None:

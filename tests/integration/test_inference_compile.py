@@ -1,0 +1,32 @@
+"""The ``compile`` engine (torch.compile, whose inductor runs the C compiler in child processes)
+agrees with eager fp32 within 1e-4. The other engines are unit tests
+(``tests/unit/models/test_inference.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.architectures import build_model
+from models.card import ModelCard
+from models.inference import Predictor
+from models.registry import Registry
+
+
+@pytest.mark.slow
+def test_compile_matches_eager(tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = build_model("squeezenet1_1")
+    with torch.no_grad():
+        model.classifier[1].weight.mul_(40.0)  # spread the probabilities: differences show
+    registry = Registry(tmp_path)
+    registry.activate(registry.save_version(model, ModelCard(architecture="squeezenet1_1")))
+    rng = np.random.default_rng(0)
+    images = [rng.random((96 + 8 * i, 80), dtype=np.float32) for i in range(5)]
+    eager = Predictor.from_registry(tmp_path, engine="eager", device="cpu").predict(images)
+    compiled = Predictor.from_registry(tmp_path, engine="compile", device="cpu")
+    assert float(np.abs(compiled.predict(images) - eager).max()) <= 1e-4
