@@ -3,18 +3,20 @@
 What is negotiated lives in :mod:`dicom_node.contexts`, what happens to one instance in
 :mod:`dicom_node.intake`; this module wires them to pynetdicom and to the settings:
 
-- called AE title ``settings.ae_title`` (associations addressed to another title are rejected),
-- calling-AE allow-list ``settings.allowed_calling_aes`` (pynetdicom's ``require_calling_aet``;
-  empty means any) and host allow-list ``settings.allowed_hosts`` (IP addresses or networks,
+- called AE title ``settings.listener.ae_title`` (associations addressed to another title are
+  rejected),
+- calling-AE allow-list ``listener.allowed_calling_aes`` (pynetdicom's ``require_calling_aet``;
+  empty means any) and host allow-list ``listener.allowed_hosts`` (IP addresses or networks,
   checked when the association is requested; empty means any),
 - DICOM TLS when ``settings.tls.cert`` is set (:mod:`common.tls`); the handshake runs in the
   connection's own thread, so a peer that stalls it cannot hold up the accept loop,
 - every association decision, every failed TLS handshake, each stored instance and the
   listener's start and stop recorded as audit events (:mod:`audit`: the JSON audit log and the
   DICOM audit trail), rejections also in the application log,
-- ``max_associations``, ``max_pdu`` (0 = unlimited), ``network_timeout_s`` (network, ACSE and
-  DIMSE timeouts),
-- the spool in ``settings.spool`` with the free-space watermark ``settings.min_free_space_mb``.
+- ``listener.max_associations``, ``listener.max_pdu`` (0 = unlimited),
+  ``listener.network_timeout_s`` (network, ACSE and DIMSE timeouts),
+- the spool in ``settings.storage.spool`` with the free-space watermark
+  ``storage.min_free_space_mb``.
 
 After a C-STORE is answered Success, the job is handed to an
 :class:`~dicom_node.enqueuer.Enqueuer` that publishes the analysis task on a background thread.

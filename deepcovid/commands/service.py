@@ -12,7 +12,7 @@ from typing import Any
 
 from common.errors import UsageError
 from common.redact import redact_url
-from common.settings import get_settings
+from common.settings import Settings, get_settings
 from deepcovid.runtime import audit_purged, prepare, stop_process_group
 
 
@@ -39,26 +39,27 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_worker)
 
 
-def _banner(settings: Any) -> None:
+def _banner(settings: Settings) -> None:
     """Where everything is, and how a newcomer sends a first image and finds its results."""
-    dest = settings.destination or f"local folder {settings.results}"
-    host = "localhost" if settings.bind_address in {"0.0.0.0", "::"} else settings.bind_address
+    listener, storage = settings.listener, settings.storage
+    dest = settings.delivery.destination or f"local folder {storage.results}"
+    host = "localhost" if listener.bind_address in {"0.0.0.0", "::"} else listener.bind_address
     print(
-        f"deepcovid-node: listening as {settings.ae_title} on "
-        f"{settings.bind_address}:{settings.port}\n"
-        f"  job store: {redact_url(settings.db_url)}\n  broker:    {redact_url(settings.broker)}\n"
-        f"  spool:     {settings.spool}\n  results:   {dest}\n"
-        f"  send:      deepcovid send FILE|DIR --to {settings.ae_title}@{host}:{settings.port}"
+        f"deepcovid-node: listening as {listener.ae_title} on "
+        f"{listener.bind_address}:{listener.port}\n"
+        f"  job store: {redact_url(storage.db_url)}\n  broker:    {redact_url(storage.broker)}\n"
+        f"  spool:     {storage.spool}\n  results:   {dest}\n"
+        f"  send:      deepcovid send FILE|DIR --to {listener.ae_title}@{host}:{listener.port}"
         f"   (storescu: -xv / -xw for JPEG 2000 files)\n"
         f"  then:      deepcovid jobs list; deepcovid jobs show UID",
         flush=True,
     )
 
 
-def _start_background(settings: Any) -> None:
+def _start_background(settings: Settings) -> None:
     """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
-    the health and metrics endpoints; remove files past ``retention_days``; delete the embedded
-    broker's consumed task messages."""
+    the health and metrics endpoints; remove files past ``storage.retention_days``; delete the
+    embedded broker's consumed task messages."""
     from dicom_node.ops.server import start_monitoring
     from store.broker import start_broker_pruner
     from store.lifecycle import start_purger
@@ -72,15 +73,15 @@ def _start_background(settings: Any) -> None:
     start_reconciler(
         default_store(),
         enqueue_analysis,
-        interval_s=settings.reconcile_interval_s,
-        analysis_lease_s=settings.analysis_lease_s,
+        interval_s=settings.worker.reconcile_interval_s,
+        analysis_lease_s=settings.worker.analysis_lease_s,
     )
-    start_broker_pruner(settings.broker)
+    start_broker_pruner(settings.storage.broker)
     start_purger(
         default_store(),
-        retention_days=settings.retention_days,
-        spool_dir=settings.spool,
-        results_dir=settings.results,
+        retention_days=settings.storage.retention_days,
+        spool_dir=settings.storage.spool,
+        results_dir=settings.storage.results,
         on_purged=audit_purged,
     )
 

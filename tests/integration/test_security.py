@@ -169,7 +169,7 @@ def node_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
         def enqueue(job_id: int) -> None:
             del job_id  # no worker here: the listener's part is what is tested
 
-        recorder = open_recorder(ae_title=settings.ae_title, log_dir=settings.log_dir)
+        recorder = open_recorder(ae_title=settings.listener.ae_title, log_dir=settings.storage.logs)
         recorders.append(recorder)
         node = Node(
             start_server(settings, store=store, enqueue=enqueue, recorder=recorder), store, settings
