@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 
 from training.commands import checks
-from training.commands.inputs import (
-    add_manifest_arguments,
-    add_registry_argument,
-    load_version,
-    note_other_manifest,
-    open_manifest,
-    split_rows,
-)
+from training.commands.inputs import add_manifest_arguments, add_registry_argument
+from training.commands.scoring import score_version
 from training.portable import Anchors, portable_card, portable_path
 
 NAME = "evaluate"
@@ -58,21 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """Score the split, compute the metrics and the shortcut checks, write the report."""
-    from models.registry import Registry
-    from training.dataset import load_split
-    from training.evaluate import compute_metrics, json_safe, score_split
+    from training.evaluate import compute_metrics, json_safe
     from training.heatmaps import occlusion_examples
-    from training.predict import setup_device
     from training.report import write_predictions, write_report
 
-    registry = Registry(registry_root)
-    model, card = load_version(registry, args.model)
-    manifest = open_manifest(args.manifest, args.data_root, card.training_manifest, registry_root)
-    rows = split_rows(manifest, args.split)
-    note_other_manifest(manifest, card)
-    device = setup_device(args.device, args.threads)
-    data = load_split(rows, card.preprocess, args.load_workers)
-    scored = score_split(model, card, data, device)
+    found = score_version(args, registry_root, args.model, args.split)
+    model, card, data, scored = found.model, found.card, found.data, found.scored
+    manifest, device = found.manifest, found.device
     metrics = compute_metrics(scored, card, manifest, args.split, n_boot=args.bootstrap)
     anchors = Anchors(registry=registry_root, manifest_dir=manifest.path.parent)
     metrics["manifest"] = portable_path(manifest.path, anchors, manifest=False)
@@ -96,7 +82,7 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
     if args.record_in_card:
         from training.release import record_metrics
 
-        record_metrics(registry, card, scored, args.split, args.bootstrap)
+        record_metrics(found.registry, card, scored, args.split, args.bootstrap)
     op = metrics["operating_point"]
     print(
         f"{card.version} on {args.split} ({metrics['n']} images): AUC {metrics['auc']:.4f} "

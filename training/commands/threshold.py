@@ -9,14 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.commands.inputs import (
-    add_manifest_arguments,
-    add_registry_argument,
-    load_version,
-    log,
-    open_manifest,
-    split_rows,
-)
+from training.commands.inputs import add_manifest_arguments, add_registry_argument, log
+from training.commands.scoring import score_version
 
 NAME = "threshold"
 
@@ -53,24 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
     """Score the split, choose the threshold, store it in the card (unless ``--dry-run``)."""
-    from models.registry import Registry
-    from training.dataset import load_split
-    from training.evaluate import score_split
-    from training.predict import setup_device
     from training.release import rechoose_threshold
 
-    registry = Registry(registry_root)
-    model, card = load_version(registry, args.model)
-    manifest = open_manifest(args.manifest, args.data_root, card.training_manifest, registry_root)
-    rows = split_rows(manifest, args.split)
     if args.split == "test":
         log(
             "note: a threshold chosen on the test split makes that split's figures optimistic; "
             "report them on another split"
         )
-    device = setup_device(args.device, args.threads)
-    data = load_split(rows, card.preprocess, args.load_workers)
-    scored = score_split(model, card, data, device)
+    found = score_version(args, registry_root, args.model, args.split)
+    card, manifest, scored = found.card, found.manifest, found.scored
     updated = rechoose_threshold(
         card,
         scored,
@@ -83,5 +68,5 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
         f"({updated.threshold_method})"
     )
     if not args.dry_run:
-        registry.replace_card(updated)
+        found.registry.replace_card(updated)
     return 0
