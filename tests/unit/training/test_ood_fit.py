@@ -1,4 +1,4 @@
-"""The domain check at training time: ``train`` saves it with the version, ``fit-domain`` adds it.
+"""The OOD check at training time: ``train`` saves it with the version, ``fit-domain`` adds it.
 
 A tiny manifest of real chest X-rays (a few per split and class, at 64 px) keeps this quick.
 """
@@ -17,8 +17,8 @@ from models.registry import Registry
 from tests.harness.factories import CXR_DIR, random_registry
 from training.__main__ import main as training_main
 from training.dataset import SplitData
-from training.ood_fit import fit_for_release
 from training.manifest import read_manifest
+from training.ood_fit import fit_for_release
 
 PER_CLASS = {"train": 6, "val": 4}
 
