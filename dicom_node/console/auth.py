@@ -1,7 +1,8 @@
 """Who is asking: session cookies, CSRF tokens and the login rate limit of the console.
 
-No framework hooks decide here -- the console's handlers call :class:`Guard` (``who``,
-``check_form``) and :class:`LoginLimiter`, which are plain objects a unit test drives directly.
+Plain objects a unit test drives directly: :class:`Guard` (``who``, ``form_ok``) and
+:class:`LoginLimiter`. Starlette's authentication hooks them in (:mod:`.access`); the login
+route counts failures with the limiter.
 
 - The session cookie holds a random token (the job store keeps its SHA-256,
   :mod:`store.users`); it is ``HttpOnly`` and ``SameSite=Strict``, and ``Secure`` when the
@@ -10,7 +11,7 @@ No framework hooks decide here -- the console's handlers call :class:`Guard` (``
   and audited. A POST whose ``Origin`` names another site is refused as well. The login form,
   before any session exists, uses a double-submit cookie instead.
 - Failed logins are counted per client address and per user name; after
-  ``console_login_max_failures`` within ``console_login_window_s`` both are refused (429)
+  ``console.login_max_failures`` within ``console.login_window_s`` both are refused (429)
   until the window has passed, whatever the password.
 """
 
@@ -24,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from store.users import SessionView, Users
@@ -105,9 +106,9 @@ class Guard:
         self.max_age_s = max_age_s
         self.secure_cookies = secure_cookies
 
-    def who(self, request: Request) -> SessionView | None:
-        """The request's live session, or None."""
-        token = request.cookies.get(SESSION_COOKIE, "")
+    def who(self, conn: HTTPConnection) -> SessionView | None:
+        """The connection's live session, or None."""
+        token = conn.cookies.get(SESSION_COOKIE, "")
         return self.users.session(token, idle_s=self.idle_s, max_age_s=self.max_age_s)
 
     def set_session_cookie(self, response: Response, token: str) -> None:

@@ -192,12 +192,13 @@ class MonitoringServer:
 
 def console_routes(settings: Settings, readiness: Readiness) -> list[BaseRoute]:
     """The console's routes (its audit events go to the process's recorder)."""
-    from dicom_node.console.app import Console
+    from dicom_node.console import app
+    from dicom_node.console.context import ConsoleContext
     from store.jobstore import JobStore
 
     # Its own engine and pool: operators' pages never hold up a probe or a scrape.
-    console = Console(settings, store=JobStore(settings.storage.db_url), readiness=readiness)
-    return console.routes()
+    store = JobStore(settings.storage.db_url)
+    return app.console_routes(ConsoleContext.create(settings, store=store, readiness=readiness))
 
 
 def _serve(

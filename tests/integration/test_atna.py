@@ -409,7 +409,8 @@ def test_console_logins_and_actions_reach_the_collector(
 ) -> None:
     from starlette.testclient import TestClient
 
-    from dicom_node.console.app import Console
+    from dicom_node.console.app import console_routes
+    from dicom_node.console.context import ConsoleContext
     from dicom_node.ops.health import Readiness
     from dicom_node.ops.server import make_app
     from store.users import Users
@@ -422,8 +423,10 @@ def test_console_logins_and_actions_reach_the_collector(
     Users(store).add("alice", "correct horse battery", "admin")
     job_id = record_job(store, generate_uid())
     store.set_state(job_id, JobState.FAILED, "the model could not be loaded")
-    console = Console(settings, store=store, readiness=Readiness({}), enqueue=lambda _: None)
-    client = TestClient(make_app(console.routes()), follow_redirects=False)
+    console = ConsoleContext.create(
+        settings, store=store, readiness=Readiness({}), enqueue=lambda _: None
+    )
+    client = TestClient(make_app(console_routes(console)), follow_redirects=False)
 
     assert console_login(client, "alice", "not the password").status_code == 401
     assert console_login(client, "alice", "correct horse battery").status_code == 303
