@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -23,8 +24,9 @@ from audit.sinks.json_log import JsonLogSink, read_events
 from common.settings import Settings
 from common.states import JobState
 from dicom_node.console import render
-from dicom_node.console.app import Console
+from dicom_node.console.app import console_routes
 from dicom_node.console.auth import SESSION_COOKIE, LoginLimiter
+from dicom_node.console.context import ConsoleContext
 from dicom_node.ops.health import CheckResult, Readiness
 from dicom_node.ops.server import make_app
 from store import JobStore
@@ -60,14 +62,14 @@ class Env:
         self.audit_path = tmp / "audit.log"
         self.audit = Recorder([JsonLogSink(self.audit_path)])
         readiness = Readiness({"database": lambda: CheckResult("database", True, "job store ok")})
-        self.console = Console(
+        self.console = ConsoleContext.create(
             self.settings,
             store=self.store,
             readiness=readiness,
             recorder=self.audit,
             enqueue=self.enqueued.append,
         )
-        self.app = make_app(self.console.routes())
+        self.app = make_app(console_routes(self.console))
 
     def client(self) -> TestClient:
         scheme = "https" if self.settings.console_tls else "http"
@@ -179,6 +181,88 @@ def test_every_page_needs_a_login_but_health_and_metrics_do_not(env: Env) -> Non
     assert client.get("/jobs/1/overlay.png").status_code == 401
     assert client.post("/jobs/1/reanalyse", data={}).status_code == 303  # to the login
     assert client.get("/nope").status_code == 404
+
+
+def protected_routes(env: Env) -> list[tuple[str, str]]:
+    """(method, path) of every console route but the login form and logout, path parameters
+    filled in: read from the assembled app, so a new route is covered without being listed."""
+    from starlette.routing import Mount, Route
+
+    found = []
+    for mount in console_routes(env.console):
+        if not isinstance(mount, Mount) or mount.path == "/static":
+            continue
+        for route in mount.routes:
+            assert isinstance(route, Route)
+            if route.path in {"/login", "/logout"}:
+                continue
+            path = route.path.replace("{job_id:int}", "1").replace("{version}", "v0001")
+            found += [(method, path) for method in sorted(route.methods or ()) if method != "HEAD"]
+    return found
+
+
+def test_an_anonymous_request_to_any_protected_route_is_sent_to_the_login(env: Env) -> None:
+    client = env.client()
+    routes = protected_routes(env)
+    assert ("POST", "/deliveries/retry-failed") in routes and ("GET", "/settings") in routes
+    for method, path in routes:
+        response = client.request(method, path + "?page=2", data={})
+        if path.startswith("/live/") or path.endswith(".png"):  # fetched by script or <img>
+            assert response.status_code == 401, (method, path)
+            assert response.json() == {"error": "login required"}
+        else:
+            assert response.status_code == 303, (method, path)
+            assert response.headers["location"] == "/login?next=" + quote(path + "?page=2", "")
+    # An expired or unknown session cookie is no session.
+    client.cookies.set(SESSION_COOKIE, "not-a-session")
+    assert client.get("/").headers["location"] == "/login?next=%2F"
+    assert [e for e in env.events() if e["event"] == "action"] == []
+
+
+def test_after_the_login_the_page_asked_for_is_shown(env: Env) -> None:
+    client = env.client()
+    asked = client.get("/jobs?state=failed").headers["location"]
+    page = client.get(asked)
+    token = CSRF.search(page.text)
+    next_field = re.search(r'name="next" value="([^"]+)"', page.text)
+    assert token and next_field and next_field.group(1) == "/jobs?state=failed"
+    response = client.post(
+        "/login",
+        data={
+            "username": "alice",
+            "password": PASSWORD,
+            "csrf_token": token.group(1),
+            "next": next_field.group(1),
+        },
+    )
+    assert response.headers["location"] == "/jobs?state=failed"
+    assert client.get("/login?next=/models").headers["location"] == "/models"
+
+
+def test_a_viewer_is_refused_every_admin_action(env: Env) -> None:
+    job_id = analysed_job(env, state=JobState.FAILED)
+    version = (env.settings.model.registry_dir / "ACTIVE").read_text().strip()
+    viewer = env.login("victor")
+    token = csrf_of(viewer)
+    posts = {
+        f"/jobs/{job_id}/reanalyse": {},
+        f"/jobs/{job_id}/resend": {},
+        "/deliveries/retry-failed": {},
+        f"/models/{version}/activate": {"confirm": version},
+    }
+    for path, extra in posts.items():
+        response = viewer.post(path, data={"csrf_token": token, **extra})
+        assert response.status_code == 403, path
+        assert "Only an admin may do this" in response.text
+    refused = [(e["action"], e["outcome"]) for e in env.events() if e["event"] == "action"]
+    assert refused == [
+        ("reanalyse", "rejected"),
+        ("resend", "rejected"),
+        ("retry-failed", "rejected"),
+        ("activate-model", "rejected"),
+    ]
+    job = env.store.get(job_id)
+    assert job is not None and job.state == JobState.FAILED and env.enqueued == []
 
 
 def test_login_sets_a_strict_httponly_cookie_and_is_audited(env: Env) -> None:
@@ -498,7 +582,8 @@ def test_models_page_and_confirmed_activation(
         "test/auc": {"value": 0.91, "ci_low": 0.88, "ci_high": 0.94, "ci_level": 0.95}
     }
     (root / second / "model_card.json").write_text(json.dumps(card))
-    env.console.settings = env.settings.model_copy(update={"model_registry_dir": root})
+    model = env.settings.model.model_copy(update={"registry_dir": root})
+    env.console.settings = env.settings.model_copy(update={"model": model})
     admin = env.login()
     page = admin.get("/models").text
     assert second in page and "0.910" in page and "0.880–0.940 (95 %)" in page
