@@ -15,11 +15,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness.factories import DICOM_DIR
 from tests.harness.net import REPO
 
+RESULTS_WAIT_S = 240
+"""The demo's own wait for results (``--timeout``), after at most 180 s for its service."""
+PROCESS_TIMEOUT_S = 180 + RESULTS_WAIT_S + 80
+"""When the demo process is killed: after both of its waits, with time to start and stop."""
+TEST_TIMEOUT_S = PROCESS_TIMEOUT_S + 60
+"""pytest's limit for this test: after the process's and below the suite's (``timeout`` in
+pyproject.toml), so that each of the three limits can fire, the one that says most first."""
 
-def test_demo_shows_each_result_and_stops_the_service(tmp_path: Path) -> None:
+
+@pytest.mark.timeout(TEST_TIMEOUT_S)
+def test_demo_shows_each_result_and_stops_the_service(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    suite_limit = float(pytestconfig.getini("timeout"))
+    assert suite_limit > TEST_TIMEOUT_S, "the suite's limit would fire before this test's"
     data = tmp_path / "data"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DEEPCOVID_")},
@@ -31,13 +46,13 @@ def test_demo_shows_each_result_and_stops_the_service(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             *(sys.executable, "-m", "deepcovid.cli", "demo", "--dicom-dir", str(DICOM_DIR)),
-            *("--data-dir", str(data), "--timeout", "600"),
+            *("--data-dir", str(data), "--timeout", str(RESULTS_WAIT_S)),
         ],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=PROCESS_TIMEOUT_S,
         check=False,
     )
     out = done.stdout
