@@ -85,14 +85,12 @@ class Env:
         return read_events(self.audit_path)  # type: ignore[return-value]
 
 
-def login(client: TestClient, name: str, password: str) -> Any:
+def login(client: TestClient, name: str, password: str, target: str = "/") -> Any:
     page = client.get("/login")
     token = CSRF.search(page.text)
     assert token, page.text
-    return client.post(
-        "/login",
-        data={"username": name, "password": password, "csrf_token": token.group(1), "next": "/"},
-    )
+    form = {"username": name, "password": password, "csrf_token": token.group(1), "next": target}
+    return client.post("/login", data=form)
 
 
 def csrf_of(client: TestClient, path: str = "/") -> str:
@@ -222,19 +220,8 @@ def test_an_anonymous_request_to_any_protected_route_is_sent_to_the_login(env: E
 def test_after_the_login_the_page_asked_for_is_shown(env: Env) -> None:
     client = env.client()
     asked = client.get("/jobs?state=failed").headers["location"]
-    page = client.get(asked)
-    token = CSRF.search(page.text)
-    next_field = re.search(r'name="next" value="([^"]+)"', page.text)
-    assert token and next_field and next_field.group(1) == "/jobs?state=failed"
-    response = client.post(
-        "/login",
-        data={
-            "username": "alice",
-            "password": PASSWORD,
-            "csrf_token": token.group(1),
-            "next": next_field.group(1),
-        },
-    )
+    assert 'name="next" value="/jobs?state=failed"' in client.get(asked).text
+    response = login(client, "alice", PASSWORD, target="/jobs?state=failed")
     assert response.headers["location"] == "/jobs?state=failed"
     assert client.get("/login?next=/models").headers["location"] == "/models"
 
