@@ -436,10 +436,6 @@ class ConsoleSettings(_Group):
     )
 
 
-#: Set to ``False`` (``mypy --always-false _FLAT_ATTRIBUTES``) to list the access sites left.
-_FLAT_ATTRIBUTES = True
-
-
 class Settings(BaseSettings):
     """Configuration of the node, the worker and the command line, one group per concern."""
 
@@ -513,28 +509,6 @@ class Settings(BaseSettings):
         """The effective value of the option ``name`` (``"port"``, ``"tls_cert"``)."""
         option = OPTIONS[name]
         return getattr(getattr(self, option.group), option.field)
-
-    if _FLAT_ATTRIBUTES:
-        # TEMPORARY: removed once every access site uses the groups
-        def __getattr__(self, name: str) -> Any:
-            """``settings.port`` -> ``settings.listener.port`` while access sites move over."""
-            if name in OPTIONS:
-                return self.value(name)
-            moved = _MOVED_MEMBERS.get(name)
-            if moved is not None:
-                return getattr(getattr(self, moved), name)
-            return super().__getattr__(name)  # type: ignore[misc]  # pydantic's private attributes
-
-
-# TEMPORARY: removed with Settings.__getattr__ (members that moved into a group).
-_MOVED_MEMBERS = {
-    "spool": "storage",
-    "results": "storage",
-    "db_url": "storage",
-    "broker": "storage",
-    "ensure_dirs": "storage",
-    "client_cert_required": "tls",
-}
 
 
 @dataclass(frozen=True)

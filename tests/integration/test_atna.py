@@ -252,11 +252,13 @@ def configured(collectors: list[Collector], tmp_path: Path) -> Iterator[tuple[Co
     collectors.append(collector)
     log_dir = tmp_path / "logs"
     audit.configure(
-        ae_title="DEEPCOVID",
-        log_dir=log_dir,
-        syslog_host="127.0.0.1",
-        syslog_port=collector.port,
-        syslog_protocol="udp",
+        audit.open_recorder(
+            ae_title="DEEPCOVID",
+            log_dir=log_dir,
+            syslog_host="127.0.0.1",
+            syslog_port=collector.port,
+            syslog_protocol="udp",
+        )
     )
     yield collector, log_dir
     audit.close()
@@ -418,8 +420,8 @@ def test_console_logins_and_actions_reach_the_collector(
 
     collector, log_dir = configured
     settings = Settings(data_dir=tmp_path / "data", model_registry_dir=tmp_path / "registry")
-    upgrade(settings.db_url)
-    store = JobStore(settings.db_url)
+    upgrade(settings.storage.db_url)
+    store = JobStore(settings.storage.db_url)
     Users(store).add("alice", "correct horse battery", "admin")
     job_id = record_job(store, generate_uid())
     store.set_state(job_id, JobState.FAILED, "the model could not be loaded")

@@ -52,9 +52,9 @@ class Env:
             destination="PACS@127.0.0.1:4242",
             **overrides,
         )
-        self.settings.ensure_dirs()
-        upgrade(self.settings.db_url)
-        self.store = JobStore(self.settings.db_url)
+        self.settings.storage.ensure_dirs()
+        upgrade(self.settings.storage.db_url)
+        self.store = JobStore(self.settings.storage.db_url)
         users = Users(self.store)
         users.add("alice", PASSWORD, "admin")
         users.add("victor", PASSWORD, "viewer")
@@ -72,7 +72,7 @@ class Env:
         self.app = make_app(console_routes(self.console))
 
     def client(self) -> TestClient:
-        scheme = "https" if self.settings.console_tls else "http"
+        scheme = "https" if self.settings.console.tls else "http"
         return TestClient(self.app, base_url=f"{scheme}://testserver", follow_redirects=False)
 
     def login(self, name: str = "alice", password: str = PASSWORD) -> TestClient:
@@ -137,7 +137,7 @@ def analysed_job(env: Env, *, state: JobState = JobState.DELIVERED) -> int:
     )
     new = []
     for kind, ds in (("sr", objects.sr), ("sc", objects.sc), ("pm", objects.pmap)):
-        path = write_result(env.settings.results, ds)
+        path = write_result(env.settings.storage.results, ds)
         new.append(
             NewResult(
                 kind,
@@ -159,7 +159,7 @@ def analysed_job(env: Env, *, state: JobState = JobState.DELIVERED) -> int:
     )
     env.store.set_state(job_id, JobState.RESULTS_BUILT, "built")
     outbox = Outbox(env.store)
-    outbox.add(job_id, new, model_version="v0001", destination=env.settings.destination)
+    outbox.add(job_id, new, model_version="v0001", destination=env.settings.delivery.destination)
     final = DeliveryState.FAILED if state == JobState.FAILED else DeliveryState.CONFIRMED
     for row in outbox.for_job(job_id):
         outbox.mark(row.id, final, error="refused" if final == DeliveryState.FAILED else None)
@@ -297,7 +297,7 @@ def test_the_login_form_needs_its_csrf_cookie(env: Env) -> None:
 
 def test_failed_logins_are_rate_limited_per_address_and_name(env: Env) -> None:
     client = env.client()
-    for _ in range(env.settings.console_login_max_failures):
+    for _ in range(env.settings.console.login_max_failures):
         assert login(client, "alice", "not the password").status_code == 401
     blocked = login(client, "alice", PASSWORD)  # even the right password now
     assert blocked.status_code == 429 and "retry-after" in blocked.headers
@@ -436,7 +436,7 @@ def test_cli_and_console_share_the_actions(env: Env, monkeypatch: pytest.MonkeyP
     assert main(["jobs", "reanalyse", job.sop_instance_uid]) == 0
     assert calls and env.enqueued == [job_id]
     assert main(["jobs", "reanalyse", job.sop_instance_uid]) == 1  # nothing left to do
-    events = read_events(Path(env.settings.log_dir or "") / "audit.log")
+    events = read_events(env.settings.storage.logs / "audit.log")
     assert [(e["via"], e["action"]) for e in events] == [("cli", "reanalyse")] * 2
 
 
@@ -538,7 +538,7 @@ def test_settings_are_shown_with_secrets_redacted(tmp_path: Path, model_registry
     env.console.settings = Settings(
         data_dir=tmp_path / "data",
         broker_url="redis://:hunter2secret@redis:6379/0",
-        database_url=env.settings.db_url,
+        database_url=env.settings.storage.db_url,
     )
     page = env.login().get("/settings").text
     assert "hunter2secret" not in page and "redis://:***@redis:6379/0" in page
@@ -559,7 +559,7 @@ def test_models_page_and_confirmed_activation(
     )
 
     root = tmp_path / "registry"
-    shutil.copytree(env.settings.model_registry_dir, root)
+    shutil.copytree(env.settings.model.registry_dir, root)
     active = (root / "ACTIVE").read_text().strip()
     second = "v9999"
     shutil.copytree(root / active, root / second)
@@ -612,8 +612,8 @@ def test_the_console_shares_the_monitoring_port_or_has_its_own(
 
     base = {"data_dir": tmp_path, "model_registry_dir": model_registry, "min_free_space_mb": 1}
     shared = Settings(**base, monitoring_port=free_port())
-    shared.ensure_dirs()
-    upgrade(shared.db_url)
+    shared.storage.ensure_dirs()
+    upgrade(shared.storage.db_url)
     server = start_monitoring(shared)
     assert server is not None and server.console is None
     try:
