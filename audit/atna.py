@@ -21,7 +21,7 @@ AccountChanged            Security Alert (110113) / User security          E; 0
 =======================  ===============================================  =======================
 
 "Own code": the action's name as an event type code of our scheme ``99DEEPCOVID``
-(:data:`audit.messages.LOCAL_SCHEME`), so a repository can tell a re-analysis from a resend.
+(:data:`common.coding.LOCAL_SCHEME`), so a repository can tell a re-analysis from a resend.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from audit.messages import (
     DICOM_INSTANCES_ACCESSED,
     DICOM_INSTANCES_TRANSFERRED,
     DICOM_STUDY_DELETED,
-    LOCAL_SCHEME,
     LOGIN,
     LOGOUT,
     NODE_AUTHENTICATION,
@@ -62,6 +61,7 @@ from audit.messages import (
     patient,
     study,
 )
+from common.coding import LOCAL_SCHEME
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,10 +65,6 @@ NODE_ID = Code("110182", "DCM", "Node ID")
 PATIENT_NUMBER = Code("2", "RFC-3881", "Patient Number")
 USER_IDENTIFIER = Code("11", "RFC-3881", "User Identifier")
 
-LOCAL_SCHEME = "99DEEPCOVID"
-"""Coding scheme of our own event type codes (console and command-line actions), as PS3.16
-allows (99...)."""
-
 
 class Outcome(enum.IntEnum):
     """EventOutcomeIndicator (A.5.1)."""

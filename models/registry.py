@@ -29,14 +29,12 @@ import torch
 from torch import nn
 
 from common.atomic import atomic_file, fsync_dir
+from common.paths import ACTIVE_FILE, CARD_FILE, WEIGHTS_FILE
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
 from models.files import MODEL_FILE_MODE, WEIGHTS_DTYPES, write_model_file
 from models.ood import DomainCheckError, load_domain_check
 
-WEIGHTS_FILE = "weights.pt"
-CARD_FILE = "model_card.json"
-ACTIVE_FILE = "ACTIVE"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AUTO_RE = re.compile(r"^v(\d{4,})$")
 

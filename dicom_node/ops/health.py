@@ -29,14 +29,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from common.paths import ACTIVE_FILE, CARD_FILE, WEIGHTS_FILE
 from store.schema import Job
 
 MIB = 1024 * 1024
-
-# The registry's layout (``models.registry``; a test keeps these in step with it).
-ACTIVE_FILE = "ACTIVE"
-CARD_FILE = "model_card.json"
-WEIGHTS_FILE = "weights.pt"
 
 
 @dataclass(frozen=True)

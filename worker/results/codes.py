@@ -10,6 +10,8 @@ from __future__ import annotations
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from common.coding import LOCAL_SCHEME
+
 COVID19 = Code("840539006", "SCT", "COVID-19")
 """The finding: SNOMED CT 840539006 "Disease caused by SARS-CoV-2" (preferred term COVID-19)."""
 
@@ -22,10 +24,6 @@ ABSENT = codes.SCT.Absent
 PROBABILITY = codes.DCM.Probability
 """DCM 122157 Probability: the model's COVID-19 probability, NUM with unit :data:`UNITLESS`."""
 
-LOCAL_SCHEME = "99DEEPCOVID"
-"""Our own coding scheme, as PS3.16 allows where no standard code exists (designator ``99...``;
-the same one the console's audit event codes use, ``audit.messages.LOCAL_SCHEME``). The SR
-describes it in its Coding Scheme Identification Sequence."""
 
 COVID19_PROBABILITY = Code("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probability")
 """("C19-PROBABILITY", 99DEEPCOVID, "COVID-19 probability"): the NUM of the SR's regions.
