@@ -101,29 +101,13 @@ _current = Recorder()
 _exit_hook = False
 
 
-def configure(
-    *,
-    ae_title: str,
-    log_dir: Path | None = None,
-    syslog_host: str | None = None,
-    syslog_port: int | None = None,
-    syslog_protocol: Protocol = "tls",
-    ssl_context: SSLContext | None = None,
-) -> Recorder:
-    """Make this process record to these sinks (see :func:`open_recorder`) from now on.
+def configure(recorder: Recorder) -> Recorder:
+    """Make this process record with ``recorder`` (from :func:`open_recorder`) from now on.
 
     Replaces (and closes) the recorder configured before. What is still queued when the
     process ends is sent for up to :data:`EXIT_FLUSH_S` first.
     """
     global _current, _exit_hook
-    recorder = open_recorder(
-        ae_title=ae_title,
-        log_dir=log_dir,
-        syslog_host=syslog_host,
-        syslog_port=syslog_port,
-        syslog_protocol=syslog_protocol,
-        ssl_context=ssl_context,
-    )
     with _lock:
         previous, _current = _current, recorder
         if not _exit_hook:

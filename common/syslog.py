@@ -27,6 +27,8 @@ import ssl
 import threading
 from typing import Literal
 
+from common.tls import client_context
+
 log = logging.getLogger(__name__)
 
 Protocol = Literal["udp", "tcp", "tls"]
@@ -97,7 +99,7 @@ class SyslogSender:
         if protocol not in DEFAULT_PORTS:
             raise ValueError(f"syslog protocol must be udp, tcp or tls, not {protocol!r}")
         if protocol == "tls" and ssl_context is None:
-            ssl_context = ssl.create_default_context()
+            ssl_context = client_context(cert=None, key=None, ca=None)  # the system's CAs
         self.host = host
         self.port = port or DEFAULT_PORTS[protocol]
         self.protocol = protocol

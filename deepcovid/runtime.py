@@ -13,7 +13,6 @@ import audit
 from audit.events import StudyDeleted, count_sop_classes
 from common.logs import setup_logging
 from common.settings import Settings
-from common.tls import client_context
 from store.broker import declare_queue
 from store.migrate import upgrade
 
@@ -38,16 +37,17 @@ def configure_audit(settings: Settings) -> None:
     """Send this process's audit events to the JSON audit log and, when
     ``audit.syslog_host`` is set, to that Audit Record Repository (:mod:`audit`)."""
     protocol = settings.audit.syslog_protocol
-    tls = settings.tls
     audit.configure(
-        ae_title=settings.listener.ae_title,
-        log_dir=settings.storage.log_dir,
-        syslog_host=settings.audit.syslog_host,
-        syslog_port=settings.audit.syslog_port,
-        syslog_protocol=protocol,
-        ssl_context=client_context(cert=tls.cert, key=tls.key, ca=tls.ca)
-        if settings.audit.syslog_host and protocol == "tls"
-        else None,
+        audit.open_recorder(
+            ae_title=settings.listener.ae_title,
+            log_dir=settings.storage.log_dir,
+            syslog_host=settings.audit.syslog_host,
+            syslog_port=settings.audit.syslog_port,
+            syslog_protocol=protocol,
+            ssl_context=settings.tls.client_context()
+            if settings.audit.syslog_host and protocol == "tls"
+            else None,
+        )
     )
 
 

@@ -39,9 +39,11 @@ def test_a_failing_sink_is_logged_and_the_next_still_written(
 
 def test_configure_then_record_then_close(tmp_path: Path) -> None:
     audit.record(EVENTS["login"])  # before configure: goes nowhere, raises nothing
-    first = audit.configure(ae_title="DEEPCOVID", log_dir=tmp_path / "a")
+    first = audit.configure(audit.open_recorder(ae_title="DEEPCOVID", log_dir=tmp_path / "a"))
     audit.record(EVENTS["login"])
-    second = audit.configure(ae_title="DEEPCOVID", log_dir=tmp_path / "b")  # closes the first
+    second = audit.configure(
+        audit.open_recorder(ae_title="DEEPCOVID", log_dir=tmp_path / "b")
+    )  # closes the first
     assert audit.current() is second and first is not second
     audit.record(EVENTS["logout"])
     audit.close()
