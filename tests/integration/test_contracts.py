@@ -1,7 +1,7 @@
 """The import contracts hold, and they catch a wrong-way import (so the check can fail).
 
 ``lint-imports`` runs twice per session, each run shared by the tests that read it: once on the
-code as it is, once on a copy with four imports planted the wrong way.
+code as it is, once on a copy with five imports planted the wrong way.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ PLANTED = {
     "dicom_node/spool.py": ("from worker import gate", "dicom_node.spool -> worker.gate"),
     "store/queue.py": ("import worker.pipeline", "store.queue -> worker.pipeline"),
     "training/release.py": ("from worker import gate", "training.release -> worker.gate"),
+    "training/metrics.py": ("import store.jobstore", "training.metrics -> store.jobstore"),
     "benchmarks/bench_intake.py": (
         "from tests.conftest import settings",
         "benchmarks.bench_intake -> tests.conftest",
