@@ -19,8 +19,8 @@ from typing import Any
 from pydicom.uid import generate_uid
 
 from models.architectures import ARCHITECTURES, CLASSES
-from models.ood import DomainCheckSpec
 from models.files import WEIGHTS_DTYPES
+from models.ood import DomainCheckSpec
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
 CARD_SCHEMA_VERSION = 1

@@ -16,6 +16,7 @@ import torch
 
 from models.architectures import ARCHITECTURES, build_model
 from models.card import ModelCard
+from models.inference import Predictor
 from models.ood import (
     ClassGaussians,
     DomainCheckError,
@@ -30,7 +31,6 @@ from models.ood import (
     remove_stale_domain_files,
     save_domain_check,
 )
-from models.inference import Predictor
 from models.registry import CARD_FILE, Registry, WeightsIntegrityError
 
 
