@@ -24,25 +24,12 @@ from training.config import TrainConfig
 from training.evaluate import Scored
 from training.intervals import bootstrap_auc_interval, wilson_interval
 from training.manifest import Manifest
-from training.metrics import confusion_at, roc_auc, threshold_for_sensitivity
+from training.metrics import confusion_at, roc_auc
+from training.operating_points import operating_threshold
 from training.trainer import TrainResult
 
 WILSON = "Wilson score, 95 %"
 BOOTSTRAP = "stratified percentile bootstrap, {n} resamples"
-
-
-def operating_point(labels: np.ndarray, probs: np.ndarray, target: float) -> float:
-    """Threshold at ``target`` sensitivity on these (validation) scores, with a safety margin.
-
-    :func:`threshold_for_sensitivity` returns the score of the last COVID-19 image that must be
-    called positive; a threshold exactly on it flips that image when another engine (ONNX, TF32,
-    bf16) computes its probability 1e-7 lower. The threshold is therefore moved halfway down to
-    the next lower validation score: the same calls on the validation split, robust to jitter.
-    """
-    t = threshold_for_sensitivity(labels, probs, target)
-    scores = np.asarray(probs, dtype=np.float64)
-    below = scores[scores < t]
-    return float((t + below.max()) / 2.0) if below.size else t
 
 
 def split_metrics(
@@ -94,7 +81,7 @@ def make_card(
     notes: str = "",
 ) -> ModelCard:
     """The card of a trained model (registry fills version, weights sha256 and Device UID)."""
-    threshold = operating_point(val_labels, val_probs, cfg.target_sensitivity)
+    threshold = operating_threshold(val_labels, val_probs, cfg.target_sensitivity)
     init = cfg.init if cfg.init in {"none", "imagenet"} else Path(cfg.init).name
     params = cfg.to_dict()
     params.update(
@@ -172,7 +159,7 @@ def rechoose_threshold(
     card: ModelCard, scored: Scored, split: str, target: float, data_note: str
 ) -> ModelCard:
     """The card with its threshold chosen again on ``scored`` (the split's metrics replaced)."""
-    threshold = operating_point(scored.labels, scored.probs, target)
+    threshold = operating_threshold(scored.labels, scored.probs, target)
     metrics = {k: v for k, v in card.metrics.items() if not k.startswith(f"{split}/")}
     metrics.update(split_metrics(split, scored.labels, scored.probs, threshold))
     method = (

@@ -15,7 +15,7 @@ from training.metrics import (
     threshold_for_sensitivity,
     threshold_table,
 )
-from training.release import operating_point
+from training.operating_points import operating_threshold
 from training.sources import pair_auc
 
 Y = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
@@ -99,8 +99,8 @@ def test_threshold_table_and_curves() -> None:
 def test_operating_point_keeps_val_calls_with_a_margin() -> None:
     y = np.array([1, 1, 1, 1, 1, 0, 0])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.55, 0.1])
-    t = operating_point(y, s, 0.8)  # exact point 0.6, next lower score 0.55
+    t = operating_threshold(y, s, 0.8)  # exact point 0.6, next lower score 0.55
     assert t == pytest.approx(0.575)
     a, b = confusion_at(y, s, t), confusion_at(y, s, 0.6)
     assert (a.tp, a.fn, a.tn, a.fp) == (b.tp, b.fn, b.tn, b.fp)
-    assert operating_point(np.array([1, 0]), np.array([0.1, 0.5]), 1.0) == 0.1  # nothing below
+    assert operating_threshold(np.array([1, 0]), np.array([0.1, 0.5]), 1.0) == 0.1  # nothing below
