@@ -5,8 +5,9 @@ Required columns: ``path`` (relative to the manifest's folder, or to ``data_root
 (``train`` / ``val`` / ``test``, or any other name a site gives a set of its own, such as
 ``holdout`` or ``external``: evaluation takes any split there is). Optional: ``finding`` (the
 source's own finding text, used to separate "No Finding" from other disease in the score
-histograms) and ``source`` (where the image came from, for the per-source metrics that expose
-shortcut learning). Extra columns are ignored.
+histograms), ``source`` (where the image came from, for the per-source metrics that expose
+shortcut learning) and ``split_group`` (images that share it stay in one cross-validation
+fold). Extra columns are ignored.
 
 Plain :mod:`csv` rather than pandas: the training path must run where only torch, torchvision,
 scikit-learn and matplotlib are installed.
@@ -49,6 +50,9 @@ class ManifestRow:
     split: str
     finding: str = ""
     source: str = ""
+    split_group: str = ""
+    """Images that must stay on one side of any split (one patient, near-duplicates across
+    sources); empty: the image is a group of its own (:mod:`training.folds`)."""
 
     @property
     def finding_group(self) -> str:
@@ -128,6 +132,7 @@ def _parse_rows(
                 split=split,
                 finding=(rec.get("finding") or "").strip(),
                 source=(rec.get("source") or "").strip(),
+                split_group=(rec.get("split_group") or "").strip(),
             )
         )
     return rows
