@@ -29,7 +29,6 @@ import argparse
 import csv
 import io
 import sys
-import zipfile
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
@@ -40,23 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from models.lungs import find_lung_fields, prior_mask  # noqa: E402
 from models.preprocessing import load_image_file  # noqa: E402
+from training.lungseg_data import read_v7_masks  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
-
-MASKS = "semantic_masks_v7labs_lungs"
-
-
-def read_masks(archive: Path) -> dict[str, bytes]:
-    """File stem (lower case) -> encoded mask image, from the wheel or from the zip itself."""
-    with zipfile.ZipFile(archive) as outer:
-        inner_name = next((n for n in outer.namelist() if n.endswith(MASKS + ".zip")), None)
-        data = outer.read(inner_name) if inner_name else None
-    zf = zipfile.ZipFile(io.BytesIO(data)) if data is not None else zipfile.ZipFile(archive)
-    with zf:
-        return {
-            PurePosixPath(n).stem.lower(): zf.read(n)
-            for n in zf.namelist()
-            if PurePosixPath(n).parent.name == MASKS and not n.endswith("/")
-        }
 
 
 def overlap(ours: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
@@ -85,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    masks = read_masks(args.archive)
+    masks = read_v7_masks(args.archive)
     with args.manifest.open(newline="", encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
     origin = {r["path"]: r.get("orig_path", "") for r in table}

@@ -1,0 +1,291 @@
+"""Train the lung segmenter (:mod:`models.lungseg`) on JSRT + V7 Labs masks and measure it.
+
+The films and their held-out split are :mod:`training.lungseg_data`'s. Training sees only the
+training films, for a fixed number of epochs (no checkpoint is chosen on the held-out films, so
+their figures are estimates, not maxima). Each film is cached once on the network's grid
+(:func:`models.lungseg.to_grid`) and augmented per batch: a random affine (rotation, scale,
+aspect, shift), a horizontal flip, gamma, contrast and brightness, blur and noise, then
+standardised as inference does. Loss: binary cross-entropy + soft Dice.
+
+At the end the held-out films are segmented through the inference path
+(:class:`models.lungseg.Segmenter`, mask at each film's own resolution) and compared with the
+human masks, as is the classical finder (:func:`models.lungs.find_lung_fields`) on the same films.
+The weights (float16 state dict) and a card (data, split, figures, sha256) go to ``--out``.
+
+Run (2 CPU cores: about 20 minutes)::
+
+    pip download --no-deps torchxrayvision -d /tmp/txv
+    .venv/bin/python -m training.lungseg_train --v7 /tmp/txv/torchxrayvision-*.whl
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.atomic import atomic_write
+from models.lungs import find_lung_fields
+from models.lungseg import (
+    CARD_FILE,
+    DEPTH,
+    FOLDER,
+    SIZE,
+    WEIGHTS_FILE,
+    WIDTH,
+    Segmenter,
+    UNet,
+    sha256_of,
+    standardise,
+    to_grid,
+)
+from training.lungseg_data import JSRT, Film, find_v7_archive, read_jsrt, read_v7
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dice(ours: np.ndarray, truth: np.ndarray) -> float:
+    """Dice coefficient of two boolean masks (1.0 when both are empty)."""
+    both = float(np.logical_and(ours, truth).sum())
+    total = float(ours.sum()) + float(truth.sum())
+    return 2.0 * both / total if total else 1.0
+
+
+def grids(films: Sequence[Film], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[N, 1, size, size]`` in [0, 1] and soft masks (area-resized) of ``films``."""
+    images = torch.stack([to_grid(f.unit_image(), size) for f in films])
+    masks = torch.stack(
+        [
+            F.interpolate(
+                torch.from_numpy(f.mask.astype(np.float32))[None, None],
+                size=(size, size),
+                mode="area",
+            )[0]
+            for f in films
+        ]
+    )
+    return images, masks
+
+
+def augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random geometric and photometric variant of each image (and its mask) of a batch."""
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+    angle = uniform(-12.0, 12.0) * math.pi / 180.0
+    scale = uniform(0.8, 1.2)
+    aspect = uniform(0.9, 1.1)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    sx, sy = scale * aspect * flip, scale / aspect
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
+    theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
+    theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    gamma = torch.exp(uniform(-0.5, 0.5)).view(n, 1, 1, 1)
+    x = x.clamp(1e-4, 1.0) ** gamma
+    x = (x - 0.5) * uniform(0.7, 1.3).view(n, 1, 1, 1) + 0.5 + uniform(-0.1, 0.1).view(n, 1, 1, 1)
+    blur = torch.rand(n, generator=gen) < 0.3
+    if blur.any():
+        kernel = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+        k2 = (kernel[:, None] * kernel[None, :]).view(1, 1, 3, 3)
+        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), k2)
+    x = x + torch.randn(x.shape, generator=gen) * uniform(0.0, 0.03).view(n, 1, 1, 1)
+    return standardise(x.clamp(0.0, 1.0)), y
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy + (1 - soft Dice), Dice per image then averaged."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(1, 2, 3))
+    total = prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
+    soft_dice = (2 * inter + 1.0) / (total + 1.0)
+    return bce + (1.0 - soft_dice).mean()
+
+
+def fit(
+    films: Sequence[Film],
+    *,
+    epochs: int,
+    batch: int = 16,
+    lr: float = 3e-3,
+    size: int = SIZE,
+    width: int = WIDTH,
+    depth: int = DEPTH,
+    seed: int = 0,
+    log: bool = True,
+) -> UNet:
+    """A network trained on ``films`` for ``epochs`` (AdamW, one-cycle learning rate)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    images, masks = grids(films, size)
+    net = UNet(width, depth)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(films) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
+    start = time.monotonic()
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(films), generator=gen)
+        total = 0.0
+        for i in range(0, len(films), batch):
+            idx = order[i : i + batch]
+            x, y = augment(images[idx], masks[idx], gen)
+            loss = loss_fn(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if log:
+            print(
+                f"epoch {epoch + 1}/{epochs}: loss {total / len(films):.4f} "
+                f"({time.monotonic() - start:.0f} s)",
+                flush=True,
+            )
+    net.eval()
+    return net
+
+
+def _stats(values: Sequence[float]) -> dict[str, float | int]:
+    """n, mean, 5th percentile, median and minimum of Dice values."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "n": int(arr.size),
+        "mean": round(float(arr.mean()), 4),
+        "p5": round(float(np.percentile(arr, 5)), 4),
+        "median": round(float(np.median(arr)), 4),
+        "min": round(float(arr.min()), 4),
+    }
+
+
+def measure(segmenter: Segmenter, films: Sequence[Film]) -> dict[str, Any]:
+    """Dice of the segmenter and of the classical finder on ``films``, per source and pooled.
+
+    ``per_film`` lists (key, source, segmenter Dice, classical Dice) for the worst-case review.
+    """
+    ours: dict[str, list[float]] = {}
+    classic: dict[str, list[float]] = {}
+    per_film = []
+    for film in films:
+        image = film.unit_image()
+        d_ours = dice(segmenter(image), film.mask)
+        d_classic = dice(find_lung_fields(image).mask, film.mask)
+        per_film.append((film.key, film.source, round(d_ours, 4), round(d_classic, 4)))
+        keys = ["jsrt"] if film.source == JSRT else ["v7", f"v7/{film.source}"]
+        for key in keys:
+            ours.setdefault(key, []).append(d_ours)
+            classic.setdefault(key, []).append(d_classic)
+    return {
+        "segmenter": {k: _stats(v) for k, v in sorted(ours.items())},
+        "classical": {k: _stats(v) for k, v in sorted(classic.items())},
+        "per_film": per_film,
+    }
+
+
+def save(net: UNet, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write ``weights.pt`` (float16 state dict) and ``card.json`` (with the sha256) to ``out``."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / WEIGHTS_FILE.name
+    atomic_write(weights, buf.getvalue(), mode=0o644)
+    card = {**card, "weights_sha256": sha256_of(weights), "weights_dtype": "float16"}
+    text = json.dumps(card, indent=2, sort_keys=True) + "\n"
+    atomic_write(out / CARD_FILE.name, text.encode("utf-8"), mode=0o644)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read the films, train, measure on the held-out films, write weights and card."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jsrt", type=Path, default=REPO.parent / "shared/data/jsrt")
+    parser.add_argument(
+        "--manifest", type=Path, default=REPO.parent / "shared/data/cxr/manifest.csv"
+    )
+    parser.add_argument(
+        "--v7", type=Path, default=None, help="torchxrayvision wheel or the V7 masks' zip"
+    )
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=FOLDER)
+    args = parser.parse_args(argv)
+
+    archive = args.v7 or find_v7_archive()
+    if archive is None:
+        parser.error(
+            "no V7 masks: pass --v7 (pip download --no-deps torchxrayvision -d DIR) "
+            "or install torchxrayvision"
+        )
+    torch.set_num_threads(args.threads)
+    films = read_jsrt(args.jsrt) + read_v7(archive, args.manifest)
+    train = [f for f in films if not f.held_out]
+    held = [f for f in films if f.held_out]
+    print(f"{len(train)} training films, {len(held)} held out", flush=True)
+    start = time.monotonic()
+    net = fit(train, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed)
+    minutes = (time.monotonic() - start) / 60.0
+    card: dict[str, Any] = {
+        "architecture": "unet",
+        "input_size": SIZE,
+        "width": WIDTH,
+        "depth": DEPTH,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "training_command": "python -m training.lungseg_train "
+        + " ".join(f"--{k} {v}" for k, v in (("epochs", args.epochs), ("seed", args.seed))),
+        "training_minutes": round(minutes, 1),
+        "training_data": {
+            "jsrt": "shared/data/jsrt (SCR lung masks); held out: a hash of the case name "
+            "below 0.2 (training.lungseg_data.jsrt_held_out), one film per patient",
+            "v7": "V7 Labs lung masks of COVID-19 films (torchxrayvision wheel) matched to "
+            "shared/data/cxr/manifest.csv; held out: the manifest's test split "
+            "(patient-disjoint by split_group)",
+            "counts": {
+                f"{'held_out' if h else 'train'}/{s}": sum(
+                    1 for f in films if f.source == s and f.held_out == h
+                )
+                for s in sorted({f.source for f in films})
+                for h in (False, True)
+            },
+        },
+    }
+    segmenter = Segmenter(net, card)
+    result = measure(segmenter, held)
+    card["dice_held_out"] = result["segmenter"]
+    card["dice_held_out_classical"] = result["classical"]
+    card = save(net, card, args.out)
+    print(json.dumps({k: card[k] for k in ("dice_held_out", "dice_held_out_classical")}, indent=1))
+    worst = sorted(result["per_film"], key=lambda r: r[2])[:8]
+    print("worst held-out films (key, source, segmenter, classical):")
+    for row in worst:
+        print("  ", *row)
+    print(f"wrote {args.out} (training {minutes:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
