@@ -1,4 +1,4 @@
-"""``python -m training train|evaluate|compare|threshold|fit-domain``: without the settings object.
+"""``python -m training train|evaluate|compare|threshold|cv|fit-domain``: no settings object.
 
 For machines that have only the training stack (a GPU box with torch, torchvision, scikit-learn,
 matplotlib): ``PYTHONPATH=. python -m training train --manifest ... --registry ...``. The same

@@ -91,3 +91,25 @@ def fold_counts(rows: Sequence[ManifestRow], folds: Sequence[int], k: int) -> di
         source, label = stratum_of(row)
         table.setdefault(f"{source}/{label}", [0] * k)[fold] += 1
     return dict(sorted(table.items()))
+
+
+def held_out(folds: Sequence[int], fold: int) -> tuple[list[int], list[int]]:
+    """Indices of the rows the fold's model trains on (every other fold) and of the held-out
+    fold it is scored on."""
+    training = [i for i, f in enumerate(folds) if f != fold]
+    held = [i for i, f in enumerate(folds) if f == fold]
+    if not held:
+        raise ValueError(f"fold {fold} is empty")
+    return training, held
+
+
+def inner_split(
+    rows: Sequence[ManifestRow], training: Sequence[int], parts: int, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """``training`` split into the rows a model fits on and an inner validation part (one of
+    ``parts`` grouped, stratified parts of it, :func:`assign_folds`): the split the recipe's
+    epoch selection sees, carved from the training folds so the held-out fold decides nothing."""
+    parts_of = assign_folds([rows[i] for i in training], parts, seed)
+    fit = [i for i, p in zip(training, parts_of, strict=True) if p != 0]
+    inner = [i for i, p in zip(training, parts_of, strict=True) if p == 0]
+    return fit, inner

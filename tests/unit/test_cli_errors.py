@@ -98,6 +98,11 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
             Case(["evaluate", *reg, "--manifest", str(tmp / "no.csv")], "does not exist", 2),
         ],
         "compare": [Case(["compare", *reg, "nope1", "nope2"], "no model version 'nope1'", 2)],
+        "cv": [
+            Case(["cv", "--manifest", str(tmp / "missing.csv")], "does not exist", 2),
+            Case(["cv", "--manifest", manifest, "--folds", "1"], "at least 2", 2),
+            Case(["cv", "--manifest", manifest, "--folds", "900"], "groups cannot fill", 2),
+        ],
         "threshold": [
             Case(["threshold", *reg, "--model", "nope"], "no model version 'nope'", 2),
             Case(

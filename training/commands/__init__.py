@@ -1,5 +1,5 @@
 """The training commands, one module each (as Celery's ``celery/bin/``): ``train``,
-``evaluate``, ``compare``, ``threshold`` and ``fit-domain``.
+``evaluate``, ``compare``, ``threshold``, ``cv`` and ``fit-domain``.
 
 Each module holds its flags and a thin handler ``run(args, registry_root, argv0)`` that calls the
 library (:mod:`training.trainer`, :mod:`training.evaluate`, ...); :mod:`.inputs` and
@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 
-from training.commands import compare, evaluate, fit_domain, threshold, train
+from training.commands import compare, cv, evaluate, fit_domain, threshold, train
 
-MODEL_COMMANDS = (train, evaluate, compare, threshold)
-"""The commands that make or measure versions (``deepcovid train`` ... ``deepcovid threshold``)."""
+MODEL_COMMANDS = (train, evaluate, compare, threshold, cv)
+"""The commands that make or measure versions and recipes (``deepcovid train`` ... ``cv``)."""
 
 
 def register_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *, fit: bool = True
 ) -> None:
-    """Add ``train``, ``evaluate``, ``compare``, ``threshold`` and (``fit``) ``fit-domain``."""
+    """Add the :data:`MODEL_COMMANDS` and (``fit``) ``fit-domain``."""
     for command in MODEL_COMMANDS:
         command.register(subparsers)
     if fit:

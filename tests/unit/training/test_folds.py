@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.factories import CXR_DIR
-from training.folds import assign_folds, cv_rows, fold_counts, group_of
+from training.folds import assign_folds, cv_rows, fold_counts, group_of, held_out, inner_split
 from training.manifest import Manifest, ManifestRow, read_manifest, write_manifest
 
 K = 5
@@ -104,3 +104,21 @@ def test_too_few_groups_or_folds_is_an_error(tmp_path: Path) -> None:
         assign_folds(rows, 1)
     with pytest.raises(ValueError, match="groups cannot fill"):
         assign_folds(rows[:3], 5)
+
+
+def test_a_fold_trains_on_the_others_and_selects_on_an_inner_part(shared: Manifest) -> None:
+    rows = cv_rows(shared)
+    folds = assign_folds(rows, K, seed=0)
+    for fold in range(K):
+        training, held = held_out(folds, fold)
+        fit, inner = inner_split(rows, training, K - 1, seed=0)
+        assert sorted(training + held) == list(range(len(rows)))
+        assert sorted(fit + inner) == sorted(training)
+        assert not set(held) & set(training) and not set(fit) & set(inner)
+        held_groups = {group_of(rows[i]) for i in held}
+        assert not held_groups & {group_of(rows[i]) for i in training}
+        inner_groups = {group_of(rows[i]) for i in inner}
+        assert not inner_groups & {group_of(rows[i]) for i in fit}
+        assert abs(len(inner) - len(training) / (K - 1)) <= 8
+        # the inner part has both classes of ieee8023, so within-source selection works
+        assert {rows[i].label for i in inner if rows[i].source == "ieee8023"} == {0, 1}
