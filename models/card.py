@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from models.architectures import ARCHITECTURES, CLASSES
 from models.files import WEIGHTS_DTYPES
 from models.ood import DomainCheckSpec
+from models.operating_point import PAPER, OperatingPoint, name_from_method, validate_points
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
 CARD_SCHEMA_VERSION = 1
@@ -95,6 +96,12 @@ class ModelCard:
     threshold: float = 0.5
     threshold_method: str = "default 0.5 (not tuned)"
     """How the operating threshold was chosen, e.g. ``"sensitivity 0.98 on val"``."""
+    operating_points: dict[str, OperatingPoint] = field(default_factory=dict)
+    """Named operating points (:mod:`models.operating_point`: ``paper``, ``clinical``), each with
+    its threshold, method, sensitivity, specificity, counts and intervals; serving picks one by the
+    ``threshold_policy`` setting (:meth:`operating_point`). ``threshold`` stays the ``paper``
+    point's threshold. Empty on older cards (their ``threshold`` is the only point) and then
+    omitted from the JSON, so such cards stay byte-identical."""
     init: str = "none"
     """Initialisation the training started from: ``imagenet``, ``none`` or a file name."""
     training_manifest: str = ""
@@ -133,6 +140,15 @@ class ModelCard:
             raise ValueError(f"classes must be {CLASSES} in this order, got {self.classes}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        points = validate_points(self.operating_points)
+        if PAPER in points and not math.isclose(
+            points[PAPER].threshold, self.threshold, rel_tol=1e-12, abs_tol=1e-15
+        ):
+            raise ValueError(
+                f"threshold {self.threshold} is not the paper operating point's "
+                f"{points[PAPER].threshold}; the card's threshold is the paper point"
+            )
+        object.__setattr__(self, "operating_points", points)
         # Validates input_size, mean and std (and normalises them to float tuples).
         spec = self.preprocess
         object.__setattr__(self, "mean", spec.mean)
@@ -183,6 +199,18 @@ class ModelCard:
             }
         )
 
+    def operating_point(self, policy: str) -> tuple[str, OperatingPoint]:
+        """The point serving uses under ``policy``, and its name.
+
+        The card's point of that name when it holds one; otherwise (older cards, or a card
+        without that point) the card's single ``threshold``, named after what its
+        ``threshold_method`` says (:func:`models.operating_point.name_from_method`).
+        """
+        if policy in self.operating_points:
+            return policy, self.operating_points[policy]
+        single = OperatingPoint(threshold=self.threshold, method=self.threshold_method)
+        return name_from_method(self.threshold_method), single
+
     @property
     def covid_index(self) -> int:
         """Index of the COVID-19 output."""
@@ -213,6 +241,10 @@ class ModelCard:
             del data["weights_dtype"]  # the format every card before the field had
         if data["domain_check"] is None:
             del data["domain_check"]  # readers that predate the field still read such cards
+        if self.operating_points:
+            data["operating_points"] = {k: v.to_dict() for k, v in self.operating_points.items()}
+        else:
+            del data["operating_points"]  # older cards: their threshold is the only point
         return data
 
     def to_json(self) -> str:

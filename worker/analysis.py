@@ -16,6 +16,7 @@ import torch
 from common.settings import Settings
 from models.inference import Predictor
 from models.occlusion import occlusion_map, resample_to_image
+from models.operating_point import POINT_NAMES, describe
 from models.preprocessing import model_input_box, to_model_input
 from models.registry import Registry
 from worker.results.verdict import OUTSIDE_DOMAIN, DomainResult
@@ -60,6 +61,15 @@ class Analysis:
     domain_threshold: float | None = None
     in_domain: bool = True
     """False when the image failed the domain check: the finding is then indeterminate."""
+    operating_point: str = ""
+    """Name of the card's operating point whose ``threshold`` this is (setting
+    ``threshold_policy``; :meth:`models.card.ModelCard.operating_point`)."""
+
+    @property
+    def operating_point_words(self) -> str:
+        """The operating point in words, e.g. ``clinical (sensitivity >= 90 %)``; "" for a card's
+        single threshold of no named kind (the results then quote the threshold alone)."""
+        return describe(self.operating_point) if self.operating_point in POINT_NAMES else ""
 
     @property
     def positive(self) -> bool:
@@ -124,9 +134,11 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
         input_size=predictor.spec.input_size,
     )
     timings["heatmap_s"] = time.perf_counter() - t1
+    point_name, point = predictor.card.operating_point(settings.model.threshold_policy)
     return Analysis(
         probability=probability,
-        threshold=float(predictor.card.threshold),
+        threshold=point.threshold,
+        operating_point=point_name,
         heatmap=np.asarray(heatmap, dtype=np.float32),
         model_version=str(predictor.version),
         timings=timings,

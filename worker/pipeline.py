@@ -143,7 +143,8 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     if not store.set_state(
         job_id,
         JobState.ANALYSED,
-        f"P(COVID-19)={result.probability:.4f} threshold={result.threshold:.4f} ({finding}); "
+        f"P(COVID-19)={result.probability:.4f} threshold={result.threshold:.4f} "
+        f"[{result.operating_point_words or 'card threshold'}] ({finding}); "
         f"{domain_note}read {read_s:.2f} s, "
         f"inference {result.timings['inference_s']:.2f} s, "
         f"heatmap {result.timings['heatmap_s']:.2f} s",
@@ -202,6 +203,8 @@ def _build_and_write(
     algorithm = AlgorithmInfo.from_card(
         predictor.card,
         version=result.model_version,
+        threshold=result.threshold,
+        operating_point=result.operating_point_words,
         parameters={
             "occlusion_window": settings.model.occlusion_window,
             "occlusion_stride": settings.model.occlusion_stride,

@@ -305,6 +305,33 @@ def test_indeterminate_sr_validates(tmp_path: Path) -> None:
     assert "82334004" in _run("dsrdump", tmp_path / "sr.dcm")
 
 
+def test_results_naming_the_operating_point_validate(tmp_path: Path) -> None:
+    """At a named operating point (setting ``threshold_policy``): every object stays valid and
+    the SR's algorithm parameters, as a reader's dump shows them, name the point and value."""
+    point = "clinical (sensitivity >= 90 %)"
+    algorithm = AlgorithmInfo(
+        name=ALGORITHM.name,
+        version=ALGORITHM.version,
+        device_uid=ALGORITHM.device_uid,
+        model_name=ALGORITHM.model_name,
+        parameters={**ALGORITHM.parameters, "threshold": 0.41, "operating_point": point},
+    )
+    source = pydicom.dcmread(DICOM_DIR / "RG1_UNCR.dcm")
+    shape = (int(source.Rows), int(source.Columns))
+    results = build_results(
+        source,
+        probability=0.45,
+        threshold=0.41,
+        heatmap=_heatmap(shape),
+        display_image=_display_image(source),
+        algorithm=algorithm,
+    )
+    for kind, ds in results.items():
+        _assert_valid(ds, tmp_path / f"{kind}.dcm")
+    assert f"operating_point={point}" in _run("dsrdump", "+Pl", tmp_path / "sr.dcm")
+    assert f"operating point: {point}, threshold 0.4100" in str(results.sc.ImageComments)
+
+
 VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
 
 

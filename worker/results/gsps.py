@@ -47,10 +47,11 @@ def annotation_lines(
     algorithm: AlgorithmInfo,
     domain: DomainResult | None = None,
 ) -> list[str]:
-    """The text annotations, top to bottom: verdict, numbers, model, caution."""
+    """The text annotations, top to bottom: verdict, numbers (with the operating point when the
+    algorithm names it), model, caution."""
     return [
         verdict_words(probability, threshold, domain),
-        f"COVID-19 probability {probability:.3f} (threshold {threshold:.3f})",
+        *algorithm.figure_lines(f"COVID-19 probability {probability:.3f}", threshold),
         f"Model {algorithm.name} {algorithm.version}",
         CAUTION,
     ]
@@ -141,7 +142,7 @@ def build_presentation_state(
     text_layer = hd.pr.GraphicLayer(
         layer_name="VERDICT",
         order=2,
-        description="COVID-19 verdict, probability, threshold, model, caution",
+        description="COVID-19 verdict, probability, operating point, model, caution",
         display_color=TEXT_COLOUR,
     )
     graphics = [

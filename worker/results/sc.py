@@ -149,12 +149,13 @@ def caption_lines(
     """The burned-in caption: the verdict in words, the numbers, then the caution.
 
     The verdict leads so a reader sees the call before the figures, e.g.
-    ``COVID-19 pattern: INDETERMINATE (outside the model's validated domain)``.
+    ``COVID-19 pattern: INDETERMINATE (outside the model's validated domain)``. When the
+    algorithm names its operating point, the point and its threshold get a line of their own.
     """
+    figures = f"{algorithm.name} {algorithm.version}: COVID-19 probability {probability:.3f}"
     return [
         verdict_words(probability, threshold, domain),
-        f"{algorithm.name} {algorithm.version}: COVID-19 probability {probability:.3f} "
-        f"(threshold {threshold:.3f})",
+        *algorithm.figure_lines(figures, threshold),
         CAPTION,
     ]
 
@@ -229,7 +230,8 @@ def build_overlay_sc(
         "research use only, not for diagnostic use"
     )[:1024]
     sc.ImageComments = (
-        f"{lines[0]}; COVID-19 probability {probability:.4f}, threshold {threshold:.4f}"
+        f"{lines[0]}; COVID-19 probability {probability:.4f}, "
+        f"{algorithm.threshold_words(threshold, digits=4)}"
     )
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID

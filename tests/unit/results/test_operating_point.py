@@ -1,0 +1,151 @@
+"""The operating point: the worker honours ``threshold_policy``; SR, overlay and GSPS say which
+point and threshold gave the finding. (That ``dciodvfy`` accepts these objects is checked in
+``tests/integration/test_result_objects.py``.)"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import highdicom as hd
+import numpy as np
+import pytest
+import torch
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as pydicom_codes
+
+from common.settings import Settings
+from models.architectures import build_model
+from models.card import ModelCard
+from models.inference import Predictor
+from models.operating_point import CLINICAL, PAPER, OperatingPoint
+from models.preprocessing import to_model_input
+from tests.unit.results.builders import build
+from worker.analysis import analyse_image
+from worker.results import AlgorithmInfo, codes
+from worker.results.gsps import annotation_lines
+from worker.results.sc import caption_lines
+
+CLINICAL_WORDS = "clinical (sensitivity >= 90 %)"
+
+
+@pytest.fixture
+def clinical_algorithm(algorithm: AlgorithmInfo) -> AlgorithmInfo:
+    """The conftest algorithm deciding at the clinical point, threshold 0.41."""
+    card = ModelCard(architecture="squeezenet1_1", device_uid=algorithm.device_uid, threshold=0.3)
+    return AlgorithmInfo.from_card(
+        card,
+        version=algorithm.version,
+        threshold=0.41,
+        operating_point=CLINICAL_WORDS,
+        parameters={"occlusion_window": 32},
+    )
+
+
+def _analyse(predictor: Predictor, policy: str, image: np.ndarray) -> tuple[str, float, str]:
+    settings = Settings(occlusion_window=56, occlusion_stride=56, threshold_policy=policy)
+    result = analyse_image(image, predictor, settings)
+    return result.finding, result.threshold, result.operating_point
+
+
+def test_policy_decides_the_finding_in_the_analysis_path() -> None:
+    """A probability between the two points: Present at the paper point, Absent at the
+    clinical one; a card without points uses its single threshold under either policy."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    image = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    card = ModelCard(
+        architecture="squeezenet1_1",
+        threshold=0.5,
+        threshold_method="highest threshold with sensitivity >= 0.98 on the val split",
+    )
+    predictor = Predictor(build_model("squeezenet1_1"), card, device="cpu", engine="eager")
+    p = float(
+        predictor.score_tensor(to_model_input(image, predictor.spec).unsqueeze(0)).probabilities[0]
+    )
+    assert 0.02 < p < 0.98  # room for a point on either side
+    old = _analyse(predictor, CLINICAL, image)  # an older card: its one threshold, named paper
+    assert old == ("present" if p >= 0.5 else "absent", 0.5, PAPER)
+
+    paper_t, clinical_t = p - 0.01, p + 0.01
+    predictor.card = card.replace(
+        threshold=paper_t,
+        operating_points={
+            PAPER: OperatingPoint(paper_t, "paper rule").to_dict(),
+            CLINICAL: OperatingPoint(clinical_t, "clinical rule").to_dict(),
+        },
+    )
+    assert _analyse(predictor, PAPER, image) == ("present", paper_t, PAPER)
+    assert _analyse(predictor, CLINICAL, image) == ("absent", clinical_t, CLINICAL)
+
+
+def test_default_policy_is_the_papers() -> None:
+    assert Settings().model.threshold_policy == PAPER
+
+
+def test_algorithm_parameters_name_the_point_and_its_threshold(
+    clinical_algorithm: AlgorithmInfo,
+) -> None:
+    assert clinical_algorithm.parameter_strings == [
+        "architecture=squeezenet1_1",
+        "input_size=224",
+        "occlusion_window=32",
+        f"operating_point={CLINICAL_WORDS}",
+        "threshold=0.41",  # the point's, not the card's 0.3
+    ]
+    assert clinical_algorithm.threshold_words(0.41) == (
+        f"operating point: {CLINICAL_WORDS}, threshold 0.410"
+    )
+
+
+def test_sr_states_the_point_and_value(
+    source: Dataset, clinical_algorithm: AlgorithmInfo, heatmap: np.ndarray, display_image
+) -> None:
+    sr = build(
+        source, clinical_algorithm, heatmap, display_image, probability=0.405, threshold=0.41
+    ).sr
+    report = cast(hd.sr.MeasurementReport, hd.sr.Comprehensive3DSR.from_dataset(sr).content)
+    (group,) = report.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations()
+    assert evaluation.value == codes.ABSENT  # 0.405 < 0.41
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert values["Threshold Value"] == 0.41
+    params = [
+        item.value for item in group[0].ContentSequence.find(pydicom_codes.DCM.AlgorithmParameters)
+    ]
+    assert f"operating_point={CLINICAL_WORDS}" in params and "threshold=0.41" in params
+
+
+def test_overlay_and_gsps_state_the_point_and_value(
+    source: Dataset, clinical_algorithm: AlgorithmInfo, heatmap: np.ndarray, display_image
+) -> None:
+    words = f"operating point: {CLINICAL_WORDS}, threshold 0.410"
+    lines = caption_lines(0.405, 0.41, clinical_algorithm)
+    assert lines[0] == "COVID-19 pattern: ABSENT"
+    assert lines[1] == "Deep-COVID 2026.11.1: COVID-19 probability 0.405"
+    assert lines[2] == words
+    gsps_lines = annotation_lines(0.405, 0.41, clinical_algorithm)
+    assert gsps_lines[1:3] == ["COVID-19 probability 0.405", words]
+
+    results = build(
+        source, clinical_algorithm, heatmap, display_image, probability=0.405, threshold=0.41
+    )
+    assert results.sc.ImageComments == (
+        "COVID-19 pattern: ABSENT; COVID-19 probability 0.4050, "
+        f"operating point: {CLINICAL_WORDS}, threshold 0.4100"
+    )
+    texts = [
+        text.UnformattedTextValue
+        for annotation in results.gsps.GraphicAnnotationSequence
+        for text in annotation.get("TextObjectSequence", [])
+    ]
+    assert words in texts
+
+
+def test_without_a_named_point_the_captions_are_unchanged(algorithm: AlgorithmInfo) -> None:
+    assert algorithm.operating_point == ""
+    assert caption_lines(0.8, 0.42, algorithm)[1] == (
+        "Deep-COVID 2026.11.1: COVID-19 probability 0.800 (threshold 0.420)"
+    )
+    assert (
+        annotation_lines(0.8, 0.42, algorithm)[1] == "COVID-19 probability 0.800 (threshold 0.420)"
+    )
