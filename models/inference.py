@@ -16,6 +16,10 @@ Every engine runs the network as :class:`models.ood.FeaturesAndLogits` (ONNX: on
 ``logits`` and ``features`` outputs), so a model card with a domain check gets its domain score
 from the same forward pass as the probability (:meth:`Predictor.score`).
 
+An ensemble version (:class:`models.ensemble.Ensemble`) runs in every engine as one network
+whose probability is the mean of its members' (ONNX: one graph holding every member), with its
+members' features side by side for its domain check (:class:`models.ood.EnsembleDomainCheck`).
+
 On CUDA, fp32 means IEEE fp32: the predictor turns off TF32 convolutions and matmuls, which would
 otherwise move probabilities by more than 1e-4.
 """
@@ -40,7 +44,7 @@ from torch import nn
 
 from common.atomic import atomic_path
 from models.card import ModelCard
-from models.ood import DomainCheck, FeaturesAndLogits, load_domain_check
+from models.ood import DomainCheck, EnsembleDomainCheck, FeaturesAndLogits, load_card_domain_check
 from models.preprocessing import to_model_input
 
 log = logging.getLogger(__name__)
@@ -204,7 +208,7 @@ class Predictor:
         precision: Precision = "fp32",
         batch_size: int = 16,
         cache_dir: Path | None = None,
-        domain: DomainCheck | None = None,
+        domain: DomainCheck | EnsembleDomainCheck | None = None,
     ) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
@@ -253,9 +257,7 @@ class Predictor:
 
         registry = Registry(root)
         model, card = registry.load(version)
-        domain = None
-        if card.domain_check is not None:
-            domain = load_domain_check(registry.path(card.version), card.domain_check)
+        domain = load_card_domain_check(registry.path(card.version), card)
         return cls(
             model,
             card,
@@ -273,8 +275,9 @@ class Predictor:
         self, cache_dir: Path | None
     ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         if self.engine == "onnx":
-            key = self.card.weights_sha256 or state_dict_sha256(self.model)
-            path = _onnx_cache_path(cache_dir if self.card.weights_sha256 else None, key)
+            saved = self.card.weights_fingerprint
+            key = saved or state_dict_sha256(self.model)
+            path = _onnx_cache_path(cache_dir if saved else None, key)
             if not path.is_file():
                 export_onnx(self.net, path, self.spec.input_size, ("logits", "features"))
                 self.model.to(memory_format=torch.channels_last)

@@ -22,6 +22,12 @@ The **threshold** is set on the validation split so that 99 % of its images pass
 Where it lives: the statistics are an ``.npz`` file beside ``weights.pt`` in the registry
 version folder, named in the model card's ``domain_check`` field with its sha256
 (:class:`DomainCheckSpec`); a card without the field means "no domain check".
+
+**An ensemble's check** (:mod:`models.ensemble`) is the most cautious of its members' own
+checks: an image passes only when it passes every member's. Its features are the members'
+features side by side, and its domain score is the largest of the members' scores each divided by
+that member's threshold (:class:`EnsembleDomainCheck`), so its threshold is 1. Each member's
+statistics stay as fitted with that member; nothing is refitted for the ensemble.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.architectures import ensemble_logits
+from models.ensemble import Ensemble
 from models.files import write_model_file
 
 if TYPE_CHECKING:
@@ -61,7 +69,10 @@ _NPZ_KEYS = ("class_means", "components", "variances", "residual_variance")
 
 # --- features --------------------------------------------------------------------------------
 def feature_dim(model: nn.Module, arch: str) -> int:
-    """Width of the pooled penultimate features of ``arch`` (512, 2048, 512, 512, 1024, 1280)."""
+    """Width of the pooled penultimate features of ``arch`` (512, 2048, 512, 512, 1024, 1280;
+    an ensemble's: the sum of its members')."""
+    if isinstance(model, Ensemble):
+        return sum(feature_dim(member, arch) for member in model.members)
     m: Any = model  # torchvision's attributes, typed loosely by nn.Module
     if arch.startswith("resnet"):
         return int(m.fc.in_features)
@@ -94,6 +105,9 @@ class FeaturesAndLogits(nn.Module):
     SqueezeNet's head is ``Dropout -> Conv1x1 -> ReLU -> AvgPool``: its logits are not a
     linear function of the pooled features, so the logits come from the feature map and the
     features are pooled beside them.
+
+    An :class:`models.ensemble.Ensemble` gives the ensemble's logits and its members' features
+    side by side, ``[N, sum of D]`` (what :class:`EnsembleDomainCheck` reads).
     """
 
     def __init__(self, model: nn.Module, arch: str) -> None:
@@ -102,9 +116,18 @@ class FeaturesAndLogits(nn.Module):
             raise ValueError(f"no feature extractor for architecture {arch!r}")
         self.model = model
         self.arch = arch
+        self.members = (
+            nn.ModuleList(FeaturesAndLogits(m, arch) for m in model.members)
+            if isinstance(model, Ensemble)
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [N, C], features [N, D])`` of a normalised batch."""
+        if self.members is not None:
+            outputs = [member(x) for member in self.members]
+            logits = ensemble_logits([out[0] for out in outputs])
+            return logits, torch.cat([out[1] for out in outputs], dim=1)
         m: Any = self.model
         if self.arch.startswith("resnet"):
             x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
@@ -417,6 +440,42 @@ class DomainCheck:
         return np.asarray(scores) <= self.threshold
 
 
+@dataclass(frozen=True, eq=False)
+class EnsembleDomainCheck:
+    """An ensemble's domain check: the most cautious of its members' checks.
+
+    It reads the ensemble's features (the members' side by side, in the card's order). The
+    score of an image is ``max_k score_k / threshold_k`` over the members ``k``, so it passes
+    (``score <= 1``) exactly when every member's check passes it; a score of 1.3 means the
+    image lies 30 % beyond the limit of the member it is furthest outside.
+    """
+
+    checks: tuple[DomainCheck, ...]
+    threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.checks:
+            raise ValueError("an ensemble's domain check needs its members' checks")
+        object.__setattr__(self, "checks", tuple(self.checks))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Largest member score relative to that member's threshold, per image (float64)."""
+        x = np.asarray(features)
+        dims = [check.stats.dim for check in self.checks]
+        if x.ndim != 2 or x.shape[1] != sum(dims):
+            raise ValueError(f"expected the members' features [N, {sum(dims)}], got {x.shape}")
+        bounds = np.cumsum([0, *dims])
+        relative = [
+            check.score(x[:, start:stop]) / check.threshold
+            for check, start, stop in zip(self.checks, bounds[:-1], bounds[1:], strict=True)
+        ]
+        return np.max(np.stack(relative), axis=0)
+
+    def passes(self, scores: np.ndarray) -> np.ndarray:
+        """True where no member's check fails the image."""
+        return np.asarray(scores) <= self.threshold
+
+
 class DomainCheckError(RuntimeError):
     """A version's domain-check file is missing, corrupted, or does not match its card."""
 
@@ -443,6 +502,23 @@ def load_domain_check(folder: str | Path, spec: DomainCheckSpec) -> DomainCheck:
             f"domain check file {path} holds {stats.dim}-d statistics, card says {spec.feature_dim}"
         )
     return DomainCheck(stats=stats, threshold=spec.threshold)
+
+
+def load_card_domain_check(
+    folder: str | Path, card: ModelCard
+) -> DomainCheck | EnsembleDomainCheck | None:
+    """The domain check of the version in ``folder``: the card's own, an ensemble's (its
+    members' checks, :class:`EnsembleDomainCheck`), or None when it has none."""
+    if card.is_ensemble:
+        specs = [m.domain_check for m in card.members]
+        if any(spec is None for spec in specs):
+            return None  # the card allows all or none
+        return EnsembleDomainCheck(
+            tuple(load_domain_check(folder, spec) for spec in specs if spec is not None)
+        )
+    if card.domain_check is None:
+        return None
+    return load_domain_check(folder, card.domain_check)
 
 
 # --- fitting ---------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ Layout::
         weights.pt            # state_dict only (torch.save), read with weights_only=True
         model_card.json       # models.card.ModelCard, with the sha256 of weights.pt
         domain-<sha>.npz      # optional: domain check statistics (models.ood), sha in card
-      v0002/ ...
+      v0002/                  # an ensemble (models.ensemble): no weights.pt, instead
+        member-01.pt ...      # each member's state dict, its sha256 in the card's members
+        model_card.json
+        domain-<sha>.npz ...  # the members' domain checks, if they have them
 
 Versions are written to a hidden temporary folder and renamed into place, so a reader never sees
 half a version; ``ACTIVE`` is replaced atomically too. Loading checks the weights' sha256 against
@@ -22,8 +25,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +36,7 @@ from common.atomic import atomic_file, fsync_dir
 from common.paths import ACTIVE_FILE, CARD_FILE, WEIGHTS_FILE
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
+from models.ensemble import Ensemble
 from models.files import MODEL_FILE_MODE, WEIGHTS_DTYPES, write_model_file
 from models.ood import DomainCheckError, load_domain_check
 
@@ -143,6 +148,8 @@ class Registry:
         """Check ``version``'s weights file (and domain-check file, if any) against the sha256
         in its card; return the card."""
         card = self.card(version)
+        if card.is_ensemble:
+            return self._verify_ensemble(version, card)
         weights = self.path(version) / WEIGHTS_FILE
         if not weights.is_file():
             raise WeightsIntegrityError(f"model version {version}: {weights} is missing")
@@ -164,11 +171,45 @@ class Registry:
                 raise WeightsIntegrityError(f"model version {version}: {exc}") from exc
         return card
 
+    def _verify_ensemble(self, version: str, card: ModelCard) -> ModelCard:
+        """Each member's weights (and domain check) against the sha256 in the card's entry."""
+        folder = self.path(version)
+        for member in card.members:
+            weights = folder / member.file
+            if not weights.is_file():
+                raise WeightsIntegrityError(
+                    f"model version {version}: member {member.origin or member.file}: "
+                    f"{weights} is missing"
+                )
+            actual = sha256_file(weights)
+            if actual != member.sha256:
+                raise WeightsIntegrityError(
+                    f"model version {version}: member {member.origin or member.file}: {weights} "
+                    f"is corrupted or does not belong to this card (sha256 {actual}, card says "
+                    f"{member.sha256})"
+                )
+            if member.domain_check is not None:
+                try:
+                    load_domain_check(folder, member.domain_check)
+                except DomainCheckError as exc:
+                    raise WeightsIntegrityError(f"model version {version}: {exc}") from exc
+        return card
+
     def load(self, version: str | None = None) -> tuple[nn.Module, ModelCard]:
-        """The model of ``version`` (default: active) with its weights, eval mode, on the CPU."""
+        """The model of ``version`` (default: active) with its weights, eval mode, on the CPU.
+
+        An ensemble version loads as one :class:`models.ensemble.Ensemble` of its members.
+        """
         name = self._resolve(version)
         card = self.verify(name)
-        weights = self.path(name) / WEIGHTS_FILE
+        if card.is_ensemble:
+            members = [self._load_weights(name, card, m.file) for m in card.members]
+            return Ensemble(members).eval(), card
+        return self._load_weights(name, card, WEIGHTS_FILE).eval(), card
+
+    def _load_weights(self, name: str, card: ModelCard, file: str) -> nn.Module:
+        """``card``'s architecture with the state dict in ``file`` of version ``name``."""
+        weights = self.path(name) / file
         try:
             state_dict = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -188,7 +229,7 @@ class Registry:
                 f"model version {name}: weights do not fit architecture {card.architecture}: "
                 f"{str(exc).splitlines()[0]}"
             ) from exc
-        return model.eval(), card
+        return model.eval()
 
     # --- saving ------------------------------------------------------------------------------
     def next_version(self) -> str:
@@ -210,23 +251,64 @@ class Registry:
         statistics the card names) are written into the version folder before it appears.
         The new version is not activated.
         """
+        if card.is_ensemble:
+            raise ValueError("an ensemble card is saved with save_ensemble, not save_version")
+
+        def fill(tmp: Path) -> dict[str, Any]:
+            weights = tmp / WEIGHTS_FILE
+            with atomic_file(weights, mode=MODEL_FILE_MODE) as fh:
+                torch.save(stored_state_dict(model, card.weights_dtype), fh)
+            _write_extra_files(tmp, extra_files or {})
+            return {"weights_sha256": sha256_file(weights)}
+
+        return self._publish(card, fill)
+
+    def save_ensemble(
+        self,
+        card: ModelCard,
+        member_files: Mapping[str, Path],
+        extra_files: Mapping[str, bytes] | None = None,
+    ) -> str:
+        """Store an ensemble version: ``card`` names its members, ``member_files`` maps each
+        member's file name to the state dict to copy there (byte for byte, so its sha256 must
+        be the member's); ``extra_files`` as in :meth:`save_version` (the members' domain
+        statistics). Version name, Device UID and time as :meth:`save_version` sets them."""
+        if not card.is_ensemble:
+            raise ValueError("save_ensemble needs a card with members")
+        wanted = {m.file for m in card.members}
+        if set(member_files) != wanted:
+            raise ValueError(
+                f"member files {sorted(member_files)} do not match the card's {sorted(wanted)}"
+            )
+
+        def fill(tmp: Path) -> dict[str, Any]:
+            for member in card.members:
+                target = tmp / member.file
+                with open(member_files[member.file], "rb") as src:
+                    data = src.read()
+                write_model_file(target, data)
+                if sha256_file(target) != member.sha256:
+                    raise WeightsIntegrityError(
+                        f"member {member.origin or member.file}: {member_files[member.file]} "
+                        f"does not have the sha256 the card names ({member.sha256})"
+                    )
+            _write_extra_files(tmp, extra_files or {})
+            return {}
+
+        return self._publish(card, fill)
+
+    def _publish(self, card: ModelCard, fill: Callable[[Path], dict[str, Any]]) -> str:
+        """Make a new version: ``fill`` writes its files into a hidden folder and returns card
+        fields it computed; the card is written last and the folder renamed into place."""
         version = check_version_name(card.version) if card.version else self.next_version()
         if (self.root / version).exists():
             raise RegistryError(f"model version {version!r} already exists in {self.root}")
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
         try:
-            state_dict = stored_state_dict(model, card.weights_dtype)
-            weights = tmp / WEIGHTS_FILE
-            with atomic_file(weights, mode=MODEL_FILE_MODE) as fh:
-                torch.save(state_dict, fh)
-            for name, data in (extra_files or {}).items():
-                if name in {WEIGHTS_FILE, CARD_FILE} or Path(name).name != name:
-                    raise ValueError(f"extra file name {name!r} is not allowed")
-                write_model_file(tmp / name, data)
             final = card.replace(
+                **fill(tmp),
                 version=version,
-                weights_sha256=sha256_file(weights),
                 device_uid=new_device_uid(),
                 created=card.created or utc_now_iso(),
             )
@@ -238,6 +320,14 @@ class Registry:
             raise
         fsync_dir(self.root)  # the folder's rename, durable
         return version
+
+
+def _write_extra_files(folder: Path, extra_files: Mapping[str, bytes]) -> None:
+    """Write a version's other files (domain statistics); no name may be a registry file's."""
+    for name, data in extra_files.items():
+        if name in {WEIGHTS_FILE, CARD_FILE} or Path(name).name != name:
+            raise ValueError(f"extra file name {name!r} is not allowed")
+        write_model_file(folder / name, data)
 
 
 def round_to_dtype(model: nn.Module, dtype: str) -> nn.Module:

@@ -15,6 +15,11 @@ Two methods give the same map (max abs difference <= 1e-4 in fp32; in practice ~
   value is computed from exactly the inputs the full pass would use. ResNet, SqueezeNet and
   DenseNet are supported; other modules fall back to the reference.
 
+An ensemble (:class:`models.ensemble.Ensemble`) is mapped by its probability, the mean of its
+members': the occluded ensemble probability is the mean of the members' occluded probabilities, so
+its map is the mean of the members' maps, and ``fast`` computes each member's map incrementally
+and averages them (``reference`` runs the whole ensemble on every occluded copy).
+
 :func:`resample_to_image` puts the window-grid map onto the original image's pixel grid.
 """
 
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 
 from models.architectures import covid_probability
+from models.ensemble import Ensemble
 from models.occlusion.grid import OcclusionGrid
 from models.occlusion.incremental import count_flops, incremental_scores, supports
 from models.preprocessing import DEFAULT_SPEC, PreprocessSpec
@@ -121,6 +127,12 @@ def occlusion_map(
     if model.training:
         raise ValueError("model must be in eval mode (BatchNorm and Dropout change otherwise)")
     x = _check_input(x).float()
+    if method == "fast" and isinstance(model, Ensemble):
+        maps = [
+            occlusion_map(m, x, window, stride, fill, method, spec=spec, batch_size=batch_size)
+            for m in model.members
+        ]
+        return np.mean(np.stack(maps).astype(np.float64), axis=0).astype(np.float32)
     grid = OcclusionGrid(size=int(x.shape[-1]), window=window, stride=stride)
     value = fill_value(x, fill, spec)
     p0 = base_probability(model, x)

@@ -185,3 +185,47 @@ def spool_dataset(
         size_bytes=path.stat().st_size,
     )
     return int(outcome.job_id)
+
+
+def random_ensemble_registry(
+    root: Path,
+    arch: str = "squeezenet1_1",
+    *,
+    members: int = 3,
+    input_size: int = 64,
+    head_gain: float = 40.0,
+    name: str = "ens",
+) -> Path:
+    """A registry at ``root`` with versions ``m1`` ... ``mK`` (random ``arch``, seeds 0..K-1)
+    and the active ensemble ``name`` of them, built by :func:`training.ensemble.build_ensemble`.
+
+    The members' heads are scaled by ``head_gain`` so that their probabilities spread over (0, 1)
+    and differ from each other (a mean that equals one member's would prove nothing);
+    ``input_size`` 64 keeps occlusion maps cheap.
+    """
+    import torch
+
+    from models.architectures import build_model, head_parameters
+    from models.card import ModelCard
+    from models.registry import Registry
+    from training.ensemble import build_ensemble
+
+    registry = Registry(root)
+    for k in range(members):
+        torch.manual_seed(k)
+        model = build_model(arch, init="none")
+        with torch.no_grad():
+            for param in head_parameters(model, arch):
+                param.mul_(head_gain)
+        card = ModelCard(
+            architecture=arch,
+            version=f"m{k + 1}",
+            input_size=input_size,
+            threshold=0.5,
+            training_parameters={"seed": k},
+            notes="random weights (tests)",
+        )
+        registry.save_version(model, card)
+    version = build_ensemble(registry, name, [f"m{k + 1}" for k in range(members)])
+    registry.activate(version)
+    return root

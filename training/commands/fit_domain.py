@@ -58,6 +58,13 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
 
     registry = Registry(registry_root)
     model, card = load_version(registry, args.version)
+    if card.is_ensemble:
+        from common.errors import UsageError
+
+        raise UsageError(
+            f"{card.version} is an ensemble: its domain check is its members' checks",
+            "fit each member's check (`fit-domain MEMBER`), then build the ensemble again",
+        )
     manifest = open_manifest(args.manifest, args.data_root, card.training_manifest, registry_root)
     train_rows, val_rows = split_rows(manifest, "train"), split_rows(manifest, "val")
     note_other_manifest(manifest, card)
