@@ -343,6 +343,14 @@ class ModelSettings(_Group):
         default="gray",
         description="Value the occluder paints: zero, image mean, or the normalised gray.",
     )
+    heatmap_members: int = Field(
+        default=0,
+        ge=0,
+        description="For an ensemble model: draw the heatmap with its first N members only "
+        "(0: all). The map is then the occlusion map of those members' mean probability, and "
+        "the SR's algorithm parameters say how many members it used (`heatmap_members`). "
+        "Each member's map costs about as much as a single model's (see docs/models.md).",
+    )
 
 
 class WorkerSettings(_Group):

@@ -230,11 +230,16 @@ def check_model(settings: Settings) -> Finding:
             f"the active model cannot be used: {exc}",
             "copy the version again, or activate another (`deepcovid models list`)",
         )
+    weights = (
+        f"the {len(card.members)} members' weights match their sha256"
+        if card.is_ensemble
+        else f"weights match sha256 {card.weights_sha256[:12]}"
+    )
     return Finding(
         "model",
         "ok",
         f"active version {version} ({card.architecture}, threshold {card.threshold:.4f}) "
-        f"loads; weights match sha256 {card.weights_sha256[:12]}",
+        f"loads; {weights}",
     )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from common.settings import Settings
+from models.ensemble import Ensemble
 from models.inference import Predictor
 from models.occlusion import occlusion_map, resample_to_image
 from models.operating_point import POINT_NAMES, describe
@@ -61,6 +62,9 @@ class Analysis:
     domain_threshold: float | None = None
     in_domain: bool = True
     """False when the image failed the domain check: the finding is then indeterminate."""
+    heatmap_members: int | None = None
+    """For an ensemble model: how many of its members the heatmap was drawn with (setting
+    ``heatmap_members``); None for a single network."""
     operating_point: str = ""
     """Name of the card's operating point whose ``threshold`` this is (setting
     ``threshold_policy``; :meth:`models.card.ModelCard.operating_point`)."""
@@ -113,6 +117,8 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
     timings["inference_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     model = predictor.model
+    if isinstance(model, Ensemble):  # the map of the first N members' mean probability
+        model = model.subset(settings.model.heatmap_members)
     with torch.inference_mode():
         grid = occlusion_map(
             model,
@@ -145,4 +151,5 @@ def analyse_image(image: np.ndarray, predictor: Predictor, settings: Settings) -
         domain_score=None if scores.domain_threshold is None else float(scores.domain_scores[0]),
         domain_threshold=scores.domain_threshold,
         in_domain=bool(scores.in_domain[0]),
+        heatmap_members=len(model) if isinstance(model, Ensemble) else None,
     )

@@ -209,6 +209,7 @@ def _build_and_write(
             "occlusion_window": settings.model.occlusion_window,
             "occlusion_stride": settings.model.occlusion_stride,
             "occlusion_fill": settings.model.occlusion_fill,
+            **({"heatmap_members": n} if (n := result.heatmap_members) is not None else {}),
         },
     )
     previous = outbox.previous_sr(job_id, result.model_version)

@@ -1,8 +1,10 @@
-"""`deepcovid models list | show | activate | fit-domain`: the model registry from the shell."""
+"""`deepcovid models list | show | activate | fit-domain | ensemble`: the model registry from the
+shell."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,33 @@ def register(subparsers: Any) -> None:
     from training.commands import fit_domain
 
     fit_domain.register(sub, registry=False).set_defaults(func=_fit_domain)
+
+    p_ens = sub.add_parser(
+        "ensemble",
+        help="save a new version NEW that is the ensemble of existing versions (mean probability)",
+    )
+    p_ens.add_argument("new", metavar="NEW", help="name of the new version")
+    p_ens.add_argument(
+        "--members", nargs="+", required=True, metavar="VERSION", help="the member versions"
+    )
+    p_ens.add_argument(
+        "--origins",
+        nargs="+",
+        default=None,
+        metavar="TEXT",
+        help="what each member was, e.g. 'fold 1' ... (default: from each card's fold and seed)",
+    )
+    p_ens.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the ensemble's operating threshold (default: the mean of the members')",
+    )
+    p_ens.add_argument(
+        "--threshold-method", default="", help="how that threshold was chosen (for the card)"
+    )
+    p_ens.add_argument("--activate", action="store_true", help="make NEW the active version")
+    p_ens.set_defaults(func=_ensemble)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -112,6 +141,38 @@ def _fit_domain(args: argparse.Namespace) -> int:
     from training.commands import fit_domain
 
     return fit_domain.run(args, _registry(args).root, "deepcovid models")
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from models.registry import RegistryError
+    from training.ensemble import build_ensemble
+
+    registry = _registry(args)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold {args.threshold} is not in [0, 1]", "give a probability")
+    try:
+        version = build_ensemble(
+            registry,
+            args.new,
+            args.members,
+            origins=args.origins,
+            threshold=args.threshold,
+            threshold_method=args.threshold_method,
+            command=shlex.join(
+                ["deepcovid", "models", "ensemble", args.new, "--members", *args.members]
+            ),
+        )
+        if args.activate:
+            registry.activate(version)
+    except (RegistryError, ValueError) as exc:
+        raise _registry_errors(exc) from exc
+    card = registry.card(version)
+    print(
+        f"{version}: ensemble of {len(card.members)} {card.architecture} networks "
+        f"({', '.join(m.version for m in card.members)}), threshold {card.threshold:.4f}"
+        + (" - active" if args.activate else "")
+    )
+    return 0
 
 
 def _activate(args: argparse.Namespace) -> int:

@@ -96,8 +96,13 @@ def check_spool(
     return CheckResult("spool", True, text)
 
 
+_VERIFIED_KEPT = 64
+"""Weights files whose verdict the model check keeps (an ensemble has several)."""
+
+
 class ModelCheck:
-    """The registry's active version exists and its weights match its card."""
+    """The registry's active version exists and its weights match its card (an ensemble's:
+    every member's file against the sha256 of its entry)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -120,16 +125,23 @@ class ModelCheck:
         folder = self.root / version
         if not version or "/" in version or version.startswith("."):
             return CheckResult("model", False, f"{active} does not name a version")
-        card_path, weights = folder / CARD_FILE, folder / WEIGHTS_FILE
-        for path in (card_path, weights):
-            if not path.is_file():
-                return CheckResult("model", False, f"active version {version}: {path} is missing")
+        card_path = folder / CARD_FILE
+        if not card_path.is_file():
+            return CheckResult("model", False, f"active version {version}: {card_path} is missing")
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        expected = str(card.get("weights_sha256") or "")
-        if not self._weights_match(weights, expected):
-            return CheckResult(
-                "model", False, f"active version {version}: weights do not match the card"
-            )
+        files = [
+            (folder / Path(str(m.get("file") or "")).name, str(m.get("sha256") or ""))
+            for m in card.get("members") or []
+        ] or [(folder / WEIGHTS_FILE, str(card.get("weights_sha256") or ""))]
+        for weights, expected in files:
+            if not weights.is_file():
+                return CheckResult(
+                    "model", False, f"active version {version}: {weights} is missing"
+                )
+            if not self._weights_match(weights, expected):
+                return CheckResult(
+                    "model", False, f"active version {version}: weights do not match the card"
+                )
         return CheckResult("model", True, f"active version {version} ({card.get('architecture')})")
 
     def _weights_match(self, weights: Path, expected: str) -> bool:
@@ -141,7 +153,9 @@ class ModelCheck:
                 with weights.open("rb") as fh:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         digest.update(block)
-                self._verified = {key: bool(expected) and digest.hexdigest() == expected}
+                if len(self._verified) >= _VERIFIED_KEPT:
+                    self._verified.clear()
+                self._verified[key] = bool(expected) and digest.hexdigest() == expected
             return self._verified[key]
 
 

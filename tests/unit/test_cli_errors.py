@@ -135,6 +135,9 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
                 {"DEEPCOVID_DATABASE_URL": f"postgresql+psycopg://nobody@{closed}/none"},
             )
         ],
+        "models ensemble": [
+            Case(["models", *reg, "ensemble", "e", "--members", "nope", "x"], "no model version", 2)
+        ],
         "models fit-domain": [
             Case(["models", *reg, "fit-domain", "nope"], "no model version 'nope'", 2)
         ],
