@@ -28,6 +28,9 @@ TARGET_SENSITIVITY: dict[str, float] = {PAPER: 0.98, CLINICAL: 0.90}
 POINT_NAMES: tuple[str, ...] = tuple(TARGET_SENSITIVITY)
 """Known operating point names (also the values of the ``threshold_policy`` setting)."""
 
+N_BOOT = 2000
+"""Bootstrap resamples behind the points' intervals unless a caller asks otherwise."""
+
 UNNAMED = "card"
 """Name of the single threshold of a card whose method text matches no named point."""
 

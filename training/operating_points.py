@@ -26,11 +26,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.operating_point import TARGET_SENSITIVITY, OperatingPoint
+from models.card import ModelCard
+from models.operating_point import N_BOOT, PAPER, TARGET_SENSITIVITY, OperatingPoint
 from training.metrics import confusion_at, threshold_for_sensitivity
-
-N_BOOT = 2000
-"""Bootstrap resamples for the intervals."""
 
 LEVEL = 0.95
 """Two-sided level of the intervals."""
@@ -120,6 +118,20 @@ def operating_points(
             **cis,
         )
     return points
+
+
+def card_with_points(card: ModelCard, points: dict[str, OperatingPoint]) -> ModelCard:
+    """``card`` holding ``points``; its ``threshold`` and ``threshold_method`` become the paper
+    point's (the card's threshold is the paper point, for every reader that predates the points).
+    """
+    if PAPER not in points:
+        raise ValueError(f"the points must include {PAPER!r}: it is the card's threshold")
+    paper = points[PAPER]
+    return card.replace(
+        threshold=paper.threshold,
+        threshold_method=paper.method,
+        operating_points={name: point.to_dict() for name, point in points.items()},
+    )
 
 
 def _bootstrap(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from training.evaluate import Scored
 from training.intervals import bootstrap_auc_interval, wilson_interval
 from training.manifest import Manifest
 from training.metrics import confusion_at, roc_auc
-from training.operating_points import operating_threshold
+from training.operating_points import card_with_points, operating_points, operating_threshold
 from training.trainer import TrainResult
 
 WILSON = "Wilson score, 95 %"
@@ -156,19 +156,18 @@ def record_metrics(
 
 
 def rechoose_threshold(
-    card: ModelCard, scored: Scored, split: str, target: float, data_note: str
+    card: ModelCard, scored: Scored, split: str, data_note: str, n_boot: int = 2000
 ) -> ModelCard:
-    """The card with its threshold chosen again on ``scored`` (the split's metrics replaced)."""
-    threshold = operating_threshold(scored.labels, scored.probs, target)
+    """The card with both operating points chosen again on ``scored``
+    (:func:`training.operating_points.operating_points`); its threshold is the paper point's and
+    the split's metrics are replaced by those at that threshold."""
+    points = operating_points(
+        scored.labels,
+        scored.probs,
+        n_boot=n_boot,
+        data=f"the {split} split of {data_note}",
+    )
+    updated = card_with_points(card, points)
     metrics = {k: v for k, v in card.metrics.items() if not k.startswith(f"{split}/")}
-    metrics.update(split_metrics(split, scored.labels, scored.probs, threshold))
-    method = (
-        f"highest threshold with sensitivity >= {target:g} on the {split} split "
-        f"({int(scored.labels.sum())} COVID-19 images of {data_note}), lowered halfway to the "
-        "next score; COVID-19 when probability >= threshold"
-    )
-    return card.replace(
-        threshold=threshold,
-        threshold_method=method,
-        metrics={k: vars(v) for k, v in metrics.items()},
-    )
+    metrics.update(split_metrics(split, scored.labels, scored.probs, updated.threshold, n_boot))
+    return updated.replace(metrics={k: vars(v) for k, v in metrics.items()})

@@ -284,17 +284,51 @@ def test_compare_writes_table_and_curves(trained: dict[str, Path]) -> None:
     assert (out / "roc_compare.png").stat().st_size > 1000
 
 
-def test_threshold_command_rechooses_and_stores(trained: dict[str, Path]) -> None:
+def test_threshold_command_rechooses_and_stores(
+    trained: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both operating points, chosen on the labelled split and stored; the card's threshold is
+    the paper point's; the command says what it stored."""
     registry = Registry(trained["registry"])
     before = registry.card("three")
     common = ["--registry", str(trained["registry"]), "--model", "three", "--device", "cpu"]
-    assert training_main(["threshold", *common, "--dry-run"]) == 0
+    assert training_main(["threshold", *common, "--dry-run", "--bootstrap", "50"]) == 0
     assert registry.card("three") == before
-    assert training_main(["threshold", *common, "--target-sensitivity", "0.5"]) == 0
+    assert "dry run: the card is unchanged" in capsys.readouterr().out
+    assert training_main(["threshold", *common, "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "clinical (sensitivity >= 90 %): threshold" in out and "stored both points" in out
     after = registry.card("three")
-    assert "sensitivity >= 0.5 on the val split" in after.threshold_method
-    assert after.metrics["val/sensitivity"].value >= 0.5
+    assert set(after.operating_points) == {"paper", "clinical"}
+    paper, clinical = after.operating_points["paper"], after.operating_points["clinical"]
+    assert after.threshold == paper.threshold
+    assert "sensitivity >= 0.98 on the val split" in after.threshold_method
+    assert clinical.threshold >= paper.threshold
+    assert clinical.sensitivity is not None and clinical.sensitivity >= 0.9
+    assert clinical.threshold_ci is not None and "50 resamples" in clinical.ci_method
+    assert after.metrics["val/sensitivity"].value >= 0.98 - 1e-9
+    assert after.operating_point("clinical") == ("clinical", clinical)
     registry.verify("three")  # weights untouched
+
+
+def test_threshold_command_refuses_films_of_one_class(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site's positive cases alone give no specificity: a clear error, the card unchanged."""
+    with trained["manifest"].open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "val" and r["label"] == "covid"]
+    site = tmp_path / "site.csv"
+    with site.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "split": "site"} for r in rows)
+    registry = Registry(trained["registry"])
+    before = registry.card("two")
+    args = ["--registry", str(trained["registry"]), "--model", "two", "--device", "cpu"]
+    status = training_main(["threshold", *args, "--manifest", str(site), "--split", "site"])
+    assert status == 2
+    assert "both COVID-19 and non-COVID" in capsys.readouterr().err
+    assert registry.card("two") == before
 
 
 def test_deepcovid_cli_registers_the_commands() -> None:
