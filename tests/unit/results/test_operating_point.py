@@ -4,12 +4,15 @@ point and threshold gave the finding. (That ``dciodvfy`` accepts these objects i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import cast
 
 import highdicom as hd
 import numpy as np
 import pytest
 import torch
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 
@@ -19,9 +22,11 @@ from models.card import ModelCard
 from models.inference import Predictor
 from models.operating_point import CLINICAL, PAPER, OperatingPoint
 from models.preprocessing import to_model_input
+from tests.harness.factories import wrap_pixels
 from tests.unit.results.builders import build
+from worker import pipeline
 from worker.analysis import analyse_image
-from worker.results import AlgorithmInfo, codes
+from worker.results import AlgorithmInfo, ResultUIDs, codes
 from worker.results.gsps import annotation_lines
 from worker.results.sc import caption_lines
 
@@ -41,41 +46,120 @@ def clinical_algorithm(algorithm: AlgorithmInfo) -> AlgorithmInfo:
     )
 
 
+def _settings(policy: str, **kw: object) -> Settings:
+    return Settings(
+        model={"occlusion_window": 56, "occlusion_stride": 56, "threshold_policy": policy}, **kw
+    )
+
+
 def _analyse(predictor: Predictor, policy: str, image: np.ndarray) -> tuple[str, float, str]:
-    settings = Settings(occlusion_window=56, occlusion_stride=56, threshold_policy=policy)
-    result = analyse_image(image, predictor, settings)
+    result = analyse_image(image, predictor, _settings(policy))
     return result.finding, result.threshold, result.operating_point
 
 
-def test_policy_decides_the_finding_in_the_analysis_path() -> None:
-    """A probability between the two points: Present at the paper point, Absent at the
-    clinical one; a card without points uses its single threshold under either policy."""
+IMAGE = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    """A random SqueezeNet whose card holds one threshold (0.5, its method names the paper's
+    98 % rule), as cards written before the named points do."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    image = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
     card = ModelCard(
         architecture="squeezenet1_1",
+        version="v1",
+        device_uid="1.2.826.0.1.3680043.8.498.1",
         threshold=0.5,
         threshold_method="highest threshold with sensitivity >= 0.98 on the val split",
     )
-    predictor = Predictor(build_model("squeezenet1_1"), card, device="cpu", engine="eager")
-    p = float(
-        predictor.score_tensor(to_model_input(image, predictor.spec).unsqueeze(0)).probabilities[0]
-    )
-    assert 0.02 < p < 0.98  # room for a point on either side
-    old = _analyse(predictor, CLINICAL, image)  # an older card: its one threshold, named paper
-    assert old == ("present" if p >= 0.5 else "absent", 0.5, PAPER)
+    return Predictor(build_model("squeezenet1_1"), card, device="cpu", engine="eager")
 
+
+def _with_points_around_the_image(predictor: Predictor) -> tuple[ModelCard, float, float]:
+    """The predictor's card with a paper point just below and a clinical point just above the
+    image's probability."""
+    x = to_model_input(IMAGE, predictor.spec).unsqueeze(0)
+    p = float(predictor.score_tensor(x).probabilities[0])
+    assert 0.02 < p < 0.98  # room for a point on either side
     paper_t, clinical_t = p - 0.01, p + 0.01
-    predictor.card = card.replace(
+    card = predictor.card.replace(
         threshold=paper_t,
         operating_points={
             PAPER: OperatingPoint(paper_t, "paper rule").to_dict(),
             CLINICAL: OperatingPoint(clinical_t, "clinical rule").to_dict(),
         },
     )
-    assert _analyse(predictor, PAPER, image) == ("present", paper_t, PAPER)
-    assert _analyse(predictor, CLINICAL, image) == ("absent", clinical_t, CLINICAL)
+    return card, paper_t, clinical_t
+
+
+def test_policy_decides_the_finding_in_the_analysis_path(predictor: Predictor) -> None:
+    """A probability between the two points: Present at the paper point, Absent at the
+    clinical one; a card without points uses its single threshold under either policy."""
+    older = predictor.card
+    p = float(predictor.predict(IMAGE)[0])
+    for policy in (PAPER, CLINICAL):  # an older card: its one threshold, named paper
+        assert _analyse(predictor, policy, IMAGE) == (
+            "present" if p >= 0.5 else "absent",
+            0.5,
+            PAPER,
+        )
+    card, paper_t, clinical_t = _with_points_around_the_image(predictor)
+    predictor.card = card
+    try:
+        assert _analyse(predictor, PAPER, IMAGE) == ("present", paper_t, PAPER)
+        assert _analyse(predictor, CLINICAL, IMAGE) == ("absent", clinical_t, CLINICAL)
+    finally:
+        predictor.card = older
+
+
+def _texts(items: Sequence[Dataset]) -> list[str]:
+    """The TEXT values anywhere in an SR content tree."""
+    values: list[str] = []
+    for item in items:
+        if "TextValue" in item:
+            values.append(str(item.TextValue))
+        values += _texts(item.get("ContentSequence", []))
+    return values
+
+
+class _NoPrevious:
+    """The outbox as ``_build_and_write`` reads it: no earlier SR of this image."""
+
+    def previous_sr(self, job_id: int, version: str) -> None:
+        return None
+
+
+def test_the_worker_writes_the_point_it_used(predictor: Predictor, tmp_path: Path) -> None:
+    """Through the worker's own result path: the SR's algorithm parameters and the overlay's
+    comments name the clinical point and its threshold, which decided the finding."""
+    older = predictor.card
+    card, _, clinical_t = _with_points_around_the_image(predictor)
+    predictor.card = card
+    try:
+        settings = _settings(CLINICAL, data_dir=tmp_path)
+        result = analyse_image(IMAGE, predictor, settings)
+        settings.storage.results.mkdir(parents=True, exist_ok=True)
+        ds = wrap_pixels((IMAGE * 255).astype(np.uint8))
+        written = pipeline._build_and_write(
+            1,
+            ds,
+            IMAGE,
+            result,
+            predictor,
+            ResultUIDs.derive(ds.SOPInstanceUID, result.model_version),
+            _NoPrevious(),  # type: ignore[arg-type]
+            settings,
+        )
+    finally:
+        predictor.card = older
+    paths = {r.kind: Path(r.path) for r in written}
+    sr, sc = dcmread(paths["sr"]), dcmread(paths["sc"])
+    texts = _texts(sr.ContentSequence)
+    assert f"operating_point={CLINICAL_WORDS}" in texts
+    assert f"threshold={clinical_t}" in texts  # the clinical point's, not the card's threshold
+    assert sc.ImageComments.startswith("COVID-19 pattern: ABSENT")
+    assert f"operating point: {CLINICAL_WORDS}, threshold {clinical_t:.4f}" in sc.ImageComments
 
 
 def test_default_policy_is_the_papers() -> None:
