@@ -10,7 +10,8 @@ images of those unseen sources. Two more columns come from the shortcut checks (
 them as ``evaluate`` does): the within-source AUC with the lung fields hidden and with only the
 lung fields shown (:mod:`training.probes`), and the share of the positive occlusion evidence inside
 the lung fields for the COVID-19 calls of a stratified sample, beside the lungs' share of the
-image (:mod:`training.localisation`).
+image (:mod:`training.localisation`). Where a cross-validation summary of a version's recipe is
+given (``compare --cv``), its out-of-fold figures stand beside the split's as mean ± sd.
 """
 
 from __future__ import annotations
@@ -26,12 +27,42 @@ import numpy as np
 from models.card import ALL_SOURCES
 from training import plots
 from training.baseline import source_name
+from training.cv_metrics import CV_METRICS, format_mean_sd
 from training.evaluate import Scored, json_safe, within_source
 from training.intervals import bootstrap_auc_interval
-from training.metrics import average_precision, confusion_at, pr_points, roc_auc, roc_points
+from training.metrics import (
+    NOT_DEFINED_ONE_CLASS,
+    average_precision,
+    confusion_at,
+    pr_points,
+    roc_auc,
+    roc_points,
+)
 from training.sources import pooled_within_source_auc
 
 COMPARE_FILES = ("compare.json", "compare.md", "roc_compare.png", "pr_compare.png")
+
+CV_COLUMNS: tuple[str, ...] = (
+    "auc",
+    "within_source_auc",
+    "specificity_at_95",
+    "specificity_at_98",
+    "nih_no_finding_called",
+    "nema_cr_probability",
+)
+"""The cross-validation figures ``compare`` shows beside a version (:mod:`training.cv_metrics`)."""
+
+
+def cv_columns(report: dict[str, Any], folder: str) -> dict[str, Any]:
+    """The mean ± sd entries of a cross-validation summary (``cv.json``) that ``compare`` shows,
+    and where they come from."""
+    summary = report["summary"]
+    return {
+        "from": folder,
+        "folds": report.get("folds"),
+        "seeds": report.get("seeds"),
+        **{key: summary.get(key) for key in CV_COLUMNS},
+    }
 
 
 def unseen_sources(
@@ -153,6 +184,17 @@ def _localisation_cell(entry: dict[str, Any] | None) -> str:
     )
 
 
+def _auc_cell(row: dict[str, Any]) -> str:
+    """Pooled AUC with its interval; on a split of one class it is not defined."""
+    if row["auc"] is None or not math.isfinite(row["auc"]):
+        return NOT_DEFINED_ONE_CLASS
+    return f"{_f(row['auc'])} ({_ci(row['auc_ci_bootstrap'])})"
+
+
+def _cv_cell(entry: dict[str, Any] | None, key: str) -> str:
+    return format_mean_sd(entry.get(key), key) if entry else "-"
+
+
 def _f(value: float | None, pct: bool = False) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
@@ -195,6 +237,7 @@ def write_comparison(
     show_unseen = any(r.get("unseen_sources") for r in rows)
     show_probes = any(r.get("probes") for r in rows)
     show_loc = any(r.get("localisation") for r in rows)
+    show_cv = any(r.get("cv") for r in rows)
     lines = [
         f"# Model comparison on the {split} split ({n_images} images)",
         "",
@@ -216,6 +259,13 @@ def write_comparison(
             "of the image (evidence spread evenly would give that)."
             if show_loc
             else ""
+        )
+        + (
+            " CV: mean ± sd over the folds (and seeds) of the version's recipe's cross-validation "
+            "on train + val (`deepcovid cv`; sensitivity points on each fold's own predictions); "
+            "- where none was given."
+            if show_cv
+            else ""
         ),
         "",
         "| version | architecture | AUC pooled (95 % CI) | AUC within source (95 % CI) | "
@@ -223,21 +273,24 @@ def write_comparison(
         + ("AUC on sources unseen in training | " if show_unseen else "")
         + ("within-source AUC, lungs hidden / lungs only | " if show_probes else "")
         + ("evidence in lungs, COVID-19 calls | " if show_loc else "")
+        + "".join(f"CV {CV_METRICS[k]} | " for k in CV_COLUMNS if show_cv)
         + "AP | threshold | sensitivity (95 % CI) | specificity (95 % CI) |",
         "| --- | --- | --- | --- | "
         + "--- | " * (len(mixed) + int(show_unseen) + int(show_probes) + int(show_loc))
+        + "--- | " * (len(CV_COLUMNS) if show_cv else 0)
         + "--- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['version']} | {r['architecture']} "
-            f"| {_f(r['auc'])} ({_ci(r['auc_ci_bootstrap'])}) "
+            f"| {_auc_cell(r)} "
             f"| {_f(r.get('within_source_auc'))} "
             f"({_ci(r.get('within_source_auc_ci_bootstrap') or [math.nan, math.nan])}) | "
             + "".join(f"{_f(r.get('within_source', {}).get(m))} | " for m in mixed)
             + (f"{_unseen(r.get('unseen_sources'))} | " if show_unseen else "")
             + (f"{_probe_cell(r.get('probes'))} | " if show_probes else "")
             + (f"{_localisation_cell(r.get('localisation'))} | " if show_loc else "")
+            + "".join(f"{_cv_cell(r.get('cv'), k)} | " for k in CV_COLUMNS if show_cv)
             + f"{_f(r['average_precision'])} | {r['threshold']:.4f} "
             f"| {_f(r['sensitivity'], True)} ({_ci(r['sensitivity_ci_wilson'], True)}) "
             f"| {_f(r['specificity'], True)} ({_ci(r['specificity_ci_wilson'], True)}) |"

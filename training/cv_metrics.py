@@ -35,7 +35,7 @@ import numpy as np
 
 from training.baseline import source_name
 from training.manifest import ManifestRow
-from training.metrics import confusion_at, roc_auc
+from training.metrics import NOT_DEFINED_ONE_CLASS, confusion_at, roc_auc
 from training.operating_points import operating_threshold
 from training.sources import pooled_within_source_auc
 
@@ -128,7 +128,7 @@ def format_mean_sd(entry: dict[str, Any] | None, key: str = "") -> str:
     if not entry:
         return "-"
     if entry.get("mean") is None:
-        return "not defined (one class)" if key in {"auc", "within_source_auc"} else "not defined"
+        return NOT_DEFINED_ONE_CLASS if key in {"auc", "within_source_auc"} else "not defined"
     pct = key in PERCENT
     scale, unit, digits = (100.0, " %", 1) if pct else (1.0, "", 3)
     text = f"{entry['mean'] * scale:.{digits}f}"

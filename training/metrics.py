@@ -21,6 +21,10 @@ from sklearn.metrics import (
 
 from training.intervals import normal_interval, wilson_interval
 
+NOT_DEFINED_ONE_CLASS = "not defined (one class)"
+"""What reports say for an AUC of images of one class only (e.g. a site's positive cases): it
+has no ROC curve, while sensitivity (or specificity) still is defined."""
+
 PAPER_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Thresholds of the sensitivity/specificity tables (the paper's Tables 2-5 use a similar range)."""
 

@@ -20,6 +20,7 @@ from models.card import ModelCard
 from training import plots
 from training.evaluate import FEW_PER_CLASS, FINDING_GROUPS
 from training.localisation import occlusion_grid_with_lungs
+from training.metrics import NOT_DEFINED_ONE_CLASS
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
@@ -59,8 +60,12 @@ def _ci(ci: Sequence[float | None] | None, digits: int = 1) -> str:
     return f"{100 * ci[0]:.{digits}f}-{100 * ci[1]:.{digits}f}"
 
 
-def _num(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _num(value: float | None, digits: int = 3, *, one_class: bool = False) -> str:
+    """``value`` to ``digits``; a missing one ``n/a``, or (``one_class``: an AUC that only a
+    split of one class lacks) "not defined (one class)"."""
+    if value is None or not math.isfinite(value):
+        return NOT_DEFINED_ONE_CLASS if one_class else "n/a"
+    return f"{value:.{digits}f}"
 
 
 def _figures(
@@ -133,7 +138,7 @@ def _markdown(
         "",
         "| metric | value | 95 % CI (paper: normal approx.) | 95 % CI (Wilson / bootstrap) |",
         "| --- | --- | --- | --- |",
-        f"| ROC AUC, pooled over sources | {_num(metrics['auc'])} | - | "
+        f"| ROC AUC, pooled over sources | {_num(metrics['auc'], one_class=True)} | - | "
         f"{_auc_ci(metrics['auc_ci_bootstrap'])} (bootstrap) |",
         *_within_headline_rows(metrics),
         f"| average precision | {_num(metrics['average_precision'])} | - | - |",

@@ -1,7 +1,9 @@
 """The shortcut checks ``evaluate`` and ``compare`` share: their flags and one timed run.
 
 The checks themselves (probes with the lungs hidden or shown alone, the evidence inside the lung
-fields) are :func:`training.shortcuts.shortcut_checks`; see docs/training.md.
+fields) are :func:`training.shortcuts.shortcut_checks`; see docs/training.md. Also the numbers of
+their one-line summaries (:func:`fmt`, :func:`auc_text`, :func:`rates_text`), which say "not
+defined" where a split of one class has no AUC or no rate.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.commands.inputs import log
 
@@ -78,3 +80,23 @@ def run(
 def fmt(value: float | None) -> str:
     """A metric for a one-line summary: 4 decimals, ``n/a`` for JSON's null."""
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def auc_text(metrics: dict[str, Any]) -> str:
+    """``AUC 0.8123 (95 % CI 0.7-0.9)``, or that it is not defined: one class only."""
+    auc, ci = metrics.get("auc"), metrics.get("auc_ci_bootstrap") or [None, None]
+    if auc is None or not math.isfinite(auc):
+        from training.metrics import NOT_DEFINED_ONE_CLASS
+
+        return f"AUC {NOT_DEFINED_ONE_CLASS}"
+    return f"AUC {auc:.4f} (95 % CI {fmt(ci[0])}-{fmt(ci[1])})"
+
+
+def rates_text(point: dict[str, Any]) -> str:
+    """Sensitivity and specificity at a threshold, each only where its class is present."""
+    rates = [
+        f"{name} {fmt(point.get(name))}"
+        for name in ("sensitivity", "specificity")
+        if point.get(name) is not None and math.isfinite(point[name])
+    ]
+    return ", ".join(rates) or "no rate defined"

@@ -1,11 +1,13 @@
-"""``compare``: Table 6 and overlaid ROC/PR curves of several versions on one split."""
+"""``compare``: Table 6 and overlaid ROC/PR curves of several versions on one split, with the
+cross-validation figures of their recipes where ``--cv`` gives them."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from common.errors import UsageError
 from training.commands import checks
 from training.commands.inputs import (
     add_manifest_arguments,
@@ -44,8 +46,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--load-workers", type=int, default=4)
+    parser.add_argument(
+        "--cv",
+        action="append",
+        default=[],
+        metavar="[VERSION=]DIR",
+        help="a cross-validation folder (`cv --out-dir`) whose mean ± sd to show beside VERSION "
+        "(without VERSION=: beside the fold models it kept); repeatable",
+    )
     checks.add_arguments(parser)
     add_registry_argument(parser)
+
+
+def cv_for_versions(specs: list[str], versions: list[str]) -> dict[str, dict[str, Any]]:
+    """The CV columns of each version named by ``--cv`` (``VERSION=DIR``, or ``DIR`` for the
+    versions it kept); a folder without a summary or a version not compared is a usage error."""
+    from training.compare import cv_columns
+    from training.cv_metrics import read_summary
+
+    found: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        version, _, folder = spec.rpartition("=")
+        try:
+            report = read_summary(Path(folder))
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc), "pass the --out-dir of a `cv` run") from exc
+        named = [version] if version else [v for v in report.get("versions", []) if v in versions]
+        if version and version not in versions:
+            raise UsageError(
+                f"--cv names {version!r}, which is not compared", "add it to the versions"
+            )
+        if not named:
+            raise UsageError(
+                f"the cross-validation in {folder} kept none of the compared versions",
+                "name the version it stands for: --cv VERSION=DIR",
+            )
+        for name in named:
+            found[name] = cv_columns(report, folder)
+    return found
 
 
 def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
@@ -58,6 +96,7 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
 
     registry = Registry(registry_root)
     cards = [card_of(registry, version) for version in args.versions]  # all known: then work
+    cv = cv_for_versions(args.cv, args.versions)
     first = cards[0].training_manifest
     manifest = open_manifest(args.manifest, args.data_root, first, registry_root)
     rows_meta = split_rows(manifest, args.split)
@@ -82,13 +121,13 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
                 localisation=found.localisation,
             )
         )
+        rows[-1]["cv"] = cv.get(version)
     out = args.out or Path("runs") / "reports" / ("compare-" + "-".join(args.versions))
     write_comparison(out, args.split, rows, len(rows_meta))
     for r in rows:
         print(
-            f"{r['version']} ({r['architecture']}): AUC {r['auc']:.4f}, within-source AUC "
-            f"{checks.fmt(r['within_source_auc'])}, sensitivity "
-            f"{r['sensitivity']:.4f}, specificity {r['specificity']:.4f}"
+            f"{r['version']} ({r['architecture']}): {checks.auc_text(r)}, within-source AUC "
+            f"{checks.fmt(r['within_source_auc'])}, {checks.rates_text(r)}"
         )
     print(f"comparison written to {out}")
     return 0

@@ -85,11 +85,10 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
         record_metrics(found.registry, card, scored, args.split, args.bootstrap)
     op = metrics["operating_point"]
     print(
-        f"{card.version} on {args.split} ({metrics['n']} images): AUC {metrics['auc']:.4f} "
-        f"(95 % CI {metrics['auc_ci_bootstrap'][0]:.4f}-{metrics['auc_ci_bootstrap'][1]:.4f}), "
+        f"{card.version} on {args.split} ({metrics['n']} images): {checks.auc_text(metrics)}, "
         f"within-source AUC {checks.fmt(metrics['within_source']['pooled_auc'])}, source-only "
         f"baseline AUC {checks.fmt(metrics['source_only_auc'])}, "
-        f"at threshold {card.threshold:.4f}: sensitivity {op['sensitivity']:.4f}, "
-        f"specificity {op['specificity']:.4f}; report {out} ({len(files)} files)"
+        f"at threshold {card.threshold:.4f}: {checks.rates_text(op)}; report {out} "
+        f"({len(files)} files)"
     )
     return 0
