@@ -30,3 +30,18 @@ def test_compile_matches_eager(tmp_path: Path) -> None:
     eager = Predictor.from_registry(tmp_path, engine="eager", device="cpu").predict(images)
     compiled = Predictor.from_registry(tmp_path, engine="compile", device="cpu")
     assert float(np.abs(compiled.predict(images) - eager).max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_compile_runs_an_ensemble_as_eager_does(tmp_path: Path) -> None:
+    """An ensemble version compiles as one network (all members in one graph)."""
+    from tests.harness.factories import random_ensemble_registry
+
+    torch.set_num_threads(2)
+    root = random_ensemble_registry(tmp_path / "registry", members=2)
+    rng = np.random.default_rng(1)
+    images = [rng.random((90, 80), dtype=np.float32) for _ in range(4)]
+    eager = Predictor.from_registry(root, engine="eager", device="cpu").predict(images)
+    compiled = Predictor.from_registry(root, engine="compile", device="cpu")
+    assert compiled.card.is_ensemble
+    assert float(np.abs(compiled.predict(images) - eager).max()) <= 1e-4
