@@ -270,6 +270,7 @@ def run_cv(
     out_dir: Path,
     *,
     resume: bool = True,
+    only_folds: Sequence[int] | None = None,
     progress: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
@@ -277,6 +278,9 @@ def run_cv(
 
     Writes ``oof.csv``, ``cv.json`` (per-fold metrics, their mean ± sd, the operating points of
     the pooled out-of-fold predictions, the cost) and ``cv.md``; returns the ``cv.json`` content.
+    ``only_folds`` trains just those folds (the others are taken from earlier runs in ``out_dir``
+    where there, else left out): a long cross-validation split over several calls, e.g. on a
+    machine that limits each command's time. The summary says how many folds it rests on.
     """
     rows = cv_rows(manifest)
     folds = assign_folds(rows, plan.folds, plan.fold_seed)
@@ -294,6 +298,9 @@ def run_cv(
         for fold in range(plan.folds):
             path = _fold_file(out_dir, fold, seed)
             done = _stored(path, key) if resume else None
+            if done is None and only_folds is not None and fold not in only_folds:
+                log(f"fold {fold + 1}/{plan.folds}, seed {seed}: not run yet, left out")
+                continue
             if done is None:
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: training")
                 run_dir = out_dir / "runs" / f"fold{fold}-seed{seed}"
@@ -337,21 +344,27 @@ def _report(
     from training.metrics import roc_auc
     from training.sources import pooled_within_source_auc
 
-    labels = np.array([r.label for r in rows])
-    sources = [r.source or "unknown" for r in rows]
     pooled: dict[str, Any] = {}
     for seed in plan.seeds:
-        probs = _oof_probabilities(rows, folds, [r for r in results if r.seed == seed])
+        ran = [r for r in results if r.seed == seed]
+        if not ran:
+            continue
+        probs = _oof_probabilities(rows, folds, ran)
+        have = np.isfinite(probs)  # the rows of the folds that ran
+        labels = np.array([r.label for r, ok in zip(rows, have, strict=True) if ok])
+        sources = [r.source or "unknown" for r, ok in zip(rows, have, strict=True) if ok]
         pooled[str(seed)] = {
-            "auc": roc_auc(labels, probs),
-            "within_source_auc": pooled_within_source_auc(labels, probs, sources),
+            "folds": len(ran),
+            "auc": roc_auc(labels, probs[have]),
+            "within_source_auc": pooled_within_source_auc(labels, probs[have], sources),
             "operating_points": _pooled_points(
                 labels,
-                probs,
-                f"out-of-fold predictions of train + val ({plan.folds} folds, seed {seed})",
+                probs[have],
+                f"out-of-fold predictions of train + val ({len(ran)} of {plan.folds} folds, "
+                f"seed {seed})",
             ),
         }
-    totals = [r.seconds["total"] for r in results]
+    totals = [r.seconds["total"] for r in results] or [0.0]
     return json_safe(
         {
             "recipe": plan.config.to_dict(),
@@ -361,6 +374,7 @@ def _report(
             "folds": plan.folds,
             "fold_seed": plan.fold_seed,
             "seeds": list(plan.seeds),
+            "complete": len(results) == plan.folds * len(plan.seeds),
             "n": len(rows),
             "fold_counts": counts,
             "epoch_selection": (

@@ -37,7 +37,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"(sha256 {report['manifest_sha256'][:12]}); folds grouped by split_group and "
         f"stratified by source x label (fold seed {report['fold_seed']}); epoch selection "
         f"{report['epoch_selection']}. Mean ± sd over folds and seeds; sensitivity points "
-        "chosen on each fold's own predictions.",
+        "chosen on each fold's own predictions."
+        + ("" if report.get("complete", True) else " **Incomplete: some folds have not run.**"),
         "",
         "| metric | mean ± sd | " + " | ".join(heads) + " |",
         "| --- | --- |" + " --- |" * len(heads),

@@ -75,6 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file is skipped)",
     )
     group.add_argument(
+        "--only-folds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="train only these folds (0-based; others are reused from OUT_DIR or left out): a "
+        "long run split over several calls with the same --out-dir",
+    )
+    group.add_argument(
         "--no-resume",
         action="store_true",
         help="train every fold again (default: reuse the folds OUT_DIR/folds already holds for "
@@ -113,13 +122,23 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
     except ValueError as exc:
         raise UsageError(str(exc), "use fewer --folds or a manifest with more groups") from exc
     report = run_cv(
-        plan, manifest, out, resume=not args.no_resume, progress=not args.no_progress, log=log
+        plan,
+        manifest,
+        out,
+        resume=not args.no_resume,
+        only_folds=args.only_folds,
+        progress=not args.no_progress,
+        log=log,
     )
     summary = report["summary"]
     cells = ", ".join(
         f"{label} {format_mean_sd(summary[key], key)}" for key, label in CV_METRICS.items()
     )
-    print(f"cross-validation of {cfg.arch} ({plan.folds} folds x {len(plan.seeds)} seeds): {cells}")
+    ran = len(report["per_fold"])
+    print(
+        f"cross-validation of {cfg.arch} ({ran} of {plan.folds * len(plan.seeds)} fold runs, "
+        f"{plan.folds} folds x {len(plan.seeds)} seeds): {cells}"
+    )
     print(
         f"cost {report['cost']['seconds_per_fold_mean']:.0f} s per fold; results in {out}"
         + (f"; versions {json.dumps(report['versions'])}" if report["versions"] else "")

@@ -177,3 +177,20 @@ def test_one_class_fold_marks_auc_not_defined() -> None:
     assert format_mean_sd(summary["auc"], "auc") == "not defined (one class)"
     assert format_mean_sd(mean_sd([0.8, 0.9, math.nan]), "auc") == "0.850 ± 0.071 (2 of 3 folds)"
     assert format_mean_sd(None) == "-"
+
+
+def test_a_run_split_over_calls_by_only_folds(crossval: dict[str, Any]) -> None:
+    out = crossval["root"] / "split"
+    argv = [a for a in crossval["argv"] if a != "--keep-models"]
+    argv[argv.index("--out-dir") + 1] = str(out)
+    assert training_main([*argv, "--only-folds", "0"]) == 0
+    first = json.loads((out / "cv.json").read_text())
+    assert not first["complete"] and [f["fold"] for f in first["per_fold"]] == [0]
+    assert first["summary"]["auc"]["of"] == 1
+    assert "Incomplete" in (out / "cv.md").read_text()
+    with (out / "oof.csv").open(newline="") as handle:
+        assert {r["fold"] for r in csv.DictReader(handle)} == {"0"}
+    assert training_main([*argv, "--only-folds", "1"]) == 0
+    second = json.loads((out / "cv.json").read_text())
+    assert second["complete"] and [f["fold"] for f in second["per_fold"]] == [0, 1]
+    assert second["per_fold"][0] == first["per_fold"][0]  # fold 0 reused, not retrained
