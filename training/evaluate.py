@@ -279,6 +279,12 @@ def compute_metrics(
         "threshold": threshold,
         "threshold_method": card.threshold_method,
         "operating_point": confusion_at(y, s, threshold).summary(),
+        # Each of the card's named points (paper, clinical) on this split: what either
+        # threshold_policy would give here.
+        "operating_points": {
+            name: {"method": point.method, **confusion_at(y, s, point.threshold).summary()}
+            for name, point in card.operating_points.items()
+        },
         "auc": auc,
         "auc_ci_bootstrap": list(auc_ci),
         "auc_ci_method": f"stratified percentile bootstrap, {n_boot} resamples, seed {seed}",

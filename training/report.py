@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from models.card import ModelCard
+from models.operating_point import describe
 from training import plots
 from training.evaluate import FEW_PER_CLASS, FINDING_GROUPS
 from training.localisation import occlusion_grid_with_lungs
@@ -118,6 +119,19 @@ def _figures(
     return written
 
 
+def _operating_point_rows(metrics: dict[str, Any]) -> list[str]:
+    """Headline rows for the card's named operating points (none for older cards)."""
+    rows = []
+    for name, p in metrics.get("operating_points", {}).items():
+        rows.append(
+            f"| sensitivity / specificity at the {describe(name)} point, threshold "
+            f"{p['threshold']:.4f} | {_pct(p['sensitivity'])} / {_pct(p['specificity'])} | "
+            f"{_ci(p['sensitivity_ci_normal'])} / {_ci(p['specificity_ci_normal'])} | "
+            f"{_ci(p['sensitivity_ci_wilson'])} / {_ci(p['specificity_ci_wilson'])} (Wilson) |"
+        )
+    return rows
+
+
 def _markdown(
     metrics: dict[str, Any], card: ModelCard, figures: list[str], occ: OcclusionExamples | None
 ) -> str:
@@ -148,6 +162,7 @@ def _markdown(
         f"| specificity at threshold | {_pct(op['specificity'])} "
         f"({op['tn']}/{op['tn'] + op['fp']}) "
         f"| {_ci(op['specificity_ci_normal'])} | {_ci(op['specificity_ci_wilson'])} (Wilson) |",
+        *_operating_point_rows(metrics),
         "",
         f"AUC interval: {metrics['auc_ci_method']}.",
         "",

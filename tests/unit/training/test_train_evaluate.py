@@ -310,6 +310,16 @@ def test_threshold_command_rechooses_and_stores(
     assert after.operating_point("clinical") == ("clinical", clinical)
     registry.verify("three")  # weights untouched
 
+    # evaluate reports each stored point on the split it scores.
+    out = trained["root"] / "report-points"
+    argv = ["evaluate", *common, "--split", "test", "--out", str(out), "--bootstrap", "20"]
+    argv += ["--no-probes", "--occlusion-images", "0", "--localisation-sample", "0"]
+    assert training_main(argv) == 0
+    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert set(metrics["operating_points"]) == {"paper", "clinical"}
+    assert metrics["operating_points"]["clinical"]["threshold"] == clinical.threshold
+    assert "at the clinical (sensitivity >= 90 %) point" in (out / "report.md").read_text()
+
 
 def test_threshold_command_refuses_films_of_one_class(
     trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
