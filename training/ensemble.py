@@ -9,6 +9,7 @@ model that sees one input. Their domain checks come along (all members have one,
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +25,23 @@ class EnsembleError(ValueError):
     """The versions cannot form one ensemble (the reason says which differ and how)."""
 
 
+_CV_VERSION = re.compile(r"-f(\d+)-s\d+$")
+"""How ``cv --keep-models`` names a fold model's version (``<prefix>-f<fold>-s<seed>``)."""
+
+
 def member_origin(card: ModelCard) -> str:
-    """What a member was, from its training parameters: ``fold 2, seed 0``, ``seed 1``, or ""."""
+    """What a member was: ``fold 2, seed 0``, ``seed 1``, or "" when nothing says.
+
+    The fold comes from the card's ``training_parameters["fold"]``, else from the version name a
+    kept cross-validation fold model has (``...-f2-s0``); the seed from ``training_parameters``.
+    """
     params = card.training_parameters
-    parts = [f"{key} {params[key]}" for key in ("fold", "seed") if params.get(key) is not None]
+    fold = params.get("fold")
+    if fold is None and (match := _CV_VERSION.search(card.version)):
+        fold = int(match.group(1))
+    parts = [f"fold {fold}"] if fold is not None else []
+    if params.get("seed") is not None:
+        parts.append(f"seed {params['seed']}")
     return ", ".join(parts)
 
 

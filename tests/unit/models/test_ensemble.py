@@ -251,6 +251,9 @@ def test_ensemble_card_without_a_registry() -> None:
     ]
     card = ensemble_card(cards, version="cv")
     assert [m.origin for m in card.members] == ["fold 1, seed 0", "fold 2, seed 0"]
+    # A kept cross-validation fold model says its fold in its version name.
+    kept = [base.replace(version=f"r-f{k}-s3", training_parameters={"seed": 3}) for k in (0, 1)]
+    assert [m.origin for m in ensemble_card(kept).members] == ["fold 0, seed 3", "fold 1, seed 3"]
     assert card.threshold == pytest.approx(0.3)
     with pytest.raises(EnsembleError, match="3 origins given for 2 members"):
         ensemble_card(cards, origins=["a", "b", "c"])
