@@ -12,12 +12,15 @@ Both use one rule, :func:`operating_threshold`: :func:`training.metrics.threshol
 lowered halfway to the next lower score (robust to 1e-7 jitter between engines, same calls on the
 data). Sensitivity and specificity are counted with :func:`training.metrics.confusion_at`.
 
-The intervals are a stratified percentile bootstrap: positives and negatives are resampled
-separately (every resample keeps both classes and their counts), the threshold is chosen again on
-each resample by the same rule, and its sensitivity and specificity are counted on that resample.
-So the intervals say how far the point itself would move with other films of the same kind, not
-only how uncertain a rate at a fixed threshold is. The seed is fixed: the same input gives the same
-card.
+The intervals come from a stratified bootstrap: positives and negatives are resampled separately
+(every resample keeps both classes and their counts) and the threshold is chosen again on each
+resample by the same rule. The threshold's interval is the percentile interval of those
+thresholds: how far the point itself moves with other films of the same kind. The sensitivity and
+specificity intervals count each re-chosen threshold's calls on the films its resample left out
+(out of bag, about a third of each class): what films that did not choose the threshold would see.
+Counted on the resample itself, the sensitivity could never fall below the target and its
+interval would say nothing; out of bag, a threshold set by the lowest few positive scores shows
+how often new positives fall below it. The seed is fixed: the same input gives the same card.
 """
 
 from __future__ import annotations
@@ -85,8 +88,9 @@ def operating_points(
     names = tuple(TARGET_SENSITIVITY)
     boot = _bootstrap(y, s, n_boot, seed) if n_boot else None
     ci_method = (
-        f"stratified percentile bootstrap, {n_boot} resamples, seed {seed}, "
-        "threshold chosen again on each resample"
+        f"stratified bootstrap, {n_boot} resamples, seed {seed}: threshold chosen again on "
+        "each resample (percentile interval); sensitivity and specificity of that threshold "
+        "on the films the resample left out (out-of-bag percentile interval)"
         if n_boot
         else ""
     )
@@ -135,24 +139,40 @@ def card_with_points(card: ModelCard, points: dict[str, OperatingPoint]) -> Mode
 
 
 def _bootstrap(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Array (n_boot, points, 3) of threshold, sensitivity, specificity on stratified resamples."""
+    """Array (n_boot, points, 3): the threshold chosen on each stratified resample, and its
+    sensitivity and specificity on the films that resample left out (NaN where none of a class
+    was left out)."""
     rng = np.random.default_rng(seed)
     pos, neg = s[y == 1], s[y == 0]
     boot_y = np.concatenate([np.ones(pos.size, int), np.zeros(neg.size, int)])
     targets = list(TARGET_SENSITIVITY.values())
     out = np.empty((n_boot, len(targets), 3))
     for b in range(n_boot):
-        sample = np.concatenate(
-            [pos[rng.integers(0, pos.size, pos.size)], neg[rng.integers(0, neg.size, neg.size)]]
-        )
+        drawn_pos = rng.integers(0, pos.size, pos.size)
+        drawn_neg = rng.integers(0, neg.size, neg.size)
+        sample = np.concatenate([pos[drawn_pos], neg[drawn_neg]])
+        left_pos, left_neg = _left_out(drawn_pos, pos.size), _left_out(drawn_neg, neg.size)
+        oob_y = np.concatenate([np.ones(left_pos.size, int), np.zeros(left_neg.size, int)])
+        oob_s = np.concatenate([pos[left_pos], neg[left_neg]])
         for i, target in enumerate(targets):
             t = operating_threshold(boot_y, sample, target)
-            conf = confusion_at(boot_y, sample, t)
+            conf = confusion_at(oob_y, oob_s, t)
             out[b, i] = (t, conf.sensitivity, conf.specificity)
     return out
 
 
-def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+def _left_out(drawn: np.ndarray, size: int) -> np.ndarray:
+    """Indices in ``range(size)`` that ``drawn`` does not contain."""
+    kept = np.ones(size, dtype=bool)
+    kept[drawn] = False
+    return np.flatnonzero(kept)
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float] | None:
+    """Percentile interval of the finite ``values``; None when there are none."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
     tail = (1.0 - LEVEL) / 2.0 * 100.0
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    lo, hi = np.percentile(finite, [tail, 100.0 - tail])
     return (float(lo), float(hi))

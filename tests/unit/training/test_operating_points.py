@@ -57,10 +57,23 @@ def test_intervals_contain_the_point_and_are_reproducible() -> None:
             assert ci[0] <= value <= ci[1]
             assert ci[0] < ci[1]  # the resamples do move the point
         assert "400 resamples, seed 1" in point.ci_method
+    # Out of bag, new positives can fall below a threshold that kept 98 % of those it was
+    # chosen on: the interval reaches below the target (on the resample itself it never would).
+    paper_sens_ci = points[PAPER].sensitivity_ci
+    assert paper_sens_ci is not None and paper_sens_ci[0] < 0.98
     assert points[CLINICAL].threshold > points[PAPER].threshold
     assert points[CLINICAL].specificity >= points[PAPER].specificity  # type: ignore[operator]
     assert operating_points(y, s, n_boot=400, seed=1) == points
     assert operating_points(y, s, n_boot=400, seed=2) != points
+
+
+def test_tiny_input_gives_intervals_or_none_but_no_error() -> None:
+    """One film per class: a resample often leaves none of a class out; no crash, no NaN."""
+    points = operating_points([1, 0], [0.8, 0.2], n_boot=50)
+    for point in points.values():
+        assert point.threshold == pytest.approx(0.5)  # halfway between 0.8 and 0.2
+        for ci in (point.sensitivity_ci, point.specificity_ci):
+            assert ci is None or (0.0 <= ci[0] <= ci[1] <= 1.0)
 
 
 @pytest.mark.parametrize(
