@@ -296,8 +296,9 @@ def test_threshold_command_rechooses_and_stores(
     assert registry.card("three") == before
     assert "dry run: the card is unchanged" in capsys.readouterr().out
     assert training_main(["threshold", *common, "--bootstrap", "50"]) == 0
-    out = capsys.readouterr().out
-    assert "clinical (sensitivity >= 90 %): threshold" in out and "stored both points" in out
+    printed = capsys.readouterr().out
+    assert "clinical (sensitivity >= 90 %): threshold" in printed
+    assert "stored both points" in printed
     after = registry.card("three")
     assert set(after.operating_points) == {"paper", "clinical"}
     paper, clinical = after.operating_points["paper"], after.operating_points["clinical"]
