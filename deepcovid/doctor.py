@@ -209,6 +209,7 @@ def check_broker(settings: Settings) -> Finding:
 
 def check_model(settings: Settings) -> Finding:
     """The active version loads, its weights matching the card's sha256."""
+    from models.operating_point import PAPER, describe
     from models.registry import Registry, RegistryError
 
     root = Path(settings.model.registry_dir)
@@ -235,12 +236,23 @@ def check_model(settings: Settings) -> Finding:
         if card.is_ensemble
         else f"weights match sha256 {card.weights_sha256[:12]}"
     )
-    return Finding(
-        "model",
-        "ok",
-        f"active version {version} ({card.architecture}, threshold {card.threshold:.4f}) "
-        f"loads; {weights}",
+    policy = settings.model.threshold_policy
+    point_name, point = card.operating_point(policy)
+    loads = (
+        f"active version {version} ({card.architecture}, threshold {point.threshold:.4f}: "
+        f"{describe(point_name)}) loads; {weights}"
     )
+    if point_name != policy and policy != PAPER:
+        # Serving still works, at the card's single threshold: not what the setting asks for.
+        return Finding(
+            "model",
+            "warn",
+            f"{loads}; threshold_policy {policy}, but the card holds no {policy} point: "
+            "findings are called at its single threshold",
+            f"store both points with `deepcovid threshold --model {version}` on labelled films, "
+            "or set threshold_policy paper",
+        )
+    return Finding("model", "ok", loads)
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -102,6 +102,36 @@ def test_a_model_whose_weights_changed_fails(settings: Settings, tmp_path: Path)
     assert found.failed and "models activate" in found.fix
 
 
+def test_a_policy_the_card_cannot_serve_warns(settings: Settings, tmp_path: Path) -> None:
+    """threshold_policy clinical on a card with one threshold: a warning naming the fix; with
+    both points stored, the check names the clinical point and its threshold."""
+    from models.card import ModelCard
+    from models.operating_point import CLINICAL, PAPER, OperatingPoint
+    from models.registry import Registry
+
+    copy = tmp_path / "registry"
+    shutil.copytree(settings.model.registry_dir, copy)
+    clinical = changed(settings, model_registry_dir=copy, threshold_policy=CLINICAL)
+    found = by_name(run_checks(clinical))["model"]
+    assert found.level == "warn" and "holds no clinical point" in found.detail
+    assert "deepcovid threshold --model" in found.fix
+    assert by_name(run_checks(changed(settings, model_registry_dir=copy)))["model"].level == "ok"
+
+    registry = Registry(copy)
+    card: ModelCard = registry.card(registry.active_version() or "")
+    registry.replace_card(
+        card.replace(
+            operating_points={
+                PAPER: OperatingPoint(card.threshold, "paper rule").to_dict(),
+                CLINICAL: OperatingPoint(0.61, "clinical rule").to_dict(),
+            }
+        )
+    )
+    found = by_name(run_checks(clinical))["model"]
+    assert found.level == "ok"
+    assert "threshold 0.6100: clinical (sensitivity >= 90 %)" in found.detail
+
+
 def test_a_spool_below_the_watermark_fails(settings: Settings) -> None:
     found = by_name(run_checks(changed(settings, min_free_space_mb=10**9)))["spool"]
     assert found.failed and "free disk space" in found.fix
