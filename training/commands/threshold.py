@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import UsageError
 from models.operating_point import N_BOOT, OperatingPoint, describe
 from training.commands.inputs import add_manifest_arguments, add_registry_argument, log
 from training.commands.scoring import score_version
+
+if TYPE_CHECKING:
+    from models.card import ModelCard
+    from models.registry import Registry
 
 NAME = "threshold"
 
@@ -47,6 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=N_BOOT,
         help=f"bootstrap resamples for the points' 95 %% intervals (default {N_BOOT}; 0: none)",
     )
+    parser.add_argument(
+        "--predictions",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="choose the points on these labelled predictions instead of scoring a split: a CSV "
+        "with columns label (covid | non_covid) and probability, such as the out-of-fold "
+        "predictions `cv` writes (oof.csv)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="with --predictions: use the rows of this seed (needed when the file has several)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--load-workers", type=int, default=4)
@@ -57,9 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid") -> int:
-    """Score the split, choose both points, store them in the card (unless ``--dry-run``)."""
+    """Score the split (or read ``--predictions``), choose both points, store them in the card
+    (unless ``--dry-run``)."""
     from training.release import rechoose_threshold
 
+    if args.predictions is not None:
+        return _from_predictions(args, registry_root)
     if args.split == "test":
         log(
             "note: a threshold chosen on the test split makes that split's figures optimistic; "
@@ -79,6 +102,71 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
         raise UsageError(
             f"split {args.split!r}: {exc}", "choose a split with both kinds of films (--split)"
         ) from exc
+    _report_and_store(found.registry, card, updated, args.dry_run)
+    return 0
+
+
+def _from_predictions(args: argparse.Namespace, registry_root: Path) -> int:
+    """``--predictions``: the points of a labelled predictions file, stored in the card."""
+    from models.registry import Registry
+    from training.commands.inputs import card_of
+    from training.operating_points import card_with_points, operating_points
+
+    registry = Registry(registry_root)
+    version = args.model or registry.active_version()
+    if version is None:
+        raise UsageError(f"no active model version in {registry_root}", "pass --model")
+    card = card_of(registry, version)
+    labels, probabilities, note = read_predictions(args.predictions, args.seed)
+    try:
+        points = operating_points(labels, probabilities, n_boot=args.bootstrap, data=note)
+    except ValueError as exc:
+        raise UsageError(f"{args.predictions}: {exc}", "use predictions of both classes") from exc
+    _report_and_store(registry, card, card_with_points(card, points), args.dry_run)
+    return 0
+
+
+def read_predictions(path: Path, seed: int | None) -> tuple[list[int], list[float], str]:
+    """Labels (1 = COVID-19), probabilities and a description of ``path``'s rows (of ``seed``
+    when given; a file with several seeds needs one)."""
+    import csv
+    import hashlib
+
+    from training.manifest import LABELS
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", "pass an existing CSV") from exc
+    rows = list(csv.DictReader(data.decode("utf-8").splitlines()))
+    if not rows or not {"label", "probability"} <= set(rows[0]):
+        raise UsageError(
+            f"{path} has no rows with columns label and probability",
+            "pass a predictions CSV such as cv's oof.csv",
+        )
+    seeds = sorted({r["seed"] for r in rows if r.get("seed", "") != ""}, key=int)
+    if seed is not None:
+        rows = [r for r in rows if r.get("seed") == str(seed)]
+        if not rows:
+            raise UsageError(f"{path} has no rows of seed {seed}", f"seeds there: {seeds}")
+    elif len(seeds) > 1:
+        raise UsageError(f"{path} holds predictions of seeds {seeds}", "choose one with --seed")
+    try:
+        labels = [LABELS.index(r["label"]) for r in rows]
+        probabilities = [float(r["probability"]) for r in rows]
+    except ValueError as exc:
+        raise UsageError(
+            f"{path}: {exc}", f"labels must be one of {', '.join(LABELS)}; probabilities numbers"
+        ) from exc
+    which = f", seed {seed}" if seed is not None else ""
+    note = f"the predictions in {path.name} (sha256 {hashlib.sha256(data).hexdigest()[:12]}{which})"
+    return labels, probabilities, note
+
+
+def _report_and_store(
+    registry: Registry, card: ModelCard, updated: ModelCard, dry_run: bool
+) -> None:
+    """Print the points chosen and, unless ``dry_run``, store ``updated`` in the registry."""
     for name, point in updated.operating_points.items():
         before = card.operating_points.get(name)
         was = f"{before.threshold:.6f}" if before else "none"
@@ -87,15 +175,17 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
         f"{card.version}: card threshold (paper point) {card.threshold:.6f} -> "
         f"{updated.threshold:.6f}"
     )
-    if args.dry_run:
+    methods = {p.ci_method for p in updated.operating_points.values() if p.ci_method}
+    for method in sorted(methods):
+        print(f"intervals (95 %): {method}")
+    if dry_run:
         print("dry run: the card is unchanged")
     else:
-        found.registry.replace_card(updated)
+        registry.replace_card(updated)
         print(
             f"stored both points in {card.version}'s card; the setting threshold_policy "
             "(paper | clinical) picks the one serving uses"
         )
-    return 0
 
 
 def point_summary(name: str, point: OperatingPoint) -> str:
