@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import cast, get_args
 
 import highdicom as hd
 import numpy as np
@@ -20,7 +20,7 @@ from common.settings import Settings
 from models.architectures import build_model
 from models.card import ModelCard
 from models.inference import Predictor
-from models.operating_point import CLINICAL, PAPER, OperatingPoint
+from models.operating_point import CLINICAL, PAPER, POINT_NAMES, OperatingPoint
 from models.preprocessing import to_model_input
 from tests.harness.factories import wrap_pixels
 from tests.unit.results.builders import build
@@ -162,8 +162,10 @@ def test_the_worker_writes_the_point_it_used(predictor: Predictor, tmp_path: Pat
     assert f"operating point: {CLINICAL_WORDS}, threshold {clinical_t:.4f}" in sc.ImageComments
 
 
-def test_default_policy_is_the_papers() -> None:
+def test_default_policy_is_the_papers_and_the_choices_are_the_cards_names() -> None:
     assert Settings().model.threshold_policy == PAPER
+    field = type(Settings().model).model_fields["threshold_policy"]
+    assert get_args(field.annotation) == POINT_NAMES  # common cannot import models: checked here
 
 
 def test_algorithm_parameters_name_the_point_and_its_threshold(
