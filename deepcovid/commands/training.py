@@ -1,4 +1,4 @@
-"""`deepcovid train | evaluate | compare | threshold`: training, reports, comparison, threshold.
+"""`deepcovid train | evaluate | compare | threshold | cv`: training, reports, comparison, CV.
 
 The commands live in :mod:`training.commands` (one module each, shared with ``python -m
 training``, which runs where the settings object is not installed); this module registers them
@@ -33,7 +33,7 @@ def _bind(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train``, ``evaluate``, ``compare`` and ``threshold``."""
+    """Add the training commands (:data:`training.commands.MODEL_COMMANDS`)."""
     from training.commands import MODEL_COMMANDS
 
     for command in MODEL_COMMANDS:
