@@ -8,11 +8,12 @@ when no destination is configured.
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from common.atomic import atomic_file
+from common.atomic import atomic_write
 from common.uids import uid_problem
 
 
@@ -30,6 +31,10 @@ def write_result(results_dir: Path, ds: Dataset) -> Path:
     """Write ``ds`` durably and return its path (an existing identical object is replaced)."""
     path = result_path(results_dir, ds)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with atomic_file(path, mode=0o600) as fh:  # fsync reports a full disk (delayed allocation)
-        ds.save_as(fh, enforce_file_format=True)
+    # Encoded in memory first: pydicom re-raises a write error inside an element as a new
+    # OSError without its errno, and the caller tells a full disk by errno (ENOSPC). The write
+    # itself, or its fsync (delayed allocation), then reports a full disk as it is.
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    atomic_write(path, buffer.getbuffer(), mode=0o600)
     return path
