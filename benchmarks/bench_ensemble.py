@@ -3,9 +3,11 @@
 Builds an ensemble of ``--members`` randomly initialised networks (speed does not depend on the
 weights) in a temporary registry, and runs the worker's own ``analyse_image`` on one manifest
 chest film with the setting ``heatmap_members`` at each value of ``--map-members`` (0: all),
-``--repeats`` times each, after one warm-up. The heatmap is the ensemble's incremental occlusion
-map (the mean of the mapped members' maps), at the service's defaults (N = 32, S = 8, gray fill).
-Prints the minimum and the median seconds per stage. Usage::
+``--repeats`` times each (interleaved), after one warm-up. The heatmap is the ensemble's
+incremental occlusion map (the mean of the mapped members' maps), at the service's defaults
+(N = 32, S = 8, gray fill).
+Prints the minimum and the median seconds per stage, and the load average seen (the CPU here
+is shared: compare minima taken in one run). Usage::
 
     .venv/bin/python benchmarks/bench_ensemble.py --arch efficientnet_lite0 --members 5 \\
         --map-members 1 5 --threads 2
@@ -14,6 +16,7 @@ Prints the minimum and the median seconds per stage. Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -29,7 +32,7 @@ import torch  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from models.inference import Predictor  # noqa: E402
 from tests.harness.factories import load_cxr, random_ensemble_registry  # noqa: E402
-from worker.analysis import analyse_image  # noqa: E402
+from worker.analysis import Analysis, analyse_image  # noqa: E402
 
 IMAGE = "images/covid/figure1__covid__COVID-00001.jpg"
 
@@ -56,21 +59,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.arch}, ensemble of {args.members}, engine {predictor.engine}, "
             f"{args.threads} threads, image {image.shape}, N=32 S=8 gray"
         )
-        for count in args.map_members:
-            settings = Settings(
+        settings = {
+            count: Settings(
                 data_dir=Path(tmp) / "data",
                 model={"registry_dir": root, "heatmap_members": count},
             )
-            analyse_image(image, predictor, settings)  # warm-up (fold caches, ONNX session)
-            runs = [analyse_image(image, predictor, settings) for _ in range(args.repeats)]
-            heat = [r.timings["heatmap_s"] for r in runs]
-            infer = [r.timings["inference_s"] for r in runs]
+            for count in args.map_members
+        }
+        for count in args.map_members:
+            analyse_image(image, predictor, settings[count])  # warm-up (fold caches, ONNX)
+        # Interleaved (1, 5, 1, 5, ...): load from other jobs hits every count alike.
+        runs: dict[int, list[Analysis]] = {count: [] for count in args.map_members}
+        loads = []
+        for _ in range(args.repeats):
+            for count in args.map_members:
+                runs[count].append(analyse_image(image, predictor, settings[count]))
+                loads.append(os.getloadavg()[0])
+        for done in runs.values():
+            heat = [r.timings["heatmap_s"] for r in done]
+            infer = [r.timings["inference_s"] for r in done]
             print(
-                f"  map with {runs[0].heatmap_members} member(s): heatmap "
+                f"  map with {done[0].heatmap_members} member(s): heatmap "
                 f"min {min(heat):.2f} s, median {statistics.median(heat):.2f} s; inference "
                 f"({args.members} members) min {min(infer):.3f} s, median "
                 f"{statistics.median(infer):.3f} s"
             )
+        print(f"  load average (1 min) during the runs: {min(loads):.1f} - {max(loads):.1f}")
     return 0
 
 
