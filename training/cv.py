@@ -242,7 +242,11 @@ def _keep(
             "'val' metrics are on that part)"
         ),
     )
-    card = card.replace(source_prevalence=source_prevalence(fit_data.rows))
+    params = {**card.training_parameters, "fold": fold, "folds": plan.folds}
+    params["fold_seed"] = plan.fold_seed  # with "seed": which fold model of which run
+    card = card.replace(
+        source_prevalence=source_prevalence(fit_data.rows), training_parameters=params
+    )
     anchors = Anchors(registry=plan.keep_models, manifest_dir=manifest.path.parent)
     card = portable_card(card, anchors, manifest.path)
     card, extra = fit_for_release(result.model, card, fit_data, inner_data, manifest, device)

@@ -132,6 +132,8 @@ def test_fold_models_are_kept_unactivated(crossval: dict[str, Any]) -> None:
     assert registry.active_version() is None
     card = registry.card("tiny-f1-s0")
     assert "fold 1 of 2" in card.notes and card.architecture == "squeezenet1_1"
+    params = card.training_parameters
+    assert (params["fold"], params["folds"], params["fold_seed"], params["seed"]) == (1, 2, 0, 0)
     registry.verify("tiny-f0-s0")
 
 
