@@ -44,7 +44,7 @@ from torch import nn
 
 from common.atomic import atomic_path
 from models.card import ModelCard
-from models.ood import DomainCheck, EnsembleDomainCheck, FeaturesAndLogits, load_card_domain_check
+from models.ood import DomainCheck, EnsembleDomainCheck, FeaturesAndLogits
 from models.preprocessing import to_model_input
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ class Predictor:
 
         registry = Registry(root)
         model, card = registry.load(version)
-        domain = load_card_domain_check(registry.path(card.version), card)
+        domain = registry.domain_check(card.version)
         return cls(
             model,
             card,

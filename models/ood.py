@@ -504,23 +504,6 @@ def load_domain_check(folder: str | Path, spec: DomainCheckSpec) -> DomainCheck:
     return DomainCheck(stats=stats, threshold=spec.threshold)
 
 
-def load_card_domain_check(
-    folder: str | Path, card: ModelCard
-) -> DomainCheck | EnsembleDomainCheck | None:
-    """The domain check of the version in ``folder``: the card's own, an ensemble's (its
-    members' checks, :class:`EnsembleDomainCheck`), or None when it has none."""
-    if card.is_ensemble:
-        specs = [m.domain_check for m in card.members]
-        if any(spec is None for spec in specs):
-            return None  # the card allows all or none
-        return EnsembleDomainCheck(
-            tuple(load_domain_check(folder, spec) for spec in specs if spec is not None)
-        )
-    if card.domain_check is None:
-        return None
-    return load_domain_check(folder, card.domain_check)
-
-
 # --- fitting ---------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class FittedDomainCheck:

@@ -38,7 +38,7 @@ from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
 from models.ensemble import Ensemble
 from models.files import MODEL_FILE_MODE, WEIGHTS_DTYPES, write_model_file
-from models.ood import DomainCheckError, load_domain_check
+from models.ood import DomainCheck, DomainCheckError, EnsembleDomainCheck, load_domain_check
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AUTO_RE = re.compile(r"^v(\d{4,})$")
@@ -194,6 +194,23 @@ class Registry:
                 except DomainCheckError as exc:
                     raise WeightsIntegrityError(f"model version {version}: {exc}") from exc
         return card
+
+    def domain_check(self, version: str) -> DomainCheck | EnsembleDomainCheck | None:
+        """The domain check of ``version`` (:mod:`models.ood`): its card's own, an ensemble's
+        (the most cautious of its members' checks), or None when it has none. Each statistics
+        file is checked against the sha256 its card names."""
+        card = self.card(version)
+        folder = self.path(version)
+        if card.is_ensemble:
+            specs = [m.domain_check for m in card.members]
+            if any(spec is None for spec in specs):
+                return None  # the card allows all or none
+            return EnsembleDomainCheck(
+                tuple(load_domain_check(folder, spec) for spec in specs if spec is not None)
+            )
+        if card.domain_check is None:
+            return None
+        return load_domain_check(folder, card.domain_check)
 
     def load(self, version: str | None = None) -> tuple[nn.Module, ModelCard]:
         """The model of ``version`` (default: active) with its weights, eval mode, on the CPU.

@@ -22,7 +22,6 @@ from models.occlusion import Method, occlusion_map
 from models.ood import (
     EnsembleDomainCheck,
     fit_domain_check,
-    load_card_domain_check,
     save_domain_check,
 )
 from models.registry import Registry, WeightsIntegrityError, sha256_file
@@ -213,7 +212,7 @@ def test_the_domain_check_is_the_most_cautious_members(tmp_path: Path, images: l
     build_ensemble(registry, "checked", ["m1", "m2"])
     card = registry.card("checked")
     assert all(m.domain_check is not None for m in card.members)
-    check = load_card_domain_check(registry.path("checked"), card)
+    check = registry.domain_check("checked")
     assert isinstance(check, EnsembleDomainCheck) and check.threshold == 1.0
 
     ensemble = Predictor.from_registry(root, "checked", device="cpu", engine="eager")
@@ -232,7 +231,7 @@ def test_the_domain_check_is_the_most_cautious_members(tmp_path: Path, images: l
     # Either every member has a check or none: a mix is refused.
     with pytest.raises(EnsembleError, match="m1 have a domain check and plain-less have none"):
         _save_unchecked_and_mix(registry)
-    assert load_card_domain_check(registry.path("plain"), registry.card("plain")) is None
+    assert registry.domain_check("plain") is None
 
 
 def _save_unchecked_and_mix(registry: Registry) -> None:
