@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 from common.paths import WEIGHTS_FILE
 from models.architectures import ARCHITECTURES, CLASSES
 from models.files import WEIGHTS_DTYPES
-from models.ood import DomainCheckSpec
+from models.ood_spec import DomainCheckSpec
 from models.operating_point import PAPER, OperatingPoint, name_from_method, validate_points
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
