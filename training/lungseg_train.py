@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from common.atomic import atomic_write
-from models.lungs import find_lung_fields
+from models.lungs import find_lung_fields, learned_fields
 from models.lungseg import (
     CARD_FILE,
     DEPTH,
@@ -45,11 +45,14 @@ from models.lungseg import (
     WIDTH,
     Segmenter,
     UNet,
+    load_segmenter,
     sha256_of,
     standardise,
     to_grid,
 )
+from training.lungfig import sample_rows, truth_grid
 from training.lungseg_data import JSRT, Film, find_v7_archive, read_jsrt, read_v7
+from training.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,10 +125,18 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + (1.0 - soft_dice).mean()
 
 
+def learning_rate(progress: float, peak: float, warmup: float = 0.05) -> float:
+    """Linear warm-up over the first ``warmup`` of the run, then cosine decay to zero."""
+    if progress < warmup:
+        return peak * (0.1 + 0.9 * progress / warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
 def fit(
     films: Sequence[Film],
     *,
     epochs: int,
+    minutes: float | None = None,
     batch: int = 16,
     lr: float = 3e-3,
     size: int = SIZE,
@@ -133,37 +144,54 @@ def fit(
     depth: int = DEPTH,
     seed: int = 0,
     log: bool = True,
-) -> UNet:
-    """A network trained on ``films`` for ``epochs`` (AdamW, one-cycle learning rate)."""
+) -> tuple[UNet, int]:
+    """A network trained on ``films`` (AdamW); the network and the epochs it ran.
+
+    The learning rate follows :func:`learning_rate` over ``epochs``, or, with ``minutes``, over
+    that much wall-clock time (the run stops when it is spent, after at most ``epochs``): on a
+    shared 2-core machine the speed varies severalfold, and a time budget keeps the schedule
+    whole whatever the speed.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     images, masks = grids(films, size)
     net = UNet(width, depth)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(films) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
+    per_epoch = math.ceil(len(films) / batch)
     start = time.monotonic()
+
+    def progress(step: int) -> float:
+        if minutes is not None:
+            return (time.monotonic() - start) / (60.0 * minutes)
+        return step / (epochs * per_epoch)
+
+    step, done = 0, 0
     for epoch in range(epochs):
         net.train()
         order = torch.randperm(len(films), generator=gen)
         total = 0.0
         for i in range(0, len(films), batch):
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(min(1.0, progress(step)), lr)
             idx = order[i : i + batch]
             x, y = augment(images[idx], masks[idx], gen)
             loss = loss_fn(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
             total += float(loss.detach()) * len(idx)
+        done = epoch + 1
         if log:
             print(
-                f"epoch {epoch + 1}/{epochs}: loss {total / len(films):.4f} "
+                f"epoch {done}/{epochs}: loss {total / len(films):.4f} "
                 f"({time.monotonic() - start:.0f} s)",
                 flush=True,
             )
+        if progress(step) >= 1.0:
+            break
     net.eval()
-    return net
+    return net, done
 
 
 def _stats(values: Sequence[float]) -> dict[str, float | int]:
@@ -226,12 +254,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--v7", type=Path, default=None, help="torchxrayvision wheel or the V7 masks' zip"
     )
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=30, help="at most this many")
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="learning-rate schedule over this much time"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=FOLDER)
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="do not train: measure the segmenter in --out on the held-out films",
+    )
+    parser.add_argument("--figure", type=Path, help="also draw held-out films and every source")
     args = parser.parse_args(argv)
 
     archive = args.v7 or find_v7_archive()
@@ -245,8 +282,58 @@ def main(argv: list[str] | None = None) -> int:
     train = [f for f in films if not f.held_out]
     held = [f for f in films if f.held_out]
     print(f"{len(train)} training films, {len(held)} held out", flush=True)
+    if args.measure_only:
+        segmenter = load_segmenter(args.out)
+        result = measure(segmenter, held)
+    else:
+        segmenter, result = _train(args, films, train, held)
+    print(json.dumps({k: result[k] for k in ("segmenter", "classical")}, indent=1))
+    worst = sorted(result["per_film"], key=lambda r: r[2])[:8]
+    print("worst held-out films (key, source, segmenter, classical):")
+    for row in worst:
+        print("  ", *row)
+    if args.figure:
+        figure(segmenter, held, result["per_film"], args.manifest, args.figure)
+        print(f"wrote {args.figure}")
+    return 0
+
+
+def figure(
+    segmenter: Segmenter,
+    held: Sequence[Film],
+    per_film: Sequence[tuple[str, str, float, float]],
+    manifest: Path,
+    out: Path,
+) -> Path:
+    """Held-out films with both outlines (the worst of each set among them), then manifest
+    films of every source and class (2 each, seeded): :func:`training.lungfig.truth_grid`."""
+    score = {key: d for key, _, d, _ in per_film}
+    chosen: list[Film] = []
+    for group in ("jsrt", "ieee8023", "mhh_hannover"):
+        films = sorted((f for f in held if f.source == group), key=lambda f: f.key)
+        worst = sorted(films, key=lambda f: score[f.key])[:1]
+        others = [f for f in films if f not in worst][:: max(1, len(films) // 3)]
+        chosen += worst + others[: 2 if group != "mhh_hannover" else 1]
+    panels = [
+        (f.unit_image(), f.mask, f"{f.source[:9]} held Dice {score[f.key]:.2f}") for f in chosen
+    ]
+    rows = sample_rows(read_manifest(manifest).rows, per_group=2, seed=0)
+    return truth_grid(panels, rows, out, lambda image: learned_fields(segmenter(image)))
+
+
+def _train(
+    args: argparse.Namespace, films: Sequence[Film], train: Sequence[Film], held: Sequence[Film]
+) -> tuple[Segmenter, dict[str, Any]]:
+    """Train, measure on ``held``, save weights and card; the segmenter and its measurement."""
     start = time.monotonic()
-    net = fit(train, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed)
+    net, epochs = fit(
+        train,
+        epochs=args.epochs,
+        minutes=args.minutes,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+    )
     minutes = (time.monotonic() - start) / 60.0
     card: dict[str, Any] = {
         "architecture": "unet",
@@ -256,8 +343,14 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": sum(p.numel() for p in net.parameters()),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_command": "python -m training.lungseg_train "
-        + " ".join(f"--{k} {v}" for k, v in (("epochs", args.epochs), ("seed", args.seed))),
+        + " ".join(
+            f"--{k} {v}"
+            for k, v in (("epochs", args.epochs), ("minutes", args.minutes), ("seed", args.seed))
+            if v is not None
+        ),
         "training_minutes": round(minutes, 1),
+        "epochs": epochs,
+        "threads": args.threads,
         "training_data": {
             "jsrt": "shared/data/jsrt (SCR lung masks); held out: a hash of the case name "
             "below 0.2 (training.lungseg_data.jsrt_held_out), one film per patient",
@@ -277,14 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(segmenter, held)
     card["dice_held_out"] = result["segmenter"]
     card["dice_held_out_classical"] = result["classical"]
-    card = save(net, card, args.out)
-    print(json.dumps({k: card[k] for k in ("dice_held_out", "dice_held_out_classical")}, indent=1))
-    worst = sorted(result["per_film"], key=lambda r: r[2])[:8]
-    print("worst held-out films (key, source, segmenter, classical):")
-    for row in worst:
-        print("  ", *row)
+    save(net, card, args.out)
     print(f"wrote {args.out} (training {minutes:.1f} min)")
-    return 0
+    return segmenter, result
 
 
 if __name__ == "__main__":
