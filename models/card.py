@@ -323,9 +323,16 @@ class ModelCard:
 
     @staticmethod
     def preprocessing_of(spec: PreprocessSpec) -> dict[str, Any]:
-        """The ``preprocessing`` field for ``spec``: its steps that differ from the paper's."""
+        """The ``preprocessing`` field for ``spec``: its steps that differ from the paper's.
+
+        ``lung_finder`` is recorded whenever the lung fields are used (and only then), since a
+        card without it means the legacy finder (:meth:`PreprocessSpec.from_dict`).
+        """
         plain = PreprocessSpec(spec.input_size, spec.mean, spec.std).to_dict()
-        return {k: v for k, v in spec.to_dict().items() if plain.get(k) != v}
+        data = {k: v for k, v in spec.to_dict().items() if plain.get(k) != v and k != "lung_finder"}
+        if spec.uses_lungs:
+            data["lung_finder"] = spec.lung_finder
+        return data
 
     def replace(self, **changes: Any) -> ModelCard:
         """A copy with some fields changed (validated again)."""

@@ -1,10 +1,17 @@
 """Lung fields of a frontal chest radiograph: where a model that reads the lungs should look.
 
 Interface used by preprocessing (lung-field cropping and masking of the model input) and by the
-evaluation (shortcut probes, heatmap localisation). ``find_lung_fields`` takes the same 2-D float32
-[0, 1] MONOCHROME2 image every other path takes and returns a boolean mask of the same shape.
+evaluation (shortcut probes, heatmap localisation). :func:`lung_fields` takes the same 2-D float32
+[0, 1] MONOCHROME2 image every other path takes and returns a :class:`LungFields` whose boolean
+mask has the same shape. Two finders answer it (:data:`LUNG_FINDERS`):
 
-Method (classical image processing, no learned weights, so nothing is downloaded at run time):
+- ``learned`` (the default): the U-Net of :mod:`models.lungseg`, trained on JSRT and V7 Labs
+  masks, whose weights ship in the repository;
+- ``heuristic``: the classical method below (:func:`find_lung_fields`). It stays because model
+  cards trained with a lung crop or mask before the network existed were trained on its masks
+  (:data:`LEGACY_LUNG_FINDER`): their preprocessing must keep giving what they were trained on.
+
+The classical method (no learned weights):
 
 1. The image is quantised to 8 bits (so a JPEG and the same pixels via DICOM give the same mask)
    and shrunk to a :data:`WORK` x :data:`WORK` grid (aspect ratio not kept, as the model input).
@@ -41,6 +48,20 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from models.lungseg import MIN_AREA, segment_lungs
+
+LUNG_FINDERS: tuple[str, ...] = ("learned", "heuristic")
+"""What finds the lung fields: the shipped network or the classical method."""
+
+DEFAULT_LUNG_FINDER = "learned"
+"""The finder of new trainings, the probes and the localisation measure."""
+
+LEGACY_LUNG_FINDER = "heuristic"
+"""The finder of a model card that names none (written before the network existed)."""
+
+MAX_AREA = 0.8
+"""Above this share of the image, a segmenter's mask is taken to be no lung fields."""
+
 WORK = 128
 """Side of the square grid the localiser works on (pixels)."""
 
@@ -60,9 +81,10 @@ _PRIOR_RY = 0.31
 class LungFields:
     """A lung-field mask and how it was found.
 
-    ``mask`` is boolean with the image's shape; ``method`` names what produced it ("threshold"
-    when both lungs were found, "mirrored" when one was found and mirrored to the other side,
-    "prior" for the geometric prior); ``fallback`` is True when a detector's answer was
+    ``mask`` is boolean with the image's shape; ``method`` names what produced it ("learned" for
+    the network of :mod:`models.lungseg`; for the classical method "threshold" when both lungs
+    were found, "mirrored" when one was found and mirrored to the other side; "prior" for the
+    geometric prior); ``fallback`` is True when a detector's answer was
     implausible and the prior was used instead (the evaluation reports that rate per class and
     source). ``reason`` says why the detection was rejected (empty when it was not).
     """
@@ -400,3 +422,29 @@ def find_lung_fields(image: np.ndarray) -> LungFields:
     if work is None:
         return LungFields(mask=prior_mask(shape), method="prior", fallback=True, reason=reason)
     return LungFields(mask=_upsample(work, shape), method=method, fallback=False, reason=reason)
+
+
+def lung_fields(image: np.ndarray, finder: str = DEFAULT_LUNG_FINDER) -> LungFields:
+    """The lung fields of ``image`` (2-D float32 in [0, 1], MONOCHROME2) by ``finder``.
+
+    Never fails on an image: where the network finds no plausible lungs (less than
+    :data:`models.lungseg.MIN_AREA` or more than :data:`MAX_AREA` of the image) it gives the
+    geometric prior with ``fallback=True``, as the classical method does.
+    """
+    if finder == "heuristic":
+        return find_lung_fields(image)
+    if finder != "learned":
+        raise ValueError(f"lung finder must be one of {', '.join(LUNG_FINDERS)}, got {finder!r}")
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    return learned_fields(segment_lungs(image))
+
+
+def learned_fields(mask: np.ndarray) -> LungFields:
+    """A segmenter's boolean ``mask`` as :class:`LungFields` (prior if its area is implausible)."""
+    area = float(mask.mean()) if mask.size else 0.0
+    if area < MIN_AREA or area > MAX_AREA:
+        shape = (int(mask.shape[0]), int(mask.shape[1]))
+        reason = f"segmenter's mask covers {area:.0%} of the image"
+        return LungFields(mask=prior_mask(shape), method="prior", fallback=True, reason=reason)
+    return LungFields(mask=mask, method="learned")

@@ -10,7 +10,8 @@ model card says).
 Optional steps (off by default, so a card without them gives the inputs it always gave), in this
 order, all at the image's own resolution before the resize (:func:`prepare_gray`):
 
-1. lung fields are found on the whole image (:func:`models.lungs.find_lung_fields`);
+1. lung fields are found on the whole image (:func:`models.lungs.lung_fields` by the spec's
+   ``lung_finder``: the learned segmenter, or the classical method older cards were trained with);
 2. ``lung_crop``: the image is cropped to the lung fields' bounding box grown by ``crop_margin``
    of its size on each side;
 3. ``equalise``: ``"hist"`` (histogram equalisation; with ``lung_mask`` its histogram is taken
@@ -35,7 +36,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.lungs import dilate_mask, find_lung_fields
+from models.lungs import (
+    DEFAULT_LUNG_FINDER,
+    LEGACY_LUNG_FINDER,
+    LUNG_FINDERS,
+    dilate_mask,
+    lung_fields,
+)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -51,6 +58,13 @@ CLAHE_TILES = 8
 
 CLAHE_CLIP = 2.5
 """CLAHE clip limit as a multiple of a tile's mean bin count (OpenCV's ``clipLimit`` meaning)."""
+
+
+def _finder_default(data: Mapping[str, Any]) -> str:
+    """The lung finder of a spec dict that names none (see :meth:`PreprocessSpec.from_dict`)."""
+    if data.get("lung_crop") or data.get("lung_mask"):
+        return LEGACY_LUNG_FINDER
+    return DEFAULT_LUNG_FINDER
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class PreprocessSpec:
     """Margin added on each side of the lung box, as a fraction of its height / width."""
     mask_margin: float = 0.04
     """Dilation of the lung mask, as a fraction of the image's shorter side."""
+    lung_finder: str = DEFAULT_LUNG_FINDER
+    """What finds the lung fields for the crop and mask (:data:`models.lungs.LUNG_FINDERS`). A
+    dict without it (a card written before the learned segmenter) means
+    :data:`models.lungs.LEGACY_LUNG_FINDER`, the finder that model was trained with."""
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
@@ -77,6 +95,10 @@ class PreprocessSpec:
         if self.equalise not in EQUALISE_METHODS:
             raise ValueError(
                 f"equalise must be one of {', '.join(EQUALISE_METHODS)}, got {self.equalise!r}"
+            )
+        if self.lung_finder not in LUNG_FINDERS:
+            raise ValueError(
+                f"lung_finder must be one of {', '.join(LUNG_FINDERS)}, got {self.lung_finder!r}"
             )
         for name in ("crop_margin", "mask_margin"):
             value = float(getattr(self, name))
@@ -104,7 +126,10 @@ class PreprocessSpec:
         """Inverse of :meth:`to_dict`.
 
         ``input_size``, ``mean`` and ``std`` are required; the optional steps default to off, so
-        dicts written before they existed (old model cards) load with the behaviour they had.
+        dicts written before they existed (old model cards) load with the behaviour they had;
+        for the same reason a missing ``lung_finder`` is :data:`models.lungs.LEGACY_LUNG_FINDER`
+        when the dict crops or masks by the lungs (and the default otherwise, so that a plain dict
+        gives ``PreprocessSpec()``).
         Other keys are ignored, so a whole model card dict can be passed.
         """
         default = cls()
@@ -117,6 +142,7 @@ class PreprocessSpec:
             equalise=str(data.get("equalise", default.equalise)),
             crop_margin=float(data.get("crop_margin", default.crop_margin)),
             mask_margin=float(data.get("mask_margin", default.mask_margin)),
+            lung_finder=str(data.get("lung_finder", _finder_default(data))),
         )
 
     @property
@@ -300,7 +326,7 @@ def _optional_steps(arr: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     arr = _shrink(arr, OPTIONAL_MAX_SIDE)
     keep: np.ndarray | None = None
     if spec.uses_lungs:
-        fields = find_lung_fields(arr)
+        fields = lung_fields(arr, spec.lung_finder)
         if spec.lung_mask:
             keep = dilate_mask(fields.mask, spec.mask_margin)
         if spec.lung_crop:
@@ -341,7 +367,8 @@ def model_input_box(
     if not spec.lung_crop:
         return 0, int(h), 0, int(w)
     small = _shrink(_as_unit_array(image), OPTIONAL_MAX_SIDE)
-    top, bottom, left, right = find_lung_fields(small).box_with_margin(spec.crop_margin)
+    fields = lung_fields(small, spec.lung_finder)
+    top, bottom, left, right = fields.box_with_margin(spec.crop_margin)
     sy, sx = h / small.shape[0], w / small.shape[1]
     return (
         max(0, round(top * sy)),

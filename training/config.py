@@ -149,6 +149,13 @@ class PreprocessFlags:
         choices=("none", "hist", "clahe"),
         group=SHORTCUTS,
     )
+    lung_finder: str | None = option(
+        None,
+        help="PreprocessSpec.lung_finder: what finds the lung fields for the crop and mask "
+        "(default: the learned segmenter)",
+        choices=("learned", "heuristic"),
+        group=SHORTCUTS,
+    )
 
     def given(self) -> dict[str, Any]:
         """The fields that were set, as ``TrainConfig.preprocess`` holds them."""

@@ -3,7 +3,7 @@
 For an image, the occlusion map (:func:`models.occlusion.occlusion_map`, the serving heatmap) holds
 the drop of the COVID-19 probability when a patch is hidden; its positive part is the evidence *for*
 COVID-19. Resampled onto the model-input grid (:func:`models.occlusion.resample_to_image`), the
-share of that positive mass inside the lung fields (:func:`models.lungs.find_lung_fields`, the same
+share of that positive mass inside the lung fields (:func:`models.lungs.lung_fields`, the same
 masks as the probes) says whether the model's evidence lies on the lungs or on markers, borders and
 text. The lung fields cover about a third of a frontal film, so shares near that are what evidence
 spread evenly over the image would give.

@@ -1,11 +1,12 @@
-"""Look at and measure the lung-field localiser on a manifest.
+"""Look at and measure a lung-field finder on a manifest.
 
-:func:`lung_grid` draws the mask outline of :func:`models.lungs.find_lung_fields` over a sample of
+:func:`lung_grid` draws the mask outline of :func:`models.lungs.lung_fields` (the learned
+segmenter, or ``--finder heuristic``) over a sample of
 images (``per_group`` per source and class) into one PNG, so that a person can see whether the
 masks sit on the lungs; :func:`lung_stats` runs the localiser over a whole manifest and counts
 fallbacks per source and class, and the time per image (the numbers in ``docs/training.md``).
 
-``python -m training.lungfig MANIFEST.csv OUT.png [--stats] [--only fallback|mirrored]``
+``python -m training.lungfig MANIFEST.csv OUT.png [--stats] [--only METHOD] [--finder NAME]``
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from models.lungs import LungFields, find_lung_fields
+from models.lungs import DEFAULT_LUNG_FINDER, LUNG_FINDERS, LungFields, lung_fields
 from models.preprocessing import load_image_file
 from training.manifest import LABELS, ManifestRow, read_manifest
 
@@ -30,11 +31,13 @@ PANEL = 170
 """Side of one picture in the grid (pixels); the image is letterboxed into it."""
 
 COLOURS: dict[str, tuple[int, int, int]] = {
+    "learned": (40, 220, 40),
     "threshold": (40, 220, 40),
     "mirrored": (255, 200, 0),
     "prior": (255, 40, 40),
 }
-"""Outline colour per method: green both lungs found, yellow one mirrored, red prior fallback."""
+"""Outline colour per method: green lungs found (by the network, or both by the classical method),
+yellow one mirrored, red prior fallback."""
 
 
 def sample_rows(
@@ -53,25 +56,31 @@ def sample_rows(
     return picked
 
 
-def _panel(image: np.ndarray, fields: LungFields, caption: str) -> Image.Image:
-    """One letterboxed RGB picture with the mask outline and a caption."""
+TRUTH_COLOUR = (255, 0, 255)
+"""Outline colour of a human mask (magenta), drawn under the finder's."""
+
+
+def _outline(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The one-pixel outline of ``mask`` resized to ``size`` (width, height)."""
+    small = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+    resized = np.asarray(small.resize(size, Image.Resampling.NEAREST)) > 127
+    return resized & ~ndimage.binary_erosion(resized, iterations=1, border_value=0)
+
+
+def _panel(
+    image: np.ndarray, fields: LungFields, caption: str, truth: np.ndarray | None = None
+) -> Image.Image:
+    """One letterboxed RGB picture with the mask outline (and a human one) and a caption."""
     h, w = image.shape
     scale = PANEL / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     gray = Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").resize(
         (nw, nh), Image.Resampling.BILINEAR
     )
-    mask = (
-        np.asarray(
-            Image.fromarray(fields.mask.astype(np.uint8) * 255, mode="L").resize(
-                (nw, nh), Image.Resampling.NEAREST
-            )
-        )
-        > 127
-    )
-    edge = mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
     rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2).copy()
-    rgb[edge] = COLOURS.get(fields.method, (0, 160, 255))
+    if truth is not None:
+        rgb[_outline(truth, (nw, nh))] = TRUTH_COLOUR
+    rgb[_outline(fields.mask, (nw, nh))] = COLOURS.get(fields.method, (0, 160, 255))
     top, bottom, left, right = fields.box_with_margin(0.08)
     canvas = Image.new("RGB", (PANEL, PANEL + 12), (0, 0, 0))
     ox, oy = (PANEL - nw) // 2, (PANEL - nh) // 2
@@ -92,7 +101,7 @@ def _palette(sheet: Image.Image) -> Image.Image:
     merged into grays by a generic quantiser.
     """
     rgb = np.asarray(sheet)
-    extra = [*COLOURS.values(), (0, 160, 255), (255, 255, 255)]
+    extra = [*COLOURS.values(), (0, 160, 255), (255, 255, 255), TRUTH_COLOUR]
     index = (rgb[..., 0].astype(np.int32) * 64 // 256).astype(np.uint8)
     gray = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
     for i, colour in enumerate(extra):
@@ -105,16 +114,8 @@ def _palette(sheet: Image.Image) -> Image.Image:
     return out
 
 
-def lung_grid(
-    rows: Sequence[ManifestRow], out: str | Path, columns: int = 6, quantise: bool = True
-) -> Path:
-    """Draw the lung fields of ``rows`` into a PNG grid at ``out`` (palette PNG, small)."""
-    panels = []
-    for row in rows:
-        image = load_image_file(row.path)
-        fields = find_lung_fields(image)
-        caption = f"{row.source[:9]} {LABELS[row.label][:5]} {fields.method[:5]}"
-        panels.append(_panel(image, fields, caption))
+def _sheet(panels: Sequence[Image.Image], out: str | Path, columns: int, quantise: bool) -> Path:
+    """Paste ``panels`` row by row into one PNG at ``out`` (palette PNG when ``quantise``)."""
     n_rows = max(1, -(-len(panels) // columns))
     sheet = Image.new("RGB", (columns * PANEL, n_rows * (PANEL + 12)), (0, 0, 0))
     for i, panel in enumerate(panels):
@@ -125,10 +126,48 @@ def lung_grid(
     return out
 
 
-def lung_stats(rows: Sequence[ManifestRow]) -> dict[str, Any]:
+def lung_grid(
+    rows: Sequence[ManifestRow],
+    out: str | Path,
+    columns: int = 6,
+    quantise: bool = True,
+    finder: str = DEFAULT_LUNG_FINDER,
+) -> Path:
+    """Draw the lung fields of ``rows`` into a PNG grid at ``out`` (palette PNG, small)."""
+    panels = []
+    for row in rows:
+        image = load_image_file(row.path)
+        fields = lung_fields(image, finder)
+        caption = f"{row.source[:9]} {LABELS[row.label][:5]} {fields.method[:5]}"
+        panels.append(_panel(image, fields, caption))
+    return _sheet(panels, out, columns, quantise)
+
+
+def truth_grid(
+    films: Sequence[tuple[np.ndarray, np.ndarray, str]],
+    rows: Sequence[ManifestRow],
+    out: str | Path,
+    find: Callable[[np.ndarray], LungFields] = lung_fields,
+    columns: int = 6,
+) -> Path:
+    """Films with a human mask (image, mask, caption) and then manifest ``rows``, one PNG.
+
+    The human outline is magenta, ``find``'s green (red: its prior fallback); the first panels
+    say how well the finder agrees with people, the rest how it does on every source.
+    """
+    panels = [_panel(img, find(img), cap, truth) for img, truth, cap in films]
+    for row in rows:
+        image = load_image_file(row.path)
+        fields = find(image)
+        caption = f"{row.source[:9]} {LABELS[row.label][:5]} {fields.method[:5]}"
+        panels.append(_panel(image, fields, caption))
+    return _sheet(panels, out, columns, quantise=True)
+
+
+def lung_stats(rows: Sequence[ManifestRow], finder: str = DEFAULT_LUNG_FINDER) -> dict[str, Any]:
     """Fallback and mirror rates per source, class and both over ``rows``; time per image.
 
-    The time covers :func:`find_lung_fields` only (not decoding the JPEG).
+    The time covers :func:`models.lungs.lung_fields` only (not decoding the JPEG).
     """
     total: Counter[str] = Counter()
     methods: dict[str, Counter[str]] = defaultdict(Counter)
@@ -137,7 +176,7 @@ def lung_stats(rows: Sequence[ManifestRow]) -> dict[str, Any]:
     for row in rows:
         image = load_image_file(row.path)
         t0 = time.perf_counter()
-        fields = find_lung_fields(image)
+        fields = lung_fields(image, finder)
         seconds.append(time.perf_counter() - t0)
         label = LABELS[row.label]
         for key in (f"source/{row.source}", f"class/{label}", f"{row.source}/{label}", "all"):
@@ -176,23 +215,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stats", action="store_true", help="measure over the whole manifest")
     parser.add_argument(
         "--only",
-        choices=("prior", "mirrored", "threshold"),
-        help="draw only images where the localiser used this method (up to 48)",
+        choices=("prior", "mirrored", "threshold", "learned"),
+        help="draw only images where the finder used this method (up to 48)",
     )
+    parser.add_argument("--finder", choices=LUNG_FINDERS, default=DEFAULT_LUNG_FINDER)
     parser.add_argument("--source", help="draw only images of this source")
     args = parser.parse_args(argv)
     manifest = read_manifest(args.manifest)
     rows: list[ManifestRow] = [r for r in manifest.rows if args.source in (None, r.source)]
     if args.only:
-        chosen = [r for r in rows if find_lung_fields(load_image_file(r.path)).method == args.only]
+        chosen = [
+            r for r in rows if lung_fields(load_image_file(r.path), args.finder).method == args.only
+        ]
         rng = np.random.default_rng(args.seed)
         idx = rng.choice(len(chosen), size=min(48, len(chosen)), replace=False)
         rows = [chosen[int(i)] for i in sorted(idx)]
     else:
         rows = sample_rows(rows, args.per_group, args.seed)
-    lung_grid(rows, args.out)
+    lung_grid(rows, args.out, finder=args.finder)
     if args.stats:
-        print(json.dumps(lung_stats(manifest.rows), indent=2))
+        print(json.dumps(lung_stats(manifest.rows, args.finder), indent=2))
     return 0
 
 

@@ -7,7 +7,8 @@ Every evaluated image is scored twice more, through the same path scoring uses
   ``gray`` fill of :mod:`models.occlusion`), the rest of the image unchanged;
 - **lungs only**: everything except the lung fields painted mid-gray.
 
-The masks come from :func:`models.lungs.find_lung_fields` on the very gray image the model sees
+The masks come from :func:`models.lungs.lung_fields` (the learned segmenter of
+:mod:`models.lungseg`) on the very gray image the model sees
 (the scoring resolution), and the paint goes on before normalisation, so the probe differs from
 the scored input only in the hidden pixels. A model that reads the lungs keeps its AUC on
 "lungs only" and drops towards 0.5 with "lungs hidden"; a model that reads markers, borders or
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.lungs import find_lung_fields
+from models.lungs import lung_fields
 from models.preprocessing import PreprocessSpec
 from training.metrics import roc_auc
 from training.predict import predict_logits, probabilities
@@ -52,7 +53,7 @@ class LungMasks:
     methods: list[str]
     """:attr:`models.lungs.LungFields.method` per image."""
     fallback: list[bool]
-    """:attr:`models.lungs.LungFields.fallback` per image (the localiser fell back to a prior)."""
+    """:attr:`models.lungs.LungFields.fallback` per image (the finder fell back to a prior)."""
 
 
 def lung_masks(gray: torch.Tensor) -> LungMasks:
@@ -61,7 +62,7 @@ def lung_masks(gray: torch.Tensor) -> LungMasks:
         raise ValueError(f"expected gray images [N, 1, S, S], got {tuple(gray.shape)}")
     masks, methods, fallback = [], [], []
     for image in gray[:, 0].detach().cpu().numpy().astype(np.float32):
-        fields = find_lung_fields(image)
+        fields = lung_fields(image)
         mask = np.asarray(fields.mask, dtype=bool)
         if mask.shape != image.shape:
             raise ValueError(f"lung mask {mask.shape} does not match its image {image.shape}")

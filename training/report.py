@@ -226,7 +226,7 @@ def _markdown(
     lines += ["## Occlusion heatmaps of test COVID-19 images (Fig 14)", ""]
     if FIGURES["occlusion"] in figures and occ is not None:
         outline = (
-            " The white line is the lung-field outline (`models.lungs.find_lung_fields`); each "
+            " The white line is the lung-field outline (`models.lungs.lung_fields`); each "
             "title gives the share of the positive evidence inside it."
             if occ.masks
             else ""
@@ -374,7 +374,7 @@ def _probe_section(metrics: dict[str, Any]) -> list[str]:
     fb = fields["fallback_by_class"]
     lines += [
         "",
-        f"Lung fields: `models.lungs.find_lung_fields` on the scored {metrics['input_size']} px "
+        f"Lung fields: `models.lungs.lung_fields` on the scored {metrics['input_size']} px "
         f"image (method: {methods}; mean area {_pct(fields['mean_area'])} of the image); fell "
         f"back to the prior on {fb['covid']['fallback']}/{fb['covid']['n']} COVID-19 and "
         f"{fb['non_covid']['fallback']}/{fb['non_covid']['n']} non-COVID images.",

@@ -211,7 +211,8 @@ def test_the_card_carries_the_optional_preprocessing_to_serving() -> None:
     spec = PreprocessSpec(160, lung_crop=True, equalise="clahe")
     card = ModelCard(architecture="resnet18", input_size=160)
     card = card.replace(preprocessing=ModelCard.preprocessing_of(spec))
-    assert card.preprocessing == {"lung_crop": True, "equalise": "clahe"}
+    # The finder is recorded with a crop: a card without one means the classical finder.
+    assert card.preprocessing == {"lung_crop": True, "equalise": "clahe", "lung_finder": "learned"}
     again = ModelCard.from_json(card.to_json())
     assert again.preprocess == spec
     old = ModelCard.from_dict({"architecture": "resnet18", "input_size": 160})  # before the field

@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 
 from models.card import ModelCard
 from models.dicom_pixels import PixelDataError, dicom_to_array
-from models.lungs import find_lung_fields
+from models.lungs import lung_fields
 from models.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -208,6 +208,7 @@ OPTION_SPECS: dict[str, PreprocessSpec] = {
     "clahe": PreprocessSpec(equalise="clahe"),
     "crop+mask+clahe": PreprocessSpec(lung_crop=True, lung_mask=True, equalise="clahe"),
     "crop+mask+hist": PreprocessSpec(lung_crop=True, lung_mask=True, equalise="hist"),
+    "crop heuristic": PreprocessSpec(lung_crop=True, lung_finder="heuristic"),
 }
 
 
@@ -226,17 +227,23 @@ def test_options_give_the_same_input_from_jpeg_and_dicom(
         assert float((tensor - expected).abs().max()) <= TOL, (option, name)
 
 
-def test_options_run_in_order_and_match_the_steps(cxr: tuple[Path, np.ndarray]) -> None:
+@pytest.mark.parametrize("finder", ["learned", "heuristic"])
+def test_options_run_in_order_and_match_the_steps(
+    finder: str, cxr: tuple[Path, np.ndarray]
+) -> None:
     """crop to the lung box with its margin, equalise the crop, gray outside the dilated mask."""
     image = load_image_file(cxr[0])
-    fields = find_lung_fields(image)
+    fields = lung_fields(image, finder)
+    assert not fields.fallback
     top, bottom, left, right = fields.box_with_margin(0.08)
     crop = image[top:bottom, left:right]
-    spec = PreprocessSpec(lung_crop=True, equalise="clahe")
+    spec = PreprocessSpec(lung_crop=True, equalise="clahe", lung_finder=finder)
     assert torch.equal(prepare_gray(image, spec), resize_image(clahe(crop), 224))
     assert model_input_box(image, spec) == (top, bottom, left, right)
     assert model_input_box(image, PreprocessSpec()) == (0, image.shape[0], 0, image.shape[1])
-    masked = prepare_gray(image, PreprocessSpec(lung_mask=True, input_size=image.shape[0]))
+    masked = prepare_gray(
+        image, PreprocessSpec(lung_mask=True, input_size=image.shape[0], lung_finder=finder)
+    )
     assert masked.shape == (1, image.shape[0], image.shape[0])
     corner = masked[0, :4, :4]  # far outside any lung: mid-gray
     assert torch.allclose(corner, torch.full_like(corner, 0.5))
@@ -260,6 +267,26 @@ def test_spec_round_trips_and_old_cards_load() -> None:
     assert loaded == PreprocessSpec()
     assert not loaded.lung_crop and not loaded.lung_mask and loaded.equalise == "none"
     assert loaded.is_plain
+
+
+def test_cards_record_the_lung_finder_and_old_ones_keep_the_heuristic() -> None:
+    """A card trained with a lung crop before the segmenter existed names no finder: it must keep
+    the classical one it was trained with; a new card names the finder it used."""
+    old = {"input_size": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    assert PreprocessSpec.from_dict({**old, "lung_crop": True}).lung_finder == "heuristic"
+    assert PreprocessSpec.from_dict({**old, "lung_mask": True}).lung_finder == "heuristic"
+    assert PreprocessSpec.from_dict(old).lung_finder == "learned"  # plain: no lungs used
+    new = PreprocessSpec(lung_crop=True)
+    assert new.lung_finder == "learned"
+    recorded = ModelCard.preprocessing_of(new)
+    assert recorded == {"lung_crop": True, "lung_finder": "learned"}
+    assert PreprocessSpec.from_dict({**old, **recorded}) == new
+    assert ModelCard.preprocessing_of(PreprocessSpec()) == {}
+    assert ModelCard.preprocessing_of(PreprocessSpec(lung_finder="heuristic")) == {}
+    legacy = PreprocessSpec(lung_mask=True, lung_finder="heuristic")
+    assert PreprocessSpec.from_dict({**old, **ModelCard.preprocessing_of(legacy)}) == legacy
+    with pytest.raises(ValueError, match="lung_finder"):
+        PreprocessSpec(lung_finder="oracle")
 
 
 def test_shipped_model_card_gives_identical_inputs(cxr: tuple[Path, np.ndarray]) -> None:
@@ -286,6 +313,8 @@ def test_shipped_model_card_gives_identical_inputs(cxr: tuple[Path, np.ndarray])
             }
         )
         assert trained == card.preprocess and not trained.is_plain
+        if "lung_finder" not in card.preprocessing:  # trained before the learned segmenter
+            assert trained.lung_finder == "heuristic"
         x = to_model_input(image, card.preprocess)
         assert torch.equal(x, normalise(prepare_gray(image, trained), trained))
 
