@@ -21,6 +21,7 @@ from typing import Any
 from pydicom.uid import generate_uid
 
 from common.paths import WEIGHTS_FILE
+from common.records import known_fields
 from models.architectures import ARCHITECTURES, CLASSES
 from models.files import WEIGHTS_DTYPES
 from models.ood_spec import DomainCheckSpec
@@ -123,10 +124,7 @@ class EnsembleMember:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EnsembleMember:
         """From the card's JSON; unknown keys are an error."""
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown ensemble member fields: {', '.join(unknown)}")
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data, "ensemble member fields"))
 
 
 @dataclass(frozen=True)
@@ -370,13 +368,9 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
         """From :meth:`to_dict` output; unknown keys are an error (typos must not pass silently)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model card fields: {', '.join(unknown)}")
+        kwargs = known_fields(cls, data, "model card fields")
         if "architecture" not in data:
             raise ValueError("model card has no architecture")
-        kwargs = dict(data)
         for key in ("mean", "std", "classes"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])

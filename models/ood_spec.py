@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from common.records import known_fields
+
 PASS_FRACTION = 0.99
 """Share of validation images the threshold lets through."""
 
@@ -72,8 +74,4 @@ class DomainCheckSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DomainCheckSpec:
         """From the card's JSON; unknown keys are an error, as for the card itself."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown domain_check fields: {', '.join(unknown)}")
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data, "domain_check fields"))

@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from common.records import known_fields
 
 PAPER = "paper"
 CLINICAL = "clinical"
@@ -120,11 +122,7 @@ class OperatingPoint:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OperatingPoint:
         """From :meth:`to_dict` output; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown operating point fields: {', '.join(unknown)}")
-        return cls(**dict(data))
+        return cls(**known_fields(cls, data, "operating point fields"))
 
 
 def validate_points(points: Mapping[str, Any]) -> dict[str, OperatingPoint]:

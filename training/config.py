@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from common.records import known_fields
 from models.files import WEIGHTS_DTYPES
 from training.flags import option
 
@@ -382,11 +383,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take the defaults
         (configs and cards written before a field existed load as the recipe they ran)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
-        kwargs = dict(data)
+        kwargs = known_fields(cls, data, "training config keys")
         if isinstance(kwargs.get("aug"), dict):
             aug = dict(kwargs["aug"])
             aug["scale"] = tuple(aug.get("scale", (0.9, 1.1)))
