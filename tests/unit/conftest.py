@@ -11,9 +11,12 @@ from __future__ import annotations
 import multiprocessing.process
 import os
 import subprocess
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from tests.harness.factories import random_ensemble_registry
 
 
 def _refuse(what: str) -> object:
@@ -32,3 +35,9 @@ def _no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", _refuse("multiprocessing"))
     for name in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp"):
         monkeypatch.setattr(os, name, _refuse(f"os.{name}"))
+
+
+@pytest.fixture(scope="module")
+def ensemble_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three random SqueezeNets (64 px input) and their active ensemble ``ens``."""
+    return random_ensemble_registry(tmp_path_factory.mktemp("ensemble"))

@@ -21,7 +21,7 @@ from models.inference import Predictor
 from models.occlusion import occlusion_map, resample_to_image
 from models.preprocessing import to_model_input
 from models.registry import Registry
-from tests.harness.factories import random_ensemble_registry, wrap_pixels
+from tests.harness.factories import wrap_pixels
 from worker import pipeline
 from worker.analysis import analyse_image
 from worker.results import ResultUIDs
@@ -32,12 +32,6 @@ WINDOW, STRIDE = 16, 8
 @pytest.fixture(autouse=True)
 def _two_threads() -> None:
     torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def ensemble_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three random SqueezeNets (64 px input) and their active ensemble ``ens``."""
-    return random_ensemble_registry(tmp_path_factory.mktemp("ensemble"))
 
 
 def _settings(root: Path, data: Path, heatmap_members: int) -> Settings:

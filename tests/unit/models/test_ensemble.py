@@ -37,12 +37,6 @@ def _two_threads() -> None:
 
 
 @pytest.fixture(scope="module")
-def ensemble_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three random SqueezeNets (64 px input) and their active ensemble ``ens``."""
-    return random_ensemble_registry(tmp_path_factory.mktemp("ensemble"))
-
-
-@pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.random((96 + 8 * i, 80), dtype=np.float32) for i in range(6)]
