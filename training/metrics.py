@@ -166,8 +166,11 @@ def average_precision(
 def roc_points(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> dict[str, list[float]]:
-    """ROC curve points (fpr, tpr, thresholds) from scikit-learn, as lists for JSON and plots."""
+    """ROC curve points (fpr, tpr, thresholds) from scikit-learn, as lists for JSON and plots;
+    empty with one class only (a curve of one class is not defined, as its AUC is not)."""
     y, s = _arrays(labels, scores)
+    if len(np.unique(y)) < 2:
+        return {"fpr": [], "tpr": [], "thresholds": []}
     fpr, tpr, thr = roc_curve(y, s)
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": _finite(thr)}
 
@@ -175,8 +178,11 @@ def roc_points(
 def pr_points(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> dict[str, list[float]]:
-    """Precision-recall curve points from scikit-learn."""
+    """Precision-recall curve points from scikit-learn; empty without positives (recall is not
+    defined then, as average precision is not)."""
     y, s = _arrays(labels, scores)
+    if not y.any():
+        return {"precision": [], "recall": [], "thresholds": []}
     precision, recall, thr = precision_recall_curve(y, s)
     return {"precision": precision.tolist(), "recall": recall.tolist(), "thresholds": _finite(thr)}
 

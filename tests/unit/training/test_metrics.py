@@ -10,6 +10,7 @@ import pytest
 from training.metrics import (
     average_precision,
     confusion_at,
+    pr_points,
     roc_auc,
     roc_points,
     threshold_for_sensitivity,
@@ -104,3 +105,12 @@ def test_operating_point_keeps_val_calls_with_a_margin() -> None:
     a, b = confusion_at(y, s, t), confusion_at(y, s, 0.6)
     assert (a.tp, a.fn, a.tn, a.fp) == (b.tp, b.fn, b.tn, b.fp)
     assert operating_threshold(np.array([1, 0]), np.array([0.1, 0.5]), 1.0) == 0.1  # nothing below
+
+
+def test_curves_of_one_class_are_empty_not_made_up() -> None:
+    """scikit-learn draws a 'curve' of one class with a warning; a report shows none."""
+    assert roc_points([1, 1, 1], [0.2, 0.5, 0.9]) == {"fpr": [], "tpr": [], "thresholds": []}
+    assert roc_points([0, 0], [0.2, 0.5]) == {"fpr": [], "tpr": [], "thresholds": []}
+    assert pr_points([0, 0], [0.2, 0.5]) == {"precision": [], "recall": [], "thresholds": []}
+    assert len(pr_points([1, 1], [0.2, 0.5])["recall"]) > 0  # positives only: recall is defined
+    assert len(roc_points(Y, S)["fpr"]) > 0
