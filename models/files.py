@@ -3,6 +3,7 @@ and the number formats a weights file may hold."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from common.atomic import atomic_write
@@ -26,3 +27,12 @@ def write_model_file(path: Path, data: bytes) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data, mode=MODEL_FILE_MODE)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

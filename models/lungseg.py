@@ -23,7 +23,6 @@ card on the first load; nothing is downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
+
+from models.files import sha256_file
 
 SIZE = 128
 """Side of the square grid the network sees (pixels)."""
@@ -177,11 +178,6 @@ class Segmenter:
         return clean_mask(self.logits(image).numpy() > 0.0)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build(card: dict[str, Any]) -> UNet:
     """An untrained network shaped as ``card`` says (defaults: :data:`WIDTH`, :data:`DEPTH`)."""
     return UNet(int(card.get("width", WIDTH)), int(card.get("depth", DEPTH)))
@@ -195,7 +191,7 @@ def load_segmenter(folder: Path = FOLDER) -> Segmenter:
     """
     card = json.loads((folder / CARD_FILE.name).read_text(encoding="utf-8"))
     weights = folder / WEIGHTS_FILE.name
-    digest = sha256_of(weights)
+    digest = sha256_file(weights)
     if digest != card.get("weights_sha256"):
         raise ValueError(
             f"{weights}: sha256 {digest} does not match the card's {card.get('weights_sha256')}"

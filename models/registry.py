@@ -20,7 +20,6 @@ the card before unpickling anything, so a corrupted or swapped file fails with a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -37,7 +36,7 @@ from common.paths import ACTIVE_FILE, CARD_FILE, WEIGHTS_FILE
 from models.architectures import build_model
 from models.card import ModelCard, new_device_uid, utc_now_iso
 from models.ensemble import Ensemble
-from models.files import MODEL_FILE_MODE, WEIGHTS_DTYPES, write_model_file
+from models.files import MODEL_FILE_MODE, WEIGHTS_DTYPES, sha256_file, write_model_file
 from models.ood import DomainCheck, DomainCheckError, EnsembleDomainCheck, load_domain_check
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,15 +49,6 @@ class RegistryError(RuntimeError):
 
 class WeightsIntegrityError(RegistryError):
     """A version's weights file is missing, corrupted, or does not match its model card."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_version_name(version: str) -> str:

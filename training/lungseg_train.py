@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from common.atomic import atomic_write
+from models.files import sha256_file
 from models.lungs import find_lung_fields, learned_fields
 from models.lungseg import (
     CARD_FILE,
@@ -46,7 +47,6 @@ from models.lungseg import (
     Segmenter,
     UNet,
     load_segmenter,
-    sha256_of,
     standardise,
     to_grid,
 )
@@ -238,7 +238,7 @@ def save(net: UNet, card: dict[str, Any], out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS_FILE.name
     atomic_write(weights, buf.getvalue(), mode=0o644)
-    card = {**card, "weights_sha256": sha256_of(weights), "weights_dtype": "float16"}
+    card = {**card, "weights_sha256": sha256_file(weights), "weights_dtype": "float16"}
     text = json.dumps(card, indent=2, sort_keys=True) + "\n"
     atomic_write(out / CARD_FILE.name, text.encode("utf-8"), mode=0o644)
     return card

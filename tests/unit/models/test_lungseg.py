@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from models.files import sha256_file
 from models.lungs import lung_fields, prior_mask
 from models.lungseg import (
     CARD_FILE,
@@ -23,7 +24,6 @@ from models.lungseg import (
     load_segmenter,
     network_input,
     segment_lungs,
-    sha256_of,
     shipped,
 )
 from tests.harness.factories import SHARED
@@ -47,7 +47,7 @@ def held_out_jsrt() -> list[Film]:
 
 def test_shipped_weights_match_their_card_and_are_small() -> None:
     card = json.loads(CARD_FILE.read_text(encoding="utf-8"))
-    assert sha256_of(WEIGHTS_FILE) == card["weights_sha256"]
+    assert sha256_file(WEIGHTS_FILE) == card["weights_sha256"]
     assert WEIGHTS_FILE.stat().st_size < 5 * 1024 * 1024
     seg = load_segmenter()
     assert seg.card == card

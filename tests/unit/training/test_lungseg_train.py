@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.lungseg import load_segmenter, sha256_of
+from models.files import sha256_file
+from models.lungseg import load_segmenter
 from tests.harness.factories import SHARED
 from training.lungseg_data import (
     JSRT_HELD_OUT,
@@ -117,7 +118,7 @@ def test_a_short_fit_saves_weights_that_load_and_segment(tmp_path: Path) -> None
     net, epochs = fit(train, epochs=2, batch=4, size=32, width=4, depth=2, log=False)
     assert epochs == 2
     card = save(net, {"input_size": 32, "width": 4, "depth": 2}, tmp_path)
-    assert card["weights_sha256"] == sha256_of(tmp_path / "weights.pt")
+    assert card["weights_sha256"] == sha256_file(tmp_path / "weights.pt")
     loaded = load_segmenter(tmp_path)
     film = _disc_film("held", held_out=True)
     mask = loaded(film.unit_image())
