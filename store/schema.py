@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -27,6 +28,7 @@ __all__ = [
     "JobEvent",
     "JobState",
     "ResultObject",
+    "StudyResult",
     "User",
     "utcnow",
 ]
@@ -49,7 +51,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     sop_class_uid: Mapped[str] = mapped_column(String(64), nullable=False)
-    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    # Indexed: jobs are grouped by study for the study-level result (worker/study).
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     series_instance_uid: Mapped[str | None] = mapped_column(String(64))
     transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
     calling_ae: Mapped[str | None] = mapped_column(String(16))
@@ -147,6 +150,41 @@ class ResultObject(Base):
     )
 
     __table_args__ = (Index("ix_result_objects_due", "delivery_state", "next_attempt_at"),)
+
+
+class StudyResult(Base):
+    """One study-level result (SR + KOS) the node issued for a study (:mod:`worker.study`).
+
+    ``sequence`` numbers a study's results (1, 2, ...): an image that arrives after a result
+    makes the next one, which names this one's SR as its predecessor. The unique (study,
+    sequence) pair makes building a study result a claim only one watcher wins. ``fingerprint``
+    is the digest of the images' outcomes it reports; ``covers_until`` the newest job change it
+    took into account; ``queued_at`` is set once its objects (and RIS messages) are in the outbox.
+    """
+
+    __tablename__ = "study_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    sequence: Mapped[int] = mapped_column(Integer, nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    finding: Mapped[str] = mapped_column(String(16), nullable=False)  # present, absent, indet.
+    probability: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    images: Mapped[int] = mapped_column(Integer, nullable=False)
+    driving_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sr_sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    kos_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    predecessor_sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    covers_until: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("study_instance_uid", "sequence", name="uq_study_results_sequence"),
+        Index("ix_study_results_study", "study_instance_uid"),
+    )
 
 
 class User(Base):

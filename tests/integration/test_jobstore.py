@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from store import JobState, JobStore
+from store.existing import head_revision
 from store.migrate import current, upgrade
 
 
@@ -28,10 +29,18 @@ def receipt(uid: str, sha: str = "a" * 64) -> dict[str, object]:
 
 def test_upgrade_from_empty_creates_the_tables(db_url: str) -> None:
     assert current(db_url) is None
-    assert upgrade(db_url) == "0004"
-    assert upgrade(db_url) == "0004"  # idempotent
+    head = head_revision()
+    assert upgrade(db_url) == head
+    assert upgrade(db_url) == head  # idempotent
     names = set(inspect(create_engine(db_url)).get_table_names())
-    assert {"jobs", "job_events", "result_objects", "users", "console_sessions"} <= names
+    assert {
+        "jobs",
+        "job_events",
+        "result_objects",
+        "users",
+        "console_sessions",
+        "study_results",
+    } <= names
 
 
 def test_receipt_is_idempotent_and_new_content_reanalyses(db_url: str) -> None:
@@ -130,4 +139,4 @@ def test_concurrent_upgrades_from_empty_do_not_collide(db_url: str) -> None:
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
-    assert current(db_url) == "0004"
+    assert current(db_url) == head_revision()
