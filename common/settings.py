@@ -273,13 +273,62 @@ class TlsSettings(_Group):
         return tls.client_context(cert=self.cert, key=self.key, ca=self.ca)
 
 
+class DestinationSettings(_Group):
+    """One destination of ``delivery.destinations`` with its own TLS and credentials."""
+
+    url: str = Field(
+        description="The destination's text, which also picks its type: `AE@host:port` (DIMSE "
+        "C-STORE), `https://host/dicom-web` (DICOMweb STOW-RS), `mllp://host:port` (HL7), "
+        "`fhir+https://host/fhir` (FHIR)."
+    )
+    tls: bool | None = Field(
+        default=None,
+        description="DIMSE only: DICOM TLS, verifying the peer against `ca` (default: "
+        "`delivery.destination_tls`). HTTP types use TLS as their URL's scheme says.",
+    )
+    ca: Path | None = Field(
+        default=None,
+        description="PEM CA certificate(s) this destination's certificate must chain to "
+        "(default: `tls.ca`, else the system's CAs). Certificates are always verified.",
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding a bearer token sent to this (HTTP) destination; read at each "
+        "send, never logged.",
+    )
+    username: str | None = Field(
+        default=None, description="HTTP basic-auth user name (with `password_file`)."
+    )
+    password_file: Path | None = Field(
+        default=None, description="File holding the HTTP basic-auth password; never logged."
+    )
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> DestinationSettings:
+        """A bearer token or a user with a password file, not both halves of each."""
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError(f"destination {self.url}: username and password_file go together")
+        if self.token_file is not None and self.username is not None:
+            raise ValueError(f"destination {self.url}: a token_file or a username, not both")
+        return self
+
+
 class DeliverySettings(_Group):
     """Where results go and how hard the node tries to get them there."""
 
     destination: str | None = Field(
         default=None,
-        description="Where results are C-STOREd, as `AE@host:port` (e.g. `ORTHANC@pacs:4242`). "
-        "Empty: results stay in `storage.results_dir` only.",
+        description="Where results are delivered: `AE@host:port` (C-STORE, e.g. "
+        "`ORTHANC@pacs:4242`) or a DICOMweb base URL `https://host/dicom-web` (STOW-RS); "
+        "several, comma-separated, are each sent every result once. Destinations that need "
+        "credentials or their own CA go in `delivery.destinations`. Empty (and no "
+        "`destinations`): results stay in `storage.results_dir` only.",
+    )
+    destinations: list[DestinationSettings] = Field(
+        default_factory=list,
+        description="More destinations, each with its own options (TOML: "
+        "`[[delivery.destinations]]` tables with `url`, `tls`, `ca`, `token_file`, `username`, "
+        "`password_file`). Each result goes to every destination once, with its own retries.",
     )
     destination_tls: bool = Field(
         default=False,
@@ -308,8 +357,27 @@ class DeliverySettings(_Group):
     verify: Annotated[bool, Name("delivery_verify")] = Field(
         default=True,
         description="After C-STORE Success, confirm with C-FIND (IMAGE level) that the "
-        "destination holds the objects, where it supports C-FIND.",
+        "destination holds the objects, where it supports C-FIND (STOW-RS: with QIDO-RS).",
     )
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _urls_from_text(cls, value: Any) -> Any:
+        """Accept ``"AE@h:1,https://x/dicom-web"`` from the environment as a list of URLs."""
+        if isinstance(value, str):
+            return [{"url": part.strip()} for part in value.split(",") if part.strip()]
+        return value
+
+    def targets(self) -> list[DestinationSettings]:
+        """Every destination, each once (by its text; `destinations`' options win)."""
+        found: dict[str, DestinationSettings] = {}
+        for text in (self.destination or "").split(","):
+            if text.strip():
+                url = text.strip()
+                found.setdefault(url, DestinationSettings(url=url, tls=self.destination_tls))
+        for target in self.destinations:
+            found[target.url] = target
+        return list(found.values())
 
 
 class ModelSettings(_Group):

@@ -17,6 +17,7 @@ from store import JobState, JobStore
 from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
 from worker import delivery
+from worker.destinations import dimse
 
 DEST = "PACS@127.0.0.1:104"
 
@@ -76,8 +77,8 @@ def test_a_retry_confirms_what_the_destination_holds_and_sends_the_rest(
         return held & set(uids)
 
     FakeSender.sent = []
-    monkeypatch.setattr(delivery, "Sender", FakeSender)
-    monkeypatch.setattr(delivery, "find_instances", find)
+    monkeypatch.setattr(dimse, "Sender", FakeSender)
+    monkeypatch.setattr(dimse, "find_instances", find)
     settings = Settings(destination=DEST)
     first = outbox.claim_due(lease_s=60)  # attempt 1 ... and the sender dies
     assert {r.attempts for r in first} == {1}
@@ -101,8 +102,8 @@ def test_a_first_attempt_is_sent_without_asking(
         return {k[2] for k in keys}
 
     FakeSender.sent = []
-    monkeypatch.setattr(delivery, "Sender", FakeSender)
-    monkeypatch.setattr(delivery, "find_instances", find)
+    monkeypatch.setattr(dimse, "Sender", FakeSender)
+    monkeypatch.setattr(dimse, "find_instances", find)
     rows = outbox.claim_due(lease_s=60)
     assert delivery._deliver(outbox, Settings(destination=DEST), DEST, rows) == 3
     assert sorted(FakeSender.sent) == ["/r/0", "/r/1", "/r/2"]
@@ -114,8 +115,8 @@ def test_a_success_makes_the_results_waiting_for_that_destination_due_again(
 ) -> None:
     """After an outage, one object that gets through wakes the others waiting out a back-off."""
     FakeSender.sent = []
-    monkeypatch.setattr(delivery, "Sender", FakeSender)
-    monkeypatch.setattr(delivery, "find_instances", lambda d, keys, **_: {k[2] for k in keys})
+    monkeypatch.setattr(dimse, "Sender", FakeSender)
+    monkeypatch.setattr(dimse, "find_instances", lambda d, keys, **_: {k[2] for k in keys})
     settings = Settings(destination=DEST, delivery_backoff_s=300)
     rows = outbox.claim_due(lease_s=60)
     first, waiting = rows[0], rows[1:]

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.errors import UsageError
-from common.settings import OPTIONS, Settings, settings_problem
+from common.settings import OPTIONS, DestinationSettings, Settings, settings_problem
 from deepcovid.commands.config import configuration_markdown
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ OLD_NAMES = {
     "tls_require_client_cert": "tls.require_client_cert",
     "destination_tls": "delivery.destination_tls",
     "destination": "delivery.destination",
+    "destinations": "delivery.destinations",
     "parametric_map": "delivery.parametric_map",
     "send_rejection_sr": "delivery.send_rejection_sr",
     "delivery_max_attempts": "delivery.max_attempts",
@@ -102,6 +103,9 @@ def _sample(name: str, tmp_path: Path) -> tuple[str, Any]:
         return "10.0.0.1, 10.0.0.2", ["10.0.0.1", "10.0.0.2"]
     if name == "destination":
         return "PACS@pacs:104", "PACS@pacs:104"
+    if name == "destinations":  # the environment's form: URLs, comma-separated
+        urls = ["PACS@pacs:104", "https://pacs/dicom-web"]
+        return ",".join(urls), [DestinationSettings(url=url) for url in urls]
     if name.endswith("_url"):
         return f"sqlite:///{tmp_path / name}", f"sqlite:///{tmp_path / name}"
     return "VALUE", "VALUE"
@@ -159,6 +163,9 @@ def test_each_old_keyword_argument_sets_its_field(name: str, tmp_path: Path) -> 
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, DestinationSettings):  # an inline table
+        fields = value.model_dump(exclude_none=True).items()
+        return "{" + ", ".join(f"{key} = {_toml(v)}" for key, v in fields) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
