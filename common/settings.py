@@ -1,7 +1,7 @@
 """One typed settings object for every service, grouped by concern.
 
 ``Settings`` holds one sub-model per concern -- ``storage``, ``listener``, ``tls``, ``delivery``,
-``model``, ``worker``, ``audit``, ``monitoring``, ``console`` -- so a reader sees which options
+``ris``, ``model``, ``worker``, ``audit``, ``monitoring``, ``console`` -- so a reader sees which options
 belong together and a service can be handed the group it needs (``settings.listener.port``).
 
 Values come, in order of precedence, from environment variables, from a TOML file named by
@@ -380,6 +380,39 @@ class DeliverySettings(_Group):
         return list(found.values())
 
 
+class RisSettings(_Group):
+    """How study results are told to a RIS (HL7 v2 ORU^R01 over MLLP, FHIR R4 DiagnosticReport).
+
+    The RIS itself is a destination (`mllp://host:port` or `fhir+https://host/base` in
+    `delivery.destination` / `delivery.destinations`); these options shape the messages."""
+
+    sending_facility: Annotated[str, Name("ris_sending_facility")] = Field(
+        default="", description="HL7 MSH-4 Sending Facility (e.g. the hospital's code)."
+    )
+    receiving_application: Annotated[str, Name("ris_receiving_application")] = Field(
+        default="", description="HL7 MSH-5 Receiving Application (the RIS's name, if it checks)."
+    )
+    receiving_facility: Annotated[str, Name("ris_receiving_facility")] = Field(
+        default="", description="HL7 MSH-6 Receiving Facility."
+    )
+    patient_id_issuer: Annotated[str, Name("ris_patient_id_issuer")] = Field(
+        default="",
+        description="HL7 PID-3.4 Assigning Authority of the Patient ID (the DICOM Issuer of "
+        "Patient ID the RIS expects); empty: none sent.",
+    )
+    patient_id_system: Annotated[str | None, Name("ris_patient_id_system")] = Field(
+        default=None,
+        description="FHIR `Patient.identifier.system` URI of the Patient ID (e.g. "
+        "`urn:oid:1.2.3.4`); empty: the Patient is matched by the identifier's value alone.",
+    )
+    timeout_s: Annotated[float, Name("ris_timeout_s")] = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds to wait for a RIS to connect and answer (MLLP ACK, HTTP response) "
+        "before the attempt counts as failed and is retried with the delivery back-off.",
+    )
+
+
 class ModelSettings(_Group):
     """Which model analyses the images, where, and how its evidence map is drawn."""
 
@@ -537,6 +570,9 @@ class Settings(BaseSettings):
     )
     delivery: DeliverySettings = Field(
         default_factory=DeliverySettings, description="Results destination (SCU)."
+    )
+    ris: RisSettings = Field(
+        default_factory=RisSettings, description="RIS notification (HL7 v2, FHIR)."
     )
     model: ModelSettings = Field(default_factory=ModelSettings, description="Model and inference.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="Workers.")

@@ -74,6 +74,12 @@ OLD_NAMES = {
     "console_session_max_h": "console.session_max_h",
     "console_login_max_failures": "console.login_max_failures",
     "console_login_window_s": "console.login_window_s",
+    "ris_sending_facility": "ris.sending_facility",
+    "ris_receiving_application": "ris.receiving_application",
+    "ris_receiving_facility": "ris.receiving_facility",
+    "ris_patient_id_issuer": "ris.patient_id_issuer",
+    "ris_patient_id_system": "ris.patient_id_system",
+    "ris_timeout_s": "ris.timeout_s",
 }
 
 
