@@ -1,4 +1,4 @@
-"""The delivery outbox: result objects waiting to reach the destination, with back-off.
+"""The delivery outbox: result objects waiting to reach their destinations, with back-off.
 
 Rows live in the job store, so a PACS that is down for minutes (or a node restart) loses
 nothing: each row is claimed by one sender at a time, retried with exponential back-off, and
@@ -68,9 +68,10 @@ class Outbox:
         model_version: str | None,
         destination: str | None,
     ) -> int:
-        """Record result objects not recorded yet; returns how many were new.
+        """Record result objects not recorded yet for ``destination``; returns how many were new.
 
-        With no destination the objects are ``kept`` (the results folder is the delivery).
+        Each (object, destination) pair is one row with its own delivery state; with no
+        destination the objects are ``kept`` (the results folder is the delivery).
         """
         state = DeliveryState.PENDING if destination else DeliveryState.KEPT
         new = 0
@@ -78,7 +79,10 @@ class Outbox:
             for r in results:
                 exists = s.scalars(
                     select(ResultObject.id).where(
-                        ResultObject.sop_instance_uid == r.sop_instance_uid
+                        ResultObject.sop_instance_uid == r.sop_instance_uid,
+                        ResultObject.destination.is_(None)
+                        if destination is None
+                        else ResultObject.destination == destination,
                     )
                 ).first()
                 if exists is not None:

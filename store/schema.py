@@ -117,7 +117,7 @@ class DeliveryState(enum.StrEnum):
 
 
 class ResultObject(Base):
-    """One DICOM object we produced for a job, and its outbox entry.
+    """One DICOM object we produced for a job, and its outbox entry for one destination.
 
     The SOP Instance UID is derived from the source instance and the model version, so
     analysing the same instance with the same model again finds the row that exists instead
@@ -132,12 +132,13 @@ class ResultObject(Base):
     )
     kind: Mapped[str] = mapped_column(String(16), nullable=False)  # sr, sc, pm, rejection_sr
     model_version: Mapped[str | None] = mapped_column(String(128))
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False)
     sop_class_uid: Mapped[str] = mapped_column(String(64), nullable=False)
     series_instance_uid: Mapped[str] = mapped_column(String(64), nullable=False)
     study_instance_uid: Mapped[str | None] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(String(1024), nullable=False)
-    destination: Mapped[str | None] = mapped_column(String(128))
+    # The destination's text (worker.destinations picks its type); NULL: kept, not delivered.
+    destination: Mapped[str | None] = mapped_column(String(512))
     delivery_state: Mapped[str] = mapped_column(
         String(16), nullable=False, default=DeliveryState.PENDING
     )
@@ -149,7 +150,15 @@ class ResultObject(Base):
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
 
-    __table_args__ = (Index("ix_result_objects_due", "delivery_state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_result_objects_due", "delivery_state", "next_attempt_at"),
+        # One row per result and destination: each destination gets each result once.
+        UniqueConstraint(
+            "sop_instance_uid",
+            "destination",
+            name="uq_result_objects_sop_instance_uid_destination",
+        ),
+    )
 
 
 class StudyResult(Base):

@@ -160,12 +160,9 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     # Same source content + same model version = same result UIDs: nothing new is created.
     uids = ResultUIDs.derive(str(ds.SOPInstanceUID), f"{result.model_version}/{job.sha256}")
     paths = _build_and_write(job_id, ds, image, result, predictor, uids, outbox, settings)
-    new = outbox.add(
-        job_id,
-        paths,
-        model_version=result.model_version,
-        destination=settings.delivery.destination,
-    )
+    from worker.delivery import queue
+
+    new = queue(outbox, job_id, paths, model_version=result.model_version, settings=settings)
     if not store.set_state(
         job_id,
         JobState.RESULTS_BUILT,
@@ -175,7 +172,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     ):
         return _superseded(job_id)
     outbox.settle(job_id)
-    if settings.delivery.destination:
+    if settings.delivery.targets():
         from worker.delivery import deliver_due
 
         deliver_due(outbox, settings, job_id=job_id)
@@ -298,9 +295,12 @@ def _send_rejection_sr(
         sop_instance_uid=generate_uid(entropy_srcs=["rejection-sr", source_uid, version]),
         series_number=9901,
     )
-    Outbox(store).add(
+    from worker.delivery import queue
+
+    queue(
+        Outbox(store),
         job_id,
         [_write("rejection_sr", sr, settings)],
         model_version=version,
-        destination=settings.delivery.destination,
+        settings=settings,
     )
