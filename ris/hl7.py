@@ -22,7 +22,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.exceptions import HL7apyException
 from hl7apy.factories import datatype_factory
-from hl7apy.parser import parse_message
+from hl7apy.parser import parse_message, parse_segment
 
 from ris import codes
 from ris.outcome import StudyOutcome
@@ -32,6 +32,8 @@ SEGMENT_SEPARATOR = "\r"
 CONTROL_ID_LENGTH = 20
 """MSH-10 is an ST of at most 20 characters in v2.5.1."""
 
+NULL = '""'
+"""HL7's explicit null: the value is not known (for required fields we cannot fill)."""
 _DA = re.compile(r"\d{8}")
 _SEXES = {"M": "M", "F": "F", "O": "O"}
 """DICOM Patient's Sex (M, F, O) to HL7 table 0001; anything else is ``U`` (unknown)."""
@@ -124,6 +126,21 @@ def parse_oru(er7: str) -> Message:
     return msg
 
 
+def message_control_id(er7: str) -> str:
+    """MSH-10 of a message, read from its MSH segment alone (the rest is the receiver's)."""
+    first = er7.split(SEGMENT_SEPARATOR, 1)[0]
+    if not first.startswith("MSH"):
+        raise Hl7Error("the message does not start with an MSH segment")
+    try:
+        msh = parse_segment(first, version=VERSION, validation_level=VALIDATION_LEVEL.TOLERANT)
+        control = str(msh.msh_10.to_er7())
+    except HL7apyException as exc:
+        raise Hl7Error(f"unreadable MSH segment: {exc}") from exc
+    if not control:
+        raise Hl7Error("the message has no MSH-10 control ID")
+    return control
+
+
 def parse_ack(er7: str) -> Ack:
     """Read an ACK's MSA (code, control ID) and its reason (MSA-3, else ERR-8 / ERR-3)."""
     try:
@@ -163,12 +180,17 @@ def _msh(msg: Message, outcome: StudyOutcome, control: str, parties: Parties) ->
 
 def _pid(pid: object, outcome: StudyOutcome, parties: Parties) -> None:
     pid.pid_1 = "1"  # type: ignore[attr-defined]
-    if outcome.patient_id:
+    # PID-3 and PID-5 are required: an unknown one is sent as the HL7 null ``""``.
+    if not outcome.patient_id:
+        pid.pid_3 = NULL  # type: ignore[attr-defined]
+    else:
         _put(pid.pid_3.cx_1, outcome.patient_id)  # type: ignore[attr-defined]
         if parties.assigning_authority:
             _put(pid.pid_3.cx_4.hd_1, parties.assigning_authority)  # type: ignore[attr-defined]
         pid.pid_3.cx_5 = "MR"  # type: ignore[attr-defined]  # identifier type: medical record number
-    if outcome.patient_name:
+    if not outcome.patient_name or not outcome.patient_name.split("=")[0].strip("^ "):
+        pid.pid_5 = NULL  # type: ignore[attr-defined]
+    else:
         # DICOM PN: family^given^middle^prefix^suffix (first, alphabetic group);
         # HL7 XPN: family^given^further given^suffix^prefix.
         parts = (outcome.patient_name.split("=")[0].split("^") + [""] * 5)[:5]

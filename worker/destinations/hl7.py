@@ -19,7 +19,7 @@ from pathlib import Path
 from common import tls as tls_contexts
 from common.settings import DestinationSettings, Settings
 from ris.errors import RisRefused, RisUnavailable
-from ris.hl7 import Hl7Error, parse_oru
+from ris.hl7 import Hl7Error, message_control_id
 from ris.mllp import MllpAddress, send
 from store.outbox import ResultView
 from worker.destinations.base import (
@@ -77,8 +77,8 @@ class Hl7Destination(Destination):
 
     def _send_one(self, row: ResultView) -> DeliveryError | None:
         try:
-            message = Path(row.path).read_text(encoding="utf-8")
-            control = parse_oru(message).msh.msh_10.to_er7()
+            message = Path(row.path).read_bytes().decode("utf-8")  # keep the \r separators
+            control = message_control_id(message)
         except (OSError, UnicodeDecodeError, Hl7Error) as exc:
             return PermanentError(f"message file unreadable: {exc}")
         try:
