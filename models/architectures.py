@@ -22,7 +22,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -151,6 +151,41 @@ def head_parameters(model: nn.Module, arch: str) -> Iterator[nn.Parameter]:
     for name, param in model.named_parameters():
         if name.startswith(prefix):
             yield param
+
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def split_at_head(model: nn.Module, arch: str) -> tuple[FeatureFn, FeatureFn]:
+    """``(backbone, head)`` of ``model`` with ``head(backbone(x)) == model(x)``.
+
+    The backbone is everything below the trainable head of last-layer fine-tuning
+    (:func:`head_parameters`); training with a frozen backbone and no augmentation computes its
+    output once per image and trains the head alone on it (``training.trainer``), the same
+    optimisation as running the whole network every step.
+    """
+    _check_arch(arch)
+    if isinstance(model, EfficientNetLite0):
+        return model.pooled_features, model.classify
+    if arch.startswith("resnet"):
+        body = nn.Sequential(*list(model.children())[:-1])
+        return (lambda x: torch.flatten(body(x), 1)), _module(model, "fc")
+    if arch.startswith("densenet"):
+        features = _module(model, "features")
+
+        def dense(x: torch.Tensor) -> torch.Tensor:
+            out = nn.functional.relu(features(x))
+            return torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
+
+        return dense, _module(model, "classifier")
+    classifier = _module(model, "classifier")  # squeezenet: dropout, 1x1 conv, ReLU, pooling
+    return _module(model, "features"), (lambda f: torch.flatten(classifier(f), 1))
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    sub = getattr(model, name)
+    assert isinstance(sub, nn.Module)
+    return sub
 
 
 def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from common.errors import UsageError
-from models.architectures import build_model, head_parameters, head_prefix
+from models.architectures import build_model, head_parameters, head_prefix, split_at_head
 from models.preprocessing import PreprocessSpec, normalise
 from training.augment import augment_batch
 from training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -163,7 +163,10 @@ def _validate(
     model: nn.Module, val: SplitData, spec: PreprocessSpec, device: torch.device, cfg: TrainConfig
 ) -> Validation:
     """Validation loss, AUC, pooled within-source AUC, and whether the outputs are constant."""
-    logits = predict_logits(model, val.gray, spec, device, cfg.eval_batch_size)
+    return _validation(predict_logits(model, val.gray, spec, device, cfg.eval_batch_size), val)
+
+
+def _validation(logits: torch.Tensor, val: SplitData) -> Validation:
     loss = float(nn.functional.cross_entropy(logits, val.labels.cpu()))
     probs = probabilities(logits)
     labels = val.labels.cpu().numpy()
@@ -282,6 +285,73 @@ def _epoch_inputs(
     return _EpochInputs(hard=hard, weights=weights, source_idx=source_idx)
 
 
+@dataclass
+class _Frozen:
+    """A frozen backbone's outputs, computed once: the head trains on these instead of images.
+
+    Used when only the head trains and nothing is augmented (``--finetune last --augment
+    none``): then every visit of an image gives the backbone the same input and the frozen
+    backbone (batch norm in eval mode) the same output, so one pass replaces one per epoch. The
+    head's dropout still draws per step. A linear probe of ImageNet features thus costs one
+    forward pass of the split, which makes cross-validating it affordable on a CPU.
+    """
+
+    head: Callable[[torch.Tensor], torch.Tensor]
+    train: torch.Tensor
+    val: torch.Tensor
+
+    @staticmethod
+    def applies(cfg: TrainConfig) -> bool:
+        """Whether ``cfg`` trains a head on fixed inputs (nothing augmented, backbone frozen)."""
+        return cfg.trains_last_layer_only and cfg.augment == "none" and cfg.adversary_weight == 0
+
+    @classmethod
+    def compute(
+        cls,
+        model: nn.Module,
+        cfg: TrainConfig,
+        spec: PreprocessSpec,
+        device: torch.device,
+        splits: tuple[SplitData, SplitData],
+    ) -> _Frozen:
+        backbone, head = split_at_head(model, cfg.arch)
+        model.eval()
+        outs = []
+        with torch.inference_mode():
+            for data in splits:
+                parts = [
+                    backbone(normalise(data.gray[i : i + cfg.eval_batch_size].to(device), spec))
+                    for i in range(0, len(data), cfg.eval_batch_size)
+                ]
+                outs.append(torch.cat(parts).clone())
+        return cls(head=head, train=outs[0], val=outs[1])
+
+    def validate(self, model: nn.Module, val: SplitData) -> Validation:
+        model.eval()
+        with torch.inference_mode():
+            logits = self.head(self.val).float().cpu()
+        return _validation(logits, val)
+
+
+def _batch(
+    train: SplitData,
+    idx: torch.Tensor,
+    mask: np.ndarray,
+    spec: PreprocessSpec,
+    device: torch.device,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """The model input of one step: the visits' images, augmented where ``mask`` says."""
+    x = augment_batch(
+        train.gray[idx.to(train.gray.device)].to(device), cfg.aug, gen, torch.from_numpy(mask)
+    )
+    x = normalise(x, spec)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _run_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -293,6 +363,7 @@ def _run_epoch(
     progress: bool,
     inputs: _EpochInputs | None = None,
     adversary: SourceAdversary | None = None,
+    frozen: _Frozen | None = None,
 ) -> tuple[float, float]:
     """One epoch of optimisation; returns the mean training loss and adversary loss (or NaN)."""
     if inputs is None:
@@ -325,19 +396,14 @@ def _run_epoch(
         idx = torch.from_numpy(order[sl])
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg, epoch - 1 + step / steps)
-        x = augment_batch(
-            train.gray[idx.to(train.gray.device)].to(device),
-            cfg.aug,
-            gen,
-            torch.from_numpy(mask[sl]),
-        )
-        x = normalise(x, spec)
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         y = train.labels[idx.to(train.labels.device)].to(device)
         w = inputs.weights[idx].to(device) if inputs.weights is not None else None
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = weighted_loss(model(x).float(), y, w, cfg.label_smoothing)
+            if frozen is not None:
+                logits = frozen.head(frozen.train[idx.to(frozen.train.device)])
+            else:
+                logits = model(_batch(train, idx, mask[sl], spec, device, cfg, gen))
+            loss = weighted_loss(logits.float(), y, w, cfg.label_smoothing)
         if adversary is not None and inputs.source_idx is not None:
             adv_loss = adversary.loss(y, inputs.source_idx[idx].to(device))
             adv_total += float(adv_loss.detach()) * idx.numel()
@@ -415,6 +481,15 @@ def train(
 
     train_data = train_data.to(device)
     inputs = _epoch_inputs(train_data, cfg, adversary)
+    frozen = None
+    if _Frozen.applies(cfg):
+        t0 = time.perf_counter()
+        frozen = _Frozen.compute(model, cfg, spec, device, (train_data, val_data))
+        log(
+            f"frozen backbone, no augmentation: its outputs for {len(train_data)} + "
+            f"{len(val_data)} images computed once ({time.perf_counter() - t0:.1f} s); "
+            "epochs train the head on them"
+        )
     if cfg.hard_negative_weight != 1.0 or cfg.hard_negative_copies > 1:
         log(
             f"{int(inputs.hard.sum())} hard negatives (non-COVID disease findings of "
@@ -445,9 +520,22 @@ def train(
             break
         t0 = time.perf_counter()
         train_loss, adv_loss = _run_epoch(
-            model, optimizer, train_data, spec, device, cfg, epoch, progress, inputs, adversary
+            model,
+            optimizer,
+            train_data,
+            spec,
+            device,
+            cfg,
+            epoch,
+            progress,
+            inputs,
+            adversary,
+            frozen,
         )
-        val = _validate(model, val_data, spec, device, cfg)
+        if frozen is not None:
+            val = frozen.validate(model, val_data)
+        else:
+            val = _validate(model, val_data, spec, device, cfg)
         if val.constant:
             log(
                 f"warning: epoch {epoch} gives every validation image the same output; the "
