@@ -452,6 +452,14 @@ class ModelSettings(_Group):
         "the SR's algorithm parameters say how many members it used (`heatmap_members`). "
         "Each member's map costs about as much as a single model's (see docs/models.md).",
     )
+    view_check: bool = Field(
+        default=True,
+        description="Check from the pixels, before the classifier, that the image is a frontal "
+        "chest radiograph (not a lateral, a CT slice or localiser, another body part). Where "
+        "the header's View Position is missing or disagrees, the pixels decide: the job is "
+        "rejected with `lateral view (from the image)` or `not a chest radiograph (from the "
+        "image)`, or analysed with a note on its timeline. Off: the header gate alone decides.",
+    )
 
 
 class WorkerSettings(_Group):
@@ -469,6 +477,23 @@ class WorkerSettings(_Group):
         default=60.0,
         description="How often the node re-enqueues jobs the broker may have lost (waiting "
         "jobs older than 10 intervals, analyses whose lease expired).",
+    )
+    study_settle_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A study is answered as a whole once it has been quiet this long: every "
+        "job of its Study Instance UID done and none changed for `study_settle_s` seconds. The "
+        "node then sends one study-level SR and a Key Object Selection (and the RIS "
+        "notifications); an image arriving later makes a replacing result. Longer waits for "
+        "slow senders; shorter answers sooner (see docs/operations.md).",
+    )
+    broker_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often a worker looks for tasks in the embedded broker "
+        "(`sqla+sqlite:///`) when nothing wakes it: a publisher wakes the workers of the broker "
+        "file through Unix sockets in `broker.wake/` beside it, so this only bounds the wait "
+        "for a lost wake-up (data folder that cannot hold sockets). Other brokers: no effect.",
     )
 
 
@@ -549,6 +574,18 @@ class ConsoleSettings(_Group):
     )
     login_window_s: Annotated[float, Name("console_login_window_s")] = Field(
         default=300.0, description="The window of `console.login_max_failures`, in seconds."
+    )
+    dicomweb: Annotated[bool, Name("console_dicomweb")] = Field(
+        default=True,
+        description="Take studies by DICOMweb STOW-RS at `POST /dicom-web/studies` on the "
+        "console's server (HTTPS with `console.tls`); senders need a bearer token from "
+        "`deepcovid tokens add NAME`. The same checks and durable spool as C-STORE.",
+    )
+    dicomweb_max_mb: Annotated[int, Name("console_dicomweb_max_mb")] = Field(
+        default=512,
+        ge=1,
+        description="Largest STOW-RS request body in MiB; a larger one is refused whole (HTTP "
+        "413) before anything is stored. The body is held in memory while it is checked.",
     )
 
 

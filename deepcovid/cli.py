@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "deepcovid.commands.send",  # send
     "deepcovid.commands.jobs",  # jobs list/show/reanalyse/resend/retry-failed
     "deepcovid.commands.users",  # users add/list/remove (operator console accounts)
+    "deepcovid.commands.tokens",  # tokens add/list/remove (DICOMweb senders)
     "deepcovid.commands.db",  # db upgrade
     "deepcovid.commands.config",  # config show/docs
     "deepcovid.commands.models",  # models list/show/activate

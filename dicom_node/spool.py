@@ -49,6 +49,9 @@ DIR_MODE = 0o700
 SUFFIX = ".dcm"
 _BAK_SUFFIX = ".bak"
 _LOCK_STRIPES = 64
+_LOCKS = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+"""Shared by every Spool of the process: the C-STORE listener and the STOW-RS intake each
+have one, and a UID sent both ways at once must still be written by one at a time."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,6 @@ class Spool:
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
         self._disk_usage = disk_usage
-        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     # --- layout -----------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -140,7 +142,7 @@ class Spool:
     @contextlib.contextmanager
     def lock(self, sop_instance_uid: str) -> Iterator[None]:
         """Serialise writers of one UID (write + job row) within this process."""
-        with self._locks[hash(sop_instance_uid) % _LOCK_STRIPES]:
+        with _LOCKS[hash(sop_instance_uid) % _LOCK_STRIPES]:
             yield
 
     def write(self, sop_instance_uid: str, chunks: Iterable[bytes]) -> PendingWrite:

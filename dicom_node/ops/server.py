@@ -198,7 +198,33 @@ def console_routes(settings: Settings, readiness: Readiness) -> list[BaseRoute]:
 
     # Its own engine and pool: operators' pages never hold up a probe or a scrape.
     store = JobStore(settings.storage.db_url)
-    return app.console_routes(ConsoleContext.create(settings, store=store, readiness=readiness))
+    # DICOMweb first: its routes take a bearer token, not the console's session.
+    web = dicomweb_routes(settings, store) if settings.console.dicomweb else []
+    return [
+        *web,
+        *app.console_routes(ConsoleContext.create(settings, store=store, readiness=readiness)),
+    ]
+
+
+def dicomweb_routes(settings: Settings, store: Any) -> list[BaseRoute]:
+    """STOW-RS intake (:mod:`dicom_node.stow`) on the job store, enqueueing from its own thread."""
+    from dicom_node.enqueuer import Enqueuer
+    from dicom_node.intake import Intake
+    from dicom_node.spool import Spool
+    from dicom_node.stow import StowService
+    from store.queue import enqueue_analysis
+    from store.tokens import Tokens
+
+    spool = Spool(settings.storage.spool, min_free_bytes=settings.storage.min_free_space_mb * MIB)
+    spool.ensure()
+    enqueuer = Enqueuer(enqueue_analysis, name="deepcovid-stow-enqueue")
+    service = StowService(
+        Intake(spool, store),
+        Tokens(store).authenticate,
+        enqueuer.submit,
+        max_bytes=settings.console.dicomweb_max_mb * MIB,
+    )
+    return service.routes()
 
 
 def _serve(

@@ -127,6 +127,16 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
             )
         ],
         "users add": [Case(["users", "add", "alice", "--role", "boss"], "invalid choice", 2)],
+        "tokens add": [Case(["tokens", "add", "no spaces"], "invalid user name", 1)],
+        "tokens list": [
+            Case(
+                ["tokens", "list"],
+                "the job store cannot be used",
+                1,
+                {"DEEPCOVID_DATABASE_URL": f"postgresql+psycopg://nobody@{closed}/none"},
+            )
+        ],
+        "tokens remove": [Case(["tokens", "remove", "nobody"], "no token 'nobody'", 1)],
         "users remove": [
             Case(
                 ["users", "remove", "nobody"],
