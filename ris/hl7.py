@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
-from hl7apy.exceptions import HL7apyException
+from hl7apy.exceptions import ChildNotFound, HL7apyException, ValidationError
 from hl7apy.factories import datatype_factory
 from hl7apy.parser import parse_message, parse_segment
 
@@ -84,6 +84,21 @@ def build_oru(outcome: StudyOutcome, *, message_control_id: str, parties: Partie
     """The ORU^R01 message of ``outcome`` in ER7 (segments separated by carriage returns)."""
     if outcome.finding not in codes.FINDING_VALUES:
         raise Hl7Error(f"unknown study finding {outcome.finding!r}")
+    try:
+        msg = _oru(outcome, message_control_id, parties)
+        if not msg.validate():
+            raise Hl7Error("the ORU^R01 message does not validate")
+        return str(msg.to_er7())
+    except HL7apyException as exc:
+        # hl7apy's messages may quote the offending value (a patient's name): only the kind of
+        # problem goes on, and the structural ones that name a segment or field, not a value.
+        detail = f": {exc}" if isinstance(exc, (ValidationError, ChildNotFound)) else ""
+        why = f"{type(exc).__name__}{detail}"
+        raise Hl7Error(f"the ORU^R01 message cannot be built: {why}") from None
+
+
+def _oru(outcome: StudyOutcome, message_control_id: str, parties: Parties) -> Message:
+    """The message, segment by segment (hl7apy checks each value as it is set)."""
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
     _msh(msg, outcome, message_control_id, parties)
     result = msg.add_group("ORU_R01_PATIENT_RESULT")
@@ -107,12 +122,7 @@ def build_oru(outcome: StudyOutcome, *, message_control_id: str, parties: Partie
             obx.obx_5 = _escaped(value)  # OBX-5's type varies: hl7apy takes it as ER7 only
         obx.obx_11 = status
         obx.obx_14 = _timestamp(outcome.issued)
-    try:
-        if not msg.validate():
-            raise Hl7Error("the ORU^R01 message does not validate")
-        return str(msg.to_er7())
-    except HL7apyException as exc:
-        raise Hl7Error(f"the ORU^R01 message does not validate: {exc}") from exc
+    return msg
 
 
 def parse_oru(er7: str) -> Message:

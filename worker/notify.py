@@ -18,6 +18,8 @@ Logs name the study by its UID only; the patient's identifiers travel in the mes
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import uuid
 from pathlib import Path
@@ -26,6 +28,7 @@ from sqlalchemy import select
 
 from common.atomic import atomic_write
 from common.settings import Settings
+from common.uids import validate_uid
 from ris import fhir, hl7
 from ris.outcome import StudyOutcome
 from store.jobstore import JobStore
@@ -48,19 +51,20 @@ def queue_notifications(store: JobStore, outcome: StudyOutcome, settings: Settin
     """Write the messages of ``outcome`` and put them in the outbox; return how many rows are new.
 
     0 when no RIS destination is configured (nothing is written), or when the outcome was queued
-    before (idempotent).
+    before (idempotent). A message that cannot be built (bad data in the outcome) is logged as an
+    error and left out; the other kind is still queued, and the study result stands.
     """
     kinds = wanted_kinds(settings)
     if not kinds:
         return 0
+    study = validate_uid(outcome.study_instance_uid, "Study Instance UID")  # names a folder
+    if outcome.issued.tzinfo is None:  # SQLite hands back naive datetimes; the store keeps UTC
+        outcome = dataclasses.replace(outcome, issued=outcome.issued.replace(tzinfo=dt.UTC))
     job_id = _job_of(store, outcome)
     if job_id is None:
-        log.error(
-            "study %s: no job to attach its RIS messages to; RIS not notified",
-            outcome.study_instance_uid,
-        )
+        log.error("study %s: no job to attach its RIS messages to; RIS not notified", study)
         return 0
-    folder = settings.storage.results / outcome.study_instance_uid
+    folder = settings.storage.results / study
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     results: list[NewResult] = []
     if HL7_KIND in kinds:
@@ -70,20 +74,30 @@ def queue_notifications(store: JobStore, outcome: StudyOutcome, settings: Settin
             receiving_facility=settings.ris.receiving_facility,
             assigning_authority=settings.ris.patient_id_issuer,
         )
-        message = hl7.build_oru(
-            outcome, message_control_id=hl7.control_id(outcome), parties=parties
-        )
-        results.append(_written(folder, outcome, HL7_KIND, ".hl7", message.encode("utf-8")))
+        try:
+            message = hl7.build_oru(
+                outcome, message_control_id=hl7.control_id(outcome), parties=parties
+            )
+        except hl7.Hl7Error as exc:
+            log.error("study %s: no ORU^R01: %s", study, exc)
+        else:
+            results.append(_written(folder, outcome, HL7_KIND, ".hl7", message.encode("utf-8")))
     if FHIR_KIND in kinds:
-        bundle = fhir.build_bundle(outcome, patient_id_system=settings.ris.patient_id_system)
-        results.append(_written(folder, outcome, FHIR_KIND, ".json", fhir.to_json(bundle)))
+        try:
+            bundle = fhir.build_bundle(outcome, patient_id_system=settings.ris.patient_id_system)
+        except fhir.FhirError as exc:
+            log.error("study %s: no FHIR Bundle: %s", study, exc)
+        else:
+            results.append(_written(folder, outcome, FHIR_KIND, ".json", fhir.to_json(bundle)))
+    if not results:
+        return 0
     new = queue(
         Outbox(store), job_id, results, model_version=outcome.model_version, settings=settings
     )
     if new:
         log.info(
             "study %s: %d RIS message(s) queued (%s)",
-            outcome.study_instance_uid,
+            study,
             new,
             "corrected" if outcome.replaces_sr_sop_instance_uid else "final",
         )

@@ -227,6 +227,22 @@ def test_a_study_result_reaches_both_riss_exactly_once_and_logs_name_no_patient(
     assert PATIENT_ID not in logged and "Testperson" not in logged and "ACC-77" not in logged
 
 
+def test_a_naive_result_time_is_taken_as_utc_and_a_bad_message_leaves_the_other(
+    receivers: tuple[MllpReceiver, FhirReceiver], store: JobStore, tmp_path: Path
+) -> None:
+    """SQLite hands the study result's time back without a zone; the store keeps UTC."""
+    hl7, fhir = receivers
+    settings = Settings(data_dir=tmp_path / "data", destination=f"{hl7.url},{fhir.url}")
+    job = _study_result(store, tmp_path)
+    naive = dataclasses.replace(
+        OUTCOME, issued=OUTCOME.issued.replace(tzinfo=None), operating_point="x" * 300
+    )  # too long for an HL7 ST: no ORU^R01, the Bundle still goes
+    assert queue_notifications(store, naive, settings) == 1
+    (row,) = _ris_rows(Outbox(store), job)
+    assert row.kind == FHIR_KIND
+    assert json.loads(Path(row.path).read_bytes())["timestamp"] == "2026-12-06T18:00:00+00:00"
+
+
 def test_no_ris_configured_writes_and_queues_nothing(store: JobStore, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", destination="PACS@127.0.0.1:104")
     job = _study_result(store, tmp_path)

@@ -149,7 +149,7 @@ def test_missing_values_leave_their_fields_empty() -> None:
     assert judge_oru(er7) is None
     msg = parse_message(er7, find_groups=True)
     pid = msg.oru_r01_patient_result.oru_r01_patient.pid
-    assert pid.pid_5.to_er7() == "\"\"" and pid.pid_7.to_er7() == "" and pid.pid_8.to_er7() == "U"
+    assert pid.pid_5.to_er7() == '""' and pid.pid_7.to_er7() == "" and pid.pid_8.to_er7() == "U"
     obx = _obx(msg)
     assert obx["840539006"][1] == "82334004^Indeterminate^SCT"
     assert "C19-PROBABILITY" not in obx and "122411" not in obx
@@ -269,3 +269,10 @@ def test_destination_texts_parse_or_say_why_not() -> None:
         with pytest.raises(ValueError):
             FhirEndpoint.parse(bad)
     assert unframe(frame("MSH|x")) == "MSH|x"
+
+
+def test_a_value_hl7_cannot_hold_is_refused_without_quoting_it() -> None:
+    too_long = dataclasses.replace(OUTCOME, operating_point="PAT-SECRET-" + "x" * 300)
+    with pytest.raises(hl7.Hl7Error) as refused:
+        _oru(too_long)
+    assert "MaxLengthReached" in str(refused.value) and "PAT-SECRET" not in str(refused.value)
