@@ -210,8 +210,12 @@ class AccountChanged(AuditEvent):
 
 
 def count_sop_classes(uids: Iterable[str]) -> dict[str, int]:
-    """SOP Class UID -> number of instances, for an event's ``sop_classes``."""
+    """SOP Class UID -> number of instances, for an event's ``sop_classes``.
+
+    An empty UID is not counted: it marks a file that is no DICOM instance (a RIS message in the
+    outbox, kinds ``hl7_*``/``fhir_*``), which a DICOM audit message has no participant for."""
     counts: dict[str, int] = {}
     for uid in uids:
-        counts[uid] = counts.get(uid, 0) + 1
+        if uid:
+            counts[uid] = counts.get(uid, 0) + 1
     return counts

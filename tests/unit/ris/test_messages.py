@@ -276,3 +276,10 @@ def test_a_value_hl7_cannot_hold_is_refused_without_quoting_it() -> None:
     with pytest.raises(hl7.Hl7Error) as refused:
         _oru(too_long)
     assert "MaxLengthReached" in str(refused.value) and "PAT-SECRET" not in str(refused.value)
+
+
+def test_ris_rows_are_not_counted_as_dicom_instances_in_audit_events() -> None:
+    from audit.events import count_sop_classes
+
+    sr = "1.2.840.10008.5.1.4.1.1.88.34"
+    assert count_sop_classes([sr, "", sr, ""]) == {sr: 2}  # "" = an HL7/FHIR outbox row
