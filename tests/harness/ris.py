@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import socket
 import socketserver
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,12 +81,19 @@ class MllpReceiver:
     """An MLLP listener answering AA for a valid ORU^R01 and AE (with the reason) otherwise.
 
     ``answer``: force this code (``"AE"``/``"AR"``) for every message; ``silent``: accept the
-    connection and never answer (a hung RIS).
+    connection and never answer (a hung RIS); ``tls``: a server context (MLLP inside TLS).
     """
 
-    def __init__(self, port: int | None = None, *, answer: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        answer: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.answer = answer
+        self.tls = tls
         self.silent = False
         self.received = Received()
         self._server: socketserver.ThreadingTCPServer | None = None
@@ -103,6 +111,11 @@ class MllpReceiver:
             def handle(self) -> None:
                 conn: socket.socket = self.request
                 conn.settimeout(10)
+                if receiver.tls is not None:
+                    try:
+                        conn = receiver.tls.wrap_socket(conn, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        return  # the client refused our certificate
                 data = bytearray()
                 while True:
                     try:
@@ -165,15 +178,22 @@ def judge_bundle(data: Any) -> str | None:
 class FhirReceiver:
     """A FHIR endpoint taking transaction Bundles at ``/fhir``.
 
-    ``status``: force this HTTP status for every POST; ``token``: the bearer token it requires.
+    ``status``: force this HTTP status for every POST; ``token``: the bearer token it requires;
+    ``tls``: a server context (HTTPS).
     """
 
     def __init__(
-        self, port: int | None = None, *, status: int | None = None, token: str | None = None
+        self,
+        port: int | None = None,
+        *,
+        status: int | None = None,
+        token: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = port or free_port()
         self.status = status
         self.token = token
+        self.tls = tls
         self.received = Received()
         self.headers: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -181,7 +201,8 @@ class FhirReceiver:
     @property
     def url(self) -> str:
         """The destination text of this receiver."""
-        return f"fhir+http://127.0.0.1:{self.port}/fhir"
+        scheme = "fhir+https" if self.tls is not None else "fhir+http"
+        return f"{scheme}://127.0.0.1:{self.port}/fhir"
 
     def start(self) -> FhirReceiver:
         """Listen (again) on the receiver's port."""
@@ -205,6 +226,8 @@ class FhirReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -13,6 +13,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +78,20 @@ def receivers() -> Iterator[tuple[MllpReceiver, FhirReceiver]]:
     yield hl7, fhir
     hl7.stop()
     fhir.stop()
+
+
+@pytest.fixture(scope="module")
+def receiver_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (also the sender's trust anchor) and its key."""
+    assert shutil.which("openssl"), "the openssl command is not installed"
+    d = tmp_path_factory.mktemp("ris-pki")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", "ris.key", "-out", "ris.crt", "-subj", "/CN=ris",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=d, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return d / "ris.crt", d / "ris.key"
 
 
 def _study_result(store: JobStore, tmp_path: Path, uid: str = "1.2.826.0.99.1") -> int:
@@ -241,6 +258,44 @@ def test_a_naive_result_time_is_taken_as_utc_and_a_bad_message_leaves_the_other(
     (row,) = _ris_rows(Outbox(store), job)
     assert row.kind == FHIR_KIND
     assert json.loads(Path(row.path).read_bytes())["timestamp"] == "2026-12-06T18:00:00+00:00"
+
+
+def test_mllp_over_tls_and_fhir_over_https_verify_the_receivers_certificate(
+    store: JobStore, tmp_path: Path, receiver_cert: tuple[Path, Path]
+) -> None:
+    cert, key = receiver_cert
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    hl7, fhir = MllpReceiver(tls=server).start(), FhirReceiver(tls=server).start()
+    try:
+        trusting = Settings(
+            data_dir=tmp_path / "data",
+            destinations=[{"url": hl7.url, "tls": True, "ca": cert}, {"url": fhir.url, "ca": cert}],
+        )
+        job = _study_result(store, tmp_path)
+        assert queue_notifications(store, OUTCOME, trusting) == 2
+        outbox = Outbox(store)
+        assert delivery.deliver_due(outbox, trusting) == 2
+        assert len(hl7.received.accepted) == 1 and len(fhir.received.accepted) == 1
+        # The same receivers, not trusted (the system's CAs): nothing is sent in the clear.
+        untrusting = Settings(
+            data_dir=tmp_path / "data",
+            destinations=[{"url": hl7.url, "tls": True}, {"url": fhir.url}],
+        )
+        replacement = dataclasses.replace(
+            OUTCOME,
+            sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.80",
+            replaces_sr_sop_instance_uid=OUTCOME.sr_sop_instance_uid,
+        )
+        assert queue_notifications(store, replacement, untrusting) == 2
+        assert delivery.deliver_due(outbox, untrusting) == 0
+        waiting = [r for r in _ris_rows(outbox, job) if r.delivery_state == "pending"]
+        assert len(waiting) == 2
+        assert all("CERTIFICATE_VERIFY_FAILED" in (r.last_error or "") for r in waiting), waiting
+        assert len(hl7.received.accepted) == 1 and len(fhir.received.accepted) == 1
+    finally:
+        hl7.stop()
+        fhir.stop()
 
 
 def test_no_ris_configured_writes_and_queues_nothing(store: JobStore, tmp_path: Path) -> None:
