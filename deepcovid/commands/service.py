@@ -57,9 +57,9 @@ def _banner(settings: Settings) -> None:
 
 
 def _start_background(settings: Settings) -> None:
-    """The node's loops: re-enqueue what was left unfinished; deliver what is due; serve
-    the health and metrics endpoints; remove files past ``storage.retention_days``; delete the
-    embedded broker's consumed task messages."""
+    """The node's loops: re-enqueue what was left unfinished; deliver what is due; issue the
+    result of each study that has settled; serve the health and metrics endpoints; remove files
+    past ``storage.retention_days``; delete the embedded broker's consumed task messages."""
     from dicom_node.ops.server import start_monitoring
     from store.broker import start_broker_pruner
     from store.lifecycle import start_purger
@@ -67,9 +67,11 @@ def _start_background(settings: Settings) -> None:
     from store.queue import default_store, enqueue_analysis
     from store.recovery import start_reconciler
     from worker.delivery import start_dispatcher
+    from worker.study.watcher import start_study_watcher
 
     start_monitoring(settings)
     start_dispatcher(Outbox(default_store()), settings)
+    start_study_watcher(default_store(), settings)
     start_reconciler(
         default_store(),
         enqueue_analysis,
