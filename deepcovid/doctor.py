@@ -12,6 +12,8 @@ its job), a detail and, when not ok, the fix:
 - **spool**: its disk has more free space than ``min_free_space_mb`` and it is writable;
 - **tls**: the listener's certificate and key load (when ``tls_cert`` is set);
 - **destination**: answers C-ECHO (after a verified TLS handshake when ``destination_tls``);
+- **ris**: each RIS destination is reachable: an MLLP listener accepts a connection (and the TLS
+  handshake), a FHIR server answers ``GET [base]/metadata`` with an R4 CapabilityStatement;
 - **dcmtk**: ``storescu``, ``echoscu`` and ``dsr2html`` are installed (for the README's lines
   and the demo's SR rendering; a warning only).
 
@@ -349,6 +351,41 @@ def check_destination(settings: Settings) -> Finding:
     return Finding("destination", "ok", reply.detail + over)
 
 
+def check_ris(settings: Settings) -> Finding | None:
+    """Each RIS destination (HL7 over MLLP, FHIR) is reachable; None when none is configured."""
+    from ris.errors import RisError
+    from worker.destinations.base import open_destination, type_for
+    from worker.destinations.fhir import FhirDestination
+    from worker.destinations.hl7 import Hl7Destination
+
+    texts = []
+    for target in settings.delivery.targets():
+        try:
+            if type_for(target.url).type_name in {"hl7", "fhir"}:
+                texts.append(target.url)
+        except ValueError:
+            continue  # not a destination type: the destination check says so
+    if not texts:
+        return None
+    details, failed = [], []
+    for text in texts:
+        try:
+            destination = open_destination(text, settings)
+            assert isinstance(destination, Hl7Destination | FhirDestination)
+            details.append(destination.probe())
+        except (ValueError, OSError, RisError) as exc:
+            failed.append(str(exc))
+    if failed:
+        return Finding(
+            "ris",
+            "fail",
+            "; ".join(failed),
+            "check that the RIS runs and listens there, its certificate against the "
+            "destination's `ca` (or DEEPCOVID_TLS_CA) and its `token_file` (see docs/ris.md)",
+        )
+    return Finding("ris", "ok", "; ".join(details))
+
+
 def check_dcmtk(which: Callable[[str], str | None] = shutil.which) -> Finding:
     """dcmtk's tools, for the README's storescu lines and the demo's SR rendering."""
     missing = [tool for tool in DCMTK_TOOLS if not which(tool)]
@@ -374,6 +411,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         check_spool,
         check_tls,
         check_destination,
+        check_ris,
         lambda _settings: check_dcmtk(),
     ]
     findings = []

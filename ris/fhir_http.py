@@ -67,19 +67,62 @@ def post_bundle(
     tls: ssl.SSLContext | None = None,
 ) -> int:
     """POST ``body`` (a transaction Bundle) to the base URL; returns the 2xx status or raises."""
-    headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/fhir+json"}
+    headers = {"Content-Type": CONTENT_TYPE, **_auth(endpoint, token_file)}
+    request = urllib.request.Request(endpoint.base_url, data=body, headers=headers, method="POST")
+    status, _ = _exchange(endpoint, request, timeout_s, tls)
+    return status
+
+
+def capabilities(
+    endpoint: FhirEndpoint,
+    *,
+    timeout_s: float,
+    token_file: Path | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> str:
+    """``GET [base]/metadata``: the server's FHIR version, which must be R4 (``4.0.x``).
+
+    For ``deepcovid doctor``: reachable, trusted, authorised, and speaking R4, without sending a
+    report. Raises :class:`RisUnavailable` or :class:`RisRefused` like :func:`post_bundle`.
+    """
+    url = endpoint.base_url + "/metadata"
+    request = urllib.request.Request(url, headers=_auth(endpoint, token_file), method="GET")
+    _, answer = _exchange(endpoint, request, timeout_s, tls)
+    try:
+        statement = json.loads(answer)
+        kind, version = statement.get("resourceType"), str(statement.get("fhirVersion") or "")
+    except (ValueError, AttributeError) as exc:
+        raise RisRefused(f"{url} answered no JSON CapabilityStatement") from exc
+    if kind != "CapabilityStatement":
+        raise RisRefused(f"{url} answered a {kind}, not a CapabilityStatement")
+    if not version.startswith("4.0"):
+        raise RisRefused(f"{endpoint.base_url} speaks FHIR {version or '(unstated)'}, not R4 4.0")
+    return version
+
+
+def _auth(endpoint: FhirEndpoint, token_file: Path | None) -> dict[str, str]:
+    """``Accept`` and, with a token file, ``Authorization`` (the token is never logged)."""
+    headers = {"Accept": "application/fhir+json"}
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:  # the file's name is configuration, not a secret
             raise RisUnavailable(f"{endpoint.base_url}: cannot read the token file: {exc}") from exc
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(endpoint.base_url, data=body, headers=headers, method="POST")
+    return headers
+
+
+def _exchange(
+    endpoint: FhirEndpoint,
+    request: urllib.request.Request,
+    timeout_s: float,
+    tls: ssl.SSLContext | None,
+) -> tuple[int, bytes]:
+    """Send ``request``; the 2xx status and body, else the error the status calls for."""
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=tls), _NoRedirect())
     try:
         with opener.open(request, timeout=timeout_s) as answer:
-            answer.read(MAX_ANSWER_BYTES)
-            return int(answer.status)
+            return int(answer.status), answer.read(MAX_ANSWER_BYTES)
     except urllib.error.HTTPError as exc:
         status = exc.code
         reason = _reason(exc)

@@ -101,6 +101,22 @@ def send(
     return ack
 
 
+def probe(address: MllpAddress, *, timeout_s: float, tls: ssl.SSLContext | None = None) -> str:
+    """Connect (and shake hands over TLS) without sending a message; what was reached.
+
+    For ``deepcovid doctor``: a receiver that accepts the connection is listening; whether it
+    takes ORU^R01 shows only with a message. Raises :class:`RisUnavailable` otherwise.
+    """
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout_s) as raw:
+            if tls is None:
+                return f"{address} accepts connections"
+            with tls.wrap_socket(raw, server_hostname=address.host) as conn:
+                return f"{address} accepts connections over {conn.version()}"
+    except (OSError, TimeoutError) as exc:
+        raise RisUnavailable(f"{address}: {exc.__class__.__name__}: {exc}") from exc
+
+
 def _read_frame(conn: socket.socket) -> str:
     """Read bytes until the end block; raises RisUnavailable-worthy OSError on EOF or size."""
     data = bytearray()

@@ -194,6 +194,8 @@ class FhirReceiver:
         self.status = status
         self.token = token
         self.tls = tls
+        self.fhir_version = "4.0.1"
+        """What ``GET /fhir/metadata`` states."""
         self.received = Received()
         self.headers: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -209,17 +211,40 @@ class FhirReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.received.lock:
-                    receiver.headers.append(dict(self.headers.items()))
-                status, answer = receiver._answer(self.path, dict(self.headers.items()), body)
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/fhir/metadata":
+                    status, answer = 404, _outcome("not-found", self.path)
+                elif receiver.token is not None and (
+                    self.headers.get("Authorization") != f"Bearer {receiver.token}"
+                ):
+                    status, answer = 401, _outcome("login", "bearer token missing or wrong")
+                else:
+                    status, answer = (
+                        200,
+                        {
+                            "resourceType": "CapabilityStatement",
+                            "status": "active",
+                            "kind": "instance",
+                            "fhirVersion": receiver.fhir_version,
+                            "format": ["json"],
+                        },
+                    )
+                self._reply(status, answer)
+
+            def _reply(self, status: int, answer: Any) -> None:
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/fhir+json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.received.lock:
+                    receiver.headers.append(dict(self.headers.items()))
+                status, answer = receiver._answer(self.path, dict(self.headers.items()), body)
+                self._reply(status, answer)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -298,6 +298,36 @@ def test_mllp_over_tls_and_fhir_over_https_verify_the_receivers_certificate(
         fhir.stop()
 
 
+def test_doctor_reaches_each_ris_without_sending_a_report(tmp_path: Path) -> None:
+    from deepcovid.doctor import check_ris
+
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    hl7, fhir = MllpReceiver().start(), FhirReceiver(token="t0ken").start()
+    try:
+        assert check_ris(Settings(data_dir=tmp_path, destination="PACS@127.0.0.1:104")) is None
+        settings = Settings(
+            data_dir=tmp_path,
+            destination=hl7.url,
+            destinations=[{"url": fhir.url, "token_file": token}],
+        )
+        finding = check_ris(settings)
+        assert finding is not None and finding.level == "ok", finding
+        assert "accepts connections" in finding.detail and "FHIR 4.0.1" in finding.detail
+        fhir.fhir_version = "5.0.0"
+        finding = check_ris(settings)
+        assert finding is not None and finding.failed and "not R4" in finding.detail
+        fhir.fhir_version = "4.0.1"
+        hl7.stop()
+        finding = check_ris(settings)
+        assert finding is not None and finding.failed and hl7.url in finding.detail
+        assert "t0ken" not in finding.detail + finding.fix
+        assert hl7.received.accepted == [] and fhir.received.accepted == []
+    finally:
+        hl7.stop()
+        fhir.stop()
+
+
 def test_no_ris_configured_writes_and_queues_nothing(store: JobStore, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", destination="PACS@127.0.0.1:104")
     job = _study_result(store, tmp_path)

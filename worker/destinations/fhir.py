@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common.settings import DestinationSettings, Settings
 from ris.errors import RisRefused, RisUnavailable
-from ris.fhir_http import FhirEndpoint, post_bundle
+from ris.fhir_http import FhirEndpoint, capabilities, post_bundle
 from store.outbox import ResultView
 from worker.destinations.base import (
     FHIR,
@@ -103,6 +103,13 @@ class FhirDestination(Destination):
     def confirm(self, rows: Sequence[ResultView]) -> set[str] | None:
         """Not asked: the conditional updates make a resend harmless."""
         return None
+
+    def probe(self) -> str:
+        """``GET [base]/metadata``: reachable, trusted, authorised and R4; ``RisError`` if not."""
+        version = capabilities(
+            self.endpoint, timeout_s=self.timeout_s, token_file=self.token_file, tls=self.tls
+        )
+        return f"{self.endpoint.base_url} speaks FHIR {version}"
 
     @property
     def peer(self) -> tuple[str, str]:

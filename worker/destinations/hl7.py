@@ -20,7 +20,7 @@ from common import tls as tls_contexts
 from common.settings import DestinationSettings, Settings
 from ris.errors import RisRefused, RisUnavailable
 from ris.hl7 import Hl7Error, message_control_id
-from ris.mllp import MllpAddress, send
+from ris.mllp import MllpAddress, probe, send
 from store.outbox import ResultView
 from worker.destinations.base import (
     HL7,
@@ -93,6 +93,10 @@ class Hl7Destination(Destination):
     def confirm(self, rows: Sequence[ResultView]) -> set[str] | None:
         """An MLLP receiver cannot be asked what it holds."""
         return None
+
+    def probe(self) -> str:
+        """Connect (and TLS handshake) without sending; ``RisError`` when it cannot."""
+        return probe(self.address, timeout_s=self.timeout_s, tls=self.tls)
 
     @property
     def peer(self) -> tuple[str, str]:
