@@ -46,7 +46,9 @@ FINDING_VALUES = {
 """The study finding's coded value (OBX-5 / Observation.valueCodeableConcept), by finding name."""
 
 PROBABILITY = Concept("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probability")
-"""The probability of the image that drove the finding (the SR's pre-coordinated concept)."""
+"""The probability (0-1) of the image that drove the finding: our local concept, named with the
+SR's codes (``worker.results.codes.COVID19_PROBABILITY``), pre-coordinated so that the value
+stands alone in an OBX or a component."""
 
 THRESHOLD = Concept("122411", "DCM", "Threshold Value")
 """The operating threshold the finding was decided with."""

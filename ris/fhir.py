@@ -32,7 +32,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from ris import codes
-from ris.outcome import StudyOutcome
+from ris.outcome import StudyOutcome, fraction_problem
 
 FHIR_VERSION = "4.0"
 """What the HTTP ``Content-Type`` says (``application/fhir+json; fhirVersion=4.0``)."""
@@ -92,6 +92,9 @@ def build_bundle(outcome: StudyOutcome, *, patient_id_system: str | None = None)
     """
     if outcome.finding not in codes.FINDING_VALUES:
         raise FhirError(f"unknown study finding {outcome.finding!r}")
+    problem = fraction_problem(outcome)
+    if problem:
+        raise FhirError(problem)
     if outcome.issued.tzinfo is None:
         raise FhirError("the study result's time has no time zone")
     status = report_status(outcome)

@@ -25,7 +25,7 @@ from hl7apy.factories import datatype_factory
 from hl7apy.parser import parse_message, parse_segment
 
 from ris import codes
-from ris.outcome import StudyOutcome
+from ris.outcome import StudyOutcome, fraction_problem
 
 VERSION = "2.5.1"
 SEGMENT_SEPARATOR = "\r"
@@ -84,6 +84,9 @@ def build_oru(outcome: StudyOutcome, *, message_control_id: str, parties: Partie
     """The ORU^R01 message of ``outcome`` in ER7 (segments separated by carriage returns)."""
     if outcome.finding not in codes.FINDING_VALUES:
         raise Hl7Error(f"unknown study finding {outcome.finding!r}")
+    problem = fraction_problem(outcome)
+    if problem:
+        raise Hl7Error(problem)
     try:
         msg = _oru(outcome, message_control_id, parties)
         if not msg.validate():

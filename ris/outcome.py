@@ -1,5 +1,7 @@
 """The study result a RIS is told about: the interface between the study-level result and the RIS.
 
+Probabilities and the threshold are fractions in [0, 1] (the builders refuse anything else).
+
 The worker's study-level result fills a ``StudyOutcome`` once a study has settled and hands it to
 ``worker.notify.queue_notifications``; the builders in ``ris.hl7`` and ``ris.fhir`` turn it into
 messages. Fields may be added (optional, with defaults), never removed or renamed.
@@ -42,3 +44,12 @@ class StudyOutcome:
     kos_sop_instance_uid: str | None
     replaces_sr_sop_instance_uid: str | None  # when a later image replaced an earlier study result
     issued: datetime.datetime  # timezone-aware UTC
+
+
+def fraction_problem(outcome: StudyOutcome) -> str | None:
+    """Why the outcome's probability or threshold is no fraction in [0, 1], or None."""
+    for name in ("probability", "threshold"):
+        value = getattr(outcome, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f"the study {name} {value!r} is not in [0, 1]"
+    return None

@@ -162,6 +162,11 @@ def test_an_unknown_finding_or_a_naive_time_is_refused() -> None:
         _oru(dataclasses.replace(OUTCOME, issued=ISSUED.replace(tzinfo=None)))
     with pytest.raises(fhir.FhirError):
         fhir.build_bundle(dataclasses.replace(OUTCOME, finding="maybe"))
+    percent = dataclasses.replace(OUTCOME, probability=72.31)  # a percentage, not a fraction
+    with pytest.raises(hl7.Hl7Error, match=r"not in \[0, 1\]"):
+        _oru(percent)
+    with pytest.raises(fhir.FhirError, match=r"not in \[0, 1\]"):
+        fhir.build_bundle(dataclasses.replace(OUTCOME, threshold=40.0))
 
 
 def test_acks_are_read_and_the_control_id_is_found_in_msh() -> None:
