@@ -7,6 +7,8 @@ set -euo pipefail
 need=()
 command -v storescu >/dev/null || need+=(dcmtk)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
+# PixelMed's DicomSRValidator (tests/harness/validators.py runs it with java from the jar).
+[ -f /usr/share/java/pixelmed.jar ] && command -v java >/dev/null || need+=(pixelmed-apps)
 command -v Orthanc >/dev/null || need+=(orthanc)
 [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v chromium >/dev/null || need+=(chromium)

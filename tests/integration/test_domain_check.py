@@ -20,7 +20,6 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import pytest
 from pydicom import dcmread
@@ -32,6 +31,7 @@ from store.outbox import Outbox
 from tests.harness.factories import DICOM_DIR, DX_PRESENTATION_STORAGE, wrap_pixels
 from tests.harness.net import wait_for
 from tests.harness.services import ServiceProcess
+from tests.harness.srread import read_report
 from worker.results import OUTSIDE_DOMAIN, codes
 
 
@@ -90,18 +90,14 @@ def test_out_of_domain_dx_is_reported_indeterminate(
     assert any("(indeterminate)" in m and OUTSIDE_DOMAIN in m for m in analysed), analysed
 
     rows = {r.kind: r for r in Outbox(store).for_job(job.id)}
-    sr = hd.sr.srread(rows["sr"].path)
-    (group,) = sr.content.get_image_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations()
-    assert evaluation.value == codes.INDETERMINATE
-    # highdicom rebuilds the evaluation without its children: the reason is read from the
-    # dataset, as the CODE item's HAS PROPERTIES child.
-    (coded,) = group[0].ContentSequence.find(codes.COVID19)
-    (reason,) = coded.ContentSequence
-    assert reason.RelationshipType == "HAS PROPERTIES" and reason.ValueType == "TEXT"
-    assert reason.TextValue.startswith(OUTSIDE_DOMAIN)
-    probability = {m.name.meaning: m.value for m in group.get_measurements()}["Probability"]
-    assert probability == pytest.approx(job.probability, abs=1e-4)  # still reported
+    report = read_report(Path(rows["sr"].path))
+    assert report.verdict == codes.INDETERMINATE.meaning
+    (reason,) = report.comments  # the TEXT Comment beside the verdict (TID 1500 row 14)
+    assert reason.startswith(OUTSIDE_DOMAIN)
+    assert report.image_group is not None
+    probability, unit = report.numbers(report.image_group)["Probability"]
+    assert unit == "%"
+    assert probability == pytest.approx(job.probability * 100, abs=0.011)  # still reported
     sc = dcmread(rows["sc"].path, stop_before_pixels=True)
     assert sc.ImageComments.startswith(
         "COVID-19 pattern: INDETERMINATE (outside the model's validated domain)"

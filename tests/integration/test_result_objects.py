@@ -3,9 +3,11 @@
 For the NEMA CR (15-bit MONOCHROME1, no Imager Pixel Spacing, no Frame of Reference), the NIH
 DX Secondary Capture (8-bit, sparse header) and a manifest JPEG wrapped as CR, build SR, SC and
 Parametric Map from a synthetic heatmap and probability, write them, and check: ``dciodvfy``
-(no errors), ``dcentvfy`` over source + results (no patient/study inconsistency), ``dsrdump``
-and ``dsr2html`` (the finding, probability, threshold and algorithm as a reader sees them) and
-highdicom's SR reader. Also runs the input gate over the real DICOMs and broken copies.
+(no errors), PixelMed's ``DicomSRValidator`` on every SR (no error, no item outside the
+templates: ``tests/harness/validators.py``), ``dcentvfy`` over source + results (no
+patient/study inconsistency), ``dsrdump`` and ``dsr2html`` (the finding, probability, threshold
+and algorithm as a reader sees them, the algorithm's parameters once) and highdicom's SR reader
+(``tests/harness/srread.py``). Also runs the input gate over the real DICOMs and broken copies.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pydicom.sr.codedict import codes as pydicom_codes
 from pydicom.uid import generate_uid
 
 from tests.harness.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
+from tests.harness.srread import read_report
+from tests.harness.validators import assert_pixelmed_accepts, pixelmed_available
 from worker.gate import check
 from worker.results import (
     AlgorithmInfo,
@@ -39,6 +43,7 @@ from worker.results import (
     codes,
 )
 from worker.results.pmap import wants_parametric_map
+from worker.results.sr import percent
 
 TOOLS = ("dciodvfy", "dcentvfy", "dsrdump", "dsr2html", "dcmp2pgm")
 THRESHOLD = 0.5
@@ -49,6 +54,7 @@ REAL_DICOMS = sorted(DICOM_DIR.glob("*.dcm"))
 def _tools() -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     assert not missing, f"missing {missing}: scripts/test-services.sh installs dcmtk, dicom3tools"
+    assert pixelmed_available(), "scripts/test-services.sh installs pixelmed-apps"
 
 
 def _run(*args: str | Path) -> str:
@@ -160,6 +166,12 @@ def test_dciodvfy_reports_no_errors(written: Written, kind: str) -> None:
     assert _errors(output) == [], output
 
 
+def test_pixelmed_accepts_the_sr(written: Written) -> None:
+    """PixelMed's DicomSRValidator: the IOD, TID 1500 and its groups, the context groups."""
+    report = assert_pixelmed_accepts(written.sr)
+    assert "Root Template Validation Complete" in report.output  # it did check the templates
+
+
 def test_dcentvfy_finds_patient_and_study_consistent(written: Written) -> None:
     output = _run("dcentvfy", written.source, written.sr, written.sc, written.pm)
     assert _errors(output) == [], output
@@ -170,45 +182,65 @@ def test_dcentvfy_finds_patient_and_study_consistent(written: Written) -> None:
     ), output
 
 
+def _percent(probability: float) -> str:
+    """The probability as the SR writes it: percent, cut to 2 decimals (83.0, 12.0, 94.42)."""
+    return str(percent(probability))
+
+
 def test_dsrdump_prints_the_tree_with_the_finding(written: Written) -> None:
     output = _run("dsrdump", written.sr)
     finding = _expected_finding(written.probability)
     assert '<CONTAINER:(,,"Imaging Measurement Report")' in output
-    assert '<contains CODE:(,,"COVID-19")=(' in output
-    assert f'"{finding}")>' in output
-    assert '<contains NUM:(,,"Probability")' in output
-    assert '<contains NUM:(,,"Threshold Value")="0.5"' in output
+    assert '<contains CONTAINER:(,,"Qualitative Evaluations")' in output
+    assert '<contains CODE:(,,"COVID-19")=(' in output and f'"{finding}")>' in output
+    assert f'<contains NUM:(,,"Probability")="{_percent(written.probability)}" (%,UCUM' in output
+    assert '<contains NUM:(,,"Threshold Value")="50.0" (%,UCUM,"Percent")>' in output
+    assert f'<contains NUM:(,,"COVID-19 {finding.lower()}, probability")=' in output
+
+
+def _page_text(sr: Path, page: Path) -> str:
+    _run("dsr2html", sr, page)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(errors="replace")))
+    return re.sub(r"\s+", " ", text)
 
 
 def test_dsr2html_page_shows_what_a_reader_needs(written: Written, tmp_path: Path) -> None:
-    page = tmp_path / "sr.html"
-    _run("dsr2html", written.sr, page)
-    text = html.unescape(re.sub(r"<[^>]+>", " ", page.read_text(errors="replace")))
-    text = re.sub(r"\s+", " ", text)
+    text = _page_text(written.sr, tmp_path / "sr.html")
     finding = _expected_finding(written.probability)
-    assert f"COVID-19: {finding}" in text
-    assert re.search(rf"Probability: {written.probability:g} 1\b", text), text
-    assert re.search(rf"Threshold Value: {THRESHOLD:g} 1\b", text), text
+    assert f"Qualitative Evaluations COVID-19: {finding} (" in text
+    assert f"Probability: {_percent(written.probability)} %" in text
+    assert "Threshold Value: 50.0 %" in text
     assert 'Algorithm Name = "Deep-COVID"' in text
     assert f'Algorithm Version = "{ALGORITHM.version}"' in text
+    # The algorithm's parameters once (image-level group), not under each group and number.
+    assert text.count("Algorithm Parameters") == len(ALGORITHM.parameters)
+    regions = len(read_report(written.sr).region_groups)
+    assert text.count('Algorithm Name = "Deep-COVID"') == 1 + regions
 
 
 def test_highdicom_reads_back_finding_probability_threshold_algorithm(written: Written) -> None:
-    sr = hd.sr.srread(written.sr)
-    assert isinstance(sr, hd.sr.Comprehensive3DSR)
-    (group,) = sr.content.get_image_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations()
-    assert evaluation.name == codes.COVID19
-    assert evaluation.value.meaning == _expected_finding(written.probability)
-    values = {m.name.value: m.value for m in group.get_measurements()}
-    assert values == {
-        codes.PROBABILITY.value: pytest.approx(written.probability),
-        codes.THRESHOLD.value: pytest.approx(THRESHOLD),
+    report = read_report(written.sr)
+    assert isinstance(report.sr, hd.sr.Comprehensive3DSR)
+    assert report.verdict == _expected_finding(written.probability)
+    group = report.image_group
+    assert group is not None and group.finding_type == codes.COVID19
+    assert report.numbers(group) == {
+        codes.PROBABILITY.meaning: (pytest.approx(percent(written.probability)), "%"),
+        codes.THRESHOLD.meaning: (pytest.approx(THRESHOLD * 100), "%"),
     }
     (name,) = group[0].ContentSequence.find(pydicom_codes.DCM.AlgorithmName)
     assert name.value == "Deep-COVID"
-    (observer,) = sr.content.get_observer_contexts()
+    (observer,) = report.sr.content.get_observer_contexts()
     assert observer.observer_identifying_attributes.uid == ALGORITHM.device_uid
+    assert report.region_groups, "the synthetic evidence makes at least one region"
+    concept = codes.REGION_PROBABILITY[
+        {"Present": codes.PRESENT, "Absent": codes.ABSENT}[report.verdict].value
+    ]
+    for region in report.region_groups:
+        assert region.finding_type == codes.COVID19
+        assert report.numbers(region) == {
+            concept.meaning: (pytest.approx(percent(written.probability)), "%")
+        }
 
 
 def test_pm_and_sc_read_back(written: Written) -> None:
@@ -303,6 +335,9 @@ def test_indeterminate_sr_validates(tmp_path: Path) -> None:
     results = _build(source, 0.83, domain=DomainResult(score=41.25, threshold=17.15))
     _assert_valid(results.sr, tmp_path / "sr.dcm")
     assert "82334004" in _run("dsrdump", tmp_path / "sr.dcm")
+    assert_pixelmed_accepts(tmp_path / "sr.dcm")  # the TEXT reason is TID 1500 row 14
+    report = read_report(tmp_path / "sr.dcm")
+    assert report.verdict == "Indeterminate" and report.comments
 
 
 def test_results_naming_the_operating_point_validate(tmp_path: Path) -> None:
@@ -338,9 +373,12 @@ VIEWER_DIR = Path(__file__).resolve().parents[1] / "viewer"
 def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None:
     """dcmjs (OHIF's DICOM library) reads the SR; OHIF's rule keeps the SCOORD groups.
 
-    OHIF 3.13.2 labels a TID 1410 region with its NUM items' concept meanings only (not with
-    the group's Finding or verdict, which the group holds all the same, checked here): the
-    region's probability NUM is "COVID-19 probability", so the label names the finding.
+    OHIF 3.13.2 labels a TID 1410 region with its NUM items only ("<concept meaning>: <value to
+    2 decimals> <unit code>"). Every group has its own region and Tracking UID, so nothing is
+    merged: the image-level group (its region the whole image) reads "Probability: 83.00 %" and
+    "Threshold Value: 50.00 %", each evidence region one line that names the finding and the
+    verdict, "COVID-19 present, probability: 83.00 %". No line is repeated in a text box, and
+    the unit is "%", not the bare "1" of UCUM "no units".
     """
     node = shutil.which("node")
     assert node, "node is missing: scripts/test-services.sh installs it"
@@ -354,25 +392,26 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
     )
     seen = json.loads(proc.stdout)
     source = pydicom.dcmread(written.source, stop_before_pixels=True)
+    finding = _expected_finding(written.probability)
+    assert seen["verdict"] == finding
     # Every measurement OHIF makes has a region: a merged group without one breaks its viewport.
     assert seen["withoutRegion"] == 0, seen["shown"]
     shown = seen["shown"]
-    assert shown and all(group["scoord"] for group in shown)
-    label = f"COVID-19 probability: {written.probability:.2f} 1"
-    threshold = f"Threshold Value: {THRESHOLD:.2f} 1"
-    # the image-level group's, merged into the first region by their common tracking UID
-    image_level = [f"Probability: {written.probability:.2f} 1", threshold]
-    for index, group in enumerate(shown):
-        # OHIF's text box next to the region: first the finding's probability, then the
-        # threshold (the first region also the image-level group's standard Probability)
-        assert group["label"] == label
-        assert group["textBox"] == [label, threshold] + (image_level if index == 0 else [])
-        # the group states the finding and the verdict (read by consumers of the SR content)
+    assert len(shown) == len(seen["groups"]), "no two groups share a Tracking UID"
+    value = f"{percent(written.probability):.2f} %"
+    image, *regions = shown
+    assert image["textBox"] == [
+        f"Probability: {value}",
+        f"Threshold Value: {THRESHOLD * 100:.2f} %",
+    ]
+    assert image["finding"] == "COVID-19"
+    outline = np.array(image["scoord"]["points"])
+    assert outline[:, 0].max() == source.Columns and outline[:, 1].max() == source.Rows
+    assert regions, "the synthetic evidence makes at least one region"
+    for group in regions:
+        # the one line OHIF writes next to the region
+        assert group["textBox"] == [f"COVID-19 {finding.lower()}, probability: {value}"]
         assert group["finding"] == "COVID-19"
-        assert group["evaluation"] == _expected_finding(written.probability)
-        probability = group["numbers"]["COVID-19 probability"]
-        assert probability == pytest.approx(written.probability)
-        assert group["numbers"]["Threshold Value"] == pytest.approx(THRESHOLD)
         scoord = group["scoord"]
         assert scoord["graphicType"] == "POLYLINE"
         assert scoord["referencedSOPInstanceUID"] == source.SOPInstanceUID
@@ -382,15 +421,9 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
         assert points[:, 1].min() >= 0 and points[:, 1].max() <= source.Rows
     # The synthetic evidence is a blob centred at (0.6 columns, 0.45 rows): the contour is
     # around it.
-    points = np.array(shown[0]["scoord"]["points"])
+    points = np.array(regions[0]["scoord"]["points"])
     centre = points[:-1].mean(axis=0) / [source.Columns, source.Rows]
     assert centre == pytest.approx([0.6, 0.45], abs=0.05)
-    # The image-level group stays in the SR, for consumers that read the finding without a
-    # region; it shares the first region's tracking UID (one finding).
-    (image_group,) = [g for g in seen["groups"] if g["scoord"] is None]
-    assert image_group["finding"] == "COVID-19"
-    assert image_group["numbers"]["Probability"] == pytest.approx(written.probability)
-    assert image_group["trackingUID"] == seen["groups"][0]["trackingUID"]
 
 
 @pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])
@@ -465,5 +498,7 @@ def test_rejection_sr_for_a_lateral_copy_validates(tmp_path: Path) -> None:
     )
     path = tmp_path / "rejection.dcm"
     _assert_valid(sr, path)
+    assert_pixelmed_accepts(path)
+    assert read_report(path).comments == (f"Not analysed: {reason}",)
     assert _errors(_run("dcentvfy", DICOM_DIR / "RG1_UNCR.dcm", path)) == []
     assert f"Not analysed: {reason}"[:40] in _run("dsrdump", "+Pl", path)

@@ -234,29 +234,42 @@ def _pmap(seen: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
-    """OHIF draws each evidence region over the source (SR showed "Measurements (0)" before).
+    """OHIF draws the image-level group (its region the whole image) and each evidence region.
 
-    A measurement group without a SCOORD made OHIF's SR viewport fail ("Something went
-    wrong", nothing drawn): the image-level group shares the first region's tracking UID.
+    Every group has a SCOORD and a Tracking UID of its own (a group without a SCOORD made OHIF's
+    SR viewport fail; merged into a region, its lines were repeated in the region's label), so
+    each text box holds its own lines once: "Probability: 83.00 %", "Threshold Value: 50.00 %"
+    for the image, "COVID-19 present, probability: 83.00 %" for a region.
     """
     case, seen = viewer["sr"]
     assert not seen["notifications"], seen["notifications"]
     assert not seen["pageErrors"], seen["pageErrors"]
     (sr,) = [d for d in seen["state"]["displaySets"] if d["modality"] == "SR"]
     measurements = sr.get("measurements", [])
-    regions = [m for m in measurements if m["graphicType"] == "POLYLINE"]
-    assert regions and len(regions) == len(measurements), json.dumps(seen, indent=1)[:4000]
+    assert all(m["graphicType"] == "POLYLINE" for m in measurements), measurements
+    image, *regions = measurements
+    assert regions, json.dumps(seen, indent=1)[:4000]
+    # the image's outline, 9 points: not a 5-point rectangle, which OHIF's RectangleROI
+    # adapter (DCM 111030, POLYLINE, 4 or 5 points) would take for its own measurement, making
+    # the SR "rehydratable" and prompting the reader to track it. Nothing else of the SR maps
+    # to an OHIF tool, so its badge says "not compatible with this application" (what that
+    # means: docs/result-objects.md).
+    assert image["trackingIdentifier"] == "COVID-19 classification"
+    assert image["points"] == 9
+    assert sr["isRehydratable"] is False
+    assert image["labels"] == [
+        {"label": "Probability", "value": "83.00 %"},
+        {"label": "Threshold Value", "value": "50.00 %"},
+    ]
     # the SR viewport draws the source image (and the regions over it)
     drawn = [a for v in seen["state"]["viewports"] for a in v["actors"]]
     assert any(case.source.SOPInstanceUID in str(a) for a in drawn), seen["state"]["viewports"]
-    for region in regions:
+    for region in measurements:
         assert region["image"] == case.source.SOPInstanceUID
+    for region in regions:
         assert region["trackingIdentifier"].startswith("COVID-19 evidence region")
-        # the text box's first line names the finding: "COVID-19 probability: 0.83 1"
-        first, *_ = region["labels"]
-        assert first == {"label": "COVID-19 probability", "value": "0.83 1"}
-        labels = {label["label"]: label["value"] for label in region["labels"]}
-        assert labels["Threshold Value"] == "0.50 1"
+        # one line: the finding, its verdict and the probability, in percent
+        assert region["labels"] == [{"label": "COVID-19 present, probability", "value": "83.00 %"}]
 
 
 @pytest.mark.parametrize("name", ["nema-cr", "nema-cr-imager-spacing"])

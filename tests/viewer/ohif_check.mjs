@@ -153,6 +153,8 @@ function inspect() {
       loaded: Boolean(ds.isLoaded),
     };
     if (ds.Modality === 'SR') {
+      // isRehydratable false: the SR's badge says "not compatible with this application".
+      out.isRehydratable = ds.isRehydratable ?? null;
       // What OHIF's SR handler made of the report: one entry per displayable measurement group.
       out.measurements = (ds.measurements ?? []).map((m) => ({
         trackingIdentifier: m.TrackingIdentifier ?? null,

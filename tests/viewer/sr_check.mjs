@@ -8,7 +8,8 @@
 //                           "referencedFrameNumber"} | null}, ...],
 //    "displayed": [indexes of the groups OHIF displays],
 //    "shown": [the merged groups OHIF makes measurements of, as above],
-//    "withoutRegion": how many merged groups have no SCOORD (OHIF 3.13's SR viewport fails)}
+//    "withoutRegion": how many merged groups have no SCOORD (OHIF 3.13's SR viewport fails),
+//    "verdict": the report-level CODE COVID-19 of Qualitative Evaluations (C0034375, UMLS)}
 //
 // OHIF's rule, as in the prebuilt @ohif/app 3.13.2 (scripts/install-npm.sh), bundle
 // dist/7248.bundle.*.js, modules extensions/cornerstone-dicom-sr/src/getSopClassHandlerModule.ts
@@ -122,4 +123,9 @@ const displayed = groups
   .map((group, index) => (group.scoord && group.trackingUID ? index : -1))
   .filter((index) => index >= 0 && uids.indexOf(uids[index]) === index);
 const withoutRegion = shown.filter((group) => !group.scoord).length;
-process.stdout.write(JSON.stringify({ groups, displayed, shown, withoutRegion }) + "\n");
+const evaluations = many(report.ContentSequence).find((item) => is(item, "C0034375", "UMLS"));
+const coded = many(evaluations?.ContentSequence).find(
+  (item) => item.ValueType === "CODE" && is(item, "840539006", "SCT"),
+);
+const verdict = coded ? one(coded.ConceptCodeSequence).CodeMeaning : null;
+process.stdout.write(JSON.stringify({ groups, displayed, shown, withoutRegion, verdict }) + "\n");

@@ -22,31 +22,62 @@ ABSENT = codes.SCT.Absent
 """SCT 272519000 Absent: the probability stayed below the operating threshold."""
 
 PROBABILITY = codes.DCM.Probability
-"""DCM 122157 Probability: the model's COVID-19 probability, NUM with unit :data:`UNITLESS`."""
+"""DCM 122157 Probability: the model's COVID-19 probability, NUM with unit :data:`PERCENT` in
+the SR (RIS messages state it in [0, 1])."""
 
 
 COVID19_PROBABILITY = Code("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probability")
-"""("C19-PROBABILITY", 99DEEPCOVID, "COVID-19 probability"): the NUM of the SR's regions.
+"""("C19-PROBABILITY", 99DEEPCOVID, "COVID-19 probability"): the region NUM of earlier versions.
 
-The same number as :data:`PROBABILITY` in the image-level group, pre-coordinated with what it is
-the probability of, because viewers print a region's NUM items by their concept meaning and
-nothing else of the group: OHIF 3.13 labels a region "<meaning>: <value> <unit>" from its NUM
-items (and a Finding Site), never from its Finding or qualitative evaluation. No standard code
-names a COVID-19 probability, so the concept is ours; the standard pair (finding type COVID-19,
-DCM 122157 Probability) stays in the image-level group for SR consumers."""
+Kept so that SRs written before the verdict was named in the region's concept can still be
+read; new SRs use :data:`REGION_PROBABILITY` (one concept per verdict)."""
+
+REGION_PROBABILITY_PRESENT = Code("C19-PRESENT-P", LOCAL_SCHEME, "COVID-19 present, probability")
+REGION_PROBABILITY_ABSENT = Code("C19-ABSENT-P", LOCAL_SCHEME, "COVID-19 absent, probability")
+REGION_PROBABILITY_INDETERMINATE = Code(
+    "C19-INDETERMINATE-P", LOCAL_SCHEME, "COVID-19 indeterminate, probability"
+)
+REGION_PROBABILITY = {
+    "52101004": REGION_PROBABILITY_PRESENT,
+    "272519000": REGION_PROBABILITY_ABSENT,
+    "82334004": REGION_PROBABILITY_INDETERMINATE,
+}
+"""The NUM of an evidence region (TID 1410), keyed by the verdict's SCT code value.
+
+The image's COVID-19 probability, pre-coordinated with the finding and its verdict, because a
+viewer labels a region with its NUM items alone: OHIF 3.13 writes "<concept meaning>: <value>
+<unit code>" for each NUM of the group (and a Finding Site), never the group's Finding or a
+qualitative evaluation. So the one line beside a region reads "COVID-19 present, probability:
+94.42 %". No standard code names a COVID-19 probability, let alone with its verdict, so the
+concepts are ours (declared in the SR's Coding Scheme Identification Sequence); the standard
+pair (Finding COVID-19, DCM 122157 Probability) is in the image-level group, and the verdict
+itself is the CODE in the report's Qualitative Evaluations (:data:`QUALITATIVE_EVALUATIONS`)."""
+
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+"""UMLS C0034375: TID 1500 row 12, the report-level container of the verdict (CODE COVID-19 =
+Present | Absent | Indeterminate) and of its reason (TEXT Comment, row 14)."""
+
+PERCENT = codes.UCUM.Percent
+"""UCUM "%": unit of the probabilities and the threshold in the SR (a reader's unit; OHIF prints
+the unit's code value, which for "no units" is a bare "1")."""
+
+ILLUSTRATION_OF_ROI = codes.DCM.IllustrationOfROI
+"""DCM 121200 Illustration of ROI (TID 1410 row 9)."""
 
 THRESHOLD = codes.DCM.ThresholdValue
 """DCM 122411 Threshold Value: the operating threshold the finding was decided with."""
 
 UNITLESS = codes.UCUM.NoUnits
-"""UCUM "1" (no units): unit of the probability, the threshold and the heatmap values."""
+"""UCUM "1" (no units): unit of the heatmap values (the Parametric Map)."""
 
 PROCEDURE_REPORTED = codes.cid100.XRUnspecifiedBodyRegion
 """LN 43468-8 "XR unspecified body region": Procedure reported in the SR (TID 1500 row 4).
 
 TID 1500 draws the procedure from CID 100 "Quantitative Diagnostic Imaging Procedures"; its
 only projection radiography member is this one (SCT 399208008 "Plain chest X-ray", used
-before, is not in CID 100). The body part is stated by the source's Body Part Examined."""
+before, is not in CID 100). The body part is stated by the source's Body Part Examined.
+PixelMed's DicomSRValidator 20220618 carries CID 100 of 2019, without this code, and reports it
+as not in the group: ``tests/harness/validators.py`` (``OUTDATED``) says why that is set aside."""
 
 IMAGE_REGION_TRACKING = "COVID-19 evidence region"
 """Tracking identifier prefix of the SR's TID 1410 groups (``... 1``, ``... 2``)."""
@@ -64,7 +95,8 @@ SOURCE = Code("260753009", "SCT", "Source")
 """SCT 260753009 Source: the image the rejection SR is about."""
 
 FAILED_ANALYSES = codes.DCM.FailedAnalyses
-"""DCM 111024 Failed Analyses: title of the "not analysed: reason" SR."""
+"""DCM 111024 Failed Analyses: title of the "not analysed: reason" SR before it followed TID
+1500 (:mod:`worker.results.rejection`); kept for readers of those SRs."""
 
 COMMENT = codes.DCM.Comment
 """DCM 121106 Comment: the reason text in the "not analysed" SR."""

@@ -145,8 +145,17 @@ def evidence_regions(heatmap: np.ndarray) -> list[EvidenceRegion]:
 
 
 def image_outline(shape: tuple[int, int]) -> np.ndarray:
-    """The image's border as a closed ``(column, row)`` polyline (for a map with no evidence)."""
+    """The image's border as a closed ``(column, row)`` polyline: the corners and the middle of
+    each edge, 9 points (the SR's image-level region).
+
+    Not the 5 points of a bare rectangle: OHIF 3.13 takes a 5-point POLYLINE Image Region for a
+    measurement its rectangle tool made, marks the SR as one to "load" into its measurement
+    tracking and asks the reader, when the SR is opened, whether to track measurements; a
+    machine result is not a reader's measurement to edit (``docs/result-objects.md``).
+    """
     rows, columns = shape
-    return np.array(
-        [[0.0, 0.0], [columns, 0.0], [columns, rows], [0.0, rows], [0.0, 0.0]], dtype=np.float64
-    )
+    corners = [(0.0, 0.0), (columns, 0.0), (columns, rows), (0.0, rows)]
+    points = []
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1], strict=True):
+        points += [(x0, y0), ((x0 + x1) / 2, (y0 + y1) / 2)]
+    return np.array([*points, corners[0]], dtype=np.float64)

@@ -7,32 +7,40 @@ Content tree (``docs/result-objects.md`` has the table)::
       procedure reported: XR unspecified body region (CID 100)
       Image Library: the source radiograph and its descriptors (Modality from the source)
       Imaging Measurements
+        Measurement Group (TID 1410): the image-level result, its region the whole image
+          tracking identifier "COVID-19 classification" + tracking UID, finding COVID-19
+          algorithm identification (TID 4019: name, version, parameters), once
+          SCOORD Image Region = the image's outline, SELECTED FROM the radiograph
+          NUM Probability (DCM 122157, %), NUM Threshold Value (%)
+          IMAGE Best illustration of finding = the overlay SC, Illustration of Finding = the map
         Measurement Group (TID 1410), one per region of strongest evidence (up to 3)
-          tracking identifier "COVID-19 evidence region k" + tracking UID, finding type COVID-19
+          tracking identifier "COVID-19 evidence region k" + tracking UID, finding COVID-19
+          algorithm identification (TID 4019: name and version)
           SCOORD Image Region = POLYLINE contour, SELECTED FROM the radiograph
-          algorithm identification (TID 4019)
-          NUM COVID-19 probability (99DEEPCOVID), NUM Threshold Value
-          CODE COVID-19 = Present | Absent | Indeterminate (+ TEXT reason), as below
-        Measurement Group (TID 1501): the image-level finding
-          tracking identifier + tracking UID, finding type COVID-19
-          algorithm identification (TID 4019: name, version, parameters)
-          IMAGE Source of Measurement = the radiograph
-          NUM Probability (unit 1), NUM Threshold Value (unit 1)
-          CODE COVID-19 = Present | Absent   (probability >= threshold -> Present)
-                        | Indeterminate  (image outside the model's validated domain)
-            TEXT Comment = the reason        (HAS PROPERTIES, only when indeterminate)
-          IMAGE Best illustration of finding = the overlay Secondary Capture
-          IMAGE Illustration of Finding = the Parametric Map
+          NUM "COVID-19 present, probability" (or absent, indeterminate), %
+      Qualitative Evaluations (TID 1500 row 12)
+        CODE COVID-19 = Present | Absent   (probability >= threshold -> Present)
+                      | Indeterminate  (image outside the model's validated domain)
+        TEXT Comment = the reason      (row 14, only when indeterminate)
 
-The TID 1410 groups are what viewers display: OHIF (dcmjs) shows a measurement group only when
-it holds a SCOORD that references an image, and labels it with the group's NUM items only
-("<concept meaning>: <value> <unit>"; OHIF 3.13 prints neither the Finding nor the qualitative
-evaluation). So a region's probability NUM names the finding in its concept,
-:data:`codes.COVID19_PROBABILITY` ("COVID-19 probability", our own coding scheme), where
-the image-level group keeps the standard DCM 122157 Probability. With no positive evidence at
-all, the one region is the image's outline, so the probability is still shown on the image. The
-regions are those of :mod:`worker.results.evidence`, the same ones the overlay and the
-presentation state draw.
+Why this shape (each point checked by a test):
+
+- Independent readers: PixelMed's DicomSRValidator (``tests/harness/validators.py``) finds no
+  error and no item outside its templates. Its 2022 templates have no qualitative-evaluation
+  rows in TID 1410/1501 groups, so the verdict is stated once, at the report level, where TID
+  1500 row 12 puts qualitative evaluations. It chooses TID 1410 or 1501 for all the groups of
+  the container at once; every group here has an Image Region, so every group is a valid TID
+  1410 group whichever it picks.
+- OHIF 3.13 (dcmjs) draws a group only when it holds a SCOORD that references an image, labels
+  it with the group's NUM items alone ("<concept meaning>: <value, 2 decimals> <unit code>")
+  and merges groups that share a Tracking UID. So each group has its own region and UID: the
+  image-level group's line is "Probability: 94.42 %" and "Threshold Value: 50.00 %" at the
+  image's outline, a region's single line "COVID-19 present, probability: 94.42 %"
+  (:data:`codes.REGION_PROBABILITY`). The unit is UCUM "%", since OHIF prints the unit's code
+  (a bare "1" for "no units").
+- A reader of the text (``dsr2html``): the algorithm's parameters are written once, in the
+  image-level group (a region names the algorithm and version only), and no NUM repeats them;
+  percentages are written to 2 decimals (:func:`percent`).
 
 All referenced instances (source, SC, PM) are listed as evidence; a previous SR for the same
 source (an earlier model version) is referenced as a predecessor document.
@@ -42,11 +50,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 import highdicom as hd
 import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
-from highdicom.sr import ImageContentItem, RelationshipTypeValues, TextContentItem
+from highdicom.sr import (
+    CodeContentItem,
+    ContainerContentItem,
+    ContentItem,
+    ImageContentItem,
+    RelationshipTypeValues,
+    TextContentItem,
+)
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 from pydicom.sr.coding import Code
@@ -130,13 +146,65 @@ def observation_context(algorithm: AlgorithmInfo) -> hd.sr.ObservationContext:
     )
 
 
-def algorithm_identification(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:
-    """TID 4019: name, version and ``key=value`` parameters."""
+def percent(fraction: float, digits: int = 2) -> float:
+    """``fraction`` (in [0, 1]) as a percentage cut (not rounded) to ``digits`` decimals.
+
+    Cut, so that a probability below the threshold never reads as reaching it: with a threshold
+    of at most ``digits + 2`` decimals (e.g. 0.4217), the written probability is below the
+    written threshold exactly when the probability is. Decimal arithmetic on the shortest
+    text of the float, so 0.29 is 29.0 % and not 28.99 %.
+    """
+    quantum = Decimal(1).scaleb(-digits)
+    return float((Decimal(repr(float(fraction))) * 100).quantize(quantum, rounding=ROUND_FLOOR))
+
+
+def threshold_percent(threshold: float) -> float:
+    """The threshold as a percentage, to 4 decimals (thresholds are short decimals: 0.4217 is
+    42.17 %; the 4 decimals only drop the float's noise)."""
+    value = Decimal(repr(float(threshold))) * 100
+    return float(value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN))
+
+
+def algorithm_identification(
+    algorithm: AlgorithmInfo, *, parameters: bool = True
+) -> hd.sr.AlgorithmIdentification:
+    """TID 4019: name, version and (unless ``parameters`` is false) ``key=value`` parameters."""
     return hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
-        parameters=algorithm.parameter_strings or None,
+        parameters=(algorithm.parameter_strings or None) if parameters else None,
     )
+
+
+def qualitative_evaluations(
+    probability: float, threshold: float, domain: DomainResult | None = None
+) -> ContainerContentItem:
+    """TID 1500 row 12: CONTAINER Qualitative Evaluations with the verdict (row 13, CODE
+    COVID-19 = Present | Absent | Indeterminate) and, when indeterminate, its reason (row 14,
+    TEXT Comment). Appended to the report's root after Imaging Measurements."""
+    container = ContainerContentItem(
+        name=codes.QUALITATIVE_EVALUATIONS,
+        relationship_type=RelationshipTypeValues.CONTAINS,
+    )
+    items: list[ContentItem] = [
+        CodeContentItem(
+            name=codes.COVID19,
+            value=finding(probability, threshold, domain),
+            relationship_type=RelationshipTypeValues.CONTAINS,
+        )
+    ]
+    if domain is not None and indeterminate(domain):
+        items.append(
+            TextContentItem(
+                name=codes.COMMENT,
+                value=domain.reason,
+                relationship_type=RelationshipTypeValues.CONTAINS,
+            )
+        )
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    # SEPARATE: rendered CONTINUOUS, dsr2html writes the verdict without its name ("Present").
+    container.ContinuityOfContent = "SEPARATE"
+    return container
 
 
 def measurement_group(
@@ -150,7 +218,14 @@ def measurement_group(
     pm: Dataset | None,
     domain: DomainResult | None = None,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """TID 1501 group: the finding, its probability and threshold, and the references."""
+    """TID 1501 group: the finding, its probability and threshold, the verdict, references.
+
+    Not used by the per-image SR any more (its image-level group is a TID 1410 group over the
+    whole image, :func:`image_group`); kept for the study-level SR. PixelMed's validator
+    reports the CODE verdict inside a TID 1501 group as "not in template" (its 2022 templates
+    predate the qualitative-evaluation rows): :func:`qualitative_evaluations` states it at the
+    report level instead.
+    """
     algorithm_id = algorithm_identification(algorithm)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
@@ -159,14 +234,24 @@ def measurement_group(
         finding_type=codes.COVID19,
         algorithm_id=algorithm_id,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
-        measurements=_measurements(probability, threshold, algorithm_id),
+        measurements=_measurements(probability, threshold),
         qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
     )
     # SEPARATE: the items are distinct statements; rendered CONTINUOUS (highdicom's default),
     # dsr2html and viewers run them together as "0.7 1 0.5 1 Present" without their names.
     group[0].ContinuityOfContent = "SEPARATE"
-    # TID 1501 is extensible; its Referenced Real World Value Map row is for RWVM objects
-    # only, so the derived images are referenced as IMAGE items of the group.
+    _append_illustrations(group, sc, pm)
+    return group
+
+
+def _append_illustrations(
+    group: hd.sr.MeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations,
+    sc: Dataset | None,
+    pm: Dataset | None,
+) -> None:
+    """IMAGE items referencing the overlay SC and the map (TID 1501 row 10b / TID 1410 is
+    extensible; the Referenced Real World Value Map row is for RWVM objects only)."""
     for concept, image in ((codes.BEST_ILLUSTRATION, sc), (codes.ILLUSTRATION, pm)):
         if image is not None:
             group[0].ContentSequence.append(
@@ -177,25 +262,69 @@ def measurement_group(
                     relationship_type=RelationshipTypeValues.CONTAINS,
                 )
             )
+
+
+def _measurements(probability: float, threshold: float) -> list[hd.sr.Measurement]:
+    """NUM Probability and NUM Threshold Value, in percent (:func:`percent`)."""
+    return [
+        hd.sr.Measurement(name=codes.PROBABILITY, value=percent(probability), unit=codes.PERCENT),
+        hd.sr.Measurement(
+            name=codes.THRESHOLD, value=threshold_percent(threshold), unit=codes.PERCENT
+        ),
+    ]
+
+
+def _region(source: Dataset, points: np.ndarray) -> hd.sr.ImageRegion:
+    """SCOORD Image Region: a closed POLYLINE on ``source`` (frame 1 of a multi-frame)."""
+    frames = [1] if int(source.get("NumberOfFrames") or 1) > 1 else None
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.round(np.asarray(points, dtype=np.float64), 2),
+        source_image=hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=source.SOPClassUID,
+            referenced_sop_instance_uid=source.SOPInstanceUID,
+            referenced_frame_numbers=frames,
+        ),
+    )
+
+
+def image_group(
+    source: Dataset,
+    *,
+    probability: float,
+    threshold: float,
+    algorithm: AlgorithmInfo,
+    tracking_uid: str,
+    sc: Dataset | None,
+    pm: Dataset | None,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410 group of the image-level result: its region is the whole image (the model
+    reads the whole film), with the probability and threshold, the algorithm (once, with its
+    parameters) and the references to the overlay and the map.
+
+    A region of its own, so that OHIF draws and labels it apart from the evidence regions
+    (a group without a region breaks OHIF 3.13's SR viewport; merged into a region by a shared
+    Tracking UID, its lines were repeated in that region's label).
+    """
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier=TRACKING_IDENTIFIER
+        ),
+        referenced_region=_region(source, image_outline((int(source.Rows), int(source.Columns)))),
+        finding_type=codes.COVID19,
+        algorithm_id=algorithm_identification(algorithm),
+        measurements=_measurements(probability, threshold),
+    )
+    group[0].ContinuityOfContent = "SEPARATE"
+    _append_illustrations(group, sc, pm)
     return group
 
 
-def _measurements(
-    probability: float,
-    threshold: float,
-    algorithm_id: hd.sr.AlgorithmIdentification,
-    probability_name: Code = codes.PROBABILITY,
-) -> list[hd.sr.Measurement]:
-    """NUM probability (first: OHIF's region label starts with it), NUM threshold."""
-    return [
-        hd.sr.Measurement(
-            name=probability_name,
-            value=probability,
-            unit=codes.UNITLESS,
-            algorithm_id=algorithm_id,
-        ),
-        hd.sr.Measurement(name=codes.THRESHOLD, value=threshold, unit=codes.UNITLESS),
-    ]
+def region_concept(
+    probability: float, threshold: float, domain: DomainResult | None = None
+) -> Code:
+    """The region NUM's concept: the probability named with the finding and its verdict."""
+    return codes.REGION_PROBABILITY[verdict_code(probability, threshold, domain).value]
 
 
 def region_groups(
@@ -209,22 +338,17 @@ def region_groups(
     domain: DomainResult | None = None,
     first_tracking_uid: str | None = None,
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
-    """TID 1410 groups, one per evidence region: contour, finding, verdict, probability.
+    """TID 1410 groups, one per evidence region: contour, finding and one NUM, the image's
+    probability named with the verdict (:func:`region_concept`), the line a viewer writes
+    beside the region. None without regions (no positive evidence).
 
-    The probability NUM is :data:`codes.COVID19_PROBABILITY`, so that a viewer that labels a
-    region with its NUM items' concept meanings (OHIF) names the finding.
-
-    Without regions (no positive evidence), one group whose region is the image's outline.
-    ``first_tracking_uid``: the Tracking Unique Identifier of the first region, the one of the
-    image-level group (same finding), so that OHIF merges that group into the region.
+    ``first_tracking_uid``: the Tracking Unique Identifier of the first region (default: one
+    derived from ``sop_instance_uid``).
     """
-    outlines = [region.points for region in regions] or [
-        image_outline((int(source.Rows), int(source.Columns)))
-    ]
-    frames = [1] if int(source.get("NumberOfFrames") or 1) > 1 else None
-    algorithm_id = algorithm_identification(algorithm)
+    concept = region_concept(probability, threshold, domain)
+    algorithm_id = algorithm_identification(algorithm, parameters=False)
     groups = []
-    for number, points in enumerate(outlines, start=1):
+    for number, region in enumerate(regions, start=1):
         group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=(
@@ -234,21 +358,12 @@ def region_groups(
                 ),
                 identifier=f"{codes.IMAGE_REGION_TRACKING} {number}",
             ),
-            referenced_region=hd.sr.ImageRegion(
-                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.round(np.asarray(points, dtype=np.float64), 2),
-                source_image=hd.sr.SourceImageForRegion(
-                    referenced_sop_class_uid=source.SOPClassUID,
-                    referenced_sop_instance_uid=source.SOPInstanceUID,
-                    referenced_frame_numbers=frames,
-                ),
-            ),
+            referenced_region=_region(source, region.points),
             finding_type=codes.COVID19,
             algorithm_id=algorithm_id,
-            measurements=_measurements(
-                probability, threshold, algorithm_id, codes.COVID19_PROBABILITY
-            ),
-            qualitative_evaluations=[qualitative_evaluation(probability, threshold, domain)],
+            measurements=[
+                hd.sr.Measurement(name=concept, value=percent(probability), unit=codes.PERCENT)
+            ],
         )
         group[0].ContinuityOfContent = "SEPARATE"
         groups.append(group)
@@ -281,24 +396,19 @@ def build_report_sr(
     probability = check_probability("probability", probability)
     threshold = check_probability("threshold", threshold)
     header = header_only(source)
-    # One finding, one Tracking Unique Identifier: the image-level group and the first region.
-    # OHIF merges groups by this UID; a group of its own without a SCOORD breaks OHIF 3.13's SR
-    # viewport ("Something went wrong", nothing drawn), merged into the region it is drawn.
-    tracking_uid = generate_uid(entropy_srcs=[sop_instance_uid, "tracking"])
-    group = measurement_group(
-        header,
-        probability=probability,
-        threshold=threshold,
-        algorithm=algorithm,
-        tracking_uid=tracking_uid,
-        sc=sc,
-        pm=pm,
-        domain=domain,
-    )
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(algorithm),
         procedure_reported=codes.PROCEDURE_REPORTED,
         imaging_measurements=[
+            image_group(
+                header,
+                probability=probability,
+                threshold=threshold,
+                algorithm=algorithm,
+                tracking_uid=generate_uid(entropy_srcs=[sop_instance_uid, "tracking"]),
+                sc=sc,
+                pm=pm,
+            ),
             *region_groups(
                 header,
                 regions,
@@ -307,12 +417,11 @@ def build_report_sr(
                 algorithm=algorithm,
                 sop_instance_uid=sop_instance_uid,
                 domain=domain,
-                first_tracking_uid=tracking_uid,
             ),
-            group,
         ],
     )
     insert_image_library(report, header)
+    report[0].ContentSequence.append(qualitative_evaluations(probability, threshold, domain))
     evidence = [header] + [header_only(obj) for obj in (sc, pm) if obj is not None]
     if previous_sr is not None:
         if previous_sr.StudyInstanceUID != source.StudyInstanceUID:

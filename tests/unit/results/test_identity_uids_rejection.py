@@ -87,12 +87,17 @@ def test_rejection_sr_says_why_and_references_source(source, algorithm) -> None:
     assert sr.StudyInstanceUID == source.StudyInstanceUID
     assert sr.AccessionNumber == source.AccessionNumber
     root = hd.sr.ComprehensiveSR.from_dataset(sr)
-    assert root.ConceptNameCodeSequence[0].CodeValue == codes.FAILED_ANALYSES.value
+    # TID 1500 without measurements: the reason is the Qualitative Evaluations' comment
+    assert root.ConceptNameCodeSequence[0].CodeValue == "126000"
+    assert root.ContentTemplateSequence[0].TemplateIdentifier == "1500"
     items = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in root.ContentSequence}
-    assert items["Comment"].TextValue == f"Not analysed: {reason}"
-    assert items["Source"].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
-        source.SOPInstanceUID
-    )
+    (comment,) = items["Qualitative Evaluations"].ContentSequence
+    assert comment.ConceptNameCodeSequence[0].CodeValue == codes.COMMENT.value
+    assert comment.TextValue == f"Not analysed: {reason}"
+    (library_group,) = items["Image Library"].ContentSequence
+    (entry,) = library_group.ContentSequence
+    assert entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert items["Procedure reported"].ConceptCodeSequence[0].CodeValue == "43468-8"
     observer_uid = items["Device Observer UID"].UID
     assert observer_uid == algorithm.device_uid
 

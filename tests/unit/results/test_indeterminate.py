@@ -1,17 +1,18 @@
 """An image outside the model's validated domain: SR, overlay caption and the worker's verdict.
 
-The SR codes the finding Indeterminate (SCT 82334004) with the reason as a TEXT item and still
-reports the probability; the overlay says so in words. That ``dciodvfy`` accepts the SR is
-checked with the other validators in ``tests/integration/test_result_objects.py``.
+The SR codes the finding Indeterminate (SCT 82334004) with the reason as a TEXT Comment beside
+it, in the report's Qualitative Evaluations, and still reports the probability; the overlay
+says so in words. That ``dciodvfy`` and PixelMed accept the SR is checked with the other
+validators in ``tests/integration/test_result_objects.py``.
 """
 
 from __future__ import annotations
 
-import highdicom as hd
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
+from tests.harness.srread import read_report
 from tests.unit.results.builders import build
 from worker.analysis import Analysis
 from worker.results import OUTSIDE_DOMAIN, AlgorithmInfo, DomainResult, codes
@@ -20,13 +21,6 @@ from worker.results.verdict import verdict_words
 
 FAILED = DomainResult(score=41.25, threshold=17.15)
 PASSED = DomainResult(score=12.0, threshold=17.15)
-
-
-def _evaluation(sr: Dataset) -> hd.sr.QualitativeEvaluation:
-    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
-    (group,) = report.get_image_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations()
-    return evaluation
 
 
 def _code_items(sr: Dataset, meaning: str) -> list[Dataset]:
@@ -47,33 +41,30 @@ def test_indeterminate_sr_has_the_code_the_reason_and_the_probability(
     source, algorithm, heatmap, display_image
 ) -> None:
     sr = build(source, algorithm, heatmap, display_image, probability=0.8, domain=FAILED).sr
-    evaluation = _evaluation(sr)
-    assert evaluation.name == codes.COVID19
-    assert evaluation.value == codes.INDETERMINATE
-    assert (evaluation.value.value, evaluation.value.scheme_designator) == ("82334004", "SCT")
-    # The same, read with pydicom alone: the coded verdict and its TEXT reason, in the image
-    # group and in every region group (TID 1410) alike.
-    items = _code_items(sr, "COVID-19")
-    assert len(items) >= 2
-    assert len({item.ConceptCodeSequence[0].CodeValue for item in items}) == 1
-    item = items[-1]
+    report = read_report(sr)
+    assert report.verdict == "Indeterminate"
+    # The same, read with pydicom alone: one coded verdict in the tree (the report's), and its
+    # reason as the TEXT Comment beside it (TID 1500 rows 13 and 14).
+    (item,) = _code_items(sr, "COVID-19")
     concept = item.ConceptCodeSequence[0]
     assert (concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning) == (
         "82334004",
         "SCT",
         "Indeterminate",
     )
-    (reason,) = item.ContentSequence
-    assert reason.ValueType == "TEXT"
-    assert reason.RelationshipType == "HAS PROPERTIES"
-    assert reason.ConceptNameCodeSequence[0].CodeValue == codes.COMMENT.value
-    assert reason.TextValue.startswith(OUTSIDE_DOMAIN)
-    assert "41.25" in reason.TextValue and "17.15" in reason.TextValue
-    # The probability and the threshold are still reported.
-    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
-    (group,) = report.get_image_measurement_groups()
-    values = {m.name.meaning: m.value for m in group.get_measurements()}
-    assert values == {"Probability": 0.8, "Threshold Value": 0.42}
+    assert "ContentSequence" not in item
+    (reason,) = report.comments
+    assert reason.startswith(OUTSIDE_DOMAIN)
+    assert "41.25" in reason and "17.15" in reason
+    # The probability and the threshold are still reported; the regions name the verdict.
+    assert report.image_group is not None
+    assert report.numbers(report.image_group) == {
+        "Probability": (80.0, "%"),
+        "Threshold Value": (42.0, "%"),
+    }
+    for group in report.region_groups:
+        (number,) = group.get_measurements()
+        assert number.name == codes.REGION_PROBABILITY_INDETERMINATE
 
 
 @pytest.mark.parametrize(("probability", "expected"), [(0.8, codes.PRESENT), (0.1, codes.ABSENT)])
@@ -81,9 +72,9 @@ def test_a_passed_domain_check_leaves_the_finding_alone(
     source, algorithm, heatmap, display_image, probability, expected
 ) -> None:
     sr = build(source, algorithm, heatmap, display_image, probability=probability, domain=PASSED).sr
-    assert _evaluation(sr).value == expected
-    for item in _code_items(sr, "COVID-19"):
-        assert "ContentSequence" not in item  # no reason text
+    report = read_report(sr)
+    assert report.verdict == expected.meaning
+    assert report.comments == ()  # no reason text
 
 
 def test_caption_leads_with_the_verdict_in_words(algorithm: AlgorithmInfo) -> None:

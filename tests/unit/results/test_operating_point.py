@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast, get_args
+from typing import get_args
 
-import highdicom as hd
 import numpy as np
 import pytest
 import torch
@@ -23,6 +22,7 @@ from models.inference import Predictor
 from models.operating_point import CLINICAL, PAPER, POINT_NAMES, OperatingPoint
 from models.preprocessing import to_model_input
 from tests.harness.factories import wrap_pixels
+from tests.harness.srread import read_report
 from tests.unit.results.builders import build
 from worker import pipeline
 from worker.analysis import analyse_image
@@ -189,12 +189,12 @@ def test_sr_states_the_point_and_value(
     sr = build(
         source, clinical_algorithm, heatmap, display_image, probability=0.405, threshold=0.41
     ).sr
-    report = cast(hd.sr.MeasurementReport, hd.sr.Comprehensive3DSR.from_dataset(sr).content)
-    (group,) = report.get_image_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations()
-    assert evaluation.value == codes.ABSENT  # 0.405 < 0.41
+    report = read_report(sr)
+    group = report.image_group
+    assert group is not None
+    assert report.verdict == codes.ABSENT.meaning  # 0.405 < 0.41
     values = {m.name.meaning: m.value for m in group.get_measurements()}
-    assert values["Threshold Value"] == 0.41
+    assert values["Threshold Value"] == 41.0  # percent
     params = [
         item.value for item in group[0].ContentSequence.find(pydicom_codes.DCM.AlgorithmParameters)
     ]

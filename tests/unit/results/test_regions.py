@@ -5,7 +5,9 @@ from __future__ import annotations
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as pydicom_codes
 
+from tests.harness.srread import read_report
 from tests.unit.results.builders import build
 from tests.unit.results.conftest import SHAPE
 from worker.results import AlgorithmInfo, codes
@@ -14,8 +16,8 @@ from worker.results.library import image_library
 
 
 def _planar_groups(sr: Dataset) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
-    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
-    return list(report.get_planar_roi_measurement_groups())
+    """The evidence regions' groups (not the image-level group over the whole image)."""
+    return list(read_report(sr).region_groups)
 
 
 def test_one_region_around_the_hot_spot(heatmap: np.ndarray) -> None:
@@ -61,11 +63,16 @@ def test_sr_region_group_has_contour_finding_verdict_and_probability(
     assert np.allclose(region.value[0], region.value[-1])
     (image,) = [item for item in region.ContentSequence if item.ValueType == "IMAGE"]
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-    values = {m.name: m.value for m in group.get_measurements()}
-    assert values == {codes.COVID19_PROBABILITY: 0.8, codes.THRESHOLD: 0.42}
-    (evaluation,) = group.get_qualitative_evaluations()
-    assert evaluation.value == codes.PRESENT
+    # one NUM: the line a viewer writes beside the region, with the finding and the verdict
+    values = {m.name: (m.value, m.unit.value) for m in group.get_measurements()}
+    assert values == {codes.REGION_PROBABILITY_PRESENT: (80.0, "%")}
+    assert not group.get_qualitative_evaluations()  # the verdict is the report's
+    assert read_report(sr).verdict == "Present"
     assert group.tracking_identifier == "COVID-19 evidence region 1"
+    # the region names the algorithm and its version; the parameters are the image group's
+    names = [item.value for item in group[0].ContentSequence.find(pydicom_codes.DCM.AlgorithmName)]
+    assert names == ["Deep-COVID"]
+    assert not list(group[0].ContentSequence.find(pydicom_codes.DCM.AlgorithmParameters))
 
 
 def test_region_probability_names_the_finding_in_a_declared_local_scheme(
@@ -77,7 +84,7 @@ def test_region_probability_names_the_finding_in_a_declared_local_scheme(
     (group,) = _planar_groups(sr)
     first = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
     name = first.ConceptNameCodeSequence[0]
-    assert name.CodeMeaning == "COVID-19 probability"
+    assert name.CodeMeaning == "COVID-19 present, probability"
     assert name.CodingSchemeDesignator == codes.LOCAL_SCHEME
     assert len(name.CodeValue) <= 16  # SH
     assert codes.LOCAL_SCHEME.startswith("99")
@@ -86,15 +93,19 @@ def test_region_probability_names_the_finding_in_a_declared_local_scheme(
     assert scheme.CodingSchemeName and scheme.CodingSchemeResponsibleOrganization
 
 
-def test_no_evidence_the_region_is_the_image_outline(
+def test_no_evidence_no_region_but_the_image_outline(
     source: Dataset, algorithm: AlgorithmInfo, display_image
 ) -> None:
     flat = np.full(SHAPE, -0.01, dtype=np.float32)
     sr = build(source, algorithm, flat, display_image, probability=0.1).sr
-    (group,) = _planar_groups(sr)
-    points = group.roi.value
+    report = read_report(sr)
+    assert report.region_groups == ()
+    assert report.image_group is not None
+    points = report.image_group.roi.value
     assert points[:, 0].max() == SHAPE[1] and points[:, 1].max() == SHAPE[0]
-    assert group.get_qualitative_evaluations()[0].value == codes.ABSENT
+    # 9 points, not a 5-point rectangle (which OHIF would take for its own rectangle tool's)
+    assert len(points) == 9 and np.allclose(points[0], points[-1])
+    assert report.verdict == "Absent"
 
 
 def test_procedure_reported_is_from_cid_100(source, algorithm, heatmap, display_image) -> None:

@@ -7,19 +7,21 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
 
+from tests.harness.srread import read_report
 from tests.unit.results.builders import build
 from worker.results import ResultUIDs, codes
 from worker.results.library import image_library
+from worker.results.sr import percent, threshold_percent
 
 
-def _group(sr: Dataset) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
-    groups = report.get_image_measurement_groups()
-    assert len(groups) == 1
-    return groups[0]
+def _group(sr: Dataset) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """The image-level group: a TID 1410 group whose region is the whole image."""
+    group = read_report(sr).image_group
+    assert group is not None
+    return group
 
 
-def _find(group: hd.sr.MeasurementsAndQualitativeEvaluations, code: object) -> list:
+def _find(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations, code: object) -> list:
     """Items of the measurement group's container with concept name ``code``."""
     return list(group[0].ContentSequence.find(code))
 
@@ -32,9 +34,11 @@ def test_finding_follows_threshold(
     source, algorithm, heatmap, display_image, probability, expected
 ) -> None:
     sr = build(source, algorithm, heatmap, display_image, probability=probability).sr
-    (evaluation,) = _group(sr).get_qualitative_evaluations()
-    assert evaluation.name == codes.COVID19
-    assert evaluation.value == expected
+    report = read_report(sr)
+    # stated once, at the report level (TID 1500 row 12), not in the groups
+    assert report.verdict == expected.meaning
+    assert all(not g.get_qualitative_evaluations() for g in report.region_groups)
+    assert not _group(sr).get_qualitative_evaluations()
 
 
 def test_probability_threshold_and_algorithm_read_back(
@@ -43,14 +47,35 @@ def test_probability_threshold_and_algorithm_read_back(
     sr = build(source, algorithm, heatmap, display_image, probability=0.8125).sr
     group = _group(sr)
     values = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
-    assert values == {"Probability": (0.8125, "1"), "Threshold Value": (0.42, "1")}
+    assert values == {"Probability": (81.25, "%"), "Threshold Value": (42.0, "%")}
     assert group.tracking_identifier == "COVID-19 classification"
+    outline = group.roi.value  # the whole image
+    assert outline[:, 0].max() == source.Columns and outline[:, 1].max() == source.Rows
     assert group.tracking_uid
     assert group.finding_type == codes.COVID19
     assert _find(group, pydicom_codes.DCM.AlgorithmName)[0].value == "Deep-COVID"
     assert _find(group, pydicom_codes.DCM.AlgorithmVersion)[0].value == "2026.11.1"
     params = [item.value for item in _find(group, pydicom_codes.DCM.AlgorithmParameters)]
     assert params == ["occlusion_window=32", "threshold=0.42"]
+    # identified once per group: no NUM carries the algorithm again
+    for number in group.get_measurements():
+        assert not list(number[0].get("ContentSequence", []))
+
+
+@pytest.mark.parametrize(
+    ("fraction", "expected"),
+    [(0.94428575038910, 94.42), (0.29, 29.0), (0.4199, 41.99), (0.41999999, 41.99), (1.0, 100.0)],
+)
+def test_percent_cuts_to_two_decimals(fraction: float, expected: float) -> None:
+    assert percent(fraction) == expected
+
+
+def test_a_probability_below_the_threshold_never_reads_as_reaching_it() -> None:
+    for threshold in (0.42, 0.4217, 0.5, 0.3333):
+        for step in (1e-9, 1e-6, 1e-5):
+            below = threshold - step
+            assert percent(below) < threshold_percent(threshold), (below, threshold)
+            assert percent(threshold) >= threshold_percent(threshold)
 
 
 def test_device_observer_is_the_model(source, algorithm, heatmap, display_image) -> None:
@@ -67,7 +92,8 @@ def test_device_observer_is_the_model(source, algorithm, heatmap, display_image)
 def test_references_source_sc_and_map(source, algorithm, heatmap, display_image) -> None:
     results = build(source, algorithm, heatmap, display_image)
     group = _group(results.sr)
-    assert [i.referenced_sop_instance_uid for i in group.source_images] == [source.SOPInstanceUID]
+    (image,) = [item for item in group.roi.ContentSequence if item.ValueType == "IMAGE"]
+    assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     illustrations = {
         item.name.value: item.referenced_sop_instance_uid
         for item in _find(group, codes.BEST_ILLUSTRATION) + _find(group, codes.ILLUSTRATION)
