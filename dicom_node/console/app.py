@@ -1,9 +1,10 @@
 """The operator console assembled: its routers behind Starlette's authentication.
 
 Pages: dashboard (``/``), jobs (``/jobs``), one job (``/jobs/{id}``, with its overlay as PNG and
-its SR as a table), models (``/models``, activation behind a confirmation page) and settings
-(``/settings``). The dashboard and the job page refresh themselves: a little script fetches
-``/live/...`` fragments every few seconds. Every page needs a login; actions and activation need
+its SR as a table), studies (``/studies``, one study with its study-level results), models
+(``/models``, activation behind a confirmation page) and settings (``/settings``). The dashboard
+and the job page refresh themselves: a little script fetches ``/live/...`` fragments every few
+seconds. Every page needs a login; actions and activation need
 the ``admin`` scope, a POST with the session's CSRF token, and are audited (:mod:`.access`).
 
 One router per resource (:mod:`.routes`), built on one :class:`.context.ConsoleContext`; the
@@ -22,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from dicom_node.console.access import SessionBackend
 from dicom_node.console.context import ConsoleContext
-from dicom_node.console.routes import auth, jobs, models, pages
+from dicom_node.console.routes import auth, jobs, models, pages, studies
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -34,7 +35,13 @@ def console_routes(ctx: ConsoleContext) -> list[BaseRoute]:
     ``/static`` is served without a session look-up; everything else goes through
     :class:`~starlette.middleware.authentication.AuthenticationMiddleware`.
     """
-    routers = [*auth.routes(ctx), *pages.routes(ctx), *jobs.routes(ctx), *models.routes(ctx)]
+    routers = [
+        *auth.routes(ctx),
+        *pages.routes(ctx),
+        *jobs.routes(ctx),
+        *studies.routes(ctx),
+        *models.routes(ctx),
+    ]
     return [
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
         Mount(

@@ -77,16 +77,24 @@ FINDING_CODES: Mapping[str, Code] = {
 }
 
 
-def reference(image: ImageResult, identity: Dataset) -> Dataset:
-    """The image as the documents reference it: its UIDs (from the job store) and size,
-    with the study's identity, so that a reference needs no file the retention may have purged."""
+def reference(image: ImageResult, identity: Dataset, header: Dataset | None = None) -> Dataset:
+    """The image as the documents reference it: its UIDs (from the job store), its modality and
+    size (from its ``header`` when still readable, else as the job recorded them), with the
+    study's identity; so a reference needs no file the retention may have purged."""
     ds = Dataset()
     ds.SOPClassUID = image.sop_class_uid
     ds.SOPInstanceUID = image.sop_instance_uid
     ds.SeriesInstanceUID = image.series_instance_uid
-    ds.Modality = image.modality or "OT"  # not recorded when the file could not be read
-    if image.rows and image.columns:
-        ds.Rows, ds.Columns = image.rows, image.columns
+    modality = header.get("Modality") if header is not None else None
+    ds.Modality = modality or image.modality or "OT"  # not recorded when unreadable
+    rows = header.get("Rows") if header is not None else None
+    columns = header.get("Columns") if header is not None else None
+    rows, columns = rows or image.rows, columns or image.columns
+    if rows and columns:
+        ds.Rows, ds.Columns = int(rows), int(columns)
+    frames = header.get("NumberOfFrames") if header is not None else None
+    if frames:
+        ds.NumberOfFrames = frames
     copy_identity(identity, ds)
     return ds
 
@@ -147,7 +155,9 @@ def _image_group(
                 uid=tracking, identifier=_tracking_identifier(number)
             ),
             finding_type=codes.COVID19,
-            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ref)],
+            source_images=[  # by its UIDs: an unreadable file may have no size on record
+                hd.sr.SourceImageForMeasurementGroup(ref.SOPClassUID, ref.SOPInstanceUID)
+            ],
         )
         verb = "Not analysed" if image.finding == REJECTED else "Analysis failed"
         group[0].ContentSequence.append(
@@ -221,7 +231,9 @@ def build_study_sr(
     """
     if not images:
         raise ValueError("a study result needs at least one image")
-    refs = {image.sop_instance_uid: reference(image, identity) for image in images}
+    refs = {
+        i.sop_instance_uid: reference(i, identity, headers.get(i.sop_instance_uid)) for i in images
+    }
     groups = [
         _image_group(image, number, refs[image.sop_instance_uid], algorithm, sop_instance_uid)
         for number, image in enumerate(images, start=1)
@@ -272,11 +284,13 @@ def build_study_kos(
     series_instance_uid: str,
     sop_instance_uid: str,
     instance_number: int = 1,
+    header: Dataset | None = None,
 ) -> hd.ko.KeyObjectSelectionDocument:
-    """The Key Object Selection naming the image that drove ``finding`` (which must have one)."""
+    """The Key Object Selection naming the image that drove ``finding`` (which must have one);
+    ``header``: that image's header, when still readable."""
     if finding.driver is None:
         raise ValueError("no image drove the finding: there is no key image to name")
-    driver = reference(finding.driver, identity)
+    driver = reference(finding.driver, identity, header)
     probability = (
         f", probability {finding.probability:.3f}" if finding.probability is not None else ""
     )

@@ -181,6 +181,7 @@ def _build_and_queue(
             series_instance_uid=uids.kos_series,
             sop_instance_uid=uids.kos_instance,
             instance_number=claim.sequence,
+            header=headers.get(finding.driver.sop_instance_uid),
         )
         objects.append(("study_kos", kos))
     written = [_write(kind, ds, settings) for kind, ds in objects]
