@@ -17,6 +17,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +40,8 @@ class Received:
 
     accepted: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)
+    """Wall-clock time (``time.time()``) of each accepted message."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -157,6 +160,7 @@ class MllpReceiver:
         with self.received.lock:
             if code == "AA":
                 self.received.accepted.append(message)
+                self.received.accepted_at.append(time.time())
             self.received.answers.append(answer)
         return answer
 
@@ -279,6 +283,7 @@ class FhirReceiver:
             return 400, _outcome("invalid", problem)
         with self.received.lock:
             self.received.accepted.append(body.decode("utf-8"))
+            self.received.accepted_at.append(time.time())
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         entries = [
             {"response": {"status": "201 Created", "lastModified": now}} for _ in data["entry"]
