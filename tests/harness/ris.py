@@ -84,7 +84,9 @@ class MllpReceiver:
     """An MLLP listener answering AA for a valid ORU^R01 and AE (with the reason) otherwise.
 
     ``answer``: force this code (``"AE"``/``"AR"``) for every message; ``silent``: accept the
-    connection and never answer (a hung RIS); ``tls``: a server context (MLLP inside TLS).
+    connection and never answer (a hung RIS); ``lose_answers``: take (and keep) that many
+    messages, then close the connection instead of answering (the ACK lost on the way);
+    ``tls``: a server context (MLLP inside TLS).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class MllpReceiver:
         self.answer = answer
         self.tls = tls
         self.silent = False
+        self.lose_answers = 0
         self.received = Received()
         self._server: socketserver.ThreadingTCPServer | None = None
 
@@ -135,7 +138,13 @@ class MllpReceiver:
                         del data[: end + len(END)]
                         if receiver.silent:
                             continue
-                        conn.sendall(START + receiver._answer(message).encode() + END)
+                        answer = receiver._answer(message)
+                        with receiver.received.lock:
+                            lose = receiver.lose_answers > 0
+                            receiver.lose_answers -= lose
+                        if lose:
+                            return  # taken, but the ACK never reaches the sender
+                        conn.sendall(START + answer.encode() + END)
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
@@ -183,7 +192,8 @@ class FhirReceiver:
     """A FHIR endpoint taking transaction Bundles at ``/fhir``.
 
     ``status``: force this HTTP status for every POST; ``token``: the bearer token it requires;
-    ``tls``: a server context (HTTPS).
+    ``lose_answers``: take (and keep) that many Bundles, then close the connection instead of
+    answering; ``tls``: a server context (HTTPS).
     """
 
     def __init__(
@@ -199,6 +209,7 @@ class FhirReceiver:
         self.token = token
         self.tls = tls
         self.fhir_version = "4.0.1"
+        self.lose_answers = 0
         """What ``GET /fhir/metadata`` states."""
         self.received = Received()
         self.headers: list[dict[str, str]] = []
@@ -248,6 +259,12 @@ class FhirReceiver:
                 with receiver.received.lock:
                     receiver.headers.append(dict(self.headers.items()))
                 status, answer = receiver._answer(self.path, dict(self.headers.items()), body)
+                with receiver.received.lock:
+                    lose = receiver.lose_answers > 0
+                    receiver.lose_answers -= lose
+                if lose:
+                    self.close_connection = True  # taken, but the answer never reaches the sender
+                    return
                 self._reply(status, answer)
 
             def log_message(self, *args: object) -> None:

@@ -328,6 +328,33 @@ def test_doctor_reaches_each_ris_without_sending_a_report(tmp_path: Path) -> Non
         fhir.stop()
 
 
+def test_a_lost_answer_resends_the_same_message_the_receiver_can_recognise(
+    receivers: tuple[MllpReceiver, FhirReceiver], store: JobStore, tmp_path: Path
+) -> None:
+    """The one duplicate the outbox cannot prevent: the RIS took the message, its answer was
+    lost. The resend carries the same MSH-10 and the same conditional FHIR requests."""
+    hl7, fhir = receivers
+    hl7.lose_answers = fhir.lose_answers = 1
+    settings = Settings(
+        data_dir=tmp_path / "data", destination=f"{hl7.url},{fhir.url}", delivery_backoff_s=0.01
+    )
+    job = _study_result(store, tmp_path)
+    assert queue_notifications(store, OUTCOME, settings) == 2
+    outbox = Outbox(store)
+    assert delivery.deliver_due(outbox, settings) == 0
+    assert {r.delivery_state for r in _ris_rows(outbox, job)} == {"pending"}
+    time.sleep(0.1)
+    assert delivery.deliver_due(outbox, settings) == 2
+    assert [r.attempts for r in _ris_rows(outbox, job)] == [2, 2]
+    first, second = hl7.received.accepted
+    assert first == second  # the same MSH-10: a receiver drops the duplicate by it
+    assert parse_message(first).msh.msh_10.to_er7() == control_id(OUTCOME)
+    assert fhir.received.accepted[0] == fhir.received.accepted[1]
+    requests = [e["request"] for e in json.loads(fhir.received.accepted[0])["entry"]]
+    assert [r["method"] for r in requests] == ["POST", "PUT", "PUT"]
+    assert "ifNoneExist" in requests[0]  # the Patient: created only if none has the identifier
+
+
 def test_no_ris_configured_writes_and_queues_nothing(store: JobStore, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", destination="PACS@127.0.0.1:104")
     job = _study_result(store, tmp_path)
