@@ -158,8 +158,14 @@ def _train_fold(
     run_dir: Path,
     log: Log,
     progress: bool,
+    features: torch.Tensor | None = None,
 ) -> FoldResult:
-    """Train on the other folds (selecting on an inner part), score the held-out fold."""
+    """Train on the other folds (selecting on an inner part), score the held-out fold.
+
+    ``features``: the frozen backbone's output for every image of ``data`` (a head-only recipe
+    without augmentation), computed once for all folds instead of once per fold.
+    """
+    from models.architectures import split_at_head
     from models.registry import round_to_dtype
     from training.trainer import train
 
@@ -168,15 +174,27 @@ def _train_fold(
     fit, inner = inner_split(rows, training, plan.inner_parts, seed=plan.fold_seed)
     cfg = dataclasses.replace(plan.config, seed=seed)
     t0 = time.perf_counter()
+    given = None if features is None else (features[fit], features[inner])
     result = train(
-        cfg, _subset(data, fit), _subset(data, inner), run_dir, progress=progress, log=log
+        cfg,
+        _subset(data, fit),
+        _subset(data, inner),
+        run_dir,
+        progress=progress,
+        log=log,
+        backbone_outputs=given,
     )
     round_to_dtype(result.model, cfg.weights_dtype)  # scored as it would be stored
     t1 = time.perf_counter()
     device = setup_device(cfg.device, cfg.threads)  # IEEE fp32, as serving
     spec = cfg.preprocess_spec()
     held_data = _subset(data, held)
-    probs = probabilities(predict_logits(result.model.to(device), held_data.gray, spec, device))
+    if features is not None and cfg.weights_dtype == "float32":  # the stored backbone, exactly
+        head = split_at_head(result.model.eval(), cfg.arch)[1]
+        with torch.inference_mode():
+            probs = probabilities(head(features[held]).float())
+    else:
+        probs = probabilities(predict_logits(result.model.to(device), held_data.gray, spec, device))
     nema = nema_probability(result.model, plan.nema_image, cfg, device)
     t2 = time.perf_counter()
     version = None
@@ -253,6 +271,25 @@ def _keep(
     return save_version(plan.keep_models, result.model, card, extra_files=extra)
 
 
+def _frozen_features(cfg: TrainConfig, data: SplitData, log: Log) -> torch.Tensor | None:
+    """The frozen backbone's output for every film, once, when the recipe trains only the head
+    on unaugmented images of pretrained weights (a random backbone would differ per seed)."""
+    from models.architectures import build_model
+    from training.trainer import FrozenBackbone
+
+    if not FrozenBackbone.applies(cfg) or cfg.init == "none":
+        return None
+    t0 = time.perf_counter()
+    device = setup_device(cfg.device, cfg.threads)
+    model = build_model(cfg.arch, init=cfg.init).to(device)
+    out = FrozenBackbone.outputs(model, cfg, cfg.preprocess_spec(), device, data)
+    log(
+        f"frozen backbone: outputs of {len(data)} films computed once "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    return out.cpu()
+
+
 def _fold_file(out_dir: Path, fold: int, seed: int) -> Path:
     return out_dir / FOLDS_DIR / f"fold{fold}-seed{seed}.json"
 
@@ -297,6 +334,7 @@ def run_cv(
     log(f"loaded {len(data)} images in {load_seconds:.1f} s")
     if plan.config.threads:
         torch.set_num_threads(plan.config.threads)
+    features = _frozen_features(plan.config, data, log)
     results: list[FoldResult] = []
     for seed in plan.seeds:
         for fold in range(plan.folds):
@@ -308,7 +346,9 @@ def run_cv(
             if done is None:
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: training")
                 run_dir = out_dir / "runs" / f"fold{fold}-seed{seed}"
-                done = _train_fold(plan, manifest, data, folds, fold, seed, run_dir, log, progress)
+                done = _train_fold(
+                    plan, manifest, data, folds, fold, seed, run_dir, log, progress, features
+                )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 payload = json_safe({**done.to_dict(), "plan_key": key})
                 atomic_write(path, (json.dumps(payload) + "\n").encode(), mode=RESULT_MODE)

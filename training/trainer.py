@@ -286,7 +286,7 @@ def _epoch_inputs(
 
 
 @dataclass
-class _Frozen:
+class FrozenBackbone:
     """A frozen backbone's outputs, computed once: the head trains on these instead of images.
 
     Used when only the head trains and nothing is augmented (``--finetune last --augment
@@ -313,18 +313,28 @@ class _Frozen:
         spec: PreprocessSpec,
         device: torch.device,
         splits: tuple[SplitData, SplitData],
-    ) -> _Frozen:
-        backbone, head = split_at_head(model, cfg.arch)
-        model.eval()
-        outs = []
-        with torch.inference_mode():
-            for data in splits:
-                parts = [
-                    backbone(normalise(data.gray[i : i + cfg.eval_batch_size].to(device), spec))
-                    for i in range(0, len(data), cfg.eval_batch_size)
-                ]
-                outs.append(torch.cat(parts).clone())
+    ) -> FrozenBackbone:
+        head = split_at_head(model, cfg.arch)[1]
+        outs = [cls.outputs(model, cfg, spec, device, data) for data in splits]
         return cls(head=head, train=outs[0], val=outs[1])
+
+    @staticmethod
+    def outputs(
+        model: nn.Module,
+        cfg: TrainConfig,
+        spec: PreprocessSpec,
+        device: torch.device,
+        data: SplitData,
+    ) -> torch.Tensor:
+        """The frozen backbone's output for every image of ``data``."""
+        backbone = split_at_head(model, cfg.arch)[0]
+        model.eval()
+        with torch.inference_mode():
+            parts = [
+                backbone(normalise(data.gray[i : i + cfg.eval_batch_size].to(device), spec))
+                for i in range(0, len(data), cfg.eval_batch_size)
+            ]
+        return torch.cat(parts).clone()
 
     def validate(self, model: nn.Module, val: SplitData) -> Validation:
         model.eval()
@@ -363,7 +373,7 @@ def _run_epoch(
     progress: bool,
     inputs: _EpochInputs | None = None,
     adversary: SourceAdversary | None = None,
-    frozen: _Frozen | None = None,
+    frozen: FrozenBackbone | None = None,
 ) -> tuple[float, float]:
     """One epoch of optimisation; returns the mean training loss and adversary loss (or NaN)."""
     if inputs is None:
@@ -432,8 +442,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     log: Log = print,
+    backbone_outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train per ``cfg``; checkpoints go to ``run_dir``. ``resume`` continues from ``last.pt``."""
+    """Train per ``cfg``; checkpoints go to ``run_dir``. ``resume`` continues from ``last.pt``.
+
+    ``backbone_outputs`` (train, val) are the frozen backbone's outputs of the two splits when
+    the caller has them already (cross-validation computes them once for every fold); they are
+    used only when :meth:`FrozenBackbone.applies` to ``cfg``.
+    """
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -482,9 +498,14 @@ def train(
     train_data = train_data.to(device)
     inputs = _epoch_inputs(train_data, cfg, adversary)
     frozen = None
-    if _Frozen.applies(cfg):
+    if FrozenBackbone.applies(cfg) and backbone_outputs is not None:
+        head = split_at_head(model, cfg.arch)[1]
+        frozen = FrozenBackbone(
+            head, backbone_outputs[0].to(device), backbone_outputs[1].to(device)
+        )
+    elif FrozenBackbone.applies(cfg):
         t0 = time.perf_counter()
-        frozen = _Frozen.compute(model, cfg, spec, device, (train_data, val_data))
+        frozen = FrozenBackbone.compute(model, cfg, spec, device, (train_data, val_data))
         log(
             f"frozen backbone, no augmentation: its outputs for {len(train_data)} + "
             f"{len(val_data)} images computed once ({time.perf_counter() - t0:.1f} s); "

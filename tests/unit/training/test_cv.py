@@ -196,3 +196,35 @@ def test_a_run_split_over_calls_by_only_folds(crossval: dict[str, Any]) -> None:
     second = json.loads((out / "cv.json").read_text())
     assert second["complete"] and [f["fold"] for f in second["per_fold"]] == [0, 1]
     assert second["per_fold"][0] == first["per_fold"][0]  # fold 0 reused, not retrained
+
+
+def test_a_head_only_recipe_runs_its_backbone_once_and_scores_as_the_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--finetune last --augment none``: the backbone's outputs are computed once for every
+    fold, and the out-of-fold probabilities equal those of running the whole network."""
+    import torch
+
+    from models.architectures import build_model
+    from training import trainer
+
+    manifest = _subset(tmp_path / "manifest.csv")
+    weights = tmp_path / "pretrained.pt"  # stands in for ImageNet weights: fixed, not seeded
+    torch.save(build_model("resnet18").state_dict(), weights)
+    recipe = [*RECIPE, "--finetune", "last", "--lr", "0.01", "--init", str(weights)]
+    recipe[recipe.index("squeezenet1_1")] = "resnet18"
+
+    def run(out: Path) -> np.ndarray:
+        argv = ["cv", "--manifest", str(manifest), "--out-dir", str(out), *recipe, "--folds", "2"]
+        assert training_main(argv) == 0
+        with (out / "oof.csv").open(newline="") as handle:
+            return np.array([float(r["probability"]) for r in csv.DictReader(handle)])
+
+    cached = run(tmp_path / "cached")
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("computed once") == 1
+    monkeypatch.setattr(trainer.FrozenBackbone, "applies", staticmethod(lambda cfg: False))
+    full = run(tmp_path / "full")
+    said = capsys.readouterr()
+    assert "computed once" not in said.out + said.err
+    np.testing.assert_allclose(cached, full, atol=1e-5)

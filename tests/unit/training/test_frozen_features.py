@@ -68,7 +68,7 @@ def test_frozen_training_equals_full_forward(
         _config(), train_data, val_data, tmp_path / "a", progress=False, log=logs.append
     )
     assert any("computed once" in line for line in logs)
-    monkeypatch.setattr(trainer._Frozen, "applies", staticmethod(lambda cfg: False))
+    monkeypatch.setattr(trainer.FrozenBackbone, "applies", staticmethod(lambda cfg: False))
     full = trainer.train(_config(), train_data, val_data, tmp_path / "b", progress=False, log=print)
     for a, b in zip(cached.history, full.history, strict=True):
         assert a.train_loss == pytest.approx(b.train_loss, abs=1e-5)
@@ -88,4 +88,4 @@ def test_frozen_training_equals_full_forward(
 def test_cache_only_without_augmentation_and_with_a_frozen_backbone(
     kw: dict[str, object], applies: bool
 ) -> None:
-    assert trainer._Frozen.applies(_config(**kw)) is applies
+    assert trainer.FrozenBackbone.applies(_config(**kw)) is applies
