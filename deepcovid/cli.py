@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "deepcovid.commands.service",  # serve, node, worker
     "deepcovid.commands.send",  # send
     "deepcovid.commands.jobs",  # jobs list/show/reanalyse/resend/retry-failed
+    "deepcovid.commands.studies",  # studies list/show (study-level results)
     "deepcovid.commands.users",  # users add/list/remove (operator console accounts)
     "deepcovid.commands.tokens",  # tokens add/list/remove (DICOMweb senders)
     "deepcovid.commands.db",  # db upgrade

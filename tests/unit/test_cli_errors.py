@@ -64,6 +64,8 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
         ],
         "jobs list": [Case(["jobs", "list"], "no job store yet", 1)],
         "jobs show": [Case(["jobs", "show", "1.2.3"], "deepcovid db upgrade", 1)],
+        "studies list": [Case(["studies", "list"], "no job store yet", 1)],
+        "studies show": [Case(["studies", "show", "1.2.3"], "deepcovid db upgrade", 1)],
         "db upgrade": [
             Case(
                 ["db", "upgrade"],
