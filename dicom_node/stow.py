@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -43,6 +44,8 @@ from dicom_node.intake import Intake, IntakeResult, Status
 log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
+PARALLEL_PARTS = 4
+"""Parts of one request taken at once (bench_intake: the disk's fsync waits overlap)."""
 STUDY_INSTANCE_UID = Tag(0x0020, 0x000D)
 _PARAM_RE = re.compile(r';\s*([A-Za-z0-9_.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
@@ -224,6 +227,7 @@ class StowService:
         self.enqueue = enqueue
         self.max_bytes = max_bytes
         self.recorder = recorder
+        self._pool = ThreadPoolExecutor(max_workers=PARALLEL_PARTS, thread_name_prefix="stow")
 
     def routes(self) -> list[BaseRoute]:
         """``/dicom-web/studies`` and ``/dicom-web/studies/{study}`` (POST)."""
@@ -294,7 +298,13 @@ class StowService:
         return b"".join(chunks)
 
     def _take(self, parts: list[Part], sender: str, study: str | None) -> list[Outcome]:
-        return [receive_part(self.intake, part.data, sender, study) for part in parts]
+        """Each part through the intake, several at once: hashing and fsync release the GIL,
+        so one part's disk wait overlaps another's checks (the answer keeps the parts' order)."""
+        if len(parts) == 1:
+            return [receive_part(self.intake, parts[0].data, sender, study)]
+        return list(
+            self._pool.map(lambda part: receive_part(self.intake, part.data, sender, study), parts)
+        )
 
     def _audit(self, request: Request, sender: str, outcomes: list[Outcome]) -> None:
         recorder = self.recorder or audit.current()
