@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.redact import redact_url
-from common.settings import Settings
+from common.settings import DestinationSettings, Settings
 
 Level = Literal["ok", "warn", "fail"]
 DOCTOR_AE = "DOCTOR"
@@ -305,24 +305,75 @@ def check_tls(settings: Settings) -> Finding | None:
 
 
 def check_destination(settings: Settings) -> Finding:
-    """The results destination answers C-ECHO, over a verified TLS handshake when configured."""
-    from dicom_client.echo import echo, tls_handshake
-    from dicom_client.scu import Destination
+    """Each DICOM destination answers: C-ECHO (over a verified TLS handshake when configured)
+    for ``AE@host:port``, a QIDO-RS query for a DICOMweb URL (RIS types: :func:`check_ris`)."""
+    from worker.destinations.base import type_for
 
-    if not settings.delivery.destination:
+    targets = settings.delivery.targets()
+    if not targets:
         return Finding(
             "destination", "ok", f"none configured: results are kept in {settings.storage.results}"
         )
+    details = []
+    for target in targets:
+        try:
+            kind = type_for(target.url).type_name
+        except ValueError as exc:
+            return Finding(
+                "destination",
+                "fail",
+                str(exc),
+                "set DEEPCOVID_DESTINATION=AE@host:port or https://host/dicom-web",
+            )
+        if kind == "dimse":
+            found = _check_dimse(target, settings)
+        elif kind == "stowrs":
+            found = _check_stowrs(target, settings)
+        else:
+            continue  # a RIS: check_ris
+        if found.failed:
+            return found
+        details.append(found.detail)
+    return Finding("destination", "ok", "; ".join(details) or "only RIS destinations")
+
+
+def _check_stowrs(target: DestinationSettings, settings: Settings) -> Finding:
+    """A DICOMweb destination answers a QIDO-RS study query (with its TLS and credentials)."""
+    from worker.destinations.stowrs import StowRsDestination
+
     try:
-        destination = Destination.parse(settings.delivery.destination)
+        destination = StowRsDestination.parse(target, settings)
+        destination.probe()
+    except Exception as exc:  # any failure is the finding: connection, TLS, HTTP, a secret file
+        return Finding(
+            "destination",
+            "fail",
+            f"{target.url}: QIDO-RS failed: {type(exc).__name__}: {exc}"[:300],
+            "check the URL, that the server runs with DICOMweb, its certificate against the "
+            "destination's ca (or DEEPCOVID_TLS_CA) and the token or password file",
+        )
+    return Finding("destination", "ok", f"{target.url} answers QIDO-RS")
+
+
+def _check_dimse(target: DestinationSettings, settings: Settings) -> Finding:
+    """A DIMSE destination answers C-ECHO, over a verified TLS handshake when configured."""
+    from common import tls
+    from dicom_client.echo import echo, tls_handshake
+    from dicom_client.scu import Destination
+
+    try:
+        destination = Destination.parse(target.url)
     except ValueError as exc:
         return Finding("destination", "fail", str(exc), "set DEEPCOVID_DESTINATION=AE@host:port")
     context = None
-    if settings.delivery.destination_tls:
+    use_tls = settings.delivery.destination_tls if target.tls is None else target.tls
+    if use_tls:
         import ssl
 
         try:
-            context = settings.tls.client_context()
+            context = tls.client_context(
+                cert=settings.tls.cert, key=settings.tls.key, ca=target.ca or settings.tls.ca
+            )
         except (OSError, ssl.SSLError) as exc:
             return Finding(
                 "destination",

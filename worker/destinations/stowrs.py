@@ -170,6 +170,11 @@ class StowRsDestination(Destination):
                 found.update(str(v) for v in values if str(v) in wanted)
         return found
 
+    def probe(self) -> None:
+        """Ask QIDO-RS for one study (``deepcovid doctor``); raises when the server cannot be
+        reached, its certificate does not verify or it refuses the credentials."""
+        self._client().search_for_studies(limit=1)
+
     @property
     def peer(self) -> tuple[str, str]:
         """The base URL and its host."""
