@@ -47,6 +47,7 @@ from store.outbox import NewResult, Outbox
 from tests.harness.factories import DICOM_DIR
 from tests.harness.net import wait_for
 from worker import delivery
+from worker.destinations import dimse
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = etree.RelaxNG(etree.parse(str(REPO / "docs" / "schemas" / "dicom-audit-message.rng")))
@@ -375,7 +376,7 @@ def test_delivered_results_are_audited_per_study(
         destination="PACS1@127.0.0.1:104",
         delivery_verify=False,
     )
-    monkeypatch.setattr(delivery, "Sender", FakeSender)
+    monkeypatch.setattr(dimse, "Sender", FakeSender)
     assert delivery.deliver_due(outbox, settings) == 3
     assert store.get(job).state == "delivered"  # type: ignore[union-attr]
     assert audit.current().flush()
