@@ -9,6 +9,7 @@ its job), a detail and, when not ok, the fix:
   since every service start migrates; unreachable: a failure);
 - **broker**: accepts a connection (the embedded one is created on first start);
 - **model**: the active version loads and its weights match the card's sha256;
+- **view check**: the pixel view check loads and its weights match its card (off: a warning);
 - **spool**: its disk has more free space than ``min_free_space_mb`` and it is writable;
 - **tls**: the listener's certificate and key load (when ``tls_cert`` is set);
 - **destination**: answers C-ECHO (after a verified TLS handshake when ``destination_tls``);
@@ -257,6 +258,31 @@ def check_model(settings: Settings) -> Finding:
     return Finding("model", "ok", loads)
 
 
+def check_view_check(settings: Settings) -> Finding:
+    """The pixel view check (setting ``model.view_check``) loads, its weights matching its card."""
+    if not settings.model.view_check:
+        return Finding(
+            "view check",
+            "warn",
+            "off (model.view_check false): a lateral or CT image whose header does not say so "
+            "reaches the classifier",
+            "set model.view_check true",
+        )
+    from models.viewcheck import FOLDER, load_view_check
+
+    try:
+        check = load_view_check()
+    except (OSError, ValueError, RuntimeError) as exc:
+        return Finding(
+            "view check",
+            "fail",
+            f"the view check cannot be used: {exc}",
+            f"reinstall the package (its files are in {FOLDER}), or set model.view_check false",
+        )
+    sha = str(check.card.get("weights_sha256", ""))[:12]
+    return Finding("view check", "ok", f"{check.version} loads; weights match sha256 {sha}")
+
+
 def _existing_ancestor(path: Path) -> Path:
     path = path.expanduser().absolute()
     while not path.exists() and path != path.parent:
@@ -459,6 +485,7 @@ def run_checks(settings: Settings) -> list[Finding]:
         check_job_store,
         check_broker,
         check_model,
+        check_view_check,
         check_spool,
         check_tls,
         check_destination,

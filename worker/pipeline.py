@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from models.inference import Predictor
     from worker.analysis import Analysis
+    from worker.view import ViewVerdict
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +117,7 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     verdict = gate.check(ds)
     if not verdict.ok:
         reason = verdict.reason or "not analysable"
-        if not store.set_state(
-            job_id,
-            JobState.REJECTED,
-            f"not analysed: {reason}",
-            expect=[JobState.ANALYSING],
-            reason=reason,
-        ):
-            return _superseded(job_id)
-        log.info("job %s (%s): rejected by the input gate: %s", job_id, uid, reason)
-        if settings.delivery.send_rejection_sr:
-            _send_rejection_sr(job_id, ds, reason, store, settings)
-        return JobState.REJECTED
+        return _reject(job_id, ds, reason, f"not analysed: {reason}", store, settings)
 
     from models.dicom_pixels import dicom_to_array
     from worker.analysis import active_predictor, analyse_image
@@ -136,6 +126,16 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
         image = dicom_to_array(ds)
     except Exception as exc:
         raise JobFailed(f"pixel data cannot be converted: {type(exc).__name__}: {exc}") from exc
+    view_version = None
+    if settings.model.view_check:  # the pixels decide the view (worker/view.py)
+        view = _check_view(ds, image)
+        view_version = view.version
+        if not view.ok:
+            message = f"not analysed: {view.reason}; {view.note}"
+            reason = str(view.reason)
+            return _reject(job_id, ds, reason, message, store, settings, view_version)
+        if not store.set_state(job_id, JobState.ANALYSING, view.note, expect=[JobState.ANALYSING]):
+            return _superseded(job_id)
     predictor = active_predictor(settings)
     result = analyse_image(image, predictor, settings)
     finding = result.finding  # indeterminate when the image failed the model's domain check
@@ -159,7 +159,9 @@ def _analyse(job_id: int, store: JobStore, settings: Settings) -> str:
     outbox = Outbox(store)
     # Same source content + same model version = same result UIDs: nothing new is created.
     uids = ResultUIDs.derive(str(ds.SOPInstanceUID), f"{result.model_version}/{job.sha256}")
-    paths = _build_and_write(job_id, ds, image, result, predictor, uids, outbox, settings)
+    paths = _build_and_write(
+        job_id, ds, image, result, predictor, uids, outbox, settings, view_version
+    )
     from worker.delivery import queue
 
     new = queue(outbox, job_id, paths, model_version=result.model_version, settings=settings)
@@ -191,10 +193,12 @@ def _build_and_write(
     uids: ResultUIDs,
     outbox: Outbox,
     settings: Settings,
+    view_version: str | None = None,
 ) -> list[NewResult]:
     """Build SR, SC, PM (setting ``parametric_map``) and GSPS (UIDs derived from source + model
-    version) and write them."""
+    version) and write them; ``view_version``: the view check the image passed (None: off)."""
     from worker.results import AlgorithmInfo, build_results
+    from worker.results.algorithm import VIEW_CHECK
     from worker.results.pmap import wants_parametric_map
 
     algorithm = AlgorithmInfo.from_card(
@@ -207,6 +211,7 @@ def _build_and_write(
             "occlusion_stride": settings.model.occlusion_stride,
             "occlusion_fill": settings.model.occlusion_fill,
             **({"heatmap_members": n} if (n := result.heatmap_members) is not None else {}),
+            **({VIEW_CHECK: view_version} if view_version else {}),
         },
     )
     previous = outbox.previous_sr(job_id, result.model_version)
@@ -269,19 +274,60 @@ def _write(kind: str, obj: Dataset, settings: Settings) -> NewResult:
     )
 
 
+def _check_view(ds: Dataset, image: np.ndarray) -> ViewVerdict:
+    """The view check's verdict; a check that cannot load fails the job (no image unchecked)."""
+    from worker.view import check
+
+    try:
+        return check(ds, image)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise JobFailed(f"view check unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+def _reject(
+    job_id: int,
+    ds: Dataset,
+    reason: str,
+    message: str,
+    store: JobStore,
+    settings: Settings,
+    view_version: str | None = None,
+) -> str:
+    """End the job ``rejected`` with ``reason`` (``message`` on its timeline), and send the
+    rejection SR when set to; ``view_version``: the view check that rejected it."""
+    if not store.set_state(
+        job_id, JobState.REJECTED, message, expect=[JobState.ANALYSING], reason=reason
+    ):
+        return _superseded(job_id)
+    log.info("job %s (%s): rejected: %s", job_id, ds.get("SOPInstanceUID", "?"), reason)
+    if settings.delivery.send_rejection_sr:
+        _send_rejection_sr(job_id, ds, reason, store, settings, view_version)
+    return JobState.REJECTED
+
+
 def _send_rejection_sr(
-    job_id: int, ds: Dataset, reason: str, store: JobStore, settings: Settings
+    job_id: int,
+    ds: Dataset,
+    reason: str,
+    store: JobStore,
+    settings: Settings,
+    view_version: str | None = None,
 ) -> None:
     """Put a "not analysed: reason" SR in the outbox (setting ``send_rejection_sr``)."""
     from pydicom.uid import generate_uid
 
     from worker.results import AlgorithmInfo, build_rejection_sr
+    from worker.results.algorithm import VIEW_CHECK
 
     try:
         from worker.analysis import active_predictor
 
         predictor = active_predictor(settings)
-        algorithm = AlgorithmInfo.from_card(predictor.card, version=str(predictor.version))
+        algorithm = AlgorithmInfo.from_card(
+            predictor.card,
+            version=str(predictor.version),
+            parameters={VIEW_CHECK: view_version} if view_version else None,
+        )
         version = str(predictor.version)
     except Exception as exc:
         log.warning("job %s: no model for the rejection SR's device identity: %s", job_id, exc)

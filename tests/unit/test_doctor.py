@@ -161,3 +161,11 @@ def test_the_command_exits_1_when_a_check_fails(
     assert main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  destination" in out and "1 check(s) failed: destination" in out
+
+
+def test_view_check_loads_when_on_and_warns_when_off(settings: Settings) -> None:
+    from deepcovid.doctor import check_view_check
+
+    assert check_view_check(changed(settings, view_check=False)).level == "warn"
+    found = check_view_check(changed(settings, view_check=True))
+    assert found.level == "ok" and "loads; weights match sha256" in found.detail, found

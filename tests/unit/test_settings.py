@@ -56,6 +56,7 @@ OLD_NAMES = {
     "occlusion_stride": "model.occlusion_stride",
     "occlusion_fill": "model.occlusion_fill",
     "heatmap_members": "model.heatmap_members",
+    "view_check": "model.view_check",
     "threshold_policy": "model.threshold_policy",
     "worker_concurrency": "worker.concurrency",
     "analysis_lease_s": "worker.analysis_lease_s",

@@ -17,6 +17,9 @@ DEFAULT_MANUFACTURER = "deepcovid-node"
 DEFAULT_NAME = "Deep-COVID"
 OPERATING_POINT = "operating_point"
 """Parameter naming the operating point whose threshold gave the finding."""
+VIEW_CHECK = "view_check"
+"""Parameter naming the version of the view check (:mod:`models.viewcheck`) the image passed or
+was rejected by; absent when the check is off (setting ``model.view_check``)."""
 
 
 class Equipment(TypedDict):
