@@ -25,7 +25,7 @@ from common.settings import Settings
 from store.outage import UNREACHABLE_ERRORS, OutageLog
 from store.outbox import NewResult, Outbox, ResultView
 from store.schema import DeliveryState
-from worker.destinations.base import Destination, open_destination, type_for
+from worker.destinations.base import DeliveryError, Destination, open_destination, type_for
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,12 @@ def _deliver(outbox: Outbox, settings: Settings, dest_text: str, rows: list[Resu
     if not rows:
         return len(already)
     by_id = {row.id: row for row in rows}
-    outcome = destination.send(rows)
+    try:
+        outcome: dict[int, DeliveryError | None] = destination.send(rows)
+    except Exception as exc:  # a bug in a type must not stop the other destinations
+        log.exception("sending to %s failed unexpectedly", destination)
+        unexpected = DeliveryError(f"{type(exc).__name__} while sending")
+        outcome = dict.fromkeys(by_id, unexpected)
     ok_rows: list[ResultView] = []
     for row_id, error in outcome.items():
         if error is None:

@@ -2,7 +2,9 @@
 
 One Orthanc with the DICOMweb plugin takes results by STOW-RS (confirmed by QIDO-RS), another
 by C-STORE (confirmed by C-FIND); each gets each result exactly once, with its own outbox row,
-state and back-off, also when the DICOMweb one is down for a while.
+state and back-off, also when the DICOMweb one is down for a while. Over HTTPS the destination's
+certificate is verified against its CA and the bearer token read from its file is sent, and
+never logged.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ import numpy as np
 import pytest
 
 from common.settings import Settings
+from dicom_node.enqueuer import Enqueuer
+from dicom_node.intake import Intake
+from dicom_node.ops.server import make_app
+from dicom_node.spool import Spool
+from dicom_node.stow import StowService
+from dicom_node.webserver import ThreadedServer
 from store import JobState, JobStore
 from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
+from store.tokens import Tokens
 from tests.harness.factories import record_job, wrap_pixels
 from tests.harness.orthanc import Orthanc
+from tests.integration.test_security import Pki, _make_ca, _make_leaf
 from worker import delivery
 
 
@@ -39,6 +49,21 @@ def dimse_pacs(tmp_path: Path) -> Iterator[Orthanc]:
 
 
 @pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """Our CA with a server certificate for 127.0.0.1, and a rogue CA (test_security's)."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    _make_ca(d, "ca")
+    _make_ca(d, "rogue-ca")
+    leaf = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    _make_leaf(d, "node", "ca", leaf + "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+    none = d / "none"
+    return Pki(
+        d / "ca.crt", d / "node.crt", d / "node.key", none, none, d / "rogue-ca.crt", none, none
+    )
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Iterator[JobStore]:
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     upgrade(url)
@@ -49,6 +74,7 @@ def store(tmp_path: Path) -> Iterator[JobStore]:
 
 def _results(tmp_path: Path, n: int) -> list[NewResult]:
     """``n`` small DICOM files of one study (stand-ins for an SR, SC, GSPS ...)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     study = None
     out = []
     for i in range(n):
@@ -144,3 +170,71 @@ def test_a_refusal_fails_at_once_and_an_unknown_destination_text_says_why(
     assert row2.delivery_state == "failed" and "selects no destination type" in (
         row2.last_error or ""
     )
+
+
+def test_an_https_destination_is_verified_and_sent_its_token_which_is_never_logged(
+    pki: Pki, store: JobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node's own STOW-RS intake over HTTPS (our CA) as the destination: the right CA and
+    token deliver; a rogue CA or a wrong token keep the row pending with the reason."""
+    receiver = Node(tmp_path / "receiver")
+    server = ThreadedServer(
+        make_app(receiver.service.routes()),
+        "127.0.0.1",
+        0,
+        certfile=pki.server_cert,
+        keyfile=pki.server_key,
+    )
+    try:
+        url = f"https://127.0.0.1:{server.port}/dicom-web"
+        token_file = tmp_path / "token"
+        token_file.write_text(receiver.token + "\n")
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("not-the-token")
+        cases = [
+            ({"ca": pki.rogue_ca, "token_file": token_file}, "pending", "cannot reach"),
+            ({"ca": pki.ca, "token_file": wrong}, "pending", "HTTP 401"),
+            ({"ca": pki.ca, "token_file": token_file}, "sent", None),  # no QIDO-RS there
+        ]
+        for i, (options, state, error) in enumerate(cases):
+            results = _results(tmp_path / f"case{i}", 1)
+            settings = Settings(
+                data_dir=tmp_path / "data",
+                destinations=[{"url": url, **options}],  # type: ignore[list-item]
+            )
+            outbox, job = _queued(store, results, settings, uid=f"1.2.826.0.99.{10 + i}")
+            delivery.deliver_due(outbox, settings)
+            (row,) = outbox.for_job(job)
+            assert row.delivery_state == state, row
+            assert error is None or error in (row.last_error or ""), row
+        (received,) = receiver.store.list()
+        assert received.sop_instance_uid == results[0].sop_instance_uid
+        assert received.calling_ae == "sender"
+        assert receiver.token not in caplog.text
+    finally:
+        server.shutdown()
+        receiver.close()
+
+
+class Node:
+    """A STOW-RS intake (the node's) on its own spool and job store, with one sender's token."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True)
+        url = f"sqlite:///{root / 'jobs.sqlite'}"
+        upgrade(url)
+        self.store = JobStore(url)
+        spool = Spool(root / "spool")
+        spool.ensure()
+        self.enqueuer = Enqueuer(lambda job_id: None)
+        self.service = StowService(
+            Intake(spool, self.store),
+            Tokens(self.store).authenticate,
+            self.enqueuer.submit,
+            max_bytes=2**26,
+        )
+        self.token = Tokens(self.store).add("sender")
+
+    def close(self) -> None:
+        self.enqueuer.close()
+        self.store.engine.dispose()

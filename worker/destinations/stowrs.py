@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -88,7 +89,7 @@ class StowRsDestination(Destination):
         return cls(options, settings)
 
     def _client(self) -> DICOMwebClient:
-        session = requests.Session()
+        session = _Session()
         session.verify = self.verify
         if self.client_cert is not None:
             session.cert = self.client_cert
@@ -181,6 +182,24 @@ class StowRsDestination(Destination):
         return self.url, self.host
 
 
+class _Session(requests.Session):
+    """A session whose ``verify`` (the destination's CA) wins over ``REQUESTS_CA_BUNDLE``:
+    requests lets that variable override a session's setting, which would verify a
+    destination against another CA than the one configured for it."""
+
+    def merge_environment_settings(
+        self,
+        url: str,
+        proxies: Any,
+        stream: Any,
+        verify: Any,
+        cert: Any,
+    ) -> dict[str, Any]:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        merged["verify"] = self.verify
+        return merged
+
+
 def _response_dataset(response: requests.Response | None) -> Dataset | None:
     """The PS3.18 response body (DICOM JSON) of a refused STOW-RS, if it has one."""
     if response is None or not response.content:
@@ -189,7 +208,7 @@ def _response_dataset(response: requests.Response | None) -> Dataset | None:
         return None
     try:
         return Dataset.from_json(response.json())
-    except ValueError:
+    except Exception:  # not DICOM JSON (e.g. an {"error": ...} body): no per-instance answer
         return None
 
 
