@@ -28,7 +28,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as pydicom_codes
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEG2000, JPEG2000Lossless, generate_uid
 
 from tests.harness.factories import CT_IMAGE_STORAGE, CXR_DIR, DICOM_DIR, load_cxr, wrap_pixels
 from tests.harness.srread import read_report
@@ -195,7 +195,7 @@ def test_dsrdump_prints_the_tree_with_the_finding(written: Written) -> None:
     assert '<contains CODE:(,,"COVID-19")=(' in output and f'"{finding}")>' in output
     assert f'<contains NUM:(,,"Probability")="{_percent(written.probability)}" (%,UCUM' in output
     assert '<contains NUM:(,,"Threshold Value")="50.0" (%,UCUM,"Percent")>' in output
-    assert f'<contains NUM:(,,"COVID-19 {finding.lower()}, probability")=' in output
+    assert f'<contains NUM:(,,"COVID-19 {finding.lower()}")=' in output
 
 
 def _page_text(sr: Path, page: Path) -> str:
@@ -306,6 +306,51 @@ def test_dcmp2pgm_applies_the_presentation_state(written: Written, tmp_path: Pat
     assert changed[rows // 4 :, columns // 3 :].any()
 
 
+@pytest.mark.parametrize("path", REAL_DICOMS, ids=[p.name for p in REAL_DICOMS])
+def test_dcmp2pgm_renders_the_gsps_for_every_shared_dicom(path: Path, tmp_path: Path) -> None:
+    """The presentation state of each shared DICOM, as dcmtk renders it: both layers, the
+    verdict text, the activated overlay changing pixels.
+
+    Debian's DCMTK 3.6.7 has no JPEG 2000 decoder (OFFIS sells that codec apart), so
+    ``dcmp2pgm`` cannot read RG1_J2KI / RG1_J2KR's pixels at all ("can't change to
+    unencapsulated representation for pixel data"), with or without a presentation state. The
+    source is then decompressed first (same SOP Instance UID, so the GSPS still applies to it),
+    as a dcmtk-based viewer would need it stored; the GSPS itself is the same for every source.
+    """
+    source = pydicom.dcmread(path)
+    results = _build(source, 0.83)
+    pr = tmp_path / "pr.dcm"
+    results.gsps.save_as(pr, enforce_file_format=True)
+    image = tmp_path / "source.dcm"
+    if source.file_meta.TransferSyntaxUID in (JPEG2000, JPEG2000Lossless):
+        direct = subprocess.run(
+            ["dcmp2pgm", str(path), str(tmp_path / "direct.pgm")],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=300,
+        )
+        assert direct.returncode != 0 and "unencapsulated representation" in direct.stderr
+        source.decompress(generate_instance_uid=False)
+    source.save_as(image, enforce_file_format=True)
+    proc = subprocess.run(
+        ["dcmp2pgm", "-v", "-p", str(pr), str(image), str(tmp_path / "out.pgm")],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=300,
+        cwd=tmp_path,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert "Graphic Layer #1 [EVIDENCE]" in log and "Graphic Layer #2 [VERDICT]" in log
+    assert 'text 1: "COVID-19 pattern: PRESENT"' in log
+    rendered = _pgm(tmp_path / "out.pgm")
+    (overlay_file,) = tmp_path.glob("ovl_*.pgm")
+    overlay = _pgm(overlay_file) > 0
+    assert (np.where(overlay, 255, rendered) != rendered).sum() > 1000
+
+
 def test_lossy_source_marks_sc_and_pm_lossy(tmp_path: Path) -> None:
     """RG1_J2KI (JPEG 2000, "01", ratio 10): its SC and map say so, with the method."""
     results = _build(pydicom.dcmread(DICOM_DIR / "RG1_J2KI.dcm"), 0.7)
@@ -377,7 +422,7 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
     2 decimals> <unit code>"). Every group has its own region and Tracking UID, so nothing is
     merged: the image-level group (its region the whole image) reads "Probability: 83.00 %" and
     "Threshold Value: 50.00 %", each evidence region one line that names the finding and the
-    verdict, "COVID-19 present, probability: 83.00 %". No line is repeated in a text box, and
+    verdict, "COVID-19 present: 83.00 %". No line is repeated in a text box, and
     the unit is "%", not the bare "1" of UCUM "no units".
     """
     node = shutil.which("node")
@@ -410,7 +455,7 @@ def test_ohif_rule_labels_the_regions_with_the_finding(written: Written) -> None
     assert regions, "the synthetic evidence makes at least one region"
     for group in regions:
         # the one line OHIF writes next to the region
-        assert group["textBox"] == [f"COVID-19 {finding.lower()}, probability: {value}"]
+        assert group["textBox"] == [f"COVID-19 {finding.lower()}: {value}"]
         assert group["finding"] == "COVID-19"
         scoord = group["scoord"]
         assert scoord["graphicType"] == "POLYLINE"

@@ -239,7 +239,7 @@ def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
     Every group has a SCOORD and a Tracking UID of its own (a group without a SCOORD made OHIF's
     SR viewport fail; merged into a region, its lines were repeated in the region's label), so
     each text box holds its own lines once: "Probability: 83.00 %", "Threshold Value: 50.00 %"
-    for the image, "COVID-19 present, probability: 83.00 %" for a region.
+    for the image, "COVID-19 present: 83.00 %" for a region.
     """
     case, seen = viewer["sr"]
     assert not seen["notifications"], seen["notifications"]
@@ -269,7 +269,7 @@ def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
     for region in regions:
         assert region["trackingIdentifier"].startswith("COVID-19 evidence region")
         # one line: the finding, its verdict and the probability, in percent
-        assert region["labels"] == [{"label": "COVID-19 present, probability", "value": "83.00 %"}]
+        assert region["labels"] == [{"label": "COVID-19 present", "value": "83.00 %"}]
 
 
 @pytest.mark.parametrize("name", ["nema-cr", "nema-cr-imager-spacing"])

@@ -32,10 +32,10 @@ COVID19_PROBABILITY = Code("C19-PROBABILITY", LOCAL_SCHEME, "COVID-19 probabilit
 Kept so that SRs written before the verdict was named in the region's concept can still be
 read; new SRs use :data:`REGION_PROBABILITY` (one concept per verdict)."""
 
-REGION_PROBABILITY_PRESENT = Code("C19-PRESENT-P", LOCAL_SCHEME, "COVID-19 present, probability")
-REGION_PROBABILITY_ABSENT = Code("C19-ABSENT-P", LOCAL_SCHEME, "COVID-19 absent, probability")
+REGION_PROBABILITY_PRESENT = Code("C19-PRESENT-P", LOCAL_SCHEME, "COVID-19 present")
+REGION_PROBABILITY_ABSENT = Code("C19-ABSENT-P", LOCAL_SCHEME, "COVID-19 absent")
 REGION_PROBABILITY_INDETERMINATE = Code(
-    "C19-INDETERMINATE-P", LOCAL_SCHEME, "COVID-19 indeterminate, probability"
+    "C19-INDETERMINATE-P", LOCAL_SCHEME, "COVID-19 indeterminate"
 )
 REGION_PROBABILITY = {
     "52101004": REGION_PROBABILITY_PRESENT,
@@ -47,11 +47,14 @@ REGION_PROBABILITY = {
 The image's COVID-19 probability, pre-coordinated with the finding and its verdict, because a
 viewer labels a region with its NUM items alone: OHIF 3.13 writes "<concept meaning>: <value>
 <unit code>" for each NUM of the group (and a Finding Site), never the group's Finding or a
-qualitative evaluation. So the one line beside a region reads "COVID-19 present, probability:
-94.42 %". No standard code names a COVID-19 probability, let alone with its verdict, so the
-concepts are ours (declared in the SR's Coding Scheme Identification Sequence); the standard
-pair (Finding COVID-19, DCM 122157 Probability) is in the image-level group, and the verdict
-itself is the CODE in the report's Qualitative Evaluations (:data:`QUALITATIVE_EVALUATIONS`)."""
+qualitative evaluation. So the one line beside a region reads "COVID-19 present: 94.42 %" (the
+probability of COVID-19 in an image found present). The meaning is kept this short because OHIF
+puts the text box right of the region and clips it at the viewport's edge: "COVID-19 present,
+probability: 83.00 %" lost its value in the 1280-pixel-wide test window. No standard code
+names a COVID-19 probability, let alone with its verdict, so the concepts are ours (declared
+in the SR's Coding Scheme Identification Sequence); the standard pair (Finding COVID-19, DCM
+122157 Probability) is in the image-level group, and the verdict itself is the CODE in the
+report's Qualitative Evaluations (:data:`QUALITATIVE_EVALUATIONS`)."""
 
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 """UMLS C0034375: TID 1500 row 12, the report-level container of the verdict (CODE COVID-19 =

@@ -17,7 +17,7 @@ Content tree (``docs/result-objects.md`` has the table)::
           tracking identifier "COVID-19 evidence region k" + tracking UID, finding COVID-19
           algorithm identification (TID 4019: name and version)
           SCOORD Image Region = POLYLINE contour, SELECTED FROM the radiograph
-          NUM "COVID-19 present, probability" (or absent, indeterminate), %
+          NUM "COVID-19 present" (or absent, indeterminate), %
       Qualitative Evaluations (TID 1500 row 12)
         CODE COVID-19 = Present | Absent   (probability >= threshold -> Present)
                       | Indeterminate  (image outside the model's validated domain)
@@ -35,7 +35,7 @@ Why this shape (each point checked by a test):
   it with the group's NUM items alone ("<concept meaning>: <value, 2 decimals> <unit code>")
   and merges groups that share a Tracking UID. So each group has its own region and UID: the
   image-level group's line is "Probability: 94.42 %" and "Threshold Value: 50.00 %" at the
-  image's outline, a region's single line "COVID-19 present, probability: 94.42 %"
+  image's outline, a region's single line "COVID-19 present: 94.42 %"
   (:data:`codes.REGION_PROBABILITY`). The unit is UCUM "%", since OHIF prints the unit's code
   (a bare "1" for "no units").
 - A reader of the text (``dsr2html``): the algorithm's parameters are written once, in the

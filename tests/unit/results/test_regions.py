@@ -84,7 +84,7 @@ def test_region_probability_names_the_finding_in_a_declared_local_scheme(
     (group,) = _planar_groups(sr)
     first = next(item for item in group[0].ContentSequence if item.ValueType == "NUM")
     name = first.ConceptNameCodeSequence[0]
-    assert name.CodeMeaning == "COVID-19 present, probability"
+    assert name.CodeMeaning == "COVID-19 present"
     assert name.CodingSchemeDesignator == codes.LOCAL_SCHEME
     assert len(name.CodeValue) <= 16  # SH
     assert codes.LOCAL_SCHEME.startswith("99")
