@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from dicom_node.console.access import SessionBackend
 from dicom_node.console.context import ConsoleContext
-from dicom_node.console.routes import auth, jobs, models, pages, studies
+from dicom_node.console.routes import auth, jobs, models, pages, studies, tokens
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -41,6 +41,7 @@ def console_routes(ctx: ConsoleContext) -> list[BaseRoute]:
         *jobs.routes(ctx),
         *studies.routes(ctx),
         *models.routes(ctx),
+        *tokens.routes(ctx),
     ]
     return [
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -638,3 +638,30 @@ def test_the_console_shares_the_monitoring_port_or_has_its_own(
         assert status(server.port, "/login") == 404
     finally:
         server.shutdown()
+
+
+# --- DICOMweb senders' tokens -------------------------------------------------------------------
+def test_an_admin_makes_a_token_shown_once_and_removes_it(env: Env) -> None:
+    from store.tokens import Tokens
+
+    admin = env.login()
+    made = admin.post("/tokens", data={"csrf_token": csrf_of(admin, "/tokens"), "name": "vna1"})
+    assert made.status_code == 200, made.text
+    token = re.search(r'<code id="token">([^<]+)</code>', made.text)
+    assert token and Tokens(env.store).authenticate(token.group(1)) == "vna1"
+    listing = admin.get("/tokens").text
+    assert "vna1" in listing and token.group(1) not in listing, "shown once, on the POST only"
+    gone = admin.post("/tokens/vna1/remove", data={"csrf_token": csrf_of(admin, "/tokens")})
+    assert gone.status_code == 303
+    assert Tokens(env.store).authenticate(token.group(1)) is None
+    actions = [(e["action"], e["outcome"]) for e in env.events() if e["event"] == "action"]
+    assert actions == [("add-token", "accepted"), ("remove-token", "accepted")]
+    assert token.group(1) not in env.audit_path.read_text()
+
+
+def test_a_viewer_can_neither_see_nor_make_tokens(env: Env) -> None:
+    viewer = env.login("victor")
+    assert viewer.get("/tokens").status_code == 403
+    refused = viewer.post("/tokens", data={"csrf_token": csrf_of(viewer), "name": "x"})
+    assert refused.status_code == 403 and "Only an admin may do this" in refused.text
+    assert 'href="/tokens"' not in viewer.get("/").text
