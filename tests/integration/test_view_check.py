@@ -4,7 +4,7 @@ A lateral sent as CR with no View Position and a CT slice labelled CR, chest, PA
 gate; the pixels reject them with their reasons. A frontal DX film is analysed, its timeline
 records the check, and its SR names the check's version. The images are ones the shipped check
 never saw: the lateral and the CT slice from its held-out fold (card ``held_out_images``), the
-frontal film from the manifest's test split.
+frontal film from the manifest's test split. Rejections get the rejection SR, as the gate's do.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_lateral_and_ct_are_rejected_from_the_pixels_and_a_frontal_dx_is_analyse
 ) -> None:
     if not (SHARED / "data" / "views" / "manifest.csv").is_file():
         pytest.skip("shared/data/views is not here")
-    env = {**settings_env, "DEEPCOVID_VIEW_CHECK": "true"}
+    env = {**settings_env, "DEEPCOVID_VIEW_CHECK": "true", "DEEPCOVID_SEND_REJECTION_SR": "true"}
     lateral = wrap_pixels(_pixels(_held_out("lateral")), view_position=None)
     ct = wrap_pixels(_pixels(_held_out("ct_axial")))  # CR, CHEST, PA: the header lies
     frontal = wrap_pixels(
@@ -92,6 +92,10 @@ def test_lateral_and_ct_are_rejected_from_the_pixels_and_a_frontal_dx_is_analyse
         assert (job.state, job.reason) == ("rejected", reason)
         messages = [e.message or "" for e in store.events(job.id)]
         assert any("view check" in m and "the image decides" in m for m in messages), messages
+        (row,) = Outbox(store).for_job(job.id)  # the rejection SR, through the gate's path
+        sr = dcmread(row.path)
+        texts = [str(e.value) for e in sr.iterall() if e.keyword == "TextValue"]
+        assert row.kind == "rejection_sr" and any(reason in t for t in texts), texts
     job = jobs[str(frontal.SOPInstanceUID)]
     assert job.state in {"results_built", "delivered"} and job.probability is not None, job
     messages = [e.message or "" for e in store.events(job.id)]
