@@ -23,14 +23,29 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from common.settings import Settings, get_settings
 from common.tasks import ANALYSIS_QUEUE
 
+EMBEDDED = "sqla+sqlite:///"
+"""Broker URLs of the embedded default: kombu's SQLAlchemy transport on a SQLite file."""
+EMBEDDED_TRANSPORT = "store.broker_transport:Transport"
+"""The kombu transport the embedded broker's URLs get (:mod:`store.broker_transport`)."""
+
 
 def make_celery(settings: Settings) -> Celery:
-    """A Celery app configured from ``settings``."""
+    """A Celery app configured from ``settings``.
+
+    An embedded broker (``sqla+sqlite:///``) gets :mod:`store.broker_transport`: a publisher
+    wakes the workers, who otherwise poll every ``worker.broker_poll_s``.
+    """
     broker = settings.storage.broker
-    if broker.startswith("sqla+sqlite:///"):
+    url, transport = broker, None
+    options = _transport_options(broker)
+    if broker.startswith(EMBEDDED):
         settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("deepcovid", broker=broker, include=["worker.tasks"])
+        # The same tables through kombu's SQLAlchemy transport, with wake-ups between polls.
+        url, transport = broker.removeprefix("sqla+"), EMBEDDED_TRANSPORT
+        options["polling_interval"] = settings.worker.broker_poll_s
+    app = Celery("deepcovid", broker=url, include=["worker.tasks"])
     app.conf.update(
+        broker_transport=transport,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -41,7 +56,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_delivery_mode="persistent",
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        broker_transport_options=_transport_options(broker),
+        broker_transport_options=options,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         # A broker that goes away must not kill the analyses running: Celery's cancelling
