@@ -118,6 +118,8 @@ def split_multipart(content_type: str, body: bytes) -> list[Part]:
 def _part_headers(block: bytes) -> dict[str, str]:
     headers: dict[str, str] = {}
     for line in block.split(b"\r\n"):
+        if not line:
+            continue  # a part without headers: application/dicom
         name, colon, value = line.partition(b":")
         if not colon:
             raise StowError(400, "multipart part header without a colon")
