@@ -13,9 +13,9 @@ to zero mean and unit variance per image. Cheap on purpose: a 2500 x 2000 film c
 milliseconds, not the 40 ms of a full-resolution antialiased resize.
 
 Decision (:meth:`ViewCheck.__call__`): ``frontal`` when P(frontal) reaches the card's
-``frontal_threshold``, else the likelier of the other two classes. The threshold was chosen on
-held-out images so that almost no frontal film is turned away (figures in :data:`CARD_FILE` and
-``docs/training.md``, "View check").
+``frontal_threshold`` (0.5, fixed before training: nothing was tuned on held-out images), else
+the likelier of the other two classes. Held-out figures: :data:`CARD_FILE` and
+``docs/training.md``, "View check".
 
 The weights (float16 state dict, :data:`WEIGHTS_FILE`) are checked against the sha256 in the card
 on the first load; nothing is downloaded.
