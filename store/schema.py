@@ -21,8 +21,8 @@ from common.states import FINAL_STATES, JobState
 
 __all__ = [
     "FINAL_STATES",
-    "Base",
     "ApiToken",
+    "Base",
     "ConsoleSession",
     "DeliveryState",
     "Job",
@@ -87,7 +87,10 @@ class Job(Base):
         back_populates="job", order_by="JobEvent.id", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_jobs_state_updated", "state", "updated_at"),)
+    __table_args__ = (
+        Index("ix_jobs_state_updated", "state", "updated_at"),
+        Index("ix_jobs_updated_at", "updated_at"),  # the study watcher's recent studies
+    )
 
 
 class JobEvent(Base):

@@ -117,26 +117,32 @@ class Studies:
         """(study UID, last change) of studies quiet for ``settle_s`` with every job done and
         a change after their latest study result (or none yet), oldest change first."""
         now = now or utcnow()
-        covered = (
-            select(
-                StudyResult.study_instance_uid.label("uid"),
-                func.max(StudyResult.covers_until).label("covers"),
+        # Only studies with a job changed within the lookback (index on jobs.updated_at), so a
+        # poll costs what the recent studies cost, not the whole history.
+        recent = (
+            select(Job.study_instance_uid)
+            .where(
+                Job.updated_at >= now - dt.timedelta(seconds=lookback_s),
+                Job.study_instance_uid.is_not(None),
             )
-            .group_by(StudyResult.study_instance_uid)
-            .subquery()
+            .distinct()
+        )
+        covered = (
+            select(func.max(StudyResult.covers_until))
+            .where(StudyResult.study_instance_uid == Job.study_instance_uid)
+            .correlate(Job)
+            .scalar_subquery()
         )
         last = func.max(Job.updated_at)
         not_done = func.sum(case((Job.state.in_([str(s) for s in DONE_STATES]), 0), else_=1))
         stmt = (
             select(Job.study_instance_uid, last)
-            .outerjoin(covered, covered.c.uid == Job.study_instance_uid)
-            .where(Job.study_instance_uid.is_not(None))
+            .where(Job.study_instance_uid.in_(recent))
             .group_by(Job.study_instance_uid)
             .having(
                 not_done == 0,
                 last <= now - dt.timedelta(seconds=settle_s),
-                last >= now - dt.timedelta(seconds=lookback_s),
-                or_(func.max(covered.c.covers).is_(None), last > func.max(covered.c.covers)),
+                or_(covered.is_(None), last > covered),
             )
             .order_by(last)
             .limit(limit)

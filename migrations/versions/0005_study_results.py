@@ -4,7 +4,8 @@ When the jobs of a study have been quiet for ``study_settle_s``, the worker writ
 study-level SR and one Key Object Selection (``worker/study``); ``study_results`` records each
 one it issued, numbered per study (``sequence``), so a study result is built once however many
 watchers look (unique study + sequence, unique SR UID), and a later image's replacement can
-name its predecessor. ``jobs.study_instance_uid`` gets the index the grouping needs.
+name its predecessor. ``jobs.study_instance_uid`` gets the index the grouping needs, and
+``jobs.updated_at`` the one that keeps the watcher's poll to the recently changed studies.
 
 Revision ID: 0005
 Revises: 0004
@@ -23,8 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Create ``study_results``; index ``jobs.study_instance_uid``."""
+    """Create ``study_results``; index ``jobs.study_instance_uid`` and ``jobs.updated_at``."""
     op.create_index("ix_jobs_study_instance_uid", "jobs", ["study_instance_uid"])
+    op.create_index("ix_jobs_updated_at", "jobs", ["updated_at"])
     op.create_table(
         "study_results",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -49,6 +51,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop ``study_results`` and the index."""
+    """Drop ``study_results`` and the indexes."""
     op.drop_table("study_results")
+    op.drop_index("ix_jobs_updated_at", table_name="jobs")
     op.drop_index("ix_jobs_study_instance_uid", table_name="jobs")

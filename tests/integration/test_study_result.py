@@ -118,6 +118,10 @@ def test_a_study_gets_one_sr_and_kos_and_a_later_image_replaces_it(
     study_node.storescu(*study_files(tmp_path / "study", films))
 
     first = wait_for_study_result(study_node.store, study)
+    assert first.queued_at is not None
+    # for docs/operations.md (run with -s): settle time + poll + build, from the last change
+    print(f"study result queued {(first.queued_at - first.covers_until).total_seconds():.2f} s")
+    print(f"after the study's last change (study_settle_s {SETTLE_S})")
     assert first.images == 2
     assert first.finding in {"present", "absent", "indeterminate"}
     assert first.driving_sop_instance_uid in {str(f.SOPInstanceUID) for f in films}

@@ -66,8 +66,6 @@ KOS_SERIES_DESCRIPTION = "COVID-19 AI key image: research use only"
 SR_SERIES_NUMBER = 9010
 KOS_SERIES_NUMBER = 9011
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
-"""TID 1500's container of evaluations that belong to no measurement group: the study finding."""
 KEY_OBJECT_TITLE = pydicom_codes.cid7010.OfInterest
 """CID 7010 (113000, DCM, "Of Interest"): the KOS's document title."""
 FINDING_CODES: Mapping[str, Code] = {
@@ -204,7 +202,7 @@ def _study_evaluation(finding: StudyFinding, refs: Mapping[str, Dataset]) -> Con
         )
     verdict.ContentSequence = ContentSequence(children)
     container = ContainerContentItem(
-        name=QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
+        name=codes.QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
     )
     container.ContentSequence = ContentSequence([verdict])
     return container

@@ -16,15 +16,19 @@ released and tried again after a pause; one left by a watcher that died is relea
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from common.paths import ACTIVE_FILE, CARD_FILE
 from common.settings import Settings
 from ris.outcome import StudyOutcome
 from store.jobstore import JobStore
@@ -241,22 +245,41 @@ def _algorithm(
     """The model version the study result names and its identity (from the model card).
 
     The version of the image that drove the finding, else of the newest analysed image, else
-    the active one. The card is read without loading weights.
+    the active one. The card is read as JSON (:func:`_card`): the watcher runs in the node,
+    which never imports the model code (PyTorch) for nothing.
     """
-    from models.registry import Registry, RegistryError
-
-    registry = Registry(settings.model.registry_dir)
+    registry = Path(settings.model.registry_dir)
     analysed = [image for image in images if image.analysed and image.model_version]
     source = finding.driver or (analysed[-1] if analysed else None)
-    wanted = [v for v in (source.model_version if source else None, registry.active_version()) if v]
+    active = registry / ACTIVE_FILE
+    wanted = [
+        v
+        for v in (
+            source.model_version if source else None,
+            active.read_text(encoding="utf-8").strip() if active.is_file() else None,
+        )
+        if v
+    ]
     for version in wanted:
-        try:
-            card = registry.card(version)
-        except RegistryError:
-            continue
-        threshold = finding.threshold
-        return version, AlgorithmInfo.from_card(card, version=version, threshold=threshold)
-    raise StudyNotBuilt(f"no model card for version(s) {wanted} in {settings.model.registry_dir}")
+        card = _card(registry, version)
+        if card is not None:
+            info = AlgorithmInfo.from_card(card, version=version, threshold=finding.threshold)
+            return version, info
+    raise StudyNotBuilt(f"no model card for version(s) {wanted} in {registry}")
+
+
+def _card(registry: Path, version: str) -> Any | None:
+    """The card of ``version`` as attributes (what :meth:`AlgorithmInfo.from_card` reads), or
+    None when the registry has no readable card of that name."""
+    if not version or Path(version).name != version or version in {".", ".."}:
+        return None
+    try:
+        data = json.loads((registry / version / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not data.get("device_uid"):
+        return None
+    return json.loads(json.dumps(data), object_hook=lambda d: SimpleNamespace(**d))
 
 
 def _write(kind: str, ds: Dataset, settings: Settings) -> NewResult:
