@@ -200,7 +200,7 @@ def test_an_https_destination_is_verified_and_sent_its_token_which_is_never_logg
             results = _results(tmp_path / f"case{i}", 1)
             settings = Settings(
                 data_dir=tmp_path / "data",
-                destinations=[{"url": url, **options}],  # type: ignore[list-item]
+                destinations=[{"url": url, **options}],
             )
             outbox, job = _queued(store, results, settings, uid=f"1.2.826.0.99.{10 + i}")
             delivery.deliver_due(outbox, settings)
