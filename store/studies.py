@@ -1,7 +1,7 @@
 """Studies: the jobs of one Study Instance UID and the study-level results issued for them.
 
-A study *settles* when every job of it is done (results built, delivered, rejected or failed)
-and none has changed for ``settle_s`` seconds. :meth:`Studies.settled` finds the settled
+A study *settles* when every job of it is in a final state (delivered, rejected or failed) and
+none has changed for ``settle_s`` seconds. :meth:`Studies.settled` finds the settled
 studies that changed after their latest study result (or have none); the worker's study watcher
 (:mod:`worker.study.watcher`) builds their result. :meth:`Studies.claim` records a new study
 result under the unique (study, sequence) pair, so however many watchers race, one builds it.
@@ -16,12 +16,14 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from common.states import FINAL_STATES, JobState
+from common.states import FINAL_STATES
 from store.jobstore import JobStore, JobView
 from store.schema import Job, StudyResult, utcnow
 
-DONE_STATES = frozenset(FINAL_STATES | {JobState.RESULTS_BUILT})
-"""Job states after which the study result can report the image (its outcome is known)."""
+DONE_STATES = FINAL_STATES
+"""Job states after which the study result reports the image: final, so the per-image objects
+have reached the destinations (or been given up) before the study's; a PACS that is down holds
+the study result back with them, and its per-image deliveries are not mixed with the study's."""
 DEFAULT_LOOKBACK_S = 24 * 3600.0
 """Only studies changed within this long are looked at: a node upgraded onto a store full of
 old studies does not send a study result for each of them."""

@@ -128,6 +128,18 @@ def test_a_study_is_left_alone_until_it_has_settled(
     assert told == []
 
 
+def test_a_study_waits_for_its_images_own_deliveries(
+    store: JobStore, settings: Settings, tmp_path: Path, told: list[StudyOutcome]
+) -> None:
+    study = Study(store, tmp_path)
+    job = study.image(JobState.RESULTS_BUILT, finding="present", probability=0.8)
+    study.age(SETTLE_S + 5)
+    assert watcher.issue_due(store, settings) == 0  # its SR, SC ... still on their way (PACS down)
+    assert store.set_state(job, JobState.DELIVERED, "delivered")
+    study.age(SETTLE_S + 1)
+    assert watcher.issue_due(store, settings) == 1
+
+
 def test_a_settled_study_gets_one_sr_and_one_kos_once(
     store: JobStore, settings: Settings, tmp_path: Path, told: list[StudyOutcome], version: str
 ) -> None:
