@@ -11,9 +11,21 @@ result objects, and delivery plus Orthanc's indexing. The job becomes ``delivere
 the C-FIND confirmation, which overlaps the end of the round trip; it is reported apart.
 
 Speed does not depend on the weights, so each architecture runs with randomly initialised
-weights in a temporary registry. Usage::
+weights in a temporary registry. Afterwards the idle worker's CPU use is measured for
+``--idle-s`` seconds (its main process and pool, from ``/proc``): what the embedded broker's
+polling costs while nothing arrives. ``--compare-with DIR`` first runs the same with the
+services of another checkout (``git worktree add DIR <commit>``), for a before/after on one
+machine in one run. Usage::
 
     .venv/bin/python benchmarks/bench_end_to_end.py --arch efficientnet_lite0 squeezenet1_1
+
+The embedded broker's queue wait, before and after its wake-ups (``docs/operations.md``, "Queue
+wait"); on 2026-12-06, 2 shared cores at a load average of 10-14: mean 688 -> 94 ms (median
+622 -> 65 ms), idle worker 0.37 -> 0.38 % of one core over 60 s::
+
+    git worktree add /tmp/before f8d9ab3  # the commit before the wake-ups
+    DEEPCOVID_OCCLUSION_STRIDE=32 .venv/bin/python benchmarks/bench_end_to_end.py \
+        --arch squeezenet1_1 --runs 10 --compare-with /tmp/before
 """
 
 from __future__ import annotations
@@ -96,7 +108,39 @@ def stage_report(runs: list[dict[str, float]]) -> list[str]:
     return lines
 
 
-def run(arch: str, runs: int, work: Path) -> None:
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        times[child] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+def idle_cpu_percent(pid: int, seconds: float) -> float:
+    """Percent of one core that process tree ``pid`` uses over ``seconds`` of waiting."""
+    before = tree_cpu_s(pid)
+    time.sleep(seconds)
+    return 100 * (tree_cpu_s(pid) - before) / seconds
+
+
+def run(arch: str, runs: int, work: Path, repo: Path, idle_s: float) -> dict[str, float]:
+    """One architecture's round trips with the services of checkout ``repo``; returns the
+    mean queue wait and the idle worker's CPU percent (``nan`` when not measured)."""
     env = {
         **os.environ,
         "DEEPCOVID_DATA_DIR": str(work / "data"),
@@ -110,7 +154,8 @@ def run(arch: str, runs: int, work: Path) -> None:
     env["DEEPCOVID_DESTINATION"] = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
     orthanc.start()
     services = [
-        ServiceProcess([name], env, work / f"{name}.log").start() for name in ("node", "worker")
+        ServiceProcess([name], env, work / f"{name}.log", cwd=repo).start()
+        for name in ("node", "worker")
     ]
     try:
         echo = ["echoscu", "-aec", "DEEPCOVID", "127.0.0.1", env["DEEPCOVID_PORT"]]
@@ -149,7 +194,8 @@ def run(arch: str, runs: int, work: Path) -> None:
             delivered = next(e for e in events if e.state == "delivered")
             confirm.append(_utc(delivered.at).timestamp() - seen_at)
         median = statistics.median(times)
-        print(f"\n{arch}: storescu -> SR+SC+PM in Orthanc, median of {runs}: {median:.2f} s")
+        where = "" if repo == REPO else f" (services of {repo})"
+        print(f"\n{arch}{where}: storescu -> SR+SC+PM in Orthanc, median of {runs}: {median:.2f} s")
         print(f"  min {min(times):.2f} s, max {max(times):.2f} s")
         print("\n".join(stage_report(stages)))
         print(
@@ -157,6 +203,19 @@ def run(arch: str, runs: int, work: Path) -> None:
             f"{statistics.median(confirm):+.2f} s after the results were seen (C-FIND "
             "confirmation; negative when our 0.1 s poll saw them late)"
         )
+        queue = [s["queue"] for s in stages]
+        print(
+            f"  queue wait: median {1000 * statistics.median(queue):.0f} ms, "
+            f"max {1000 * max(queue):.0f} ms"
+        )
+        idle = float("nan")
+        if idle_s > 0:
+            worker = services[1].proc
+            assert worker is not None
+            time.sleep(2.0)  # the last job's confirmation is done
+            idle = idle_cpu_percent(worker.pid, idle_s)
+            print(f"  idle worker: {idle:.2f} % of one core over {idle_s:.0f} s")
+        return {"queue": statistics.mean(queue), "idle": idle}
     finally:
         for svc in services:
             svc.stop()
@@ -167,10 +226,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=["efficientnet_lite0", "squeezenet1_1"])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--idle-s", type=float, default=60.0, help="0: not measured")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="DIR",
+        help="another checkout whose services run first (before), then this one's (after)",
+    )
     args = parser.parse_args()
+    print(f"load before: {os.getloadavg()[0]:.1f} (1 min average)")
     for arch in args.arch:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(arch, args.runs, Path(tmp))
+        results = {}
+        for repo in ([args.compare_with.resolve()] if args.compare_with else []) + [REPO]:
+            with tempfile.TemporaryDirectory() as tmp:
+                results[repo] = run(arch, args.runs, Path(tmp), repo, args.idle_s)
+        if args.compare_with:
+            old, new = results[args.compare_with.resolve()], results[REPO]
+            print(
+                f"\n{arch}: mean queue wait {1000 * old['queue']:.0f} -> "
+                f"{1000 * new['queue']:.0f} ms ({old['queue'] / new['queue']:.1f}x shorter); "
+                f"idle worker {old['idle']:.2f} -> {new['idle']:.2f} % of one core"
+            )
+    print(f"load after: {os.getloadavg()[0]:.1f} (1 min average)")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,14 @@ from tests.harness.net import REPO
 class ServiceProcess:
     """One of our services (``deepcovid node`` / ``worker``) as a subprocess with a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, *, cwd: Path = REPO
+    ) -> None:
         self.args = args
         self.env = {**os.environ, **env}
         self.log = log
+        self.cwd = cwd
+        """Checkout whose code runs (a benchmark may run an older one's, for before/after)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:
@@ -26,7 +30,7 @@ class ServiceProcess:
             env=self.env,
             stdout=self._fh,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=self.cwd,
             start_new_session=True,
         )
         return self
