@@ -123,6 +123,14 @@ def resend(
                 "no destination is configured (setting `destination`): the results stay in "
                 "the results folder",
             )
+        if destination and "," in destination and any(not r.destination for r in rows):
+            # Which of several destinations takes which object is the destination types'
+            # decision (worker.delivery.queue); a re-analysis queues them that way, once each.
+            return ActionResult(
+                False,
+                f"job {job_id}'s results were kept while no destination was configured; with "
+                "several destinations, re-analyse the job to send them to each once",
+            )
         message = f"results resent on request of {by}"
         if job.state == JobState.REJECTED:  # a rejection SR: the job stays rejected
             JobStore.transition(s, job_id, JobState.REJECTED, message, expect=[JobState.REJECTED])

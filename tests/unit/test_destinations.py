@@ -102,3 +102,24 @@ def test_queue_makes_one_row_per_destination_that_takes_the_kind(tmp_path: Path)
     delivery.queue(outbox, job2, results[:1], model_version="v", settings=kept)
     assert [(r.destination, r.delivery_state) for r in outbox.for_job(job2)] == [(None, "kept")]
     store.engine.dispose()
+
+
+def test_kept_results_are_not_resent_to_a_list_of_destinations(tmp_path: Path) -> None:
+    """A resend would give kept rows the whole list as one text; re-analysis fans them out."""
+    from store import JobState
+    from store.actions import resend
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    upgrade(url)
+    store = JobStore(url)
+    job = record_job(store, "1.2.3.11")
+    store.set_state(job, JobState.RESULTS_BUILT)
+    result = NewResult("sr", "1.2.9.5", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.9", "1.2.3", "/r")
+    delivery.queue(Outbox(store), job, [result], model_version="v", settings=Settings())
+    Outbox(store).settle(job)
+    assert store.get(job).state == JobState.DELIVERED  # type: ignore[union-attr]
+    refused = resend(store, job, by="test", destination="A@h:1,B@h:2")
+    assert not refused.changed and "re-analyse" in refused.message
+    assert resend(store, job, by="test", destination="A@h:1").changed
+    assert [r.destination for r in Outbox(store).for_job(job)] == ["A@h:1"]
+    store.engine.dispose()
