@@ -53,7 +53,7 @@ class StudyResultView:
     model_version: str | None
     images: int
     driving_sop_instance_uid: str | None
-    sr_sop_instance_uid: str
+    sr_sop_instance_uid: str | None  # None: nothing sent (no image analysed)
     kos_sop_instance_uid: str | None
     predecessor_sr_sop_instance_uid: str | None
     covers_until: dt.datetime
@@ -96,7 +96,7 @@ class NewStudyResult:
     model_version: str | None
     images: int
     driving_sop_instance_uid: str | None
-    sr_sop_instance_uid: str
+    sr_sop_instance_uid: str | None  # None: nothing sent (no image analysed)
     kos_sop_instance_uid: str | None
     predecessor_sr_sop_instance_uid: str | None
     covers_until: dt.datetime
@@ -174,6 +174,12 @@ class Studies:
         """The study's current result, or None."""
         results = self.results(study_instance_uid)
         return results[-1] if results else None
+
+    def latest_sr(self, study_instance_uid: str) -> str | None:
+        """The SOP Instance UID of the newest study SR sent for the study (what a new one
+        replaces), or None."""
+        sent = [r.sr_sop_instance_uid for r in self.results(study_instance_uid)]
+        return next((uid for uid in reversed(sent) if uid), None)
 
     def claim(self, new: NewStudyResult) -> StudyResultView | None:
         """Record a new study result; None when another watcher recorded that one first."""

@@ -86,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         prob = f" P={r.probability:.3f}" if r.probability is not None else ""
         state = "queued" if r.queued_at else "building"
         print(f"  #{r.sequence} {r.created_at:%Y-%m-%d %H:%M:%S} {r.finding}{prob} ({state})")
-        print(f"      SR  {r.sr_sop_instance_uid}")
+        print(f"      SR  {r.sr_sop_instance_uid or '- (none sent: no image analysed)'}")
         print(f"      KOS {r.kos_sop_instance_uid or '-'}")
         if r.predecessor_sr_sop_instance_uid:
             print(f"      replaces SR {r.predecessor_sr_sop_instance_uid}")

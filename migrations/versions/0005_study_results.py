@@ -4,8 +4,10 @@ When the jobs of a study have been quiet for ``study_settle_s``, the worker writ
 study-level SR and one Key Object Selection (``worker/study``); ``study_results`` records each
 one it issued, numbered per study (``sequence``), so a study result is built once however many
 watchers look (unique study + sequence, unique SR UID), and a later image's replacement can
-name its predecessor. ``jobs.study_instance_uid`` gets the index the grouping needs, and
-``jobs.updated_at`` the one that keeps the watcher's poll to the recently changed studies.
+name its predecessor (a result of a study no image of which was analysed has no SR unless
+``send_rejection_sr`` is on: its row records that nothing was sent).
+``jobs.study_instance_uid`` gets the index the grouping needs, and ``jobs.updated_at`` the one
+that keeps the watcher's poll to the recently changed studies.
 
 Revision ID: 0005
 Revises: 0004
@@ -39,7 +41,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(128)),
         sa.Column("images", sa.Integer(), nullable=False),
         sa.Column("driving_sop_instance_uid", sa.String(64)),
-        sa.Column("sr_sop_instance_uid", sa.String(64), nullable=False, unique=True),
+        sa.Column("sr_sop_instance_uid", sa.String(64), unique=True),
         sa.Column("kos_sop_instance_uid", sa.String(64)),
         sa.Column("predecessor_sr_sop_instance_uid", sa.String(64)),
         sa.Column("covers_until", sa.DateTime(timezone=True), nullable=False),

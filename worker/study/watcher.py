@@ -106,6 +106,10 @@ def issue_study_result(
     if identity is None:
         raise StudyNotBuilt("none of its images can be read any more (files purged?)")
     version, algorithm = _algorithm(settings, images, finding)
+    # No image analysed: nothing clinical to say. The study SR ("not analysed") is sent only
+    # where rejected instances get their "not analysed" SR (setting send_rejection_sr).
+    send = finding.driver is not None or settings.delivery.send_rejection_sr
+    replaces = studies.latest_sr(study_uid)
     claim = studies.claim(
         NewStudyResult(
             study_instance_uid=study_uid,
@@ -117,15 +121,25 @@ def issue_study_result(
             model_version=version,
             images=len(images),
             driving_sop_instance_uid=finding.driver.sop_instance_uid if finding.driver else None,
-            sr_sop_instance_uid=uids.sr_instance,
+            sr_sop_instance_uid=uids.sr_instance if send else None,
             kos_sop_instance_uid=uids.kos_instance if finding.driver else None,
-            predecessor_sr_sop_instance_uid=latest.sr_sop_instance_uid if latest else None,
+            predecessor_sr_sop_instance_uid=replaces if send else None,
             covers_until=last_change,
         )
     )
     if claim is None:
         log.info("study %s: result %d is being built elsewhere", study_uid, sequence)
         return None
+    if not send:
+        studies.mark_queued(claim.id)
+        log.info(
+            "study %s: study result %d: no image analysed (%d image(s)); nothing sent "
+            "(send_rejection_sr is off)",
+            study_uid,
+            sequence,
+            len(images),
+        )
+        return claim
     try:
         _build_and_queue(
             store, settings, images, finding, identity, headers, algorithm, uids, claim
@@ -141,7 +155,7 @@ def issue_study_result(
         finding.finding,
         len(images),
         uids.sr_instance,
-        f", replacing {latest.sr_sop_instance_uid}" if latest else "",
+        f", replacing {replaces}" if replaces else "",
     )
     return claim
 
@@ -198,7 +212,8 @@ def _build_and_queue(
 def outcome(
     claim: StudyResultView, images: list[ImageResult], identity: Dataset, settings: Settings
 ) -> StudyOutcome:
-    """The study result as the RIS notifications state it."""
+    """The study result as the RIS notifications state it (a result that sent an SR)."""
+    assert claim.sr_sop_instance_uid is not None
 
     def text(keyword: str) -> str | None:
         value = identity.get(keyword)

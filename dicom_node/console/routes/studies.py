@@ -56,7 +56,7 @@ def routes(ctx: ConsoleContext) -> list[BaseRoute]:
         results = studies.results(uid)
         current = results[-1] if results else None
         sr_table, sr_error = None, ""
-        if current is not None:
+        if current is not None and current.sr_sop_instance_uid:
             path = ctx.settings.storage.results / uid / f"{current.sr_sop_instance_uid}.dcm"
             try:
                 sr_table = render.sr_table(ctx.settings.storage.results, path)

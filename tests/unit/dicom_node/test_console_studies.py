@@ -90,3 +90,17 @@ def test_an_unknown_or_malformed_study_is_not_found_and_a_login_is_needed(env: E
     anonymous = env.client().get("/studies")
     assert anonymous.status_code == 303
     assert anonymous.headers["location"].startswith("/login?next=")
+
+
+def test_a_study_with_nothing_analysed_says_no_sr_was_sent(env: Env) -> None:
+    study = "1.2.826.0.1.3680043.8.498.4343"
+    ds = wrap_pixels(np.zeros((32, 32), dtype=np.uint16), study_instance_uid=study)
+    job_id = spool_dataset(env.store, ds, env.settings.storage.spool / "ct.dcm")
+    assert env.store.set_state(job_id, JobState.REJECTED, "t", reason="CT slice (from the image)")
+    with env.store.session() as s:
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        s.execute(update(Job).where(Job.study_instance_uid == study).values(updated_at=old))
+    assert issue_due(env.store, env.settings) == 1
+    page = env.login("victor").get(f"/studies/{study}").text
+    assert "none sent: no image analysed" in page
+    assert "No study SR was sent" in page

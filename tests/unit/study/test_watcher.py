@@ -217,9 +217,44 @@ def test_an_image_received_again_with_the_same_outcome_changes_nothing(
     assert len(told) == 1
 
 
-def test_a_study_with_no_analysed_image_is_indeterminate_and_has_no_kos(
+def test_a_study_with_no_analysed_image_sends_nothing_by_default(
     store: JobStore, settings: Settings, tmp_path: Path, told: list[StudyOutcome]
 ) -> None:
+    study = Study(store, tmp_path)
+    job = study.image(JobState.REJECTED, finding=None, reason="CT slice (from the image)")
+    study.age(SETTLE_S + 5)
+    assert watcher.issue_due(store, settings) == 1
+    assert watcher.issue_due(store, settings) == 0  # recorded: not looked at again
+    (result,) = Studies(store).results(study.uid)
+    assert (result.finding, result.sr_sop_instance_uid, result.kos_sop_instance_uid) == (
+        "indeterminate",
+        None,
+        None,
+    )
+    assert Outbox(store).for_job(job) == []
+    assert told == []
+    assert not (Path(settings.storage.results) / study.uid).exists()
+
+    # a frontal film arrives later: a real result, replacing nothing that was sent
+    study.image(finding="absent", probability=0.3)
+    study.age(SETTLE_S + 1)
+    assert watcher.issue_due(store, settings) == 1
+    second = Studies(store).latest(study.uid)
+    assert second is not None and second.sequence == 2
+    assert (second.finding, second.predecessor_sr_sop_instance_uid) == ("absent", None)
+    assert second.sr_sop_instance_uid is not None
+    assert told[-1].replaces_sr_sop_instance_uid is None
+
+
+def test_with_send_rejection_sr_a_study_of_rejected_images_gets_its_sr_without_kos(
+    store: JobStore, registry: Path, tmp_path: Path, told: list[StudyOutcome]
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        model_registry_dir=registry,
+        study_settle_s=SETTLE_S,
+        send_rejection_sr=True,
+    )
     study = Study(store, tmp_path)
     job = study.image(JobState.REJECTED, finding=None, reason="CT slice (from the image)")
     study.age(SETTLE_S + 5)
@@ -227,6 +262,7 @@ def test_a_study_with_no_analysed_image_is_indeterminate_and_has_no_kos(
     (result,) = Studies(store).results(study.uid)
     assert (result.finding, result.kos_sop_instance_uid) == ("indeterminate", None)
     assert [row.kind for row in Outbox(store).for_job(job)] == ["study_sr"]
+    assert told[0].sr_sop_instance_uid == result.sr_sop_instance_uid
     assert told[0].kos_sop_instance_uid is None
 
 
