@@ -247,7 +247,10 @@ def test_pm_and_sc_read_back(written: Written) -> None:
     source = pydicom.dcmread(written.source, stop_before_pixels=True)
     pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(written.pm))
     expected = _heatmap((int(source.Rows), int(source.Columns)))
-    np.testing.assert_array_equal(pm.pixel_array, expected)
+    mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    saliency = pm.pixel_array * float(mapping.RealWorldValueSlope)  # stored: over the maximum
+    np.testing.assert_allclose(saliency, expected, rtol=1e-6, atol=1e-7)
+    assert float(pm.pixel_array.max()) == pytest.approx(1.0)
     sc = pydicom.dcmread(written.sc)
     assert sc.pixel_array.shape == (source.Rows, source.Columns, 3)
     assert sc.BurnedInAnnotation == "YES"

@@ -1,6 +1,8 @@
-"""Parametric Map: the raw heatmap as 32-bit floats on the source image's pixel grid.
+"""Parametric Map: the heatmap as 32-bit floats on the source image's pixel grid.
 
-Viewers can toggle and window it over the source. Three obstacles with a projection radiograph
+Viewers can toggle and window it over the source. The floats are the saliency divided by its
+maximum (the strongest evidence is 1.0, what OHIF draws opaque: :func:`display_scale`); the Real
+World Value Mapping's slope gives the saliency back. Three obstacles with a projection radiograph
 (highdicom 0.28.2 and OHIF 3.13.2, found while building this; details in
 ``docs/result-objects.md``):
 
@@ -146,9 +148,24 @@ def geometry_view(source: Dataset, frame_of_reference_uid: str) -> Dataset:
     return view
 
 
-def value_mapping(heatmap: np.ndarray) -> hd.pm.RealWorldValueMapping:
-    """Identity mapping of the stored floats, unit "1", quantity Saliency."""
-    low, high = float(heatmap.min()), float(heatmap.max())
+def display_scale(heatmap: np.ndarray) -> float:
+    """The divisor that brings the strongest positive evidence to 1.0 in the stored values.
+
+    OHIF 3.13 draws every Parametric Map with its own fixed look, whatever the object says:
+    colour map ``rainbow_2``, opacity rising from 0 at 0 to 0.99 at 0.9, window 0..1 (shown as
+    0..100). Stored as they are, occlusion saliencies (a drop of the probability, often a few
+    hundredths) are drawn nearly transparent. Stored divided by their maximum, the strongest
+    evidence is opaque; the Real World Value Mapping's slope (this scale) gives the saliency back
+    to every reader that applies it (:func:`value_mapping`).
+    """
+    high = float(np.max(heatmap))
+    return high if high > 0.0 else 1.0
+
+
+def value_mapping(stored: np.ndarray, slope: float = 1.0) -> hd.pm.RealWorldValueMapping:
+    """Linear mapping of the stored floats to the saliency (``slope`` x stored), unit "1",
+    quantity Saliency; the range is that of the stored values."""
+    low, high = float(stored.min()), float(stored.max())
     if high <= low:
         high = low + 1.0
     return hd.pm.RealWorldValueMapping(
@@ -156,7 +173,7 @@ def value_mapping(heatmap: np.ndarray) -> hd.pm.RealWorldValueMapping:
         lut_explanation=LUT_EXPLANATION,
         unit=codes.UNITLESS,
         value_range=(low, high),
-        slope=1.0,
+        slope=float(slope),
         intercept=0.0,
         quantity_definition=codes.SALIENCY,
     )
@@ -180,7 +197,8 @@ def build_parametric_map(
         raise ValueError(f"heatmap has shape {heat.shape}; the source grid is {shape}")
     if not np.all(np.isfinite(heat)):
         raise ValueError("heatmap contains NaN or infinite values")
-    heat = heat.astype(np.float32)
+    scale = display_scale(heat)
+    heat = (heat.astype(np.float64) / scale).astype(np.float32)  # saliency = scale x stored
     low, high = float(heat.min()), float(heat.max())
     frame_of_reference = generate_uid(entropy_srcs=[sop_instance_uid, "frame-of-reference"])
     pm = hd.pm.ParametricMap(
@@ -193,7 +211,7 @@ def build_parametric_map(
         **algorithm.equipment(),
         device_serial_number=algorithm.version,
         contains_recognizable_visual_features=False,
-        real_world_value_mappings=[value_mapping(heat)],
+        real_world_value_mappings=[value_mapping(heat, slope=scale)],
         voi_lut_transformations=[
             hd.VOILUTTransformation(
                 window_center=(low + high) / 2.0,

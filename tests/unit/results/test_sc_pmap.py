@@ -75,11 +75,19 @@ def test_pmap_holds_the_float_heatmap(source, algorithm, heatmap, display_image)
     assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
     assert "FloatPixelData" in pm and pm.BitsAllocated == 32
     parsed = hd.pm.ParametricMap.from_dataset(pm)
-    np.testing.assert_array_equal(parsed.pixel_array, heatmap)
     mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
     assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "1"
-    assert mapping.DoubleFloatRealWorldValueFirstValueMapped == pytest.approx(heatmap.min())
-    assert mapping.DoubleFloatRealWorldValueLastValueMapped == pytest.approx(heatmap.max())
+    # stored: the saliency over its maximum (the strongest evidence 1.0, what OHIF draws
+    # opaque); the mapping's slope gives the saliency back
+    assert float(parsed.pixel_array.max()) == pytest.approx(1.0)
+    assert float(mapping.RealWorldValueSlope) == pytest.approx(float(heatmap.max()))
+    assert float(mapping.RealWorldValueIntercept) == 0.0
+    saliency = parsed.pixel_array * float(mapping.RealWorldValueSlope)
+    np.testing.assert_allclose(saliency, heatmap, rtol=1e-6, atol=1e-7)
+    assert mapping.DoubleFloatRealWorldValueFirstValueMapped == pytest.approx(
+        float(parsed.pixel_array.min())
+    )
+    assert mapping.DoubleFloatRealWorldValueLastValueMapped == pytest.approx(1.0)
 
 
 def test_pmap_has_own_frame_of_reference_in_the_plane_viewers_assume(
