@@ -61,6 +61,7 @@ OLD_NAMES = {
     "worker_concurrency": "worker.concurrency",
     "analysis_lease_s": "worker.analysis_lease_s",
     "reconcile_interval_s": "worker.reconcile_interval_s",
+    "broker_poll_s": "worker.broker_poll_s",
     "study_settle_s": "worker.study_settle_s",
     "log_level": "monitoring.log_level",
     "audit_syslog_host": "audit.syslog_host",
