@@ -14,10 +14,10 @@ SR content tree (``docs/result-objects.md`` has the table)::
                     CODE COVID-19 = Present | Absent | Indeterminate (+ TEXT reason)
                     -- built by :func:`sr.measurement_group`, the per-image SR's group
           not analysed: TEXT Comment "Not analysed: <reason>" | "Analysis failed: <reason>"
-      Qualitative Evaluations
+      Qualitative Evaluations (TID 1500 rows 12-14)
         CODE COVID-19 = the study finding (Present | Absent | Indeterminate)
-          TEXT Comment = how it was decided ("present in 1 of 2 analysed image(s)")
           IMAGE Best illustration of finding = the image that drove it (INFERRED FROM)
+        TEXT Comment = how it was decided ("Study finding: present in 1 of 2 analysed image(s)")
 
 A replacement (an image arrived after the study result) lists its predecessor in the
 Predecessor Documents Sequence. The KOS (document title "Of Interest", IHE AI Results) names the
@@ -177,34 +177,35 @@ def _tracking_identifier(number: int) -> str:
 
 
 def _study_evaluation(finding: StudyFinding, refs: Mapping[str, Dataset]) -> ContainerContentItem:
-    """Qualitative Evaluations: CODE COVID-19 = the study finding, its reason, its image."""
+    """TID 1500 rows 12-14: Qualitative Evaluations with CODE COVID-19 = the study finding (row
+    13; INFERRED FROM the image that drove it) and TEXT Comment = how it was decided (row 14),
+    as the per-image SR states its verdict and reason."""
     verdict = CodeContentItem(
         name=codes.COVID19,
         value=FINDING_CODES[finding.finding],
         relationship_type=RelationshipTypeValues.CONTAINS,
     )
-    children: list[TextContentItem | ImageContentItem] = [
-        TextContentItem(
-            name=codes.COMMENT,
-            value=f"Study finding: {finding.reason}",
-            relationship_type=RelationshipTypeValues.HAS_PROPERTIES,
-        )
-    ]
     if finding.driver is not None:
         driver = refs[finding.driver.sop_instance_uid]
-        children.append(
-            ImageContentItem(
-                name=codes.BEST_ILLUSTRATION,
-                referenced_sop_class_uid=driver.SOPClassUID,
-                referenced_sop_instance_uid=driver.SOPInstanceUID,
-                relationship_type=RelationshipTypeValues.INFERRED_FROM,
-            )
+        verdict.ContentSequence = ContentSequence(
+            [
+                ImageContentItem(
+                    name=codes.BEST_ILLUSTRATION,
+                    referenced_sop_class_uid=driver.SOPClassUID,
+                    referenced_sop_instance_uid=driver.SOPInstanceUID,
+                    relationship_type=RelationshipTypeValues.INFERRED_FROM,
+                )
+            ]
         )
-    verdict.ContentSequence = ContentSequence(children)
+    comment = TextContentItem(
+        name=codes.COMMENT,
+        value=f"Study finding: {finding.reason}",
+        relationship_type=RelationshipTypeValues.CONTAINS,
+    )
     container = ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
     )
-    container.ContentSequence = ContentSequence([verdict])
+    container.ContentSequence = ContentSequence([verdict, comment])
     return container
 
 

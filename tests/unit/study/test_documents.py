@@ -107,12 +107,13 @@ def test_the_sr_states_the_study_finding_and_the_image_behind_it(
     (evaluations,) = [
         item for item in sr.ContentSequence if _name(item) == "Qualitative Evaluations"
     ]
-    (verdict,) = evaluations.ContentSequence
+    verdict, comment = evaluations.ContentSequence
     assert _name(verdict) == "COVID-19"
     assert verdict.ConceptCodeSequence[0].CodeMeaning == "Present"
-    children = {_name(child): child for child in verdict.ContentSequence}
-    assert children["Comment"].TextValue == "Study finding: present in 1 of 2 analysed image(s)"
-    best = children["Best illustration of finding"]
+    assert (_name(comment), comment.RelationshipType) == ("Comment", "CONTAINS")
+    assert comment.TextValue == "Study finding: present in 1 of 2 analysed image(s)"
+    (best,) = verdict.ContentSequence
+    assert _name(best) == "Best illustration of finding"
     assert best.RelationshipType == "INFERRED FROM"
     assert best.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == _images()[1].sop_instance_uid
 
