@@ -111,14 +111,16 @@ def test_a_policy_the_card_cannot_serve_warns(settings: Settings, tmp_path: Path
 
     copy = tmp_path / "registry"
     shutil.copytree(settings.model.registry_dir, copy)
+    registry = Registry(copy)
+    card: ModelCard = registry.card(registry.active_version() or "")
+    registry.replace_card(card.replace(operating_points={}))  # a card from before the points
     clinical = changed(settings, model_registry_dir=copy, threshold_policy=CLINICAL)
     found = by_name(run_checks(clinical))["model"]
     assert found.level == "warn" and "holds no clinical point" in found.detail
     assert "deepcovid threshold --model" in found.fix
-    assert by_name(run_checks(changed(settings, model_registry_dir=copy)))["model"].level == "ok"
+    paper = changed(settings, model_registry_dir=copy, threshold_policy=PAPER)
+    assert by_name(run_checks(paper))["model"].level == "ok"
 
-    registry = Registry(copy)
-    card: ModelCard = registry.card(registry.active_version() or "")
     registry.replace_card(
         card.replace(
             operating_points={
