@@ -321,3 +321,38 @@ def test_studies_older_than_the_lookback_are_never_answered(
     study.age(3 * 24 * 3600)  # finished days before this node version was installed
     assert watcher.issue_due(store, settings) == 0
     assert told == []
+
+
+def test_a_claim_left_by_a_dead_watcher_is_released_and_built_again(
+    store: JobStore, settings: Settings, tmp_path: Path, told: list[StudyOutcome]
+) -> None:
+    from store.schema import StudyResult
+
+    study = Study(store, tmp_path)
+    study.image(finding="present", probability=0.9)
+    study.age(SETTLE_S + 5)
+    last = Studies(store).jobs(study.uid)[-1].updated_at
+    dead = NewStudyResult(
+        study_instance_uid=study.uid,
+        sequence=1,
+        fingerprint="0" * 64,
+        finding="present",
+        probability=0.9,
+        threshold=0.5,
+        model_version="v0001",
+        images=1,
+        driving_sop_instance_uid=None,
+        sr_sop_instance_uid=generate_uid(),
+        kos_sop_instance_uid=None,
+        predecessor_sr_sop_instance_uid=None,
+        covers_until=last,
+    )
+    assert Studies(store).claim(dead) is not None  # killed before it queued anything
+    assert watcher.issue_due(store, settings) == 0  # covered by the claim: nothing to do yet
+    with store.session() as s:
+        old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        s.execute(update(StudyResult).values(created_at=old))
+    assert watcher.issue_due(store, settings) == 1  # released, then built
+    (result,) = Studies(store).results(study.uid)
+    assert result.queued_at is not None and result.fingerprint != "0" * 64
+    assert len(told) == 1
