@@ -429,12 +429,11 @@ class ModelSettings(_Group):
         description="Inference engine; `auto` picks the fastest exact one per device.",
     )
     threshold_policy: Literal["paper", "clinical"] = Field(
-        default="clinical",
+        default="paper",
         description="Which of the model card's operating points calls an image COVID-19: "
-        "`clinical` (default), the highest specificity with sensitivity >= 90 %; `paper`, the "
-        "highest threshold with sensitivity >= 98 % (the paper's point; more normal films "
-        "flagged). A card without that point uses its single threshold. The results state the "
-        "point used.",
+        "`paper`, the highest threshold with sensitivity >= 98 % (the paper's point; more "
+        "normal films flagged); `clinical`, the highest specificity with sensitivity >= 90 %. "
+        "A card without that point uses its single threshold. The results state the point used.",
     )
     torch_threads: int | None = Field(
         default=None, description="Threads PyTorch may use per worker process. Default: all cores."
