@@ -104,6 +104,8 @@ def _case(
 
 
 IMAGER_SPACING = [0.175, 0.175]
+CPU_RENDERING = {"useNextViewports": "true", "viewportRendering": "cpu"}
+"""OHIF 3.13's CPU renderer: a URL option of its native ("next") viewports (app-config.js)."""
 
 
 def _study_copy(source: Dataset, tag: str) -> Dataset:
@@ -204,6 +206,14 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
                             "series": without_map.results.sc.SeriesInstanceUID,
                             "screenshot": str(without_map.screenshot),
                         },
+                    ]
+                    + [  # the SR again, drawn by OHIF's CPU renderer (no WebGL)
+                        {
+                            "study": cases[2].source.StudyInstanceUID,
+                            "series": cases[2].results.sr.SeriesInstanceUID,
+                            "screenshot": str(shots / "ohif-sr-cpu.png"),
+                            "params": CPU_RENDERING,
+                        }
                     ],
                 }
             )
@@ -219,12 +229,14 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
         orthanc.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    *maps, sr = report["checks"][:-2]
-    source_alone, overlay = report["checks"][-2:]
+    *maps, sr, source_alone, overlay, sr_cpu = report["checks"]
+    sr["screenshot"] = str(shots / "ohif-sr.png")
+    sr_cpu["screenshot"] = str(shots / "ohif-sr-cpu.png")
     seen_by_name = {case.name: (case, seen) for case, seen in zip(cases, maps, strict=True)}
     seen_by_name["sr"] = (cases[2], sr)
     seen_by_name["nema-cr-source-alone"] = (without_map, source_alone)
     seen_by_name["nema-cr-without-map"] = (without_map, overlay)
+    seen_by_name["sr-cpu"] = (cases[2], sr_cpu)
     return seen_by_name
 
 
@@ -270,6 +282,52 @@ def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
         assert region["trackingIdentifier"].startswith("COVID-19 evidence region")
         # one line: the finding, its verdict and the probability, in percent
         assert region["labels"] == [{"label": "COVID-19 present", "value": "83.00 %"}]
+
+
+def _yellow_pixels(screenshot: str | Path) -> int:
+    """Pixels of the viewport in OHIF's yellow (the SR's regions and their labels)."""
+    from PIL import Image
+
+    with Image.open(screenshot) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(np.int16)
+    height, width, _ = rgb.shape
+    viewport = rgb[int(0.07 * height) : int(0.97 * height), int(0.29 * width) : int(0.97 * width)]
+    red, green, blue = viewport[..., 0], viewport[..., 1], viewport[..., 2]
+    return int(((red > 150) & (green > 150) & (blue < 90)).sum())
+
+
+def test_sr_region_is_drawn_in_webgl(viewer) -> None:
+    """The screenshot's pixels: the region's contour and its label are drawn (1472 yellow
+    pixels in the viewport for the test's region; none without them)."""
+    _, seen = viewer["sr"]
+    assert _yellow_pixels(seen["screenshot"]) > 500
+
+
+def test_sr_in_cpu_rendering_is_not_drawn(viewer) -> None:
+    """OHIF's CPU renderer (``?useNextViewports=true&viewportRendering=cpu``, an option of its
+    native "next" viewports) reads the SR as in WebGL, the same measurements and labels, and
+    draws the source, but none of the SR's annotations: no yellow pixel in the viewport. Nothing
+    in the SR decides this (the WebGL viewport draws the same SR); when this fails because OHIF
+    now draws them, update docs/result-objects.md."""
+    _, seen = viewer["sr-cpu"]
+    assert not seen["pageErrors"], seen["pageErrors"]
+    (sr,) = [d for d in seen["state"]["displaySets"] if d["modality"] == "SR"]
+    labels = [label for m in sr.get("measurements", []) for label in m["labels"]]
+    assert {"label": "COVID-19 present", "value": "83.00 %"} in labels
+    assert _viewport_contrast(seen["screenshot"]) > 20  # the source is drawn, not black
+    assert _yellow_pixels(seen["screenshot"]) == 0
+
+
+def _viewport_contrast(screenshot: str | Path) -> float:
+    """Standard deviation of the viewport's grey values (a drawn radiograph has tens)."""
+    from PIL import Image
+
+    with Image.open(screenshot) as image:
+        grey = np.asarray(image.convert("L")).astype(np.float32)
+    height, width = grey.shape
+    return float(
+        grey[int(0.07 * height) : int(0.97 * height), int(0.29 * width) : int(0.97 * width)].std()
+    )
 
 
 @pytest.mark.parametrize("name", ["nema-cr", "nema-cr-imager-spacing"])

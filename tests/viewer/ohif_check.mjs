@@ -5,7 +5,8 @@
 //    "timeout_s": 120,                           per study
 //    "checks": [{"study": "1.2...",              a study to open,
 //                "series": "1.2...",             the series to show first (the map),
-//                "screenshot": "/path/out.png"}]}
+//                "screenshot": "/path/out.png",
+//                "params": {"viewportRendering": "cpu", ...}}]}   optional URL parameters
 //
 // It serves OHIF's dist folder on a free loopback port with an app-config.js that points at the
 // DICOMweb root, and forwards /dicom-web/* to Orthanc on the same origin (Orthanc sends no CORS
@@ -226,6 +227,8 @@ async function openStudy(browser, origin, check, timeout) {
     });
     const query = new URLSearchParams({ StudyInstanceUIDs: check.study });
     if (check.series) query.set('initialSeriesInstanceUID', check.series);
+    // e.g. {useNextViewports: 'true', viewportRendering: 'cpu'}: OHIF's CPU renderer
+    for (const [key, value] of Object.entries(check.params ?? {})) query.set(key, value);
     await page.goto(`${origin}/viewer?${query}`, { timeout });
     const deadline = Date.now() + timeout;
     for (;;) {
