@@ -1,8 +1,9 @@
 """One typed settings object for every service, grouped by concern.
 
-``Settings`` holds one sub-model per concern -- ``storage``, ``listener``, ``tls``, ``delivery``,
-``ris``, ``model``, ``worker``, ``audit``, ``monitoring``, ``console`` -- so a reader sees which options
-belong together and a service can be handed the group it needs (``settings.listener.port``).
+``Settings`` holds one sub-model per concern -- ``storage``, ``listener``, ``tls``,
+``delivery``, ``ris``, ``model``, ``worker``, ``audit``, ``monitoring``, ``console`` -- so a
+reader sees which options belong together and a service can be handed the group it needs
+(``settings.listener.port``).
 
 Values come, in order of precedence, from environment variables, from a TOML file named by
 ``DEEPCOVID_CONFIG`` (a ``DEEPCOVID_CONFIG`` that names no readable TOML file is an error, not a
