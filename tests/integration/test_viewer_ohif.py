@@ -207,6 +207,18 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
                             "screenshot": str(without_map.screenshot),
                         },
                     ]
+                    + [  # a reader's order: the source, its overlay, the SR, then the map
+                        {
+                            "study": cases[2].source.StudyInstanceUID,
+                            "series": cases[2].source.SeriesInstanceUID,
+                            "then": [
+                                cases[2].results.sc.SeriesInstanceUID,
+                                cases[2].results.sr.SeriesInstanceUID,
+                                cases[2].results.pmap.SeriesInstanceUID,
+                            ],
+                            "screenshot": str(shots / "ohif-map-last.png"),
+                        }
+                    ]
                     + [  # the SR again, drawn by OHIF's CPU renderer (no WebGL)
                         {
                             "study": cases[2].source.StudyInstanceUID,
@@ -229,7 +241,8 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
         orthanc.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    *maps, sr, source_alone, overlay, sr_cpu = report["checks"]
+    *maps, sr, source_alone, overlay, map_last, sr_cpu = report["checks"]
+    map_last["screenshot"] = str(shots / "ohif-map-last.png")
     sr["screenshot"] = str(shots / "ohif-sr.png")
     sr_cpu["screenshot"] = str(shots / "ohif-sr-cpu.png")
     seen_by_name = {case.name: (case, seen) for case, seen in zip(cases, maps, strict=True)}
@@ -237,6 +250,7 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Case, di
     seen_by_name["nema-cr-source-alone"] = (without_map, source_alone)
     seen_by_name["nema-cr-without-map"] = (without_map, overlay)
     seen_by_name["sr-cpu"] = (cases[2], sr_cpu)
+    seen_by_name["map-last"] = (cases[2], map_last)
     return seen_by_name
 
 
@@ -282,6 +296,19 @@ def test_sr_regions_are_measurements_in_ohif(viewer) -> None:
         assert region["trackingIdentifier"].startswith("COVID-19 evidence region")
         # one line: the finding, its verdict and the probability, in percent
         assert region["labels"] == [{"label": "COVID-19 present", "value": "83.00 %"}]
+
+
+def test_map_opened_last_is_visible_over_its_source(viewer) -> None:
+    """A reader's order: the source first, then its overlay, the SR, and the map last, in the
+    same viewport. The map is drawn over the source: colour (the map; the source is grey) in
+    more than a fifth of the viewport's pixels, as when the study is opened on the map."""
+    _, seen = viewer["map-last"]
+    assert not seen["pageErrors"], seen["pageErrors"]
+    assert len(seen.get("opened", [])) == 3, seen.get("opened")
+    assert seen["opened"][-1].endswith("PMAP"), seen["opened"]
+    pmap = _pmap(seen)
+    assert pmap["loaded"], json.dumps(seen, indent=1)[:4000]
+    assert _coloured_share(seen["screenshot"]) > 0.2
 
 
 def _yellow_pixels(screenshot: str | Path) -> int:

@@ -6,7 +6,8 @@
 //    "checks": [{"study": "1.2...",              a study to open,
 //                "series": "1.2...",             the series to show first (the map),
 //                "screenshot": "/path/out.png",
-//                "params": {"viewportRendering": "cpu", ...}}]}   optional URL parameters
+//                "params": {"viewportRendering": "cpu", ...},   optional URL parameters
+//                "then": ["1.2...", ...]}]}   series shown next in the same viewport, in order
 //
 // It serves OHIF's dist folder on a free loopback port with an app-config.js that points at the
 // DICOMweb root, and forwards /dicom-web/* to Orthanc on the same origin (Orthanc sends no CORS
@@ -247,6 +248,34 @@ async function openStudy(browser, origin, check, timeout) {
       const failed = out.pageErrors.length > 0 || out.notifications.some((n) => /error/i.test(n));
       if (settled || failed || Date.now() > deadline) break;
       await page.waitForTimeout(500);
+    }
+    // A reader's order: then show each of these series in the same viewport, one after the
+    // other (as a double click on its thumbnail does), each until it is drawn or loaded.
+    for (const series of check.then ?? []) {
+      await page.waitForTimeout(2000);
+      out.opened = out.opened ?? [];
+      out.opened.push(await page.evaluate((uid) => {
+        const { displaySetService, viewportGridService } = window.services;
+        const set = displaySetService.getActiveDisplaySets().find((d) => d.SeriesInstanceUID === uid);
+        if (!set) return `${uid}: no display set`;
+        const viewportId = viewportGridService.getActiveViewportId();
+        viewportGridService.setDisplaySetsForViewport({
+          viewportId, displaySetInstanceUIDs: [set.displaySetInstanceUID],
+        });
+        return `${uid}: ${set.Modality}`;
+      }, series));
+      const until = Date.now() + timeout;
+      for (;;) {
+        out.state = await page.evaluate(inspect);
+        await notices();
+        const shown = out.state.ready
+          ? out.state.displaySets.filter((d) => d.series === series) : [];
+        const drawn = out.state.ready && out.state.viewports.some((v) => v.actors.length > 0);
+        const done = shown.length > 0
+          && shown.every((d) => (d.modality === 'PMAP' ? d.loaded : drawn));
+        if (done || out.pageErrors.length > 0 || Date.now() > until) break;
+        await page.waitForTimeout(500);
+      }
     }
     // Let the viewport draw what has loaded (and show any rendering error) before the picture.
     await page.waitForTimeout(3000);
