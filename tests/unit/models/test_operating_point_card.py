@@ -76,9 +76,8 @@ def test_card_refuses_invalid_points(points: dict[str, object], message: str) ->
         ModelCard.from_dict(data)
 
 
-@pytest.mark.parametrize("version", ["efficientnet_lite0-a16", "squeezenet1_1-c"])
-def test_shipped_cards_load_unchanged_and_serve_their_one_threshold(version: str) -> None:
-    text = (REGISTRY / version / "model_card.json").read_text(encoding="utf-8")
+def test_an_older_shipped_card_loads_unchanged_and_serves_its_one_threshold() -> None:
+    text = (REGISTRY / "efficientnet_lite0-a16" / "model_card.json").read_text(encoding="utf-8")
     card = ModelCard.from_json(text)
     assert card.operating_points == {}
     assert "operating_points" not in json.loads(card.to_json())  # no new key in older cards
@@ -88,6 +87,18 @@ def test_shipped_cards_load_unchanged_and_serve_their_one_threshold(version: str
         assert name == PAPER  # their method says "sensitivity >= 0.98"
         assert point.threshold == card.threshold
         assert point.method == card.threshold_method
+
+
+def test_the_default_card_serves_each_policy_its_own_point() -> None:
+    """squeezenet1_1-c holds both points (chosen on val); the paper one is its threshold."""
+    card = ModelCard.from_json(
+        (REGISTRY / "squeezenet1_1-c" / "model_card.json").read_text(encoding="utf-8")
+    )
+    assert set(card.operating_points) == {PAPER, CLINICAL}
+    assert card.operating_point(PAPER)[1].threshold == card.threshold
+    name, clinical = card.operating_point(CLINICAL)
+    assert name == CLINICAL and clinical.threshold > card.threshold
+    assert ModelCard.from_json(card.to_json()) == card
 
 
 def test_point_names_from_older_methods() -> None:
