@@ -148,12 +148,21 @@ class Orthanc:
 
     def study_sop_classes(self, study_instance_uid: str) -> list[str]:
         """SOP Class UIDs of every instance Orthanc holds in the study."""
+        return list(self.study_instances(study_instance_uid).values())
+
+    def study_instances(self, study_instance_uid: str) -> dict[str, str]:
+        """SOP Instance UID -> SOP Class UID of every instance Orthanc holds in the study."""
         ids = self.post("/tools/lookup", study_instance_uid)
         studies = [i["ID"] for i in ids if i["Type"] == "Study"]
         if not studies:
-            return []
+            return {}
         instances = self.get(f"/studies/{studies[0]}/instances")
-        return [self.get_text(f"/instances/{i['ID']}/metadata/SopClassUid") for i in instances]
+        return {
+            i["MainDicomTags"]["SOPInstanceUID"]: self.get_text(
+                f"/instances/{i['ID']}/metadata/SopClassUid"
+            )
+            for i in instances
+        }
 
     def instance_count(self) -> int:
         return int(self.get("/statistics")["CountInstances"])

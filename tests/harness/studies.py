@@ -4,13 +4,18 @@
 wrapped as CR, or any dataset a test builds) with one Study Instance UID, one series each;
 ``wait_for_study_result`` waits until the node has issued (and queued) the study's result
 number ``sequence``; ``fetch_instance`` gets what the PACS (a real Orthanc) stored, to check
-it with ``dciodvfy``/``dsrdump``. Integration tests and the end-to-end test of the issue build
-on them.
+it with ``dciodvfy``/``dsrdump``; ``start_study_node`` starts a node and a worker that answer
+studies after a short settle time and deliver to a real Orthanc (and any further destinations,
+e.g. the RIS receivers of :mod:`tests.harness.ris`). Integration tests and the end-to-end test
+of the issue build on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -21,6 +26,7 @@ from store.studies import Studies, StudyResultView
 from tests.harness.factories import load_cxr, wrap_pixels
 from tests.harness.net import wait_for
 from tests.harness.orthanc import Orthanc
+from tests.harness.services import ServiceProcess
 
 FRONTAL_FILMS = (
     "images/covid/figure1__covid__COVID-00001.jpg",
@@ -72,7 +78,9 @@ def wait_for_study_result(
                 return result
         return None
 
-    return wait_for(issued, timeout=timeout, interval=0.5, what=f"study result {sequence}")
+    result = wait_for(issued, timeout=timeout, interval=0.5, what=f"study result {sequence}")
+    assert result is not None  # wait_for returns only a truthy value
+    return result
 
 
 def fetch_instance(orthanc: Orthanc, sop_instance_uid: str, out: Path) -> Path | None:
@@ -88,3 +96,77 @@ def fetch_instance(orthanc: Orthanc, sop_instance_uid: str, out: Path) -> Path |
     path = out / f"{sop_instance_uid}.dcm"
     path.write_bytes(data)
     return path
+
+
+@dataclass
+class StudyNode:
+    """A node and a worker delivering to a real Orthanc, answering studies after the settle time."""
+
+    env: dict[str, str]
+    orthanc: Orthanc
+    store: JobStore
+    workdir: Path
+
+    def storescu(self, *files: Path) -> None:
+        """Send ``files`` to the node with DCMTK's storescu, one association."""
+        cmd = ["storescu", "-aet", "MODALITY", "-aec", "DEEPCOVID", "127.0.0.1"]
+        res = subprocess.run(
+            [*cmd, self.env["DEEPCOVID_PORT"], *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr
+
+    def in_orthanc(self, sop_instance_uid: str) -> Path:
+        """Wait until Orthanc holds ``sop_instance_uid``; the file it stored."""
+        out = self.workdir / "from-orthanc"
+        path = wait_for(
+            lambda: fetch_instance(self.orthanc, sop_instance_uid, out),
+            timeout=120,
+            what=f"{sop_instance_uid} in Orthanc",
+        )
+        assert path is not None  # wait_for returns only a truthy value
+        return path
+
+
+@contextmanager
+def start_study_node(
+    settings_env: dict[str, str],
+    services: list[ServiceProcess],
+    workdir: Path,
+    *,
+    settle_s: int,
+    env: dict[str, str] | None = None,
+    destinations: Sequence[str] = (),
+) -> Iterator[StudyNode]:
+    """Node + worker (embedded broker) with ``study_settle_s`` = ``settle_s``, results to a
+    real Orthanc and to ``destinations`` (destination texts, e.g. ``mllp://...``); ``env``
+    adds or overrides settings (e.g. ``DEEPCOVID_VIEW_CHECK``). Orthanc stops on exit; the
+    ``services`` fixture stops the node and the worker."""
+    env = {
+        **settings_env,
+        "DEEPCOVID_STUDY_SETTLE_S": str(settle_s),
+        "DEEPCOVID_DELIVERY_BACKOFF_S": "2",
+        **(env or {}),
+    }
+    orthanc = Orthanc(
+        workdir / "orthanc", node_aet="DEEPCOVID", node_port=int(env["DEEPCOVID_PORT"])
+    )
+    env["DEEPCOVID_DESTINATION"] = ",".join(
+        [f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", *destinations]
+    )
+    orthanc.start()
+    try:
+        for name in ("node", "worker"):
+            services.append(ServiceProcess([name], env, workdir / f"{name}.log").start())
+
+        def echo() -> bool:
+            cmd = ["echoscu", "-aec", "DEEPCOVID", "127.0.0.1", env["DEEPCOVID_PORT"]]
+            return subprocess.run(cmd, capture_output=True).returncode == 0
+
+        wait_for(echo, timeout=90, what="the node to answer C-ECHO")
+        store = JobStore(f"sqlite:///{Path(env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}")
+        yield StudyNode(env, orthanc, store, workdir)
+    finally:
+        orthanc.stop()

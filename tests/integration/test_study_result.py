@@ -2,8 +2,9 @@
 one study SR and one KOS reach a real Orthanc, valid for ``dciodvfy``; an image sent after the
 result makes a replacing SR that names its predecessor.
 
-``study_node`` (node + worker, a short ``study_settle_s``, Orthanc as the destination) and the
-helpers of :mod:`tests.harness.studies` are what the issue's end-to-end test extends.
+``study_node`` (node + worker, a short ``study_settle_s``, Orthanc as the destination:
+:func:`tests.harness.studies.start_study_node`) and the helpers of :mod:`tests.harness.studies`
+are what the issue's end-to-end test (``test_real_pacs_traffic.py``) extends.
 """
 
 from __future__ import annotations
@@ -11,25 +12,23 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from store import JobStore
 from store.outbox import Outbox, ResultView
 from store.studies import Studies
 from tests.harness.net import wait_for
-from tests.harness.orthanc import Orthanc
 from tests.harness.services import ServiceProcess
 from tests.harness.studies import (
     FRONTAL_FILMS,
     KOS_CLASS,
     SR_CLASS,
-    fetch_instance,
+    StudyNode,
     frontal_film,
     new_study_uid,
+    start_study_node,
     study_files,
     wait_for_study_result,
 )
@@ -37,64 +36,13 @@ from tests.harness.studies import (
 SETTLE_S = 3
 
 
-@dataclass
-class StudyNode:
-    """A node and a worker delivering to a real Orthanc, answering studies after SETTLE_S."""
-
-    env: dict[str, str]
-    orthanc: Orthanc
-    store: JobStore
-    workdir: Path
-
-    def storescu(self, *files: Path) -> None:
-        """Send ``files`` to the node with DCMTK's storescu, one association."""
-        cmd = ["storescu", "-aet", "MODALITY", "-aec", "DEEPCOVID", "127.0.0.1"]
-        res = subprocess.run(
-            [*cmd, self.env["DEEPCOVID_PORT"], *map(str, files)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert res.returncode == 0, res.stderr
-
-    def in_orthanc(self, sop_instance_uid: str) -> Path:
-        """Wait until Orthanc holds ``sop_instance_uid``; the file it stored."""
-        out = self.workdir / "from-orthanc"
-        return wait_for(
-            lambda: fetch_instance(self.orthanc, sop_instance_uid, out),
-            timeout=120,
-            what=f"{sop_instance_uid} in Orthanc",
-        )
-
-
 @pytest.fixture
 def study_node(
     settings_env: dict[str, str], services: list[ServiceProcess], tmp_path: Path
 ) -> Iterator[StudyNode]:
     """Node + worker (embedded broker) with ``study_settle_s`` = SETTLE_S, results to Orthanc."""
-    env = {
-        **settings_env,
-        "DEEPCOVID_STUDY_SETTLE_S": str(SETTLE_S),
-        "DEEPCOVID_DELIVERY_BACKOFF_S": "2",
-    }
-    orthanc = Orthanc(
-        tmp_path / "orthanc", node_aet="DEEPCOVID", node_port=int(env["DEEPCOVID_PORT"])
-    )
-    env["DEEPCOVID_DESTINATION"] = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
-    orthanc.start()
-    for name in ("node", "worker"):
-        services.append(ServiceProcess([name], env, tmp_path / f"{name}.log").start())
-
-    def echo() -> bool:
-        cmd = ["echoscu", "-aec", "DEEPCOVID", "127.0.0.1", env["DEEPCOVID_PORT"]]
-        return subprocess.run(cmd, capture_output=True).returncode == 0
-
-    wait_for(echo, timeout=90, what="the node to answer C-ECHO")
-    store = JobStore(f"sqlite:///{Path(env['DEEPCOVID_DATA_DIR']) / 'jobs.sqlite'}")
-    try:
-        yield StudyNode(env, orthanc, store, tmp_path)
-    finally:
-        orthanc.stop()
+    with start_study_node(settings_env, services, tmp_path, settle_s=SETTLE_S) as node:
+        yield node
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:

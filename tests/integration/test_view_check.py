@@ -13,31 +13,17 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from pydicom import dcmread
 
 from models.viewcheck import CARD_FILE
 from store import JobStore
 from store.outbox import Outbox
-from tests.harness.factories import CXR_DIR, DX_PRESENTATION_STORAGE, SHARED, wrap_pixels
+from tests.harness.factories import CXR_DIR, DX_PRESENTATION_STORAGE, wrap_pixels
 from tests.harness.net import wait_for
 from tests.harness.services import ServiceProcess
+from tests.harness.views import VIEWS_MANIFEST, held_out_view, image_pixels
 from worker.view import LATERAL_REASON, OTHER_REASON
-
-
-def _pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L"), dtype=np.uint8)
-
-
-def _held_out(view: str) -> Path:
-    """The first held-out image of the card whose views-manifest ``view`` is ``view``."""
-    card = json.loads(CARD_FILE.read_text(encoding="utf-8"))
-    manifest = (SHARED / "data" / "views" / "manifest.csv").read_text(encoding="utf-8")
-    kinds = {f"views/{line.split(',')[0]}": line.split(",")[1] for line in manifest.splitlines()}
-    return next(SHARED / "data" / p for p in card["held_out_images"] if kinds[p] == view)
 
 
 def _frontal_test_film() -> Path:
@@ -52,13 +38,13 @@ def test_lateral_and_ct_are_rejected_from_the_pixels_and_a_frontal_dx_is_analyse
     services: list[ServiceProcess],
     tmp_path: Path,
 ) -> None:
-    if not (SHARED / "data" / "views" / "manifest.csv").is_file():
+    if not VIEWS_MANIFEST.is_file():
         pytest.skip("shared/data/views is not here")
     env = {**settings_env, "DEEPCOVID_VIEW_CHECK": "true", "DEEPCOVID_SEND_REJECTION_SR": "true"}
-    lateral = wrap_pixels(_pixels(_held_out("lateral")), view_position=None)
-    ct = wrap_pixels(_pixels(_held_out("ct_axial")))  # CR, CHEST, PA: the header lies
+    lateral = wrap_pixels(image_pixels(held_out_view("lateral")), view_position=None)
+    ct = wrap_pixels(image_pixels(held_out_view("ct_axial")))  # CR, CHEST, PA: the header lies
     frontal = wrap_pixels(
-        _pixels(_frontal_test_film()), modality="DX", sop_class_uid=DX_PRESENTATION_STORAGE
+        image_pixels(_frontal_test_film()), modality="DX", sop_class_uid=DX_PRESENTATION_STORAGE
     )
     files = []
     for name, ds in (("lateral", lateral), ("ct", ct), ("frontal", frontal)):
