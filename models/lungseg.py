@@ -23,8 +23,6 @@ card on the first load; nothing is downloaded.
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from models.files import sha256_file
+from models.bundled import CARD_NAME, WEIGHTS_NAME, load_checked, load_once, read_card
 
 SIZE = 128
 """Side of the square grid the network sees (pixels)."""
@@ -49,8 +47,8 @@ DEPTH = 4
 FOLDER = Path(__file__).resolve().parent / "lung_segmenter"
 """Where the shipped weights and their card live."""
 
-WEIGHTS_FILE = FOLDER / "weights.pt"
-CARD_FILE = FOLDER / "card.json"
+WEIGHTS_FILE = FOLDER / WEIGHTS_NAME
+CARD_FILE = FOLDER / CARD_NAME
 
 MIN_AREA = 0.02
 """Below this share of the image, the segmenter is taken to have found no lungs."""
@@ -189,31 +187,12 @@ def load_segmenter(folder: Path = FOLDER) -> Segmenter:
     Raises ``ValueError`` when the weights do not match the card's ``weights_sha256`` (a
     truncated or swapped file must not silently give other masks).
     """
-    card = json.loads((folder / CARD_FILE.name).read_text(encoding="utf-8"))
-    weights = folder / WEIGHTS_FILE.name
-    digest = sha256_file(weights)
-    if digest != card.get("weights_sha256"):
-        raise ValueError(
-            f"{weights}: sha256 {digest} does not match the card's {card.get('weights_sha256')}"
-        )
-    net = build(card)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    net.eval()
-    return Segmenter(net, card)
+    card = read_card(folder)
+    return Segmenter(load_checked(folder, card, build(card)), card)
 
 
-_lock = threading.Lock()
-_shipped: Segmenter | None = None
-
-
-def shipped() -> Segmenter:
-    """The repository's segmenter, loaded once per process (thread-safe)."""
-    global _shipped
-    with _lock:
-        if _shipped is None:
-            _shipped = load_segmenter()
-        return _shipped
+shipped = load_once(load_segmenter)
+"""The repository's segmenter, loaded once per process (thread-safe)."""
 
 
 def segment_lungs(image: np.ndarray) -> np.ndarray:

@@ -23,8 +23,6 @@ on the first load; nothing is downloaded.
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.files import sha256_file
+from models.bundled import CARD_NAME, WEIGHTS_NAME, load_checked, load_once, read_card
 
 CLASSES: tuple[str, ...] = ("frontal", "lateral", "other")
 """What the network tells apart: a frontal chest radiograph (the only view analysed), a lateral
@@ -54,8 +52,8 @@ FRONTAL_THRESHOLD = 0.5
 FOLDER = Path(__file__).resolve().parent / "view_check"
 """Where the shipped weights and their card live."""
 
-WEIGHTS_FILE = FOLDER / "weights.pt"
-CARD_FILE = FOLDER / "card.json"
+WEIGHTS_FILE = FOLDER / WEIGHTS_NAME
+CARD_FILE = FOLDER / CARD_NAME
 
 
 def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -196,33 +194,14 @@ def load_view_check(folder: Path = FOLDER) -> ViewCheck:
     Raises ``ValueError`` when the weights do not match the card's ``weights_sha256`` (a
     truncated or swapped file must not silently let laterals through).
     """
-    card = json.loads((folder / CARD_FILE.name).read_text(encoding="utf-8"))
+    card = read_card(folder)
     if tuple(card.get("classes", CLASSES)) != CLASSES:
         raise ValueError(f"{folder}: classes {card.get('classes')} are not {list(CLASSES)}")
-    weights = folder / WEIGHTS_FILE.name
-    digest = sha256_file(weights)
-    if digest != card.get("weights_sha256"):
-        raise ValueError(
-            f"{weights}: sha256 {digest} does not match the card's {card.get('weights_sha256')}"
-        )
-    net = build(card)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    net.eval()
-    return ViewCheck(net, card)
+    return ViewCheck(load_checked(folder, card, build(card)), card)
 
 
-_lock = threading.Lock()
-_shipped: ViewCheck | None = None
-
-
-def shipped() -> ViewCheck:
-    """The repository's view check, loaded once per process (thread-safe)."""
-    global _shipped
-    with _lock:
-        if _shipped is None:
-            _shipped = load_view_check()
-        return _shipped
+shipped = load_once(load_view_check)
+"""The repository's view check, loaded once per process (thread-safe)."""
 
 
 def check_view(image: np.ndarray) -> ViewResult:
