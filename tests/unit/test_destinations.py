@@ -9,10 +9,19 @@ import pytest
 from common.settings import DestinationSettings, Settings
 from store import JobStore
 from store.migrate import upgrade
-from store.outbox import NewResult, Outbox
+from store.outbox import NewResult, Outbox, ResultView
 from tests.harness.factories import record_job
 from worker import delivery
-from worker.destinations.base import Credentials, medium_of, open_destination, type_for
+from worker.destinations.base import (
+    Credentials,
+    DeliveryError,
+    PermanentError,
+    TransientError,
+    medium_of,
+    open_destination,
+    send_in_order,
+    type_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +132,35 @@ def test_kept_results_are_not_resent_to_a_list_of_destinations(tmp_path: Path) -
     assert resend(store, job, by="test", destination="A@h:1").changed
     assert [r.destination for r in Outbox(store).for_job(job)] == ["A@h:1"]
     store.engine.dispose()
+
+
+def test_one_by_one_sending_stops_trying_once_the_peer_is_unreachable() -> None:
+    def row(row_id: int) -> ResultView:
+        return ResultView(
+            id=row_id,
+            job_id=1,
+            kind="hl7_oru",
+            model_version=None,
+            sop_instance_uid=f"1.2.{row_id}",
+            sop_class_uid="",
+            series_instance_uid="1.2",
+            study_instance_uid=None,
+            path="",
+            destination="mllp://ris:2575",
+            delivery_state="pending",
+            attempts=0,
+            last_error=None,
+        )
+
+    refused, down = PermanentError("AR"), TransientError("unreachable")
+    answers = {1: None, 2: refused, 3: down}
+    tried: list[int] = []
+
+    def send_one(view: ResultView) -> DeliveryError | None:
+        tried.append(view.id)
+        return answers.get(view.id)
+
+    outcome = send_in_order([row(i) for i in (1, 2, 3, 4, 5)], send_one)
+
+    assert tried == [1, 2, 3]
+    assert outcome == {1: None, 2: refused, 3: down, 4: down, 5: down}

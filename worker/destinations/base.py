@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -96,6 +96,33 @@ class Credentials:
             pair = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
             return {"Authorization": f"Basic {pair}"}
         return {}
+
+
+def trusted_ca(options: DestinationSettings, settings: Settings) -> Path | None:
+    """The CA file a destination's certificate must chain to: its own ``ca``, else ``tls.ca``
+    (``None``: the system's CAs)."""
+    return options.ca or settings.tls.ca
+
+
+def send_in_order(
+    rows: Sequence[ResultView], send_one: Callable[[ResultView], DeliveryError | None]
+) -> dict[int, DeliveryError | None]:
+    """``send_one`` each row, in order, for types that send one message per row (HL7, FHIR).
+
+    Once a row fails transiently (peer unreachable, timed out) the rest get that same error
+    without being tried: each would only wait out the same timeout.
+    """
+    outcome: dict[int, DeliveryError | None] = {}
+    unreachable: DeliveryError | None = None
+    for row in rows:
+        if unreachable is not None:
+            outcome[row.id] = unreachable
+            continue
+        error = send_one(row)
+        outcome[row.id] = error
+        if isinstance(error, TransientError):
+            unreachable = error
+    return outcome
 
 
 class Destination(abc.ABC):

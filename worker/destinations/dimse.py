@@ -18,7 +18,14 @@ from dicom_client.scu import Destination as Peer
 from dicom_client.scu import Sender
 from dicom_client.verify import find_instances
 from store.outbox import ResultView
-from worker.destinations.base import DICOM, DeliveryError, Destination, TransientError, register
+from worker.destinations.base import (
+    DICOM,
+    DeliveryError,
+    Destination,
+    TransientError,
+    register,
+    trusted_ca,
+)
 
 
 @register
@@ -49,7 +56,7 @@ class DimseDestination(Destination):
         context = None
         if use_tls:
             context = tls_contexts.client_context(
-                cert=settings.tls.cert, key=settings.tls.key, ca=options.ca or settings.tls.ca
+                cert=settings.tls.cert, key=settings.tls.key, ca=trusted_ca(options, settings)
             )
         return cls(options.url, peer, settings, context)
 

@@ -27,6 +27,8 @@ from worker.destinations.base import (
     PermanentError,
     TransientError,
     register,
+    send_in_order,
+    trusted_ca,
 )
 
 log = logging.getLogger(__name__)
@@ -62,23 +64,13 @@ class FhirDestination(Destination):
         endpoint = FhirEndpoint.parse(options.url)
         context = None
         if endpoint.base_url.startswith("https:"):
-            ca = options.ca or settings.tls.ca
+            ca = trusted_ca(options, settings)
             context = ssl.create_default_context(cafile=str(ca) if ca else None)
         return cls(options.url, endpoint, settings.ris.timeout_s, options.token_file, context)
 
     def send(self, rows: Sequence[ResultView]) -> dict[int, DeliveryError | None]:
         """POST each row's Bundle, in order; stop early when the server is unreachable."""
-        outcome: dict[int, DeliveryError | None] = {}
-        unreachable: DeliveryError | None = None
-        for row in rows:
-            if unreachable is not None:
-                outcome[row.id] = unreachable
-                continue
-            error = self._send_one(row)
-            outcome[row.id] = error
-            if isinstance(error, TransientError):
-                unreachable = error
-        return outcome
+        return send_in_order(rows, self._send_one)
 
     def _send_one(self, row: ResultView) -> DeliveryError | None:
         try:

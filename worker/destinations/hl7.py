@@ -29,6 +29,8 @@ from worker.destinations.base import (
     PermanentError,
     TransientError,
     register,
+    send_in_order,
+    trusted_ca,
 )
 
 log = logging.getLogger(__name__)
@@ -57,23 +59,13 @@ class Hl7Destination(Destination):
         context = None
         if options.tls:
             context = tls_contexts.client_context(
-                cert=settings.tls.cert, key=settings.tls.key, ca=options.ca or settings.tls.ca
+                cert=settings.tls.cert, key=settings.tls.key, ca=trusted_ca(options, settings)
             )
         return cls(options.url, address, settings.ris.timeout_s, context)
 
     def send(self, rows: Sequence[ResultView]) -> dict[int, DeliveryError | None]:
         """Send each row's message on its own connection, in order; stop early when unreachable."""
-        outcome: dict[int, DeliveryError | None] = {}
-        unreachable: DeliveryError | None = None
-        for row in rows:
-            if unreachable is not None:  # the rest would wait out the same timeout
-                outcome[row.id] = unreachable
-                continue
-            outcome[row.id] = self._send_one(row)
-            error = outcome[row.id]
-            if isinstance(error, TransientError):
-                unreachable = error
-        return outcome
+        return send_in_order(rows, self._send_one)
 
     def _send_one(self, row: ResultView) -> DeliveryError | None:
         try:

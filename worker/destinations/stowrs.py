@@ -36,6 +36,7 @@ from worker.destinations.base import (
     PermanentError,
     TransientError,
     register,
+    trusted_ca,
 )
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class StowRsDestination(Destination):
             username=options.username,
             password_file=options.password_file,
         )
-        ca = options.ca or settings.tls.ca
+        ca = trusted_ca(options, settings)
         self.verify: str | bool = str(ca) if ca is not None else True
         self.client_cert: tuple[str, str] | str | None = None
         if settings.tls.cert is not None:
