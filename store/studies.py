@@ -40,10 +40,9 @@ def aware(value: Any) -> dt.datetime:
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyResultView:
-    """A read-only snapshot of a study result row."""
+class _StudyResultFields:
+    """What a study result says, as its builder sets it (one list for the new and stored forms)."""
 
-    id: int
     study_instance_uid: str
     sequence: int
     fingerprint: str
@@ -57,6 +56,13 @@ class StudyResultView:
     kos_sop_instance_uid: str | None
     predecessor_sr_sop_instance_uid: str | None
     covers_until: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyResultView(_StudyResultFields):
+    """A read-only snapshot of a study result row: its fields, id and times."""
+
+    id: int
     created_at: dt.datetime
     queued_at: dt.datetime | None
 
@@ -84,22 +90,8 @@ class StudySummary:
 
 
 @dataclasses.dataclass(frozen=True)
-class NewStudyResult:
+class NewStudyResult(_StudyResultFields):
     """A study result to claim (fields of :class:`StudyResult` set by its builder)."""
-
-    study_instance_uid: str
-    sequence: int
-    fingerprint: str
-    finding: str
-    probability: float | None
-    threshold: float | None
-    model_version: str | None
-    images: int
-    driving_sop_instance_uid: str | None
-    sr_sop_instance_uid: str | None  # None: nothing sent (no image analysed)
-    kos_sop_instance_uid: str | None
-    predecessor_sr_sop_instance_uid: str | None
-    covers_until: dt.datetime
 
 
 class Studies:
