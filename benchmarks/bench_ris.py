@@ -11,7 +11,6 @@ the median of ``--runs``. Usage (figures in docs/ris.md)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
@@ -22,30 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ris import fhir, fhir_http, hl7, mllp  # noqa: E402
-from ris.outcome import ImageOutcome, StudyOutcome  # noqa: E402
-from tests.harness.ris import FhirReceiver, MllpReceiver  # noqa: E402
+from tests.harness.ris import FhirReceiver, MllpReceiver, study_outcome  # noqa: E402
 
-OUTCOME = StudyOutcome(
-    study_instance_uid="1.2.826.0.1.3680043.8.498.1",
-    accession_number="ACC0042",
-    patient_id="PAT-7731",
-    patient_name="Doe^Jane",
-    patient_birth_date="19650412",
-    patient_sex="F",
-    finding="present",
-    probability=0.7231,
-    threshold=0.4,
-    operating_point="clinical",
+OUTCOME = study_outcome(  # one analysed image, no KOS: as the figures in docs/ris.md
     model_version="bench",
-    images=(
-        ImageOutcome(
-            "1.2.826.0.1.3680043.8.498.2", "1.2.826.0.1.3680043.8.498.3", "present", 0.72, None
-        ),
-    ),
-    sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.10",
+    images=study_outcome().images[:1],
     kos_sop_instance_uid=None,
-    replaces_sr_sop_instance_uid=None,
-    issued=dt.datetime(2026, 12, 6, 18, 0, tzinfo=dt.UTC),
 )
 
 

@@ -6,11 +6,13 @@ required fields) and answers AA, or AE with the reason; the FHIR endpoint valida
 Bundle with ``fhir.resources`` (R4B models) and answers 200 with a transaction-response Bundle,
 or 400 with an OperationOutcome. Each keeps what it accepted, so a test can count deliveries.
 Both run in threads of the test process and can be stopped and started again on the same port
-(a RIS that is down for a while).
+(a RIS that is down for a while). :func:`study_outcome` is the sample study result the RIS tests and
+benchmark send.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import socket
@@ -29,6 +31,7 @@ from hl7apy.exceptions import HL7apyException
 from hl7apy.parser import parse_message
 from pydantic import ValidationError
 
+from ris.outcome import ImageOutcome, StudyOutcome
 from tests.harness.net import free_port
 
 START, END = b"\x0b", b"\x1c\x0d"
@@ -317,3 +320,40 @@ def _outcome(code: str, text: str) -> dict[str, Any]:
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": code, "diagnostics": text}],
     }
+
+
+_SAMPLE_OUTCOME = StudyOutcome(
+    study_instance_uid="1.2.826.0.1.3680043.8.498.1",
+    accession_number="ACC0042",
+    patient_id="PAT-7731",
+    patient_name="Doe^Jane^Q^Dr^III",
+    patient_birth_date="19650412",
+    patient_sex="F",
+    finding="present",
+    probability=0.7231,
+    threshold=0.4,
+    operating_point="clinical",
+    model_version="deepcovid-2026.12",
+    images=(
+        ImageOutcome(
+            "1.2.826.0.1.3680043.8.498.2", "1.2.826.0.1.3680043.8.498.3", "present", 0.72, None
+        ),
+        ImageOutcome(
+            "1.2.826.0.1.3680043.8.498.4",
+            "1.2.826.0.1.3680043.8.498.3",
+            "rejected",
+            None,
+            "lateral view (from the image)",
+        ),
+    ),
+    sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.10",
+    kos_sop_instance_uid="1.2.826.0.1.3680043.8.498.11",
+    replaces_sr_sop_instance_uid=None,
+    issued=dt.datetime(2026, 12, 6, 17, 30, 5, tzinfo=dt.UTC),
+)
+
+
+def study_outcome(**changes: Any) -> StudyOutcome:
+    """A sample study result for the RIS messages (fictitious patient; a finding, a frontal image
+    analysed and a lateral one rejected, SR and KOS sent), with ``changes`` to its fields."""
+    return dataclasses.replace(_SAMPLE_OUTCOME, **changes)

@@ -28,13 +28,13 @@ from ris import fhir_http, mllp
 from ris.errors import RisRefused, RisUnavailable
 from ris.fhir import build_bundle, to_json
 from ris.hl7 import Parties, build_oru, control_id
-from ris.outcome import ImageOutcome, StudyOutcome
+from ris.outcome import ImageOutcome
 from store import JobState, JobStore
 from store.migrate import upgrade
 from store.outbox import NewResult, Outbox
 from tests.harness.factories import record_job
 from tests.harness.net import free_port, wait_for
-from tests.harness.ris import FhirReceiver, MllpReceiver
+from tests.harness.ris import FhirReceiver, MllpReceiver, study_outcome
 from worker import delivery
 from worker.notify import FHIR_KIND, HL7_KIND, queue_notifications
 
@@ -43,22 +43,18 @@ PATIENT_NAME = "Testperson^Rita"
 RIS_DOWN_S = 120
 """How long the RIS is unreachable in the outage test (the issue's two minutes)."""
 
-OUTCOME = StudyOutcome(
+OUTCOME = study_outcome(
     study_instance_uid="1.2.3",  # the study of tests.harness.factories.record_job
     accession_number="ACC-77",
     patient_id=PATIENT_ID,
     patient_name=PATIENT_NAME,
     patient_birth_date="19700101",
-    patient_sex="F",
-    finding="present",
     probability=0.81,
-    threshold=0.4,
     operating_point="paper",
     model_version="v-test",
     images=(ImageOutcome("1.2.3.4.5", "1.2.3.4", "present", 0.81, None),),
     sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.77",
     kos_sop_instance_uid="1.2.826.0.1.3680043.8.498.78",
-    replaces_sr_sop_instance_uid=None,
     issued=dt.datetime(2026, 12, 6, 18, 0, tzinfo=dt.UTC),
 )
 

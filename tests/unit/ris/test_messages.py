@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 
 import pytest
@@ -14,40 +13,12 @@ from hl7apy.parser import parse_message
 from ris import codes, fhir, hl7
 from ris.fhir_http import FhirEndpoint
 from ris.mllp import MllpAddress, frame, unframe
-from ris.outcome import ImageOutcome, StudyOutcome
-from tests.harness.ris import judge_bundle, judge_oru
+from ris.outcome import StudyOutcome
+from tests.harness.ris import judge_bundle, judge_oru, study_outcome
 from worker.results import codes as sr_codes
 
-ISSUED = dt.datetime(2026, 12, 6, 17, 30, 5, tzinfo=dt.UTC)
-OUTCOME = StudyOutcome(
-    study_instance_uid="1.2.826.0.1.3680043.8.498.1",
-    accession_number="ACC0042",
-    patient_id="PAT-7731",
-    patient_name="Doe^Jane^Q^Dr^III",
-    patient_birth_date="19650412",
-    patient_sex="F",
-    finding="present",
-    probability=0.7231,
-    threshold=0.4,
-    operating_point="clinical",
-    model_version="deepcovid-2026.12",
-    images=(
-        ImageOutcome(
-            "1.2.826.0.1.3680043.8.498.2", "1.2.826.0.1.3680043.8.498.3", "present", 0.72, None
-        ),
-        ImageOutcome(
-            "1.2.826.0.1.3680043.8.498.4",
-            "1.2.826.0.1.3680043.8.498.3",
-            "rejected",
-            None,
-            "lateral view (from the image)",
-        ),
-    ),
-    sr_sop_instance_uid="1.2.826.0.1.3680043.8.498.10",
-    kos_sop_instance_uid="1.2.826.0.1.3680043.8.498.11",
-    replaces_sr_sop_instance_uid=None,
-    issued=ISSUED,
-)
+OUTCOME = study_outcome()
+ISSUED = OUTCOME.issued
 REPLACEMENT = dataclasses.replace(
     OUTCOME,
     finding="absent",
