@@ -32,6 +32,7 @@ from tests.harness.studies import (
     study_files,
     wait_for_study_result,
 )
+from tests.harness.validators import dciodvfy_errors
 
 SETTLE_S = 3
 
@@ -43,11 +44,6 @@ def study_node(
     """Node + worker (embedded broker) with ``study_settle_s`` = SETTLE_S, results to Orthanc."""
     with start_study_node(settings_env, services, tmp_path, settle_s=SETTLE_S) as node:
         yield node
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,8 +72,8 @@ def test_a_study_gets_one_sr_and_kos_and_a_later_image_replaces_it(
     assert first.kos_sop_instance_uid is not None
     sr_path = study_node.in_orthanc(first.sr_sop_instance_uid)
     kos_path = study_node.in_orthanc(first.kos_sop_instance_uid)
-    assert _dciodvfy_errors(sr_path) == []
-    assert _dciodvfy_errors(kos_path) == []
+    assert dciodvfy_errors(sr_path) == []
+    assert dciodvfy_errors(kos_path) == []
     kos = dcmread(kos_path)
     (selected,) = [item for item in kos.ContentSequence if item.ValueType == "IMAGE"]
     assert selected.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
@@ -102,7 +98,7 @@ def test_a_study_gets_one_sr_and_kos_and_a_later_image_replaces_it(
     assert second.images == 3
     assert second.predecessor_sr_sop_instance_uid == first.sr_sop_instance_uid
     replacement = study_node.in_orthanc(second.sr_sop_instance_uid)
-    assert _dciodvfy_errors(replacement) == []
+    assert dciodvfy_errors(replacement) == []
     (predecessor,) = dcmread(replacement).PredecessorDocumentsSequence
     (series,) = predecessor.ReferencedSeriesSequence
     assert series.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.sr_sop_instance_uid
