@@ -268,3 +268,40 @@ def augment_batch(
     result = gray.clone().float()
     result[idx.to(device)] = out
     return result
+
+
+# The small networks' recipe (view check, lung segmenter): each script draws its own rotation,
+# scale and shift ranges; the matrix they make and the photometric jitter after it are shared.
+
+
+def rotation_scale_matrices(
+    angle: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor
+) -> torch.Tensor:
+    """``[n, 2, 3]`` matrices for ``F.affine_grid``: rotate by ``angle`` (radians), scale x and y
+    by ``sx`` / ``sy`` (negative: flipped), shift by ``tx`` / ``ty`` (in [-1, 1] units)."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(angle.shape[0], 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
+    theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
+    theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+    return theta
+
+
+def photometric_jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per image of ``x`` ``[N, 1, S, S]`` in [0, 1]: gamma, contrast, brightness, a 3x3 blur
+    (30 % of images) and Gaussian noise, drawn in that order from ``gen``; clamped to [0, 1]."""
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return _uniform(gen, n, lo, hi)
+
+    gamma = torch.exp(uniform(-0.5, 0.5)).view(n, 1, 1, 1)
+    x = x.clamp(1e-4, 1.0) ** gamma
+    x = (x - 0.5) * uniform(0.7, 1.3).view(n, 1, 1, 1) + 0.5 + uniform(-0.1, 0.1).view(n, 1, 1, 1)
+    blur = torch.rand(n, generator=gen) < 0.3
+    if blur.any():
+        kernel = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+        k2 = (kernel[:, None] * kernel[None, :]).view(1, 1, 3, 3)
+        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), k2)
+    x = x + torch.randn(x.shape, generator=gen) * uniform(0.0, 0.03).view(n, 1, 1, 1)
+    return x.clamp(0.0, 1.0)

@@ -50,6 +50,7 @@ from models.lungseg import (
     standardise,
     to_grid,
 )
+from training.augment import photometric_jitter, rotation_scale_matrices
 from training.lungfig import sample_rows, truth_grid
 from training.lungseg_data import JSRT, Film, find_v7_archive, read_jsrt, read_v7
 from training.manifest import read_manifest
@@ -94,25 +95,11 @@ def augment(
     aspect = uniform(0.9, 1.1)
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
     sx, sy = scale * aspect * flip, scale / aspect
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1] = cos * sx, -sin * sy
-    theta[:, 1, 0], theta[:, 1, 1] = sin * sx, cos * sy
-    theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.1, 0.1), uniform(-0.1, 0.1)
+    theta = rotation_scale_matrices(angle, sx, sy, uniform(-0.1, 0.1), uniform(-0.1, 0.1))
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    gamma = torch.exp(uniform(-0.5, 0.5)).view(n, 1, 1, 1)
-    x = x.clamp(1e-4, 1.0) ** gamma
-    x = (x - 0.5) * uniform(0.7, 1.3).view(n, 1, 1, 1) + 0.5 + uniform(-0.1, 0.1).view(n, 1, 1, 1)
-    blur = torch.rand(n, generator=gen) < 0.3
-    if blur.any():
-        kernel = torch.tensor([1.0, 2.0, 1.0]) / 4.0
-        k2 = (kernel[:, None] * kernel[None, :]).view(1, 1, 3, 3)
-        x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), k2)
-    x = x + torch.randn(x.shape, generator=gen) * uniform(0.0, 0.03).view(n, 1, 1, 1)
-    return standardise(x.clamp(0.0, 1.0)), y
+    return standardise(photometric_jitter(x, gen)), y
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
