@@ -21,7 +21,6 @@ Run (2 CPU cores: about 20 minutes)::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import time
@@ -34,15 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.atomic import atomic_write
-from models.files import sha256_file
 from models.lungs import find_lung_fields, learned_fields
 from models.lungseg import (
-    CARD_FILE,
     DEPTH,
     FOLDER,
     SIZE,
-    WEIGHTS_FILE,
     WIDTH,
     Segmenter,
     UNet,
@@ -51,6 +46,7 @@ from models.lungseg import (
     to_grid,
 )
 from training.augment import photometric_jitter, rotation_scale_matrices
+from training.bundled import save_bundled
 from training.lungfig import sample_rows, truth_grid
 from training.lungseg_data import JSRT, Film, find_v7_archive, read_jsrt, read_v7
 from training.manifest import read_manifest
@@ -217,20 +213,6 @@ def measure(segmenter: Segmenter, films: Sequence[Film]) -> dict[str, Any]:
     }
 
 
-def save(net: UNet, card: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write ``weights.pt`` (float16 state dict) and ``card.json`` (with the sha256) to ``out``."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / WEIGHTS_FILE.name
-    atomic_write(weights, buf.getvalue(), mode=0o644)
-    card = {**card, "weights_sha256": sha256_file(weights), "weights_dtype": "float16"}
-    text = json.dumps(card, indent=2, sort_keys=True) + "\n"
-    atomic_write(out / CARD_FILE.name, text.encode("utf-8"), mode=0o644)
-    return card
-
-
 def main(argv: list[str] | None = None) -> int:
     """Read the films, train, measure on the held-out films, write weights and card."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -357,7 +339,7 @@ def _train(
     result = measure(segmenter, held)
     card["dice_held_out"] = result["segmenter"]
     card["dice_held_out_classical"] = result["classical"]
-    save(net, card, args.out)
+    save_bundled(net, card, args.out)
     print(f"wrote {args.out} (training {minutes:.1f} min)")
     return segmenter, result
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import math
 import time
@@ -47,10 +46,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from common.atomic import atomic_write
-from models.files import sha256_file
 from models.viewcheck import (
-    CARD_FILE,
     CLASSES,
     FOLDER,
     FRONTAL,
@@ -58,7 +54,6 @@ from models.viewcheck import (
     LATERAL,
     OTHER,
     SIZE,
-    WEIGHTS_FILE,
     WIDTHS,
     ViewCheck,
     ViewNet,
@@ -66,6 +61,7 @@ from models.viewcheck import (
     to_grid,
 )
 from training.augment import photometric_jitter, rotation_scale_matrices
+from training.bundled import save_bundled
 from training.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,20 +229,6 @@ def tally(
     return out
 
 
-def save(net: ViewNet, card: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Write ``weights.pt`` (float16 state dict) and ``card.json`` (with the sha256) to ``out``."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / WEIGHTS_FILE.name
-    atomic_write(weights, buf.getvalue(), mode=0o644)
-    card = {**card, "weights_sha256": sha256_file(weights), "weights_dtype": "float16"}
-    text = json.dumps(card, indent=2, sort_keys=True) + "\n"
-    atomic_write(out / CARD_FILE.name, text.encode("utf-8"), mode=0o644)
-    return card
-
-
 def _relative(path: Path, data: Path) -> str:
     return str(path.relative_to(data)) if path.is_relative_to(data) else str(path)
 
@@ -357,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "held_out_images": sorted({_relative(s.path, data) for s in shipped_held}),
     }
-    save(shipped_net, card, args.out)
+    save_bundled(shipped_net, card, args.out)
     print(f"wrote {args.out} (in {(time.monotonic() - start) / 60.0:.1f} min)")
     return 0
 

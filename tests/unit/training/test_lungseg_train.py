@@ -15,6 +15,7 @@ from PIL import Image
 from models.files import sha256_file
 from models.lungseg import load_segmenter
 from tests.harness.factories import SHARED
+from training.bundled import save_bundled
 from training.lungseg_data import (
     JSRT_HELD_OUT,
     V7_MASKS,
@@ -23,7 +24,7 @@ from training.lungseg_data import (
     read_jsrt,
     read_v7,
 )
-from training.lungseg_train import augment, dice, fit, grids, learning_rate, measure, save
+from training.lungseg_train import augment, dice, fit, grids, learning_rate, measure
 
 JSRT_DIR = SHARED / "data" / "jsrt"
 
@@ -117,7 +118,7 @@ def test_a_short_fit_saves_weights_that_load_and_segment(tmp_path: Path) -> None
     train = [_disc_film(str(i)) for i in range(8)]
     net, epochs = fit(train, epochs=2, batch=4, size=32, width=4, depth=2, log=False)
     assert epochs == 2
-    card = save(net, {"input_size": 32, "width": 4, "depth": 2}, tmp_path)
+    card = save_bundled(net, {"input_size": 32, "width": 4, "depth": 2}, tmp_path)
     assert card["weights_sha256"] == sha256_file(tmp_path / "weights.pt")
     loaded = load_segmenter(tmp_path)
     film = _disc_film("held", held_out=True)
