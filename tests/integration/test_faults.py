@@ -74,6 +74,10 @@ def start_fleet(
         **env,
         "DEEPCOVID_BROKER_URL": redis_server.url,
         "DEEPCOVID_RECONCILE_INTERVAL_S": "2",  # waiting jobs re-enqueued after 20 s
+        # These faults are about each image's results; a study-level SR and KOS, issued
+        # study_settle_s after a study's jobs are final, would land in Orthanc at a moment the
+        # counts below cannot pin down (tests/integration/test_study_result.py covers them).
+        "DEEPCOVID_STUDY_SETTLE_S": "86400",
     }
     cluster = Cluster(env, tmp_path, services)
     cluster.env.update(extra)
