@@ -314,6 +314,7 @@ class FrozenBackbone:
         device: torch.device,
         splits: tuple[SplitData, SplitData],
     ) -> FrozenBackbone:
+        """The backbone's outputs of the (train, val) ``splits``, with ``model``'s head."""
         head = split_at_head(model, cfg.arch)[1]
         outs = [cls.outputs(model, cfg, spec, device, data) for data in splits]
         return cls(head=head, train=outs[0], val=outs[1])
@@ -337,6 +338,7 @@ class FrozenBackbone:
         return torch.cat(parts).clone()
 
     def validate(self, model: nn.Module, val: SplitData) -> Validation:
+        """What :func:`_validate` measures, from the cached val outputs (head in eval mode)."""
         model.eval()
         with torch.inference_mode():
             logits = self.head(self.val).float().cpu()
