@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     register_commands(sub)
     args = parser.parse_args(without_debug_flag(args_list))
-    registry = args.registry or SHIPPED_REGISTRY
+    registry = getattr(args, "registry", None) or SHIPPED_REGISTRY
     return run_reporting_errors(
         lambda: args.func(args, registry, PROG),
         f"{PROG} {args.command}",

@@ -1,4 +1,5 @@
-"""`deepcovid train | evaluate | compare | threshold | cv`: training, reports, comparison, CV.
+"""`deepcovid train | evaluate | compare | threshold | cv | cv-compare`: training, reports,
+comparison, CV.
 
 The commands live in :mod:`training.commands` (one module each, shared with ``python -m
 training``, which runs where the settings object is not installed); this module registers them
@@ -18,8 +19,9 @@ Handler = Callable[[argparse.Namespace, Path, str], int]
 
 
 def _registry_root(args: argparse.Namespace) -> Path:
-    if args.registry is not None:
-        return Path(args.registry)
+    given = getattr(args, "registry", None)  # cv-compare reads folders, not the registry
+    if given is not None:
+        return Path(given)
     from common.settings import get_settings
 
     return Path(get_settings().model.registry_dir)

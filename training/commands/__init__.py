@@ -1,5 +1,5 @@
 """The training commands, one module each (as Celery's ``celery/bin/``): ``train``,
-``evaluate``, ``compare``, ``threshold``, ``cv`` and ``fit-domain``.
+``evaluate``, ``compare``, ``threshold``, ``cv``, ``cv-compare`` and ``fit-domain``.
 
 Each module holds its flags and a thin handler ``run(args, registry_root, argv0)`` that calls the
 library (:mod:`training.trainer`, :mod:`training.evaluate`, ...); :mod:`.inputs` and
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 
-from training.commands import compare, cv, evaluate, fit_domain, threshold, train
+from training.commands import compare, cv, cv_compare, evaluate, fit_domain, threshold, train
 
-MODEL_COMMANDS = (train, evaluate, compare, threshold, cv)
-"""The commands that make or measure versions and recipes (``deepcovid train`` ... ``cv``)."""
+MODEL_COMMANDS = (train, evaluate, compare, threshold, cv, cv_compare)
+"""The commands that make or measure versions and recipes (``deepcovid train`` ...
+``cv-compare``)."""
 
 
 def register_commands(
