@@ -28,6 +28,14 @@ def _refuse(what: str) -> object:
     return refused
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _matplotlib_font_cache() -> None:
+    """Build matplotlib's font cache before any test refuses processes: on a fresh machine the
+    first import of ``matplotlib.pyplot`` runs ``fc-list`` to fill it, which the guard below would
+    fail when the unit layer runs alone (in the whole suite an integration test fills it first)."""
+    import matplotlib.font_manager  # noqa: F401
+
+
 @pytest.fixture(autouse=True)
 def _no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse to start a process for the length of each unit test."""

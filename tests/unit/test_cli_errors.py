@@ -105,6 +105,9 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
             Case(["cv", "--manifest", manifest, "--folds", "1"], "at least 2", 2),
             Case(["cv", "--manifest", manifest, "--folds", "900"], "groups cannot fill", 2),
         ],
+        "cv-compare": [
+            Case(["cv-compare", str(tmp / "no-such-run")], "no cross-validation summary", 2),
+        ],
         "threshold": [
             Case(["threshold", *reg, "--model", "nope"], "no model version 'nope'", 2),
             Case(
