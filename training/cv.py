@@ -31,7 +31,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,22 @@ class FoldResult:
         return dataclasses.asdict(self)
 
 
-def _plan_key(plan: CVPlan, manifest: Manifest, folds: Sequence[int]) -> str:
-    """What a stored fold result must match to be reused: manifest, folds and recipe."""
-    recipe = {
-        k: v
-        for k, v in plan.config.to_dict().items()
-        if k not in {"seed", "device", "threads", "load_workers", "eval_batch_size"}
-    }
+_NOT_RECIPE = frozenset({"seed", "device", "threads", "load_workers", "eval_batch_size"})
+"""Training settings that do not change what a fold run measures (``seed`` is keyed per file)."""
+
+_WHERE = frozenset({"manifest", "data_root"})
+"""Where the data lies: the manifest's sha256 identifies it, so a fold run on another machine
+(the repository's data under another path, e.g. a GPU box) is the same run."""
+
+
+def _plan_key(
+    plan: CVPlan, manifest: Manifest, folds: Sequence[int], *, with_paths: bool = False
+) -> str:
+    """What a stored fold result must match to be reused: manifest (by sha256), folds and
+    recipe. ``with_paths`` gives the key fold results stored before 2026-12-06 carry, which
+    also held the manifest's path and the data root."""
+    left_out = _NOT_RECIPE if with_paths else _NOT_RECIPE | _WHERE
+    recipe = {k: v for k, v in plan.config.to_dict().items() if k not in left_out}
     text = json.dumps(
         {"manifest": manifest.sha256, "folds": list(folds), "recipe": recipe}, sort_keys=True
     )
@@ -294,11 +303,11 @@ def _fold_file(out_dir: Path, fold: int, seed: int) -> Path:
     return out_dir / FOLDS_DIR / f"fold{fold}-seed{seed}.json"
 
 
-def _stored(path: Path, key: str) -> FoldResult | None:
+def _stored(path: Path, keys: Collection[str]) -> FoldResult | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("plan_key") != key:
+    if data.get("plan_key") not in keys:
         return None
     data.pop("plan_key")
     metrics = {k: (math.nan if v is None else v) for k, v in data.pop("metrics").items()}
@@ -326,6 +335,7 @@ def run_cv(
     rows = cv_rows(manifest)
     folds = assign_folds(rows, plan.folds, plan.fold_seed)
     key = _plan_key(plan, manifest, folds)
+    reusable = {key, _plan_key(plan, manifest, folds, with_paths=True)}
     counts = fold_counts(rows, folds, plan.folds)
     log(f"{len(rows)} train + val films in {plan.folds} folds: {json.dumps(counts)}")
     t0 = time.perf_counter()
@@ -339,7 +349,7 @@ def run_cv(
     for seed in plan.seeds:
         for fold in range(plan.folds):
             path = _fold_file(out_dir, fold, seed)
-            done = _stored(path, key) if resume else None
+            done = _stored(path, reusable) if resume else None
             if done is None and only_folds is not None and fold not in only_folds:
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: not run yet, left out")
                 continue

@@ -228,3 +228,23 @@ def test_a_head_only_recipe_runs_its_backbone_once_and_scores_as_the_full_path(
     said = capsys.readouterr()
     assert "computed once" not in said.out + said.err
     np.testing.assert_allclose(cached, full, atol=1e-5)
+
+
+def test_a_fold_run_with_the_manifest_elsewhere_is_reused(
+    crossval: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The manifest's sha256 names the data, not its path: fold runs made on another machine
+    (a GPU box with the data under another folder) finish a cross-validation started here."""
+    out = crossval["root"] / "moved"
+    argv = [a for a in crossval["argv"] if a != "--keep-models"]
+    argv[argv.index("--out-dir") + 1] = str(out)
+    assert training_main([*argv, "--only-folds", "0"]) == 0
+    elsewhere = crossval["root"] / "elsewhere"
+    elsewhere.mkdir()
+    moved = elsewhere / "copy.csv"
+    moved.write_bytes(crossval["manifest"].read_bytes())  # same content, other path
+    argv[argv.index("--manifest") + 1] = str(moved)
+    capsys.readouterr()
+    assert training_main([*argv, "--only-folds", "1"]) == 0
+    assert "fold 1/2, seed 0: done before, reused" in capsys.readouterr().err
+    assert json.loads((out / "cv.json").read_text())["complete"]
