@@ -330,7 +330,9 @@ def run_cv(
     the pooled out-of-fold predictions, the cost) and ``cv.md``; returns the ``cv.json`` content.
     ``only_folds`` trains just those folds (the others are taken from earlier runs in ``out_dir``
     where there, else left out): a long cross-validation split over several calls, e.g. on a
-    machine that limits each command's time. The summary says how many folds it rests on.
+    machine that limits each command's time; an empty ``only_folds`` trains nothing and loads no
+    image (the summary of fold runs made by parallel calls). The summary says how many folds it
+    rests on.
     """
     rows = cv_rows(manifest)
     folds = assign_folds(rows, plan.folds, plan.fold_seed)
@@ -339,12 +341,18 @@ def run_cv(
     counts = fold_counts(rows, folds, plan.folds)
     log(f"{len(rows)} train + val films in {plan.folds} folds: {json.dumps(counts)}")
     t0 = time.perf_counter()
-    data = load_split(rows, plan.config.preprocess_spec(), plan.config.load_workers)
+    trains = only_folds is None or len(only_folds) > 0  # an empty list only summarises
+    data = (
+        load_split(rows, plan.config.preprocess_spec(), plan.config.load_workers)
+        if trains
+        else None
+    )
     load_seconds = time.perf_counter() - t0
-    log(f"loaded {len(data)} images in {load_seconds:.1f} s")
+    if data is not None:
+        log(f"loaded {len(data)} images in {load_seconds:.1f} s")
     if plan.config.threads:
         torch.set_num_threads(plan.config.threads)
-    features = _frozen_features(plan.config, data, log)
+    features = _frozen_features(plan.config, data, log) if data is not None else None
     results: list[FoldResult] = []
     for seed in plan.seeds:
         for fold in range(plan.folds):
@@ -354,6 +362,7 @@ def run_cv(
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: not run yet, left out")
                 continue
             if done is None:
+                assert data is not None  # only_folds == () left every missing fold out above
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: training")
                 run_dir = out_dir / "runs" / f"fold{fold}-seed{seed}"
                 done = _train_fold(

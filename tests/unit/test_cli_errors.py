@@ -103,6 +103,11 @@ def cases(tmp: Path, registry: Path) -> dict[str, list[Case]]:
         "cv": [
             Case(["cv", "--manifest", str(tmp / "missing.csv")], "does not exist", 2),
             Case(["cv", "--manifest", manifest, "--folds", "1"], "at least 2", 2),
+            Case(
+                ["cv", "--manifest", manifest, "--summarise", "--only-folds", "0"],
+                "trains nothing",
+                2,
+            ),
             Case(["cv", "--manifest", manifest, "--folds", "900"], "groups cannot fill", 2),
         ],
         "cv-compare": [

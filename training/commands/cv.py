@@ -84,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "long run split over several calls with the same --out-dir",
     )
     group.add_argument(
+        "--summarise",
+        action="store_true",
+        help="train nothing: write the summary of the fold runs OUT_DIR already holds for this "
+        "recipe and folds (the last call after fold runs made in parallel)",
+    )
+    group.add_argument(
         "--no-resume",
         action="store_true",
         help="train every fold again (default: reuse the folds OUT_DIR/folds already holds for "
@@ -101,6 +107,11 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
     from training.folds import assign_folds, cv_rows
 
     cfg = config_from_args(args)
+    if args.summarise and (args.no_resume or args.only_folds is not None):
+        raise UsageError(
+            "--summarise trains nothing, so it takes neither --no-resume nor --only-folds",
+            "drop one of them",
+        )
     if args.folds < 2:
         raise UsageError(f"--folds must be at least 2, got {args.folds}", "use --folds 5")
     manifest = load_manifest(cfg.manifest, cfg.data_root)
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace, registry_root: Path, argv0: str = "deepcovid")
         manifest,
         out,
         resume=not args.no_resume,
-        only_folds=args.only_folds,
+        only_folds=() if args.summarise else args.only_folds,
         progress=not args.no_progress,
         log=log,
     )

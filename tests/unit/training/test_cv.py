@@ -248,3 +248,28 @@ def test_a_fold_run_with_the_manifest_elsewhere_is_reused(
     assert training_main([*argv, "--only-folds", "1"]) == 0
     assert "fold 1/2, seed 0: done before, reused" in capsys.readouterr().err
     assert json.loads((out / "cv.json").read_text())["complete"]
+
+
+def test_summarise_trains_nothing_and_sums_up_the_stored_fold_runs(
+    crossval: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fold runs made by parallel calls (one ``--only-folds F`` each) are summed up by a last
+    ``--summarise`` call, which loads no image and never trains a missing fold."""
+    out = crossval["root"] / "parallel"
+    argv = [a for a in crossval["argv"] if a != "--keep-models"]
+    argv[argv.index("--out-dir") + 1] = str(out)
+    (out / "folds").mkdir(parents=True)
+    fold0 = crossval["out"] / "folds" / "fold0-seed0.json"
+    (out / "folds" / fold0.name).write_bytes(fold0.read_bytes())
+    capsys.readouterr()
+    assert training_main([*argv, "--summarise"]) == 0
+    err = capsys.readouterr().err
+    assert "training" not in err and "loaded" not in err
+    assert "fold 2/2, seed 0: not run yet, left out" in err
+    first = json.loads((out / "cv.json").read_text())
+    assert not first["complete"] and [f["fold"] for f in first["per_fold"]] == [0]
+    fold1 = crossval["out"] / "folds" / "fold1-seed0.json"
+    (out / "folds" / fold1.name).write_bytes(fold1.read_bytes())
+    assert training_main([*argv, "--summarise"]) == 0
+    whole = json.loads((crossval["out"] / "cv.json").read_text())
+    assert json.loads((out / "cv.json").read_text())["summary"] == whole["summary"]
