@@ -27,7 +27,7 @@ import numpy as np
 from models.card import ALL_SOURCES
 from training import plots
 from training.baseline import source_name
-from training.cv_metrics import CV_METRICS, format_mean_sd
+from training.cv_metrics import CV_METRICS, HEADLINE, format_mean_sd
 from training.evaluate import Scored, json_safe, within_source
 from training.intervals import bootstrap_auc_interval
 from training.metrics import (
@@ -42,14 +42,7 @@ from training.sources import pooled_within_source_auc
 
 COMPARE_FILES = ("compare.json", "compare.md", "roc_compare.png", "pr_compare.png")
 
-CV_COLUMNS: tuple[str, ...] = (
-    "auc",
-    "within_source_auc",
-    "specificity_at_95",
-    "specificity_at_98",
-    "nih_no_finding_called",
-    "nema_cr_probability",
-)
+CV_COLUMNS = HEADLINE
 """The cross-validation figures ``compare`` shows beside a version (:mod:`training.cv_metrics`)."""
 
 

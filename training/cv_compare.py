@@ -34,19 +34,19 @@ from typing import Any
 
 import numpy as np
 
-from training.cv_metrics import CV_METRICS, PERCENT, format_mean_sd, mean_sd, read_summary
+from training.cv_metrics import (
+    CV_METRICS,
+    HEADLINE,
+    PERCENT,
+    format_mean_sd,
+    mean_sd,
+    read_summary,
+)
 
 LOWER_IS_BETTER = frozenset({"nih_no_finding_called", "nema_cr_probability", "nema_cr_present"})
 """Metrics where the smaller value is the better recipe."""
 
-PAIRED_METRICS: tuple[str, ...] = (
-    "auc",
-    "within_source_auc",
-    "specificity_at_95",
-    "specificity_at_98",
-    "nih_no_finding_called",
-    "nema_cr_probability",
-)
+PAIRED_METRICS = HEADLINE
 """The metrics compared fold by fold against the reference."""
 
 CONFIRMATION_SEEDS = 3

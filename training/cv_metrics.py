@@ -53,6 +53,18 @@ CV_METRICS: dict[str, str] = {
 }
 """Every per-fold metric, in table order, with its label."""
 
+HEADLINE: tuple[str, ...] = (
+    "auc",
+    "within_source_auc",
+    "specificity_at_95",
+    "specificity_at_98",
+    "nih_no_finding_called",
+    "nema_cr_probability",
+)
+"""The metrics shown when recipes stand side by side (``compare --cv``, ``cv-compare``):
+every :data:`CV_METRICS` value but the NEMA CR's called share, which its probability and the
+98 % point already say."""
+
 PERCENT = frozenset(
     {"specificity_at_95", "specificity_at_98", "nih_no_finding_called", "nema_cr_present"}
 )
