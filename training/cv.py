@@ -303,15 +303,27 @@ def _fold_file(out_dir: Path, fold: int, seed: int) -> Path:
     return out_dir / FOLDS_DIR / f"fold{fold}-seed{seed}.json"
 
 
-def _stored(path: Path, keys: Collection[str]) -> FoldResult | None:
+def _stored(path: Path, key: str, earlier: Collection[str] = ()) -> FoldResult | None:
+    """The fold result stored at ``path`` for this plan (``key``), or None. One stored under an
+    ``earlier`` key of the same plan is stored again under ``key``, so that it also matches
+    where only ``key`` is known (a run on another machine, with the data under another path)."""
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("plan_key") not in keys:
+    stored_key = data.pop("plan_key", None)
+    if stored_key != key and stored_key not in earlier:
         return None
-    data.pop("plan_key")
     metrics = {k: (math.nan if v is None else v) for k, v in data.pop("metrics").items()}
-    return FoldResult(metrics=metrics, **data)
+    result = FoldResult(metrics=metrics, **data)
+    if stored_key != key:
+        _store(path, result, key)
+    return result
+
+
+def _store(path: Path, result: FoldResult, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = json_safe({**result.to_dict(), "plan_key": key})
+    atomic_write(path, (json.dumps(payload) + "\n").encode(), mode=RESULT_MODE)
 
 
 def run_cv(
@@ -337,7 +349,7 @@ def run_cv(
     rows = cv_rows(manifest)
     folds = assign_folds(rows, plan.folds, plan.fold_seed)
     key = _plan_key(plan, manifest, folds)
-    reusable = {key, _plan_key(plan, manifest, folds, with_paths=True)}
+    earlier = {_plan_key(plan, manifest, folds, with_paths=True)}
     counts = fold_counts(rows, folds, plan.folds)
     log(f"{len(rows)} train + val films in {plan.folds} folds: {json.dumps(counts)}")
     t0 = time.perf_counter()
@@ -357,7 +369,7 @@ def run_cv(
     for seed in plan.seeds:
         for fold in range(plan.folds):
             path = _fold_file(out_dir, fold, seed)
-            done = _stored(path, reusable) if resume else None
+            done = _stored(path, key, earlier) if resume else None
             if done is None and only_folds is not None and fold not in only_folds:
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: not run yet, left out")
                 continue
@@ -368,9 +380,7 @@ def run_cv(
                 done = _train_fold(
                     plan, manifest, data, folds, fold, seed, run_dir, log, progress, features
                 )
-                path.parent.mkdir(parents=True, exist_ok=True)
-                payload = json_safe({**done.to_dict(), "plan_key": key})
-                atomic_write(path, (json.dumps(payload) + "\n").encode(), mode=RESULT_MODE)
+                _store(path, done, key)
             else:
                 log(f"fold {fold + 1}/{plan.folds}, seed {seed}: done before, reused")
             m = done.metrics

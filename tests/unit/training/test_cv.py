@@ -273,3 +273,43 @@ def test_summarise_trains_nothing_and_sums_up_the_stored_fold_runs(
     assert training_main([*argv, "--summarise"]) == 0
     whole = json.loads((crossval["out"] / "cv.json").read_text())
     assert json.loads((out / "cv.json").read_text())["summary"] == whole["summary"]
+
+
+def test_a_fold_run_stored_under_the_earlier_key_is_reused_and_stored_again(
+    crossval: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fold runs stored before the key left the manifest's path out (it held the path too) are
+    still reused at that path, and stored again under today's key, which matches elsewhere."""
+    import argparse
+
+    from training.commands import cv as cv_command
+    from training.commands.inputs import load_manifest
+    from training.cv import CVPlan, _plan_key
+    from training.folds import assign_folds, cv_rows
+
+    out = crossval["root"] / "earlier"
+    (out / "folds").mkdir(parents=True)
+    argv = [a for a in crossval["argv"] if a != "--keep-models"]
+    argv[argv.index("--out-dir") + 1] = str(out)
+    parser = argparse.ArgumentParser()
+    cv_command.register(parser.add_subparsers())
+    cfg = cv_command.config_from_args(parser.parse_args(argv))
+    manifest = load_manifest(cfg.manifest, cfg.data_root)
+    folds = assign_folds(cv_rows(manifest), 2, 0)
+    plan = CVPlan(config=cfg, folds=2)
+    earlier = _plan_key(plan, manifest, folds, with_paths=True)
+    assert earlier != _plan_key(plan, manifest, folds)
+    for name in ("fold0-seed0.json", "fold1-seed0.json"):
+        data = json.loads((crossval["out"] / "folds" / name).read_text())
+        (out / "folds" / name).write_text(json.dumps({**data, "plan_key": earlier}))
+    copy = crossval["root"] / "copy-of-manifest.csv"
+    copy.write_bytes(crossval["manifest"].read_bytes())
+    elsewhere = [*argv, "--summarise"]
+    elsewhere[elsewhere.index("--manifest") + 1] = str(copy)
+    capsys.readouterr()
+    assert training_main(elsewhere) == 0  # another path: the earlier key does not match
+    assert "reused" not in capsys.readouterr().err
+    assert training_main([*argv, "--summarise"]) == 0  # its own path: reused, stored again
+    assert "fold 2/2, seed 0: done before, reused" in capsys.readouterr().err
+    assert training_main(elsewhere) == 0  # now it matches wherever the manifest lies
+    assert "fold 2/2, seed 0: done before, reused" in capsys.readouterr().err
