@@ -18,7 +18,8 @@ Two tables:
 
 Beside that, the rule's bar for the default (``docs/training.md``, "The rule that picks the
 default"): a candidate's mean within-source AUC must exceed the reference's by more than the
-reference's sd. It is stated for the figures at hand and marked *screen* while the reference
+reference's sd, both taken over the folds both have run. It is stated for the figures at hand
+and marked *screen* while the reference
 has fewer than 3 training seeds or not all its folds; the rule decides on the 3-seed
 confirmation. Pure numpy and json: no torch.
 """
@@ -129,17 +130,37 @@ def paired(candidate: CVRun, reference: CVRun, key: str) -> dict[str, Any]:
     }
 
 
+def _results_on(run: CVRun, key: str, folds: set[int]) -> list[float]:
+    """``key`` of every (fold, seed) result of ``run`` on ``folds`` (finite ones)."""
+    return [
+        float(r["metrics"][key])
+        for r in run.per_fold
+        if int(r["fold"]) in folds
+        and r["metrics"].get(key) is not None
+        and math.isfinite(r["metrics"][key])
+    ]
+
+
 def rule_bar(candidate: CVRun, reference: CVRun) -> dict[str, Any]:
     """The rule's bar on within-source AUC: does the candidate's mean exceed the reference's
-    mean plus the reference's sd? ``screen`` when the reference is not yet the confirmation."""
+    mean plus the reference's sd? Both over the folds both have run (an interrupted reference
+    is not compared with a candidate's other folds). ``screen`` while the reference is not the
+    confirmation (3 seeds on every fold)."""
     key = "within_source_auc"
-    ref = reference.report["summary"].get(key) or {}
-    cand = candidate.report["summary"].get(key) or {}
-    if ref.get("mean") is None or ref.get("sd") is None or cand.get("mean") is None:
-        return {"bar": None, "clears": None, "screen": True}
-    bar = float(ref["mean"]) + float(ref["sd"])
+    shared = set(candidate.fold_means(key)) & set(reference.fold_means(key))
+    ref = mean_sd(_results_on(reference, key, shared))
+    cand = mean_sd(_results_on(candidate, key, shared))
     screen = not reference.complete or len(reference.seeds) < CONFIRMATION_SEEDS
-    return {"bar": bar, "clears": bool(cand["mean"] > bar), "screen": screen}
+    if ref["sd"] is None or cand["mean"] is None:
+        return {"bar": None, "clears": None, "screen": screen, "folds": len(shared)}
+    bar = float(ref["mean"]) + float(ref["sd"])
+    return {
+        "bar": bar,
+        "clears": bool(cand["mean"] > bar),
+        "screen": screen,
+        "folds": len(shared),
+        "candidate_mean": cand["mean"],
+    }
 
 
 def compare_runs(reference: CVRun, candidates: Sequence[CVRun]) -> dict[str, Any]:
@@ -186,9 +207,12 @@ def _difference(entry: dict[str, Any], key: str) -> str:
 
 def _rule_cell(rule: dict[str, Any]) -> str:
     if rule["bar"] is None:
-        return "not defined (the reference needs 2 folds)"
+        return "not defined (2 shared fold runs needed)"
     verdict = "clears" if rule["clears"] else "does not clear"
-    return f"{verdict} {rule['bar']:.3f}" + (" (screen)" if rule["screen"] else "")
+    return (
+        f"{rule['candidate_mean']:.3f} {verdict} {rule['bar']:.3f} "
+        f"({rule['folds']} shared folds{', screen' if rule['screen'] else ''})"
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -220,7 +244,8 @@ def markdown(result: dict[str, Any]) -> str:
             "on that fold), over the folds both have run: mean ± sd of the differences, and on "
             "how many folds the recipe is better (higher, or lower for the NIH and NEMA "
             "columns). The rule's bar: the recipe's mean within-source AUC against the "
-            "reference's mean + one sd; *screen* until the reference has 3 seeds on all folds.",
+            "reference's mean + one sd, both over the folds both have run; *screen* until the "
+            "reference has 3 seeds on all folds.",
             "",
             "| recipe | "
             + " | ".join(CV_METRICS[k] for k in PAIRED_METRICS)

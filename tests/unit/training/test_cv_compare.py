@@ -96,7 +96,13 @@ def test_rule_bar_is_reference_mean_plus_sd_and_a_screen_until_three_seeds(
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 4)
     high = read_run(_write(tmp_path, "high", _report({(f, 0): 0.8 for f in range(5)})))
     low = read_run(_write(tmp_path, "low", _report({(f, 0): 0.7 for f in range(5)})))
-    assert rule_bar(high, ref) == {"bar": pytest.approx(mean + sd), "clears": True, "screen": True}
+    assert rule_bar(high, ref) == {
+        "bar": pytest.approx(mean + sd),
+        "clears": True,
+        "screen": True,
+        "folds": 5,
+        "candidate_mean": pytest.approx(0.8),
+    }
     assert rule_bar(low, ref)["clears"] is False  # 0.70 < 0.64 + 0.114
     confirmed = read_run(
         _write(
@@ -125,7 +131,20 @@ def test_markdown_names_the_reference_an_incomplete_run_and_the_bar(tmp_path: Pa
     text = markdown(compare_runs(ref, [cand]))
     assert "| ref (reference) | squeezenet1_1 | 5 (1 seed(s)), incomplete |" in text
     assert "+0.260 ± 0.114 (better on 5 of 5)" in text
-    assert "clears 0.754 (screen)" in text
+    assert "0.900 clears 0.754 (5 shared folds, screen)" in text
+
+
+def test_an_interrupted_reference_is_judged_on_the_folds_it_has(tmp_path: Path) -> None:
+    """Folds 0-1 of the reference (0.6, 0.7) against a candidate's five: the bar and the
+    candidate's mean are both taken over folds 0-1, not over the candidate's other folds."""
+    ref = read_run(_write(tmp_path, "ref", _report({(0, 0): 0.6, (1, 0): 0.7}, complete=False)))
+    cand = read_run(
+        _write(tmp_path, "cand", _report({(f, 0): v for f, v in enumerate([0.6, 0.7, 1, 1, 1])}))
+    )
+    rule = rule_bar(cand, ref)
+    assert rule["folds"] == 2 and rule["clears"] is False
+    assert rule["candidate_mean"] == pytest.approx(0.65)
+    assert rule["bar"] == pytest.approx(0.65 + math.sqrt(0.005))
 
 
 @pytest.mark.parametrize("main", [deepcovid_main, training_main], ids=["deepcovid", "training"])
