@@ -80,15 +80,19 @@ class CVRun:
     def complete(self) -> bool:
         return bool(self.report.get("complete", True))
 
-    def fold_means(self, key: str) -> dict[int, float]:
-        """Per fold, the mean of ``key`` over the seeds that ran it (folds without a finite
-        value are left out)."""
+    def by_fold(self, key: str) -> dict[int, list[float]]:
+        """Per fold, the finite values of ``key`` of the seeds that ran it (folds without one
+        are left out)."""
         values: dict[int, list[float]] = {}
         for run in self.per_fold:
             value = run["metrics"].get(key)
             if value is not None and math.isfinite(value):
                 values.setdefault(int(run["fold"]), []).append(float(value))
-        return {fold: float(np.mean(v)) for fold, v in values.items()}
+        return values
+
+    def fold_means(self, key: str) -> dict[int, float]:
+        """Per fold, the mean of ``key`` over the seeds that ran it."""
+        return {fold: float(np.mean(v)) for fold, v in self.by_fold(key).items()}
 
 
 def read_run(folder: Path, name: str | None = None) -> CVRun:
@@ -132,13 +136,7 @@ def paired(candidate: CVRun, reference: CVRun, key: str) -> dict[str, Any]:
 
 def _results_on(run: CVRun, key: str, folds: set[int]) -> list[float]:
     """``key`` of every (fold, seed) result of ``run`` on ``folds`` (finite ones)."""
-    return [
-        float(r["metrics"][key])
-        for r in run.per_fold
-        if int(r["fold"]) in folds
-        and r["metrics"].get(key) is not None
-        and math.isfinite(r["metrics"][key])
-    ]
+    return [v for fold, values in run.by_fold(key).items() if fold in folds for v in values]
 
 
 def rule_bar(candidate: CVRun, reference: CVRun) -> dict[str, Any]:
