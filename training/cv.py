@@ -40,7 +40,7 @@ import torch
 
 from common.atomic import atomic_write
 from training.config import TrainConfig
-from training.cv_metrics import SUMMARY_FILE, fold_metrics, summarise
+from training.cv_metrics import SUMMARY_FILE, calls_at, fold_metrics, summarise
 from training.dataset import SplitData, load_split
 from training.evaluate import json_safe
 from training.folds import assign_folds, cv_rows, fold_counts, held_out, inner_split
@@ -426,16 +426,24 @@ def _report(
         have = np.isfinite(probs)  # the rows of the folds that ran
         labels = np.array([r.label for r, ok in zip(rows, have, strict=True) if ok])
         sources = [r.source or "unknown" for r, ok in zip(rows, have, strict=True) if ok]
+        points = _pooled_points(
+            labels,
+            probs[have],
+            f"out-of-fold predictions of train + val ({len(ran)} of {plan.folds} folds, "
+            f"seed {seed})",
+        )
+        held = [r for r, ok in zip(rows, have, strict=True) if ok]
+        nema = [r.metrics.get("nema_cr_probability", math.nan) for r in ran]
         pooled[str(seed)] = {
             "folds": len(ran),
             "auc": roc_auc(labels, probs[have]),
             "within_source_auc": pooled_within_source_auc(labels, probs[have], sources),
-            "operating_points": _pooled_points(
-                labels,
-                probs[have],
-                f"out-of-fold predictions of train + val ({len(ran)} of {plan.folds} folds, "
-                f"seed {seed})",
-            ),
+            "operating_points": points,
+            "calls": {
+                name: calls_at(point["threshold"], probs[have], held, nema)
+                for name, point in points.items()
+                if isinstance(point, dict) and "threshold" in point
+            },
         }
     totals = [r.seconds["total"] for r in results] or [0.0]
     return json_safe(

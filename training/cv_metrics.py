@@ -114,6 +114,34 @@ def fold_metrics(
     return out
 
 
+def calls_at(
+    threshold: float,
+    probs: np.ndarray,
+    rows: Sequence[ManifestRow],
+    nema_probabilities: Sequence[float],
+) -> dict[str, Any]:
+    """What a pooled out-of-fold point calls COVID-19 beyond its sensitivity and specificity.
+
+    ``nih_no_finding_called`` (with its count ``nih_no_finding_n``): the share of the NIH "No
+    Finding" films among ``rows`` (with out-of-fold ``probs``) at or above ``threshold``;
+    ``nema_cr_called`` of ``nema_cr_of``: how many fold models put the NEMA sample CR at or above
+    it (one probability per fold model, NaN where none was scored). These are the issue's
+    clinical goals read at the point a card would store, where :func:`fold_metrics` reads them at
+    each fold's own 98 % point.
+    """
+    s = np.asarray(probs, dtype=np.float64)
+    normal = np.array(
+        [r.source == NIH_SOURCE and r.finding_group == "no_finding" for r in rows], dtype=bool
+    )
+    nema = np.array([p for p in nema_probabilities if p is not None and math.isfinite(p)])
+    return {
+        "nih_no_finding_called": float((s[normal] >= threshold).mean()) if normal.any() else None,
+        "nih_no_finding_n": int(normal.sum()),
+        "nema_cr_called": int((nema >= threshold).sum()),
+        "nema_cr_of": int(nema.size),
+    }
+
+
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:
     """Mean and sample sd (ddof 1) of the finite values, with their count and the total.
 

@@ -25,6 +25,23 @@ def _point(point: dict[str, Any]) -> str:
     )
 
 
+def _calls(calls: dict[str, Any] | None) -> str:
+    """What the point calls COVID-19: NIH "No Finding" films and fold models on the NEMA CR."""
+    if not calls:
+        return ""
+    parts = []
+    if calls.get("nih_no_finding_called") is not None:
+        parts.append(
+            f'NIH "No Finding" called {100 * calls["nih_no_finding_called"]:.1f} % '
+            f"(of {calls['nih_no_finding_n']})"
+        )
+    if calls.get("nema_cr_of"):
+        parts.append(
+            f"NEMA CR called by {calls['nema_cr_called']} of {calls['nema_cr_of']} fold models"
+        )
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def markdown(report: dict[str, Any]) -> str:
     """``cv.md`` from the ``cv.json`` content."""
     per_fold = report["per_fold"]
@@ -59,7 +76,9 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"  - not defined: {points['not_defined']}")
         for name, point in points.items():
             if name != "not_defined":
-                lines.append(f"  - {name}: {_point(point)}")
+                lines.append(
+                    f"  - {name}: {_point(point)}{_calls(pooled.get('calls', {}).get(name))}"
+                )
     cost = report["cost"]
     lines += [
         "",

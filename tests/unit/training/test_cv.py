@@ -19,7 +19,14 @@ import pytest
 from models.registry import Registry
 from tests.harness.factories import CXR_DIR, DICOM_DIR
 from training.__main__ import main as training_main
-from training.cv_metrics import CV_METRICS, fold_metrics, format_mean_sd, mean_sd, summarise
+from training.cv_metrics import (
+    CV_METRICS,
+    calls_at,
+    fold_metrics,
+    format_mean_sd,
+    mean_sd,
+    summarise,
+)
 from training.manifest import ManifestRow
 
 PER_STRATUM = {("ieee8023", "covid", ""): 12, ("ieee8023", "non_covid", ""): 12}
@@ -121,9 +128,16 @@ def test_summary_has_every_metric_per_fold_and_as_mean_sd(crossval: dict[str, An
     assert summary["auc"]["sd"] == pytest.approx(np.std(aucs, ddof=1))
     points = report["pooled_oof"]["0"]["operating_points"]
     assert set(points) == {"paper", "clinical"} and points["paper"]["sensitivity"] >= 0.98
+    calls = report["pooled_oof"]["0"]["calls"]
+    assert set(calls) == {"paper", "clinical"}
+    assert calls["paper"]["nih_no_finding_n"] == 6 and calls["paper"]["nema_cr_of"] == 2
+    # the paper point is the lower threshold, so it calls at least what the clinical one does
+    assert calls["paper"]["nih_no_finding_called"] >= calls["clinical"]["nih_no_finding_called"]
+    assert calls["paper"]["nema_cr_called"] >= calls["clinical"]["nema_cr_called"]
     assert report["cost"]["seconds_per_fold_mean"] > 0
     table = (crossval["out"] / "cv.md").read_text()
     assert "| within-source AUC |" in table and "wall time (s)" in table
+    assert 'NIH "No Finding" called' in table and "of 2 fold models" in table
 
 
 def test_fold_models_are_kept_unactivated(crossval: dict[str, Any]) -> None:
@@ -166,6 +180,23 @@ def test_fold_metrics_count_the_clinical_numbers_by_hand() -> None:
     assert m["nih_no_finding_called"] == pytest.approx(1 / 3)
     assert m["nema_cr_present"] == 1.0 and m["nema_cr_probability"] == 0.62
     assert math.isnan(m["within_source_auc"])  # no source holds both classes
+
+
+def test_calls_at_a_pooled_point_count_normal_films_and_fold_models_by_hand() -> None:
+    labels = [1, 1, 0, 0, 0, 0]
+    probs = np.array([0.9, 0.4, 0.5, 0.3, 0.2, 0.35])
+    sources = ["a", "a", "nih_chestxray8", "nih_chestxray8", "nih_chestxray8", "a"]
+    findings = ["COVID-19", "COVID-19", "No Finding", "No Finding", "Pneumonia", "No Finding"]
+    calls = calls_at(0.32, probs, _rows(labels, sources, findings), [0.1, 0.33, math.nan])
+    # NIH "No Finding": 0.5 and 0.3, one at or above 0.32; source "a"'s normal film does not count
+    assert calls == {
+        "nih_no_finding_called": 0.5,
+        "nih_no_finding_n": 2,
+        "nema_cr_called": 1,
+        "nema_cr_of": 2,
+    }
+    none = calls_at(0.32, probs[:2], _rows(labels[:2], sources[:2], findings[:2]), [])
+    assert none["nih_no_finding_called"] is None and none["nema_cr_of"] == 0
 
 
 def test_one_class_fold_marks_auc_not_defined() -> None:
