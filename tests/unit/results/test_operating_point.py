@@ -162,8 +162,9 @@ def test_the_worker_writes_the_point_it_used(predictor: Predictor, tmp_path: Pat
     assert f"operating point: {CLINICAL_WORDS}, threshold {clinical_t:.4f}" in sc.ImageComments
 
 
-def test_default_policy_is_the_papers_and_the_choices_are_the_cards_names() -> None:
-    assert Settings().model.threshold_policy == PAPER
+def test_default_policy_is_the_clinical_point_and_the_choices_are_the_cards_names() -> None:
+    # docs/training.md, "The rule for the card's points and the default policy"
+    assert Settings().model.threshold_policy == CLINICAL
     field = type(Settings().model).model_fields["threshold_policy"]
     assert get_args(field.annotation) == POINT_NAMES  # common cannot import models: checked here
 
