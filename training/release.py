@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from models.card import Metric, ModelCard
+from models.operating_point import PAPER, TARGET_SENSITIVITY
 from models.registry import Registry
 from training.baseline import source_prevalence
 from training.config import TrainConfig
@@ -96,7 +97,7 @@ def make_card(
         ],
         history_columns=["epoch", "train_loss", "val_loss", "val_auc"],
     )
-    return ModelCard(
+    card = ModelCard(
         architecture=cfg.arch,
         version=version,
         input_size=cfg.input_size,
@@ -118,6 +119,27 @@ def make_card(
         # Lets every later evaluation score the source-only baseline from the data this model saw.
         source_prevalence=source_prevalence(r for r in manifest.rows if r.split == "train"),
     )
+    return _with_val_points(card, cfg, val_labels, val_probs)
+
+
+def _with_val_points(
+    card: ModelCard, cfg: TrainConfig, val_labels: np.ndarray, val_probs: np.ndarray
+) -> ModelCard:
+    """``card`` with both named points chosen on val, so that either ``threshold_policy`` (the
+    service's default is ``clinical``) serves a new version at a point of its own films.
+
+    Only when training targets the paper's 98 % (the default): the card's threshold is the
+    ``paper`` point's, which another ``--target-sensitivity`` is not. Not when val lacks a class
+    (a specificity needs negatives): the card then keeps its single threshold, which serving
+    uses and ``doctor`` warns about. ``deepcovid threshold`` chooses both again on more films.
+    """
+    if cfg.target_sensitivity != TARGET_SENSITIVITY[PAPER]:
+        return card
+    try:
+        points = operating_points(val_labels, val_probs, data="the val split")
+    except ValueError:
+        return card
+    return card_with_points(card, points)
 
 
 def save_version(

@@ -108,6 +108,12 @@ def test_training_writes_a_loadable_version_with_card(trained: dict[str, Path]) 
     assert card.weights_sha256 and card.device_uid
     assert 0.0 <= card.threshold <= 1.0
     assert "sensitivity >= 0.98 on the val split" in card.threshold_method
+    # both named points chosen on val, so either threshold_policy serves the new version
+    assert set(card.operating_points) == {"paper", "clinical"}
+    assert card.operating_point("paper") == ("paper", card.operating_points["paper"])
+    assert card.operating_points["paper"].threshold == card.threshold
+    assert card.operating_points["clinical"].threshold >= card.threshold
+    assert card.operating_points["clinical"].specificity_ci is not None
     assert {"val/auc", "val/sensitivity", "val/specificity"} <= set(card.metrics)
     assert card.metrics["val/sensitivity"].value >= 0.98 - 1e-9
     assert card.training_manifest_sha256 and card.training_command.startswith("python -m training")
