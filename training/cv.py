@@ -424,15 +424,15 @@ def _report(
             continue
         probs = _oof_probabilities(rows, folds, ran)
         have = np.isfinite(probs)  # the rows of the folds that ran
-        labels = np.array([r.label for r, ok in zip(rows, have, strict=True) if ok])
-        sources = [r.source or "unknown" for r, ok in zip(rows, have, strict=True) if ok]
+        held = [r for r, ok in zip(rows, have, strict=True) if ok]
+        labels = np.array([r.label for r in held])
+        sources = [r.source or "unknown" for r in held]
         points = _pooled_points(
             labels,
             probs[have],
             f"out-of-fold predictions of train + val ({len(ran)} of {plan.folds} folds, "
             f"seed {seed})",
         )
-        held = [r for r, ok in zip(rows, have, strict=True) if ok]
         nema = [r.metrics.get("nema_cr_probability", math.nan) for r in ran]
         pooled[str(seed)] = {
             "folds": len(ran),
@@ -442,7 +442,7 @@ def _report(
             "calls": {
                 name: calls_at(point["threshold"], probs[have], held, nema)
                 for name, point in points.items()
-                if isinstance(point, dict) and "threshold" in point
+                if name != "not_defined"
             },
         }
     totals = [r.seconds["total"] for r in results] or [0.0]

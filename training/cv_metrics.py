@@ -74,6 +74,14 @@ SUMMARY_FILE = "cv.json"
 """The summary a cross-validation writes and ``compare --cv`` reads."""
 
 
+def nih_no_finding(rows: Sequence[ManifestRow]) -> np.ndarray:
+    """Boolean mask of the NIH "No Finding" films among ``rows``: the normal films a PACS routes
+    to the node."""
+    return np.array(
+        [r.source == NIH_SOURCE and r.finding_group == "no_finding" for r in rows], dtype=bool
+    )
+
+
 def point_at(labels: np.ndarray, probs: np.ndarray, target: float) -> float:
     """The threshold at ``target`` sensitivity on these predictions; NaN without COVID-19."""
     if not (np.asarray(labels) == 1).any():
@@ -101,7 +109,7 @@ def fold_metrics(
         spec = confusion_at(y, s, t).specificity if math.isfinite(t) else math.nan
         out[f"specificity_at_{target}"] = spec
     t98 = thresholds[98]
-    normal = np.array([r.source == NIH_SOURCE and r.finding_group == "no_finding" for r in rows])
+    normal = nih_no_finding(rows)
     out["nih_no_finding_called"] = (
         float((s[normal] >= t98).mean()) if normal.any() and math.isfinite(t98) else math.nan
     )
@@ -130,9 +138,7 @@ def calls_at(
     each fold's own 98 % point.
     """
     s = np.asarray(probs, dtype=np.float64)
-    normal = np.array(
-        [r.source == NIH_SOURCE and r.finding_group == "no_finding" for r in rows], dtype=bool
-    )
+    normal = nih_no_finding(rows)
     nema = np.array([p for p in nema_probabilities if p is not None and math.isfinite(p)])
     return {
         "nih_no_finding_called": float((s[normal] >= threshold).mean()) if normal.any() else None,
